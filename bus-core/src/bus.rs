@@ -1,0 +1,842 @@
+//! The queued, concurrent in-process bus.
+//!
+//! Every subscription owns a bounded [`PriorityQueue`] and one consumer: a
+//! Tokio task for async handlers, an OS thread for blocking ones. Publishing
+//! resolves the topic through the [`RouteIndex`] (cached), applies each
+//! subscription's filter and pushes one shared `Arc<Envelope>` into each
+//! queue. Consumers never share a queue, so a slow or failing handler delays
+//! only its own subscription.
+//!
+//! Waking is done with a flume channel of capacity one per subscription (the
+//! "doorbell"): a publisher rings only when the consumer has said, under the
+//! queue lock, that it found the queue empty. Under load the consumer never
+//! sleeps and publishers never ring.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{oneshot, Notify};
+
+use crate::circuit::{CircuitBreaker, CircuitBreakerConfig};
+use crate::error::{PublishError, RequestError, TopicError};
+use crate::filter::Filter;
+use crate::handler::{call_blocking, AsyncHandler, BlockingHandler, CatchUnwind, Handler, Outcome};
+use crate::ids::{MessageId, SubscriptionId};
+use crate::message::{now_ms, Envelope};
+use crate::queue::{PriorityQueue, PushOutcome};
+use crate::routing::RouteIndex;
+use crate::stats::{BusCounters, BusStats, DropReason, SubscriptionCounters, SubscriptionStats};
+use crate::topic::{Topic, TopicPattern};
+
+/// What a subscription does when its queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverflowPolicy {
+    /// The publisher waits up to `timeout` for room, then gets `BlockedTimeout`.
+    Block {
+        /// Longest wait.
+        timeout: Duration,
+    },
+    /// Drop the oldest queued message of the lowest priority not above the
+    /// new one's (or the new one, if nothing lower is queued). Counted.
+    DropOldestLowest,
+    /// Refuse the message; the publisher gets `Rejected`. Counted.
+    Reject,
+}
+
+impl Default for OverflowPolicy {
+    /// Back-pressure by default: nothing is dropped unless a publisher waits a full second.
+    fn default() -> Self {
+        OverflowPolicy::Block {
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How a subscription is set up.
+#[derive(Debug, Clone)]
+pub struct SubscribeOptions {
+    /// Name shown in stats and logs.
+    pub name: String,
+    /// Optional refinement after topic routing.
+    pub filter: Option<Filter>,
+    /// Queue capacity for non-critical messages.
+    pub capacity: usize,
+    /// What to do when the queue is full.
+    pub overflow: OverflowPolicy,
+    /// When to stop calling a failing handler.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            filter: None,
+            capacity: 10_000,
+            overflow: OverflowPolicy::default(),
+            circuit_breaker: CircuitBreakerConfig::default(),
+        }
+    }
+}
+
+impl SubscribeOptions {
+    /// Options with a name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the filter.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Sets the queue capacity.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Sets the overflow policy.
+    pub fn with_overflow(mut self, overflow: OverflowPolicy) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Sets the circuit breaker.
+    pub fn with_circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.circuit_breaker = config;
+        self
+    }
+}
+
+/// Why a subscription could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    /// The pattern is malformed.
+    #[error(transparent)]
+    InvalidPattern(#[from] TopicError),
+    /// The bus is shutting down.
+    #[error("the bus is closed")]
+    BusClosed,
+}
+
+/// What `publish` did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishReceipt {
+    /// Subscriptions that queued it.
+    pub queued: usize,
+    /// Older messages dropped to make room (drop-oldest policy).
+    pub displaced: usize,
+    /// Subscriptions that dropped it because they were full (drop-oldest policy).
+    pub dropped: usize,
+}
+
+/// What was left when the bus shut down.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShutdownReport {
+    /// True when every queue drained before the deadline.
+    pub drained: bool,
+    /// Messages still queued at the deadline, by subscription name; they are
+    /// counted as dropped with reason `shutdown`.
+    pub left: BTreeMap<String, usize>,
+    /// Final figures.
+    pub stats: BusStats,
+}
+
+struct QueueState {
+    queue: PriorityQueue<Arc<Envelope>>,
+    consumer_idle: bool,
+    closed: bool,
+    abandon: bool,
+}
+
+enum Next {
+    Item(Arc<Envelope>),
+    Idle,
+    Finished,
+}
+
+enum Enqueued {
+    Queued,
+    Displaced(Arc<Envelope>),
+    Full,
+    Closed,
+}
+
+struct Subscription {
+    id: SubscriptionId,
+    name: String,
+    pattern: TopicPattern,
+    filter: Option<Filter>,
+    overflow: OverflowPolicy,
+    state: Mutex<QueueState>,
+    doorbell: flume::Sender<()>,
+    done: flume::Receiver<()>,
+    space: Notify,
+    blocked_publishers: AtomicUsize,
+    breaker: Mutex<CircuitBreaker>,
+    counters: SubscriptionCounters,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks can only come from our own code
+    // between lock and unlock (handlers never run under them); the data is
+    // still consistent, so carry on.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Subscription {
+    fn try_enqueue(&self, envelope: &Arc<Envelope>) -> Enqueued {
+        let displace = self.overflow == OverflowPolicy::DropOldestLowest;
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Enqueued::Closed;
+        }
+        let result = match state.queue.push(envelope.clone(), envelope.priority, displace) {
+            PushOutcome::Queued => Enqueued::Queued,
+            PushOutcome::Displaced(old, _) => Enqueued::Displaced(old),
+            PushOutcome::Full(_) => return Enqueued::Full,
+        };
+        let wake = std::mem::take(&mut state.consumer_idle);
+        drop(state);
+        if wake {
+            let _ = self.doorbell.try_send(());
+        }
+        result
+    }
+
+    fn next(&self) -> Next {
+        let mut state = lock(&self.state);
+        if state.abandon {
+            return Next::Finished;
+        }
+        match state.queue.pop() {
+            Some((envelope, _)) => {
+                drop(state);
+                if self.blocked_publishers.load(Ordering::SeqCst) > 0 {
+                    self.space.notify_waiters();
+                }
+                Next::Item(envelope)
+            }
+            None if state.closed => Next::Finished,
+            None => {
+                state.consumer_idle = true;
+                Next::Idle
+            }
+        }
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        let _ = self.doorbell.try_send(());
+    }
+
+    /// Closes and empties the queue; returns what was in it.
+    fn abandon(&self) -> Vec<Arc<Envelope>> {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        state.abandon = true;
+        let left = state.queue.drain().into_iter().map(|(e, _)| e).collect();
+        drop(state);
+        let _ = self.doorbell.try_send(());
+        self.space.notify_waiters();
+        left
+    }
+
+    fn queue_depth(&self) -> usize {
+        lock(&self.state).queue.len()
+    }
+
+    fn stats(&self) -> SubscriptionStats {
+        SubscriptionStats {
+            id: self.id,
+            name: self.name.clone(),
+            pattern: self.pattern.to_string(),
+            queue_depth: self.queue_depth(),
+            delivered: self.counters.delivered.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            panicked: self.counters.panicked.load(Ordering::Relaxed),
+            expired: self.counters.expired.load(Ordering::Relaxed),
+            dropped: self.counters.drops.snapshot(),
+            circuit: lock(&self.breaker).state(),
+            latency: self.counters.latency_summary(),
+        }
+    }
+}
+
+/// Where one subscription's copy of a message went.
+enum Placed {
+    Queued,
+    Displaced,
+    Dropped,
+    Skipped,
+}
+
+/// Collects the per-subscription results of one publish.
+#[derive(Default)]
+struct FanOut {
+    receipt: PublishReceipt,
+    rejected_by: Vec<SubscriptionId>,
+    first_error: Option<PublishError>,
+}
+
+impl FanOut {
+    fn add(&mut self, id: SubscriptionId, result: Result<Placed, PublishError>) {
+        match result {
+            Ok(Placed::Queued) => self.receipt.queued += 1,
+            Ok(Placed::Displaced) => {
+                self.receipt.queued += 1;
+                self.receipt.displaced += 1;
+            }
+            Ok(Placed::Dropped) => self.receipt.dropped += 1,
+            Ok(Placed::Skipped) => {}
+            Err(PublishError::Rejected { .. }) => self.rejected_by.push(id),
+            Err(other) => {
+                self.first_error.get_or_insert(other);
+            }
+        }
+    }
+
+    fn finish(self, bus: &BusInner) -> Result<PublishReceipt, PublishError> {
+        let reached = self.receipt.queued + self.receipt.dropped + self.rejected_by.len();
+        if reached == 0 && self.first_error.is_none() {
+            bus.counters.unrouted.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.rejected_by.is_empty() {
+            return Err(PublishError::Rejected {
+                rejected_by: self.rejected_by,
+                accepted_by: self.receipt.queued,
+            });
+        }
+        match self.first_error {
+            Some(error) => Err(error),
+            None => Ok(self.receipt),
+        }
+    }
+}
+
+struct BusInner {
+    routes: RwLock<RouteIndex<Arc<Subscription>>>,
+    subscriptions: Mutex<BTreeMap<SubscriptionId, Arc<Subscription>>>,
+    consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    next_id: AtomicU64,
+    accepting: AtomicBool,
+    counters: BusCounters,
+    dropped_by_topic: Mutex<HashMap<Topic, u64>>,
+    pending_requests: Mutex<HashMap<MessageId, oneshot::Sender<Envelope>>>,
+    pending_count: AtomicUsize,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BusInner {
+    fn record_drop(&self, sub: &Subscription, topic: &Topic, reason: DropReason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.counters.drops.add(reason, n);
+        sub.counters.drops.add(reason, n);
+        self.counters.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
+        *lock(&self.dropped_by_topic).entry(topic.clone()).or_default() += n;
+        tracing::debug!(subscription = %sub.name, %topic, ?reason, n, "messages dropped");
+    }
+
+    /// A drop of a message that was never queued (so never counted in flight).
+    fn record_drop_new(&self, sub: &Subscription, topic: &Topic, reason: DropReason) {
+        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.record_drop(sub, topic, reason, 1);
+    }
+
+    /// Checks expiry and the breaker; false means "do not call the handler".
+    fn admit(&self, sub: &Subscription, envelope: &Envelope, now: Instant) -> bool {
+        if envelope.expires_at_ms.is_some() && envelope.is_expired_at(now_ms()) {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            sub.counters.expired.fetch_add(1, Ordering::Relaxed);
+            self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        if !lock(&sub.breaker).allow(now) {
+            self.record_drop(sub, &envelope.topic, DropReason::CircuitOpen, 1);
+            return false;
+        }
+        true
+    }
+
+    fn finish(&self, sub: &Subscription, envelope: &Envelope, started: Instant, outcome: Outcome) {
+        let finished = Instant::now();
+        sub.counters.record_latency(finished - started);
+        match outcome {
+            Outcome::Ok => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
+                lock(&sub.breaker).record_success();
+            }
+            Outcome::Failed(error) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                sub.counters.failed.fetch_add(1, Ordering::Relaxed);
+                lock(&sub.breaker).record_failure(finished);
+                tracing::warn!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %error, "handler failed");
+            }
+            Outcome::Panicked(panic) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.counters.panicked.fetch_add(1, Ordering::Relaxed);
+                sub.counters.failed.fetch_add(1, Ordering::Relaxed);
+                sub.counters.panicked.fetch_add(1, Ordering::Relaxed);
+                lock(&sub.breaker).record_failure(finished);
+                tracing::error!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %panic, "handler panicked");
+            }
+        }
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn consume_async(
+    bus: Arc<BusInner>,
+    sub: Arc<Subscription>,
+    handler: Arc<dyn AsyncHandler>,
+    doorbell: flume::Receiver<()>,
+    _done: flume::Sender<()>,
+) {
+    loop {
+        match sub.next() {
+            Next::Item(envelope) => {
+                let started = Instant::now();
+                if bus.admit(&sub, &envelope, started) {
+                    let outcome = CatchUnwind::new(handler.call(envelope.clone())).await;
+                    bus.finish(&sub, &envelope, started, outcome);
+                }
+            }
+            Next::Idle => {
+                if doorbell.recv_async().await.is_err() {
+                    break;
+                }
+            }
+            Next::Finished => break,
+        }
+    }
+}
+
+fn consume_blocking(
+    bus: Arc<BusInner>,
+    sub: Arc<Subscription>,
+    mut handler: BlockingHandler,
+    doorbell: flume::Receiver<()>,
+    _done: flume::Sender<()>,
+) {
+    loop {
+        match sub.next() {
+            Next::Item(envelope) => {
+                let started = Instant::now();
+                if bus.admit(&sub, &envelope, started) {
+                    let outcome = call_blocking(|| handler(&envelope));
+                    bus.finish(&sub, &envelope, started, outcome);
+                }
+            }
+            Next::Idle => {
+                if doorbell.recv().is_err() {
+                    break;
+                }
+            }
+            Next::Finished => break,
+        }
+    }
+}
+
+/// The in-process message bus; clone it freely (clones share one bus).
+#[derive(Clone)]
+pub struct MessageBus {
+    inner: Arc<BusInner>,
+}
+
+impl std::fmt::Debug for MessageBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageBus")
+            .field("subscriptions", &lock(&self.inner.subscriptions).len())
+            .finish()
+    }
+}
+
+impl MessageBus {
+    /// A bus whose async consumers run on the current Tokio runtime.
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime; use [`MessageBus::with_runtime`] there.
+    pub fn new() -> Self {
+        Self::with_runtime(tokio::runtime::Handle::current())
+    }
+
+    /// A bus whose async consumers run on `runtime`.
+    pub fn with_runtime(runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            inner: Arc::new(BusInner {
+                routes: RwLock::new(RouteIndex::new()),
+                subscriptions: Mutex::new(BTreeMap::new()),
+                consumers: Mutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+                accepting: AtomicBool::new(true),
+                counters: BusCounters::default(),
+                dropped_by_topic: Mutex::new(HashMap::new()),
+                pending_requests: Mutex::new(HashMap::new()),
+                pending_count: AtomicUsize::new(0),
+                runtime,
+            }),
+        }
+    }
+
+    /// Subscribes `handler` to topics matching `pattern`.
+    pub fn subscribe(
+        &self,
+        pattern: &str,
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let pattern = TopicPattern::new(pattern)?;
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(SubscribeError::BusClosed);
+        }
+        let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let (doorbell_tx, doorbell_rx) = flume::bounded(1);
+        let (done_tx, done_rx) = flume::bounded(1);
+        let name = if options.name.is_empty() {
+            format!("{id} {pattern}")
+        } else {
+            options.name
+        };
+        let sub = Arc::new(Subscription {
+            id,
+            name,
+            pattern: pattern.clone(),
+            filter: options.filter,
+            overflow: options.overflow,
+            state: Mutex::new(QueueState {
+                queue: PriorityQueue::new(options.capacity),
+                consumer_idle: false,
+                closed: false,
+                abandon: false,
+            }),
+            doorbell: doorbell_tx,
+            done: done_rx,
+            space: Notify::new(),
+            blocked_publishers: AtomicUsize::new(0),
+            breaker: Mutex::new(CircuitBreaker::new(options.circuit_breaker)),
+            counters: SubscriptionCounters::default(),
+        });
+        match handler {
+            Handler::Async(handler) => {
+                let task = self.inner.runtime.spawn(consume_async(
+                    self.inner.clone(),
+                    sub.clone(),
+                    handler,
+                    doorbell_rx,
+                    done_tx,
+                ));
+                lock(&self.inner.consumers).push(task);
+            }
+            Handler::Blocking(handler) => {
+                let (bus, sub) = (self.inner.clone(), sub.clone());
+                std::thread::Builder::new()
+                    .name(format!("bus-{id}"))
+                    .spawn(move || consume_blocking(bus, sub, handler, doorbell_rx, done_tx))
+                    .map_err(|_| SubscribeError::BusClosed)?;
+            }
+        }
+        lock(&self.inner.subscriptions).insert(id, sub.clone());
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(&pattern, id, sub);
+        Ok(id)
+    }
+
+    /// Removes exactly one subscription. Messages still in its queue are
+    /// dropped and counted (reason `unsubscribed`). Returns false if unknown.
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let Some(sub) = lock(&self.inner.subscriptions).remove(&id) else {
+            return false;
+        };
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&sub.pattern, id);
+        for envelope in sub.abandon() {
+            self.inner
+                .record_drop(&sub, &envelope.topic, DropReason::Unsubscribed, 1);
+        }
+        true
+    }
+
+    fn routes(&self, topic: &Topic) -> Arc<[Arc<Subscription>]> {
+        {
+            let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = routes.cached(topic) {
+                return hit.clone();
+            }
+        }
+        self.inner
+            .routes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .resolve(topic)
+    }
+
+    fn accept(&self, envelope: &Envelope) -> Result<(), PublishError> {
+        if !self.inner.accepting.load(Ordering::Relaxed) {
+            return Err(PublishError::BusClosed);
+        }
+        if envelope.expires_at_ms.is_some() && envelope.is_expired_at(now_ms()) {
+            self.inner.counters.expired.fetch_add(1, Ordering::Relaxed);
+            return Err(PublishError::Expired);
+        }
+        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
+        if let Some(request_id) = envelope.correlation_id {
+            if self.inner.pending_count.load(Ordering::SeqCst) > 0 {
+                if let Some(waiter) = lock(&self.inner.pending_requests).remove(&request_id) {
+                    self.inner.pending_count.fetch_sub(1, Ordering::SeqCst);
+                    let _ = waiter.send(envelope.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a message to every matching subscription, waiting for room
+    /// where a subscription's policy is `Block`.
+    ///
+    /// With fan-out, one full subscription does not stop the others: the
+    /// message is queued everywhere it fits, and the error (if any) says which
+    /// subscriptions refused it and how many accepted it.
+    pub async fn publish(&self, envelope: Envelope) -> Result<PublishReceipt, PublishError> {
+        self.accept(&envelope)?;
+        let envelope = Arc::new(envelope);
+        let routes = self.routes(&envelope.topic);
+        let mut outcome = FanOut::default();
+        for sub in routes.iter() {
+            if sub.filter.as_ref().is_some_and(|f| !f.matches(&envelope)) {
+                continue;
+            }
+            let result = self.enqueue(sub, &envelope).await;
+            outcome.add(sub.id, result);
+        }
+        outcome.finish(&self.inner)
+    }
+
+    /// Publishes without ever waiting: a full `Block` subscription counts as
+    /// a block timeout at once. For blocking handlers and other synchronous code.
+    pub fn try_publish(&self, envelope: Envelope) -> Result<PublishReceipt, PublishError> {
+        self.accept(&envelope)?;
+        let envelope = Arc::new(envelope);
+        let routes = self.routes(&envelope.topic);
+        let mut outcome = FanOut::default();
+        for sub in routes.iter() {
+            if sub.filter.as_ref().is_some_and(|f| !f.matches(&envelope)) {
+                continue;
+            }
+            let result = self
+                .enqueue_once(sub, &envelope)
+                .unwrap_or_else(|| self.give_up(sub, &envelope, Duration::ZERO));
+            outcome.add(sub.id, result);
+        }
+        outcome.finish(&self.inner)
+    }
+
+    /// Counts a block-policy timeout.
+    fn give_up(
+        &self,
+        sub: &Subscription,
+        envelope: &Arc<Envelope>,
+        waited: Duration,
+    ) -> Result<Placed, PublishError> {
+        self.inner
+            .record_drop_new(sub, &envelope.topic, DropReason::BlockTimeout);
+        Err(PublishError::BlockedTimeout {
+            subscription: sub.id,
+            waited,
+        })
+    }
+
+    /// Tries once. `None` means "full, and the policy says wait".
+    fn enqueue_once(
+        &self,
+        sub: &Subscription,
+        envelope: &Arc<Envelope>,
+    ) -> Option<Result<Placed, PublishError>> {
+        match sub.try_enqueue(envelope) {
+            Enqueued::Queued => {
+                self.inner.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                Some(Ok(Placed::Queued))
+            }
+            Enqueued::Displaced(old) => {
+                self.inner.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .record_drop(sub, &old.topic, DropReason::Overflow, 1);
+                Some(Ok(Placed::Displaced))
+            }
+            // Unsubscribed between routing and enqueue: as if never matched.
+            Enqueued::Closed => Some(Ok(Placed::Skipped)),
+            Enqueued::Full => match sub.overflow {
+                OverflowPolicy::Block { .. } => None,
+                OverflowPolicy::DropOldestLowest => {
+                    self.inner
+                        .record_drop_new(sub, &envelope.topic, DropReason::Overflow);
+                    Some(Ok(Placed::Dropped))
+                }
+                OverflowPolicy::Reject => {
+                    self.inner
+                        .record_drop_new(sub, &envelope.topic, DropReason::Rejected);
+                    Some(Err(PublishError::Rejected {
+                        rejected_by: vec![sub.id],
+                        accepted_by: 0,
+                    }))
+                }
+            },
+        }
+    }
+
+    async fn enqueue(
+        &self,
+        sub: &Subscription,
+        envelope: &Arc<Envelope>,
+    ) -> Result<Placed, PublishError> {
+        if let Some(result) = self.enqueue_once(sub, envelope) {
+            return result;
+        }
+        let OverflowPolicy::Block { timeout } = sub.overflow else {
+            unreachable!("only the block policy asks to wait");
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        sub.blocked_publishers.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            let notified = sub.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(result) = self.enqueue_once(sub, envelope) {
+                break result;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break self
+                    .enqueue_once(sub, envelope)
+                    .unwrap_or_else(|| self.give_up(sub, envelope, started.elapsed()));
+            }
+        };
+        sub.blocked_publishers.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Publishes `request` and waits up to `timeout` for the first message
+    /// whose correlation id is the request's id. Sets `reply_to` to
+    /// `reply.<request id>` when the request has none.
+    pub async fn request(
+        &self,
+        mut request: Envelope,
+        timeout: Duration,
+    ) -> Result<Envelope, RequestError> {
+        if request.reply_to.is_none() {
+            let topic = Topic::new(format!("reply.{}", request.id))
+                .expect("`reply.<uuid>` is a valid topic");
+            request.reply_to = Some(topic);
+        }
+        let id = request.id;
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending_requests).insert(id, tx);
+        self.inner.pending_count.fetch_add(1, Ordering::SeqCst);
+        let forget = || {
+            if lock(&self.inner.pending_requests).remove(&id).is_some() {
+                self.inner.pending_count.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        if let Err(error) = self.publish(request).await {
+            forget();
+            return Err(error.into());
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(response)) => Ok(response),
+            _ => {
+                forget();
+                Err(RequestError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> BusStats {
+        let c = &self.inner.counters;
+        let subscriptions = lock(&self.inner.subscriptions)
+            .values()
+            .map(|s| s.stats())
+            .collect();
+        BusStats {
+            published: c.published.load(Ordering::Relaxed),
+            unrouted: c.unrouted.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            panicked: c.panicked.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            dropped: c.drops.snapshot(),
+            dropped_by_topic: lock(&self.inner.dropped_by_topic)
+                .iter()
+                .map(|(t, n)| (t.to_string(), *n))
+                .collect(),
+            subscriptions,
+        }
+    }
+
+    /// True until shutdown starts.
+    pub fn is_accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting messages, lets every consumer drain its queue until
+    /// `deadline`, then drops (and counts) whatever is left.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        let subs: Vec<Arc<Subscription>> =
+            lock(&self.inner.subscriptions).values().cloned().collect();
+        for sub in &subs {
+            sub.close();
+        }
+        let wait_all = async {
+            for sub in &subs {
+                let _ = sub.done.recv_async().await;
+            }
+        };
+        let drained = tokio::time::timeout(deadline, wait_all).await.is_ok();
+        let mut left = BTreeMap::new();
+        for sub in &subs {
+            let remaining = sub.abandon();
+            if !remaining.is_empty() {
+                left.insert(sub.name.clone(), remaining.len());
+            }
+            for envelope in remaining {
+                self.inner
+                    .record_drop(sub, &envelope.topic, DropReason::Shutdown, 1);
+            }
+        }
+        if !drained {
+            for task in lock(&self.inner.consumers).drain(..) {
+                task.abort();
+            }
+        }
+        ShutdownReport {
+            drained,
+            left,
+            stats: self.stats(),
+        }
+    }
+}
+
+impl Default for MessageBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+

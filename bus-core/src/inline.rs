@@ -1,0 +1,222 @@
+//! Inline dispatch for backtests: synchronous, deterministic, no queues, no
+//! threads, no clock reads.
+//!
+//! `publish` calls every matching handler, in subscription order, before it
+//! returns. Handlers do not publish directly: they push follow-up messages
+//! into an [`Outbox`], and the bus delivers those, in the order they were
+//! pushed, after the current message has reached all its handlers. So the
+//! order of deliveries depends only on the order of publishes and
+//! subscriptions, and the same input gives the same run every time.
+//!
+//! Expiry is checked against a simulated clock the driver sets with
+//! [`InlineBus::set_clock`]; without one nothing expires. There is no
+//! circuit breaker (it needs a clock) and no request/response (a response is
+//! an ordinary message with a correlation id, delivered through the outbox).
+
+use std::collections::VecDeque;
+
+use crate::error::HandlerResult;
+use crate::filter::Filter;
+use crate::handler::{call_blocking, Outcome};
+use crate::ids::SubscriptionId;
+use crate::message::Envelope;
+use crate::routing::RouteIndex;
+use crate::error::TopicError;
+use crate::topic::TopicPattern;
+
+/// Messages a handler wants published once it returns.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    messages: Vec<Envelope>,
+}
+
+impl Outbox {
+    /// An empty outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Queues a message for publishing.
+    pub fn publish(&mut self, envelope: Envelope) {
+        self.messages.push(envelope);
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Takes the messages out, in order.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Envelope> {
+        self.messages.drain(..)
+    }
+}
+
+/// A handler for the inline bus.
+pub type InlineHandler = Box<dyn FnMut(&Envelope, &mut Outbox) -> HandlerResult>;
+
+struct Slot {
+    id: SubscriptionId,
+    name: String,
+    filter: Option<Filter>,
+    handler: InlineHandler,
+    delivered: u64,
+    failed: u64,
+}
+
+/// Counters of an inline bus.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InlineStats {
+    /// Messages published (including outbox messages).
+    pub published: u64,
+    /// Handler runs that succeeded.
+    pub delivered: u64,
+    /// Handler runs that failed or panicked.
+    pub failed: u64,
+    /// Handler runs that panicked.
+    pub panicked: u64,
+    /// Messages past their TTL on the simulated clock.
+    pub expired: u64,
+    /// Messages that matched no subscription.
+    pub unrouted: u64,
+}
+
+/// The synchronous, deterministic bus.
+#[derive(Default)]
+pub struct InlineBus {
+    routes: RouteIndex<usize>,
+    slots: Vec<Option<Slot>>,
+    pending: VecDeque<Envelope>,
+    outbox: Outbox,
+    clock_ms: Option<i64>,
+    stats: InlineStats,
+}
+
+impl InlineBus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Subscribes a handler; subscription order is delivery order.
+    pub fn subscribe(
+        &mut self,
+        name: &str,
+        pattern: &str,
+        filter: Option<Filter>,
+        handler: impl FnMut(&Envelope, &mut Outbox) -> HandlerResult + 'static,
+    ) -> Result<SubscriptionId, TopicError> {
+        let pattern = TopicPattern::new(pattern)?;
+        let slot = self.slots.len();
+        let id = SubscriptionId(slot as u64 + 1);
+        self.slots.push(Some(Slot {
+            id,
+            name: name.to_string(),
+            filter,
+            handler: Box::new(handler),
+            delivered: 0,
+            failed: 0,
+        }));
+        self.routes.insert(&pattern, id, slot);
+        Ok(id)
+    }
+
+    /// Removes exactly one subscription.
+    pub fn unsubscribe(&mut self, id: SubscriptionId, pattern: &TopicPattern) -> bool {
+        let slot = (id.0 - 1) as usize;
+        let known = self.slots.get(slot).is_some_and(|s| s.is_some());
+        if known && self.routes.remove(pattern, id) {
+            self.slots[slot] = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sets the simulated time used for expiry.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        self.clock_ms = Some(now_ms);
+    }
+
+    /// Delivers `envelope` and everything its handlers publish, in order,
+    /// before returning.
+    pub fn publish(&mut self, envelope: &Envelope) {
+        self.dispatch(envelope);
+        while let Some(next) = self.pending.pop_front() {
+            self.dispatch(&next);
+        }
+    }
+
+    fn dispatch(&mut self, envelope: &Envelope) {
+        self.stats.published += 1;
+        if let (Some(expires), Some(now)) = (envelope.expires_at_ms, self.clock_ms) {
+            if expires <= now {
+                self.stats.expired += 1;
+                return;
+            }
+        }
+        if self.routes.cached(&envelope.topic).is_none() {
+            self.routes.resolve(&envelope.topic);
+        }
+        let Self {
+            routes,
+            slots,
+            pending,
+            outbox,
+            stats,
+            ..
+        } = self;
+        let Some(targets) = routes.cached(&envelope.topic) else {
+            return;
+        };
+        let mut reached = 0;
+        for &slot in targets.iter() {
+            let Some(slot) = slots[slot].as_mut() else {
+                continue;
+            };
+            if slot.filter.as_ref().is_some_and(|f| !f.matches(envelope)) {
+                continue;
+            }
+            reached += 1;
+            match call_blocking(|| (slot.handler)(envelope, outbox)) {
+                Outcome::Ok => {
+                    stats.delivered += 1;
+                    slot.delivered += 1;
+                }
+                Outcome::Failed(error) => {
+                    stats.failed += 1;
+                    slot.failed += 1;
+                    tracing::warn!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, %error, "inline handler failed");
+                }
+                Outcome::Panicked(panic) => {
+                    stats.failed += 1;
+                    stats.panicked += 1;
+                    slot.failed += 1;
+                    tracing::error!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, %panic, "inline handler panicked");
+                }
+            }
+            if !outbox.is_empty() {
+                pending.extend(outbox.drain());
+            }
+        }
+        if reached == 0 {
+            stats.unrouted += 1;
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> InlineStats {
+        self.stats
+    }
+
+    /// Successful and failed handler runs of one subscription.
+    pub fn subscription_counts(&self, id: SubscriptionId) -> Option<(u64, u64)> {
+        let slot = self.slots.get((id.0 - 1) as usize)?.as_ref()?;
+        Some((slot.delivered, slot.failed))
+    }
+}

@@ -1,0 +1,115 @@
+//! # bus-core
+//!
+//! Bistoury's message bus. Agents talk only through it; it never knows what
+//! the agents do.
+//!
+//! * [`message`]: the [`Envelope`] and its typed [`Payload`]s (34 message
+//!   types in eight families), priorities, delivery modes, the JSON wire format;
+//! * [`topic`]: dot-separated topics and NATS-style patterns, matched by segment;
+//! * [`filter`]: predicates over envelopes, composable;
+//! * [`routing`]: the segment-trie index with a per-topic cache;
+//! * [`queue`]: the bounded four-lane priority queue;
+//! * [`bus`]: the concurrent in-process bus ([`MessageBus`]) with one queue and
+//!   one consumer per subscription, overflow policies, circuit breakers,
+//!   request/response and graceful shutdown;
+//! * [`inline`]: the synchronous, deterministic bus for backtests ([`InlineBus`]);
+//! * [`stats`]: counters and snapshots.
+//!
+//! ## Example
+//!
+//! ```
+//! use bus_core::prelude::*;
+//! use rust_decimal::Decimal;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let bus = MessageBus::new();
+//! let (tx, rx) = flume::unbounded();
+//! bus.subscribe(
+//!     "data.price_update",
+//!     Handler::from_async(move |envelope| {
+//!         let tx = tx.clone();
+//!         async move {
+//!             tx.send(envelope.id).ok();
+//!             Ok(())
+//!         }
+//!     }),
+//!     SubscribeOptions::named("printer"),
+//! )
+//! .unwrap();
+//!
+//! let price = PriceUpdate::new(PriceUpdateFields {
+//!     symbol: Symbol::new("BTC").unwrap(),
+//!     price: Decimal::new(65_000, 0),
+//!     timestamp_ms: 0,
+//! })
+//! .unwrap();
+//! let message = Envelope::new(
+//!     AgentId::new("collector"),
+//!     Topic::new("data.price_update.BTC").unwrap(),
+//!     Payload::DataPriceUpdate(price),
+//! );
+//! let id = message.id;
+//! bus.publish(message).await.unwrap();
+//! assert_eq!(rx.recv_async().await.unwrap(), id);
+//! bus.shutdown(std::time::Duration::from_secs(1)).await;
+//! # }
+//! ```
+//!
+//! ## Wire format
+//!
+//! An envelope travels as one JSON object:
+//!
+//! ```json
+//! {"id":"6f1c...","type":"data.candle","topic":"data.candle.BTC.1m",
+//!  "sender":"collector","recipient":null,"correlation_id":null,"reply_to":null,
+//!  "priority":"normal","delivery_mode":"fire_and_forget",
+//!  "created_at_ms":1700000000000,"expires_at_ms":null,"attempt":0,"max_attempts":5,
+//!  "headers":{},"tags":[],
+//!  "payload":{"symbol":"BTC","interval":"1m","open_time_ms":1700000000000,
+//!             "open":"100.5","high":"101","low":"99.9","close":"100.7","volume":"12.5"}}
+//! ```
+//!
+//! `type` names the payload's schema (the snake_case names of
+//! [`MessageType`]); decimals are strings; times are milliseconds since the
+//! Unix epoch. On decoding, `recipient`, `correlation_id`, `reply_to`,
+//! `priority` (default `normal`), `delivery_mode` (default
+//! `fire_and_forget`), `expires_at_ms`, `attempt`, `max_attempts` (default 5),
+//! `headers` and `tags` may be omitted; unknown fields are errors. A decoding
+//! error names the failing field's path (`payload.close`).
+
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod circuit;
+pub mod error;
+pub mod filter;
+pub mod handler;
+pub mod ids;
+pub mod inline;
+pub mod message;
+pub mod queue;
+pub mod routing;
+pub mod stats;
+pub mod topic;
+
+pub use bus::{MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport, SubscribeError, SubscribeOptions};
+pub use circuit::{CircuitBreakerConfig, CircuitState};
+pub use error::{DecodeError, HandlerError, HandlerResult, PayloadError, PublishError, RequestError, TopicError};
+pub use filter::Filter;
+pub use handler::Handler;
+pub use ids::{AgentId, MessageId, SubscriptionId};
+pub use inline::{InlineBus, Outbox};
+pub use message::{DeliveryMode, Envelope, MessageStatus, MessageType, Payload, Priority};
+pub use stats::{BusStats, DropReason};
+pub use topic::{Topic, TopicPattern};
+
+/// Everything an agent usually needs, in one import.
+pub mod prelude {
+    pub use crate::message::payload::*;
+    pub use crate::{
+        AgentId, DeliveryMode, Envelope, Filter, Handler, HandlerError, HandlerResult, InlineBus,
+        MessageBus, MessageId, MessageType, Outbox, OverflowPolicy, Payload, Priority,
+        SubscribeOptions, Topic, TopicPattern,
+    };
+}

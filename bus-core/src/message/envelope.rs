@@ -1,0 +1,315 @@
+//! The envelope: routing and delivery metadata around one typed payload.
+//!
+//! Fan-out clones envelopes; the payload sits behind an `Arc`, so a clone
+//! copies the metadata but never the payload. The queued bus goes further and
+//! shares one `Arc<Envelope>` between all its subscriptions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::delivery::{DeliveryMode, Priority};
+use super::kind::{MessageType, Payload};
+use crate::error::DecodeError;
+use crate::ids::{AgentId, MessageId};
+use crate::topic::Topic;
+
+/// Default number of delivery attempts for reliable modes.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// Milliseconds since the Unix epoch, read from the system clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A message: metadata plus one typed payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Unique id.
+    pub id: MessageId,
+    /// For responses: the id of the request this answers.
+    pub correlation_id: Option<MessageId>,
+    /// Where responses should go.
+    pub reply_to: Option<Topic>,
+    /// Who sent it.
+    pub sender: AgentId,
+    /// Intended recipient, when addressed to one agent.
+    pub recipient: Option<AgentId>,
+    /// Where it is published.
+    pub topic: Topic,
+    /// Urgency.
+    pub priority: Priority,
+    /// Delivery promise.
+    pub delivery_mode: DeliveryMode,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// After this time (ms since the Unix epoch) it is not delivered.
+    pub expires_at_ms: Option<i64>,
+    /// Delivery attempts made so far.
+    pub attempt: u32,
+    /// Attempts allowed before dead-lettering (reliable modes).
+    pub max_attempts: u32,
+    /// Free-form string headers.
+    pub headers: BTreeMap<String, String>,
+    /// Labels filters can select on.
+    pub tags: Vec<String>,
+    payload: Arc<Payload>,
+}
+
+impl Envelope {
+    /// A new message with a fresh id, created now, normal priority, fire-and-forget.
+    pub fn new(sender: AgentId, topic: Topic, payload: Payload) -> Self {
+        Self {
+            id: MessageId::new(),
+            correlation_id: None,
+            reply_to: None,
+            sender,
+            recipient: None,
+            topic,
+            priority: Priority::Normal,
+            delivery_mode: DeliveryMode::FireAndForget,
+            created_at_ms: now_ms(),
+            expires_at_ms: None,
+            attempt: 0,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            headers: BTreeMap::new(),
+            tags: Vec::new(),
+            payload: Arc::new(payload),
+        }
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+
+    /// The message type, derived from the payload.
+    pub fn message_type(&self) -> MessageType {
+        self.payload.message_type()
+    }
+
+    /// Sets the priority.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the delivery mode.
+    pub fn with_delivery_mode(mut self, mode: DeliveryMode) -> Self {
+        self.delivery_mode = mode;
+        self
+    }
+
+    /// Expires `ttl` after creation.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.expires_at_ms = Some(self.created_at_ms.saturating_add(ttl.as_millis() as i64));
+        self
+    }
+
+    /// Sets id and creation time explicitly (deterministic runs use this).
+    pub fn with_identity(mut self, id: MessageId, created_at_ms: i64) -> Self {
+        if let Some(expires) = self.expires_at_ms {
+            let ttl = expires - self.created_at_ms;
+            self.expires_at_ms = Some(created_at_ms.saturating_add(ttl));
+        }
+        self.id = id;
+        self.created_at_ms = created_at_ms;
+        self
+    }
+
+    /// Addresses it to one agent.
+    pub fn with_recipient(mut self, recipient: AgentId) -> Self {
+        self.recipient = Some(recipient);
+        self
+    }
+
+    /// Asks for responses on `topic`.
+    pub fn with_reply_to(mut self, topic: Topic) -> Self {
+        self.reply_to = Some(topic);
+        self
+    }
+
+    /// Marks it as answering `request`.
+    pub fn with_correlation_id(mut self, request: MessageId) -> Self {
+        self.correlation_id = Some(request);
+        self
+    }
+
+    /// Adds a tag.
+    pub fn with_tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the attempts allowed.
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// True when the message has a TTL that ended at or before `now_ms`.
+    pub fn is_expired_at(&self, now_ms: i64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// Does it carry this tag?
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// Builds a response: correlated with this message, addressed to its
+    /// sender, published on its `reply_to` topic (or `response.<type family>`
+    /// when it has none), at the same priority.
+    pub fn reply(&self, sender: AgentId, payload: Payload) -> Envelope {
+        let topic = self.reply_to.clone().unwrap_or_else(|| {
+            Topic::new(format!("response.{}", self.message_type().family()))
+                .expect("`response.<family>` is a valid topic")
+        });
+        let mut response = Envelope::new(sender, topic, payload)
+            .with_correlation_id(self.id)
+            .with_recipient(self.sender.clone())
+            .with_priority(self.priority);
+        response.created_at_ms = response.created_at_ms.max(self.created_at_ms);
+        response
+    }
+
+    /// Encodes to the JSON wire format (see the crate docs for the schema).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.wire()).expect("envelopes always serialize")
+    }
+
+    /// Encodes to JSON bytes.
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.wire()).expect("envelopes always serialize")
+    }
+
+    /// Decodes from the JSON wire format; the error names the failing field.
+    pub fn from_json(json: &[u8]) -> Result<Envelope, DecodeError> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let wire: WireIn = serde_path_to_error::deserialize(&mut de).map_err(|e| DecodeError {
+            path: e.path().to_string(),
+            reason: e.into_inner().to_string(),
+        })?;
+        de.end().map_err(|e| DecodeError {
+            path: ".".into(),
+            reason: e.to_string(),
+        })?;
+        let payload = Payload::from_json(wire.message_type, wire.payload.get()).map_err(|e| {
+            let inner = e.path().to_string();
+            DecodeError {
+                path: if inner == "." { "payload".into() } else { format!("payload.{inner}") },
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        Ok(Envelope {
+            id: wire.id,
+            correlation_id: wire.correlation_id,
+            reply_to: wire.reply_to,
+            sender: wire.sender,
+            recipient: wire.recipient,
+            topic: wire.topic,
+            priority: wire.priority,
+            delivery_mode: wire.delivery_mode,
+            created_at_ms: wire.created_at_ms,
+            expires_at_ms: wire.expires_at_ms,
+            attempt: wire.attempt,
+            max_attempts: wire.max_attempts,
+            headers: wire.headers,
+            tags: wire.tags,
+            payload: Arc::new(payload),
+        })
+    }
+
+    fn wire(&self) -> WireOut<'_> {
+        WireOut {
+            id: self.id,
+            message_type: self.message_type(),
+            topic: &self.topic,
+            sender: &self.sender,
+            recipient: self.recipient.as_ref(),
+            correlation_id: self.correlation_id,
+            reply_to: self.reply_to.as_ref(),
+            priority: self.priority,
+            delivery_mode: self.delivery_mode,
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            headers: &self.headers,
+            tags: &self.tags,
+            payload: &self.payload,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WireOut<'a> {
+    id: MessageId,
+    #[serde(rename = "type")]
+    message_type: MessageType,
+    topic: &'a Topic,
+    sender: &'a AgentId,
+    recipient: Option<&'a AgentId>,
+    correlation_id: Option<MessageId>,
+    reply_to: Option<&'a Topic>,
+    priority: Priority,
+    delivery_mode: DeliveryMode,
+    created_at_ms: i64,
+    expires_at_ms: Option<i64>,
+    attempt: u32,
+    max_attempts: u32,
+    headers: &'a BTreeMap<String, String>,
+    tags: &'a [String],
+    payload: &'a Payload,
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+/// The decoding side accepts omitted optional fields so that clients in other
+/// languages need only send `id`, `type`, `topic`, `sender`, `created_at_ms`
+/// and `payload`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireIn {
+    id: MessageId,
+    #[serde(rename = "type")]
+    message_type: MessageType,
+    topic: Topic,
+    sender: AgentId,
+    #[serde(default)]
+    recipient: Option<AgentId>,
+    #[serde(default)]
+    correlation_id: Option<MessageId>,
+    #[serde(default)]
+    reply_to: Option<Topic>,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default)]
+    delivery_mode: DeliveryMode,
+    created_at_ms: i64,
+    #[serde(default)]
+    expires_at_ms: Option<i64>,
+    #[serde(default)]
+    attempt: u32,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    payload: Box<RawValue>,
+}
