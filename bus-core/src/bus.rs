@@ -189,7 +189,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks can only come from our own code
     // between lock and unlock (handlers never run under them); the data is
     // still consistent, so carry on.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Subscription {
@@ -199,7 +201,10 @@ impl Subscription {
         if state.closed {
             return Enqueued::Closed;
         }
-        let result = match state.queue.push(envelope.clone(), envelope.priority, displace) {
+        let result = match state
+            .queue
+            .push(envelope.clone(), envelope.priority, displace)
+        {
             PushOutcome::Queued => Enqueued::Queued,
             PushOutcome::Displaced(old, _) => Enqueued::Displaced(old),
             PushOutcome::Full(_) => return Enqueued::Full,
@@ -342,8 +347,12 @@ impl BusInner {
         }
         self.counters.drops.add(reason, n);
         sub.counters.drops.add(reason, n);
-        self.counters.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
-        *lock(&self.dropped_by_topic).entry(topic.clone()).or_default() += n;
+        self.counters
+            .in_flight
+            .fetch_sub(n as i64, Ordering::Relaxed);
+        *lock(&self.dropped_by_topic)
+            .entry(topic.clone())
+            .or_default() += n;
         tracing::debug!(subscription = %sub.name, %topic, ?reason, n, "messages dropped");
     }
 
@@ -595,7 +604,10 @@ impl MessageBus {
             self.inner.counters.expired.fetch_add(1, Ordering::Relaxed);
             return Err(PublishError::Expired);
         }
-        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .published
+            .fetch_add(1, Ordering::Relaxed);
         if let Some(request_id) = envelope.correlation_id {
             if self.inner.pending_count.load(Ordering::SeqCst) > 0 {
                 if let Some(waiter) = lock(&self.inner.pending_requests).remove(&request_id) {
@@ -670,11 +682,17 @@ impl MessageBus {
     ) -> Option<Result<Placed, PublishError>> {
         match sub.try_enqueue(envelope) {
             Enqueued::Queued => {
-                self.inner.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .in_flight
+                    .fetch_add(1, Ordering::Relaxed);
                 Some(Ok(Placed::Queued))
             }
             Enqueued::Displaced(old) => {
-                self.inner.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .in_flight
+                    .fetch_add(1, Ordering::Relaxed);
                 self.inner
                     .record_drop(sub, &old.topic, DropReason::Overflow, 1);
                 Some(Ok(Placed::Displaced))
@@ -839,4 +857,3 @@ impl Default for MessageBus {
         Self::new()
     }
 }
-

@@ -158,4 +158,166 @@ mod tests {
         assert!(Filter::All(vec![]).matches(&e));
         assert!(!Filter::Any(vec![]).matches(&e));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SENDERS: [&str; 2] = ["risk", "trader"];
+        const TAGS: [&str; 2] = ["live", "paper"];
+        const TOPICS: [&str; 3] = ["data.candle.BTC", "data.price.ETH", "signal.x"];
+        const PATTERNS: [&str; 4] = ["data", "data.*.BTC", "signal.>", "*"];
+        const PRIORITIES: [Priority; 4] = [
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Critical,
+        ];
+
+        fn leaf() -> impl Strategy<Value = Filter> {
+            prop_oneof![
+                Just(Filter::Everything),
+                (0..2usize).prop_map(|i| Filter::sender(SENDERS[i])),
+                (0..2usize).prop_map(|i| Filter::tag(TAGS[i])),
+                (0..4usize).prop_map(|i| Filter::min_priority(PRIORITIES[i])),
+                (0..4usize).prop_map(|i| Filter::topic(TopicPattern::new(PATTERNS[i]).unwrap())),
+                Just(Filter::family("system")),
+                Just(Filter::family("data")),
+                Just(Filter::message_type(MessageType::SystemShutdown)),
+            ]
+        }
+
+        fn filter() -> impl Strategy<Value = Filter> {
+            leaf().prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Filter::All),
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Filter::Any),
+                    inner.prop_map(|f| f.not()),
+                ]
+            })
+        }
+
+        fn envelope() -> impl Strategy<Value = Envelope> {
+            (
+                0..2usize,
+                0..3usize,
+                0..4usize,
+                proptest::collection::vec(0..2usize, 0..3),
+            )
+                .prop_map(|(s, t, p, tags)| {
+                    env(
+                        SENDERS[s],
+                        TOPICS[t],
+                        PRIORITIES[p],
+                        &tags.iter().map(|i| TAGS[*i]).collect::<Vec<_>>(),
+                    )
+                })
+        }
+
+        /// Reference: the filter as a postfix program run on an explicit
+        /// stack, with leaves answered from first principles (string
+        /// comparisons on the envelope's wire fields).
+        fn reference(filter: &Filter, e: &Envelope) -> bool {
+            enum Op<'a> {
+                Leaf(&'a Filter),
+                All(usize),
+                Any(usize),
+                Not,
+            }
+            fn compile<'a>(f: &'a Filter, ops: &mut Vec<Op<'a>>) {
+                match f {
+                    Filter::All(v) => {
+                        v.iter().for_each(|x| compile(x, ops));
+                        ops.push(Op::All(v.len()))
+                    }
+                    Filter::Any(v) => {
+                        v.iter().for_each(|x| compile(x, ops));
+                        ops.push(Op::Any(v.len()))
+                    }
+                    Filter::Not(x) => {
+                        compile(x, ops);
+                        ops.push(Op::Not)
+                    }
+                    leaf => ops.push(Op::Leaf(leaf)),
+                }
+            }
+            let leaf = |f: &Filter| -> bool {
+                let wire: serde_json::Value = serde_json::from_str(&e.to_json()).unwrap();
+                let rank = |p: &str| {
+                    ["low", "normal", "high", "critical"]
+                        .iter()
+                        .position(|x| *x == p)
+                        .unwrap()
+                };
+                match f {
+                    Filter::Everything => true,
+                    Filter::Sender(s) => wire["sender"] == s.as_str(),
+                    Filter::Tag(t) => wire["tags"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|x| x == t.as_str()),
+                    Filter::MinPriority(p) => {
+                        rank(wire["priority"].as_str().unwrap()) >= rank(p.as_str())
+                    }
+                    Filter::Family(fam) => {
+                        wire["type"].as_str().unwrap().split('.').next() == Some(fam.as_str())
+                    }
+                    Filter::MessageTypes(ts) => ts.iter().any(|t| wire["type"] == t.as_str()),
+                    Filter::Topic(p) => {
+                        let ps: Vec<&str> = p.as_str().split('.').collect();
+                        let ts: Vec<&str> = wire["topic"].as_str().unwrap().split('.').collect();
+                        if ps.iter().all(|s| *s != "*" && *s != ">") {
+                            ts.len() >= ps.len() && ps.iter().zip(&ts).all(|(a, b)| a == b)
+                        } else if ps.last() == Some(&">") {
+                            ts.len() >= ps.len()
+                                && ps[..ps.len() - 1]
+                                    .iter()
+                                    .zip(&ts)
+                                    .all(|(a, b)| *a == "*" || a == b)
+                        } else {
+                            ts.len() == ps.len()
+                                && ps.iter().zip(&ts).all(|(a, b)| *a == "*" || a == b)
+                        }
+                    }
+                    _ => unreachable!(),
+                }
+            };
+            let mut ops = Vec::new();
+            compile(filter, &mut ops);
+            let mut stack: Vec<bool> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Leaf(f) => stack.push(leaf(f)),
+                    Op::All(n) => {
+                        let v = stack.split_off(stack.len() - n);
+                        stack.push(v.iter().all(|b| *b))
+                    }
+                    Op::Any(n) => {
+                        let v = stack.split_off(stack.len() - n);
+                        stack.push(v.iter().any(|b| *b))
+                    }
+                    Op::Not => {
+                        let v = stack.pop().unwrap();
+                        stack.push(!v)
+                    }
+                }
+            }
+            stack.pop().unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn filter_matches_reference(f in filter(), e in envelope()) {
+                prop_assert_eq!(f.matches(&e), reference(&f, &e));
+            }
+
+            #[test]
+            fn de_morgan_holds(a in filter(), b in filter(), e in envelope()) {
+                let lhs = a.clone().and(b.clone()).not().matches(&e);
+                let rhs = a.not().or(b.not()).matches(&e);
+                prop_assert_eq!(lhs, rhs);
+            }
+        }
+    }
 }

@@ -16,12 +16,12 @@
 use std::collections::VecDeque;
 
 use crate::error::HandlerResult;
+use crate::error::TopicError;
 use crate::filter::Filter;
 use crate::handler::{call_blocking, Outcome};
 use crate::ids::SubscriptionId;
 use crate::message::Envelope;
 use crate::routing::RouteIndex;
-use crate::error::TopicError;
 use crate::topic::TopicPattern;
 
 /// Messages a handler wants published once it returns.

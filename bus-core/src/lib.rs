@@ -93,9 +93,13 @@ pub mod routing;
 pub mod stats;
 pub mod topic;
 
-pub use bus::{MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport, SubscribeError, SubscribeOptions};
+pub use bus::{
+    MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport, SubscribeError, SubscribeOptions,
+};
 pub use circuit::{CircuitBreakerConfig, CircuitState};
-pub use error::{DecodeError, HandlerError, HandlerResult, PayloadError, PublishError, RequestError, TopicError};
+pub use error::{
+    DecodeError, HandlerError, HandlerResult, PayloadError, PublishError, RequestError, TopicError,
+};
 pub use filter::Filter;
 pub use handler::Handler;
 pub use ids::{AgentId, MessageId, SubscriptionId};

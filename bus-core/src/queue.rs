@@ -134,9 +134,18 @@ mod tests {
         q.push(1, Priority::Normal, true);
         q.push(2, Priority::Low, true);
         q.push(3, Priority::Low, true);
-        assert_eq!(q.push(4, Priority::High, true), PushOutcome::Displaced(2, Priority::Low));
-        assert_eq!(q.push(5, Priority::High, true), PushOutcome::Displaced(3, Priority::Low));
-        assert_eq!(q.push(6, Priority::High, true), PushOutcome::Displaced(1, Priority::Normal));
+        assert_eq!(
+            q.push(4, Priority::High, true),
+            PushOutcome::Displaced(2, Priority::Low)
+        );
+        assert_eq!(
+            q.push(5, Priority::High, true),
+            PushOutcome::Displaced(3, Priority::Low)
+        );
+        assert_eq!(
+            q.push(6, Priority::High, true),
+            PushOutcome::Displaced(1, Priority::Normal)
+        );
         // Nothing at or below LOW is left to displace for a LOW item.
         assert_eq!(q.push(7, Priority::Low, true), PushOutcome::Full(7));
     }

@@ -238,10 +238,19 @@ mod tests {
 
     #[test]
     fn resolves_in_subscription_order() {
-        let mut idx = index(&["data.>", "data.candle.*.1m", "data", "signals", "data.candle.BTC.1m"]);
+        let mut idx = index(&[
+            "data.>",
+            "data.candle.*.1m",
+            "data",
+            "signals",
+            "data.candle.BTC.1m",
+        ]);
         let topic = Topic::new("data.candle.BTC.1m").unwrap();
         assert_eq!(&*idx.resolve(&topic), &[0, 1, 2, 4]);
-        assert_eq!(&*idx.resolve(&Topic::new("signalsfoo").unwrap()), &[] as &[usize]);
+        assert_eq!(
+            &*idx.resolve(&Topic::new("signalsfoo").unwrap()),
+            &[] as &[usize]
+        );
     }
 
     #[test]
@@ -259,7 +268,11 @@ mod tests {
     }
 
     fn segment() -> impl Strategy<Value = String> {
-        prop_oneof![Just("a".to_string()), Just("b".to_string()), Just("ab".to_string())]
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("ab".to_string())
+        ]
     }
 
     fn topic() -> impl Strategy<Value = String> {

@@ -102,7 +102,8 @@ impl Default for SubscriptionCounters {
             drops: DropCounters::default(),
             // 1 ns .. 1 hour at 3 significant digits.
             latency: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds"),
+                Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+                    .expect("valid histogram bounds"),
             ),
         }
     }

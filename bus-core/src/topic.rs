@@ -53,7 +53,9 @@ fn check_segments(text: &str, allow_wildcards: bool) -> Result<(), TopicError> {
         return Err(error("is empty".into()));
     }
     if let Some(c) = text.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(error(format!("contains whitespace or control character {c:?}")));
+        return Err(error(format!(
+            "contains whitespace or control character {c:?}"
+        )));
     }
     let count = text.split('.').count();
     for (index, segment) in text.split('.').enumerate() {
@@ -356,7 +358,10 @@ mod tests {
     #[test]
     fn invalid_patterns_are_rejected() {
         for bad in ["a.>.b", "a*", "a.b>", "", "a..b", "a .b"] {
-            assert!(TopicPattern::new(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                TopicPattern::new(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 

@@ -209,7 +209,11 @@ impl Envelope {
         let payload = Payload::from_json(wire.message_type, wire.payload.get()).map_err(|e| {
             let inner = e.path().to_string();
             DecodeError {
-                path: if inner == "." { "payload".into() } else { format!("payload.{inner}") },
+                path: if inner == "." {
+                    "payload".into()
+                } else {
+                    format!("payload.{inner}")
+                },
                 reason: e.into_inner().to_string(),
             }
         })?;

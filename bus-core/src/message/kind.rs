@@ -190,7 +190,12 @@ mod tests {
 
     #[test]
     fn there_are_at_least_the_seed_families() {
-        let count = |family: &str| MessageType::ALL.iter().filter(|t| t.family() == family).count();
+        let count = |family: &str| {
+            MessageType::ALL
+                .iter()
+                .filter(|t| t.family() == family)
+                .count()
+        };
         assert_eq!(count("system"), 5);
         assert_eq!(count("agent"), 6);
         assert_eq!(count("data"), 5);
@@ -206,7 +211,12 @@ mod tests {
     fn wire_names_round_trip_and_are_snake_case() {
         for t in MessageType::ALL {
             assert_eq!(t.as_str().parse::<MessageType>().unwrap(), *t);
-            assert!(t.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'), "{t}");
+            assert!(
+                t.as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '.' || c == '_'),
+                "{t}"
+            );
         }
         assert!("data.nonsense".parse::<MessageType>().is_err());
     }

@@ -15,7 +15,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::PayloadError;
 use crate::ids::{AgentId, MessageId};
 
-fn rule(payload: &'static str, field: &'static str, ok: bool, reason: &str) -> Result<(), PayloadError> {
+fn rule(
+    payload: &'static str,
+    field: &'static str,
+    ok: bool,
+    reason: &str,
+) -> Result<(), PayloadError> {
     if ok {
         Ok(())
     } else {
@@ -27,15 +32,37 @@ fn rule(payload: &'static str, field: &'static str, ok: bool, reason: &str) -> R
     }
 }
 
-fn positive(payload: &'static str, field: &'static str, value: Decimal) -> Result<(), PayloadError> {
-    rule(payload, field, value > Decimal::ZERO, &format!("must be positive, got {value}"))
+fn positive(
+    payload: &'static str,
+    field: &'static str,
+    value: Decimal,
+) -> Result<(), PayloadError> {
+    rule(
+        payload,
+        field,
+        value > Decimal::ZERO,
+        &format!("must be positive, got {value}"),
+    )
 }
 
-fn non_negative(payload: &'static str, field: &'static str, value: Decimal) -> Result<(), PayloadError> {
-    rule(payload, field, value >= Decimal::ZERO, &format!("must not be negative, got {value}"))
+fn non_negative(
+    payload: &'static str,
+    field: &'static str,
+    value: Decimal,
+) -> Result<(), PayloadError> {
+    rule(
+        payload,
+        field,
+        value >= Decimal::ZERO,
+        &format!("must not be negative, got {value}"),
+    )
 }
 
-fn unit_interval(payload: &'static str, field: &'static str, value: f64) -> Result<(), PayloadError> {
+fn unit_interval(
+    payload: &'static str,
+    field: &'static str,
+    value: f64,
+) -> Result<(), PayloadError> {
     rule(
         payload,
         field,
@@ -45,7 +72,12 @@ fn unit_interval(payload: &'static str, field: &'static str, value: f64) -> Resu
 }
 
 fn not_blank(payload: &'static str, field: &'static str, value: &str) -> Result<(), PayloadError> {
-    rule(payload, field, !value.trim().is_empty(), "must not be empty")
+    rule(
+        payload,
+        field,
+        !value.trim().is_empty(),
+        "must not be empty",
+    )
 }
 
 /// Declares a validated payload: a `Fields` struct with public fields and a
@@ -702,7 +734,13 @@ mod tests {
     use super::*;
     use rust_decimal_macros::dec;
 
-    fn candle(open: Decimal, high: Decimal, low: Decimal, close: Decimal, volume: Decimal) -> Result<Candle, PayloadError> {
+    fn candle(
+        open: Decimal,
+        high: Decimal,
+        low: Decimal,
+        close: Decimal,
+        volume: Decimal,
+    ) -> Result<Candle, PayloadError> {
         Candle::new(CandleFields {
             symbol: Symbol::new("BTC").unwrap(),
             interval: "1m".into(),
@@ -725,11 +763,26 @@ mod tests {
     #[test]
     fn invalid_candles_are_refused_with_the_field() {
         let cases = [
-            (candle(dec!(-1), dec!(12), dec!(9), dec!(11), dec!(5)), "open"),
-            (candle(dec!(10), dec!(10.5), dec!(9), dec!(11), dec!(5)), "high"),
-            (candle(dec!(10), dec!(12), dec!(10.5), dec!(11), dec!(5)), "low"),
-            (candle(dec!(10), dec!(12), dec!(9), dec!(11), dec!(-5)), "volume"),
-            (candle(dec!(10), dec!(12), dec!(9), dec!(0), dec!(5)), "close"),
+            (
+                candle(dec!(-1), dec!(12), dec!(9), dec!(11), dec!(5)),
+                "open",
+            ),
+            (
+                candle(dec!(10), dec!(10.5), dec!(9), dec!(11), dec!(5)),
+                "high",
+            ),
+            (
+                candle(dec!(10), dec!(12), dec!(10.5), dec!(11), dec!(5)),
+                "low",
+            ),
+            (
+                candle(dec!(10), dec!(12), dec!(9), dec!(11), dec!(-5)),
+                "volume",
+            ),
+            (
+                candle(dec!(10), dec!(12), dec!(9), dec!(0), dec!(5)),
+                "close",
+            ),
         ];
         for (result, field) in cases {
             let error = result.unwrap_err();
@@ -791,8 +844,14 @@ mod tests {
     fn crossed_book_is_refused() {
         let error = OrderBook::new(OrderBookFields {
             symbol: Symbol::new("BTC").unwrap(),
-            bids: vec![BookLevel { price: dec!(101), quantity: dec!(1) }],
-            asks: vec![BookLevel { price: dec!(100), quantity: dec!(1) }],
+            bids: vec![BookLevel {
+                price: dec!(101),
+                quantity: dec!(1),
+            }],
+            asks: vec![BookLevel {
+                price: dec!(100),
+                quantity: dec!(1),
+            }],
             timestamp_ms: 0,
         })
         .unwrap_err();
