@@ -13,14 +13,14 @@
 //! sleeps and publishers never ring.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
-use crate::circuit::{CircuitBreaker, CircuitBreakerConfig};
+use crate::circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use crate::error::{PublishError, RequestError, TopicError};
 use crate::filter::Filter;
 use crate::handler::{call_blocking, AsyncHandler, BlockingHandler, CatchUnwind, Handler, Outcome};
@@ -28,8 +28,12 @@ use crate::ids::{MessageId, SubscriptionId};
 use crate::message::{now_ms, Envelope};
 use crate::queue::{PriorityQueue, PushOutcome};
 use crate::routing::RouteIndex;
-use crate::stats::{BusCounters, BusStats, DropReason, SubscriptionCounters, SubscriptionStats};
+use crate::stats::{
+    latency_histogram, record_latency, BusStats, CachePadded, ConsumerCounters, DropCounters,
+    DropReason, PublishCounters, SharedLatency, SubscriptionStats,
+};
 use crate::topic::{Topic, TopicPattern};
+use hdrhistogram::Histogram;
 
 /// What a subscription does when its queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,8 +185,12 @@ struct Subscription {
     done: flume::Receiver<()>,
     space: Notify,
     blocked_publishers: AtomicUsize,
-    breaker: Mutex<CircuitBreaker>,
-    counters: SubscriptionCounters,
+    /// Written only by the consumer; padded away from the queue lock.
+    consumed: CachePadded<ConsumerCounters>,
+    /// The breaker's state as last published by the consumer (for stats).
+    circuit: AtomicU8,
+    drops: DropCounters,
+    latency: SharedLatency,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -265,14 +273,30 @@ impl Subscription {
             name: self.name.clone(),
             pattern: self.pattern.to_string(),
             queue_depth: self.queue_depth(),
-            delivered: self.counters.delivered.load(Ordering::Relaxed),
-            failed: self.counters.failed.load(Ordering::Relaxed),
-            panicked: self.counters.panicked.load(Ordering::Relaxed),
-            expired: self.counters.expired.load(Ordering::Relaxed),
-            dropped: self.counters.drops.snapshot(),
-            circuit: lock(&self.breaker).state(),
-            latency: self.counters.latency_summary(),
+            delivered: self.consumed.delivered.load(Ordering::Relaxed),
+            failed: self.consumed.failed.load(Ordering::Relaxed),
+            panicked: self.consumed.panicked.load(Ordering::Relaxed),
+            expired: self.consumed.expired.load(Ordering::Relaxed),
+            dropped: self.drops.snapshot(),
+            circuit: circuit_from_u8(self.circuit.load(Ordering::Relaxed)),
+            latency: self.latency.summary(),
         }
+    }
+}
+
+fn circuit_to_u8(state: CircuitState) -> u8 {
+    match state {
+        CircuitState::Closed => 0,
+        CircuitState::Open => 1,
+        CircuitState::HalfOpen => 2,
+    }
+}
+
+fn circuit_from_u8(value: u8) -> CircuitState {
+    match value {
+        1 => CircuitState::Open,
+        2 => CircuitState::HalfOpen,
+        _ => CircuitState::Closed,
     }
 }
 
@@ -333,7 +357,9 @@ struct BusInner {
     consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     next_id: AtomicU64,
     accepting: AtomicBool,
-    counters: BusCounters,
+    counters: CachePadded<PublishCounters>,
+    /// Figures of removed subscriptions, so bus totals never go backwards.
+    retired: Mutex<Vec<SubscriptionStats>>,
     dropped_by_topic: Mutex<HashMap<Topic, u64>>,
     pending_requests: Mutex<HashMap<MessageId, oneshot::Sender<Envelope>>>,
     pending_count: AtomicUsize,
@@ -345,80 +371,111 @@ impl BusInner {
         if n == 0 {
             return;
         }
-        self.counters.drops.add(reason, n);
-        sub.counters.drops.add(reason, n);
-        self.counters
-            .in_flight
-            .fetch_sub(n as i64, Ordering::Relaxed);
+        sub.drops.add(reason, n);
         *lock(&self.dropped_by_topic)
             .entry(topic.clone())
             .or_default() += n;
         tracing::debug!(subscription = %sub.name, %topic, ?reason, n, "messages dropped");
     }
+}
 
-    /// A drop of a message that was never queued (so never counted in flight).
-    fn record_drop_new(&self, sub: &Subscription, topic: &Topic, reason: DropReason) {
-        self.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.record_drop(sub, topic, reason, 1);
+/// What a consumer keeps to itself: its breaker and recent latencies. Only
+/// the consumer touches them, so the hot path takes no lock for them.
+struct Consumer {
+    bus: Arc<BusInner>,
+    sub: Arc<Subscription>,
+    breaker: CircuitBreaker,
+    latency: Histogram<u64>,
+}
+
+/// Recent latencies are merged into the shared histogram this often, and
+/// whenever the queue runs empty.
+const LATENCY_FLUSH_EVERY: u64 = 256;
+
+impl Consumer {
+    fn new(bus: Arc<BusInner>, sub: Arc<Subscription>, breaker: CircuitBreakerConfig) -> Self {
+        Self {
+            bus,
+            sub,
+            breaker: CircuitBreaker::new(breaker),
+            latency: latency_histogram(),
+        }
     }
 
     /// Checks expiry and the breaker; false means "do not call the handler".
-    fn admit(&self, sub: &Subscription, envelope: &Envelope, now: Instant) -> bool {
+    fn admit(&mut self, envelope: &Envelope, now: Instant) -> bool {
         if envelope.expires_at_ms.is_some() && envelope.is_expired_at(now_ms()) {
-            self.counters.expired.fetch_add(1, Ordering::Relaxed);
-            sub.counters.expired.fetch_add(1, Ordering::Relaxed);
-            self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.sub.consumed.expired.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        if !lock(&sub.breaker).allow(now) {
-            self.record_drop(sub, &envelope.topic, DropReason::CircuitOpen, 1);
+        if !self.breaker.allow(now) {
+            self.bus
+                .record_drop(&self.sub, &envelope.topic, DropReason::CircuitOpen, 1);
+            self.publish_circuit();
             return false;
         }
+        self.sub.consumed.running.store(1, Ordering::Relaxed);
         true
     }
 
-    fn finish(&self, sub: &Subscription, envelope: &Envelope, started: Instant, outcome: Outcome) {
+    fn finish(&mut self, envelope: &Envelope, started: Instant, outcome: Outcome) {
         let finished = Instant::now();
-        sub.counters.record_latency(finished - started);
+        record_latency(&mut self.latency, finished - started);
+        let sub = &self.sub;
         match outcome {
             Outcome::Ok => {
-                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                sub.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                lock(&sub.breaker).record_success();
+                sub.consumed.delivered.fetch_add(1, Ordering::Relaxed);
+                self.breaker.record_success();
             }
             Outcome::Failed(error) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                sub.counters.failed.fetch_add(1, Ordering::Relaxed);
-                lock(&sub.breaker).record_failure(finished);
+                sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
+                self.breaker.record_failure(finished);
                 tracing::warn!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %error, "handler failed");
             }
             Outcome::Panicked(panic) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                self.counters.panicked.fetch_add(1, Ordering::Relaxed);
-                sub.counters.failed.fetch_add(1, Ordering::Relaxed);
-                sub.counters.panicked.fetch_add(1, Ordering::Relaxed);
-                lock(&sub.breaker).record_failure(finished);
+                sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
+                sub.consumed.panicked.fetch_add(1, Ordering::Relaxed);
+                self.breaker.record_failure(finished);
                 tracing::error!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %panic, "handler panicked");
             }
         }
-        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.publish_circuit();
+        if self.latency.len() >= LATENCY_FLUSH_EVERY {
+            sub.latency.absorb(&mut self.latency);
+        }
+        sub.consumed.running.store(0, Ordering::Relaxed);
+    }
+
+    fn publish_circuit(&self) {
+        let state = circuit_to_u8(self.breaker.state());
+        if self.sub.circuit.load(Ordering::Relaxed) != state {
+            self.sub.circuit.store(state, Ordering::Relaxed);
+        }
+    }
+
+    /// Next message, flushing latencies before the consumer goes idle.
+    fn next(&mut self) -> Next {
+        let next = self.sub.next();
+        if !matches!(next, Next::Item(_)) {
+            self.sub.latency.absorb(&mut self.latency);
+        }
+        next
     }
 }
 
 async fn consume_async(
-    bus: Arc<BusInner>,
-    sub: Arc<Subscription>,
+    mut consumer: Consumer,
     handler: Arc<dyn AsyncHandler>,
     doorbell: flume::Receiver<()>,
     _done: flume::Sender<()>,
 ) {
     loop {
-        match sub.next() {
+        match consumer.next() {
             Next::Item(envelope) => {
                 let started = Instant::now();
-                if bus.admit(&sub, &envelope, started) {
+                if consumer.admit(&envelope, started) {
                     let outcome = CatchUnwind::new(handler.call(envelope.clone())).await;
-                    bus.finish(&sub, &envelope, started, outcome);
+                    consumer.finish(&envelope, started, outcome);
                 }
             }
             Next::Idle => {
@@ -432,19 +489,18 @@ async fn consume_async(
 }
 
 fn consume_blocking(
-    bus: Arc<BusInner>,
-    sub: Arc<Subscription>,
+    mut consumer: Consumer,
     mut handler: BlockingHandler,
     doorbell: flume::Receiver<()>,
     _done: flume::Sender<()>,
 ) {
     loop {
-        match sub.next() {
+        match consumer.next() {
             Next::Item(envelope) => {
                 let started = Instant::now();
-                if bus.admit(&sub, &envelope, started) {
+                if consumer.admit(&envelope, started) {
                     let outcome = call_blocking(|| handler(&envelope));
-                    bus.finish(&sub, &envelope, started, outcome);
+                    consumer.finish(&envelope, started, outcome);
                 }
             }
             Next::Idle => {
@@ -489,7 +545,8 @@ impl MessageBus {
                 consumers: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
-                counters: BusCounters::default(),
+                counters: CachePadded::default(),
+                retired: Mutex::new(Vec::new()),
                 dropped_by_topic: Mutex::new(HashMap::new()),
                 pending_requests: Mutex::new(HashMap::new()),
                 pending_count: AtomicUsize::new(0),
@@ -533,14 +590,16 @@ impl MessageBus {
             done: done_rx,
             space: Notify::new(),
             blocked_publishers: AtomicUsize::new(0),
-            breaker: Mutex::new(CircuitBreaker::new(options.circuit_breaker)),
-            counters: SubscriptionCounters::default(),
+            consumed: CachePadded::default(),
+            circuit: AtomicU8::new(0),
+            drops: DropCounters::default(),
+            latency: SharedLatency::default(),
         });
+        let consumer = Consumer::new(self.inner.clone(), sub.clone(), options.circuit_breaker);
         match handler {
             Handler::Async(handler) => {
                 let task = self.inner.runtime.spawn(consume_async(
-                    self.inner.clone(),
-                    sub.clone(),
+                    consumer,
                     handler,
                     doorbell_rx,
                     done_tx,
@@ -548,10 +607,9 @@ impl MessageBus {
                 lock(&self.inner.consumers).push(task);
             }
             Handler::Blocking(handler) => {
-                let (bus, sub) = (self.inner.clone(), sub.clone());
                 std::thread::Builder::new()
                     .name(format!("bus-{id}"))
-                    .spawn(move || consume_blocking(bus, sub, handler, doorbell_rx, done_tx))
+                    .spawn(move || consume_blocking(consumer, handler, doorbell_rx, done_tx))
                     .map_err(|_| SubscribeError::BusClosed)?;
             }
         }
@@ -579,6 +637,7 @@ impl MessageBus {
             self.inner
                 .record_drop(&sub, &envelope.topic, DropReason::Unsubscribed, 1);
         }
+        lock(&self.inner.retired).push(sub.stats());
         true
     }
 
@@ -626,8 +685,17 @@ impl MessageBus {
     /// message is queued everywhere it fits, and the error (if any) says which
     /// subscriptions refused it and how many accepted it.
     pub async fn publish(&self, envelope: Envelope) -> Result<PublishReceipt, PublishError> {
+        self.publish_shared(Arc::new(envelope)).await
+    }
+
+    /// [`publish`](Self::publish) for a message already behind an `Arc`, so a
+    /// relay or a benchmark can publish the same message repeatedly without
+    /// copying it.
+    pub async fn publish_shared(
+        &self,
+        envelope: Arc<Envelope>,
+    ) -> Result<PublishReceipt, PublishError> {
         self.accept(&envelope)?;
-        let envelope = Arc::new(envelope);
         let routes = self.routes(&envelope.topic);
         let mut outcome = FanOut::default();
         for sub in routes.iter() {
@@ -667,7 +735,7 @@ impl MessageBus {
         waited: Duration,
     ) -> Result<Placed, PublishError> {
         self.inner
-            .record_drop_new(sub, &envelope.topic, DropReason::BlockTimeout);
+            .record_drop(sub, &envelope.topic, DropReason::BlockTimeout, 1);
         Err(PublishError::BlockedTimeout {
             subscription: sub.id,
             waited,
@@ -681,18 +749,8 @@ impl MessageBus {
         envelope: &Arc<Envelope>,
     ) -> Option<Result<Placed, PublishError>> {
         match sub.try_enqueue(envelope) {
-            Enqueued::Queued => {
-                self.inner
-                    .counters
-                    .in_flight
-                    .fetch_add(1, Ordering::Relaxed);
-                Some(Ok(Placed::Queued))
-            }
+            Enqueued::Queued => Some(Ok(Placed::Queued)),
             Enqueued::Displaced(old) => {
-                self.inner
-                    .counters
-                    .in_flight
-                    .fetch_add(1, Ordering::Relaxed);
                 self.inner
                     .record_drop(sub, &old.topic, DropReason::Overflow, 1);
                 Some(Ok(Placed::Displaced))
@@ -703,12 +761,12 @@ impl MessageBus {
                 OverflowPolicy::Block { .. } => None,
                 OverflowPolicy::DropOldestLowest => {
                     self.inner
-                        .record_drop_new(sub, &envelope.topic, DropReason::Overflow);
+                        .record_drop(sub, &envelope.topic, DropReason::Overflow, 1);
                     Some(Ok(Placed::Dropped))
                 }
                 OverflowPolicy::Reject => {
                     self.inner
-                        .record_drop_new(sub, &envelope.topic, DropReason::Rejected);
+                        .record_drop(sub, &envelope.topic, DropReason::Rejected, 1);
                     Some(Err(PublishError::Rejected {
                         rejected_by: vec![sub.id],
                         accepted_by: 0,
@@ -784,22 +842,40 @@ impl MessageBus {
         }
     }
 
-    /// A snapshot of every counter.
+    /// A snapshot of every counter. Bus-wide handler figures are the sums
+    /// over subscriptions (removed ones included), so consumers never contend
+    /// on a shared counter.
     pub fn stats(&self) -> BusStats {
         let c = &self.inner.counters;
-        let subscriptions = lock(&self.inner.subscriptions)
+        let subscriptions: Vec<SubscriptionStats> = lock(&self.inner.subscriptions)
             .values()
             .map(|s| s.stats())
             .collect();
+        let running: i64 = lock(&self.inner.subscriptions)
+            .values()
+            .map(|s| s.consumed.running.load(Ordering::Relaxed) as i64)
+            .sum();
+        let retired = lock(&self.inner.retired);
+        let all = || subscriptions.iter().chain(retired.iter());
+        let mut dropped = BTreeMap::new();
+        for s in all() {
+            for (reason, n) in &s.dropped {
+                *dropped.entry(*reason).or_insert(0) += n;
+            }
+        }
         BusStats {
             published: c.published.load(Ordering::Relaxed),
             unrouted: c.unrouted.load(Ordering::Relaxed),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            panicked: c.panicked.load(Ordering::Relaxed),
-            expired: c.expired.load(Ordering::Relaxed),
-            in_flight: c.in_flight.load(Ordering::Relaxed),
-            dropped: c.drops.snapshot(),
+            delivered: all().map(|s| s.delivered).sum(),
+            failed: all().map(|s| s.failed).sum(),
+            panicked: all().map(|s| s.panicked).sum(),
+            expired: c.expired.load(Ordering::Relaxed) + all().map(|s| s.expired).sum::<u64>(),
+            in_flight: subscriptions
+                .iter()
+                .map(|s| s.queue_depth as i64)
+                .sum::<i64>()
+                + running,
+            dropped,
             dropped_by_topic: lock(&self.inner.dropped_by_topic)
                 .iter()
                 .map(|(t, n)| (t.to_string(), *n))

@@ -18,11 +18,13 @@ use std::collections::VecDeque;
 use crate::error::HandlerResult;
 use crate::error::TopicError;
 use crate::filter::Filter;
-use crate::handler::{call_blocking, Outcome};
+use crate::handler::panic_message;
 use crate::ids::SubscriptionId;
 use crate::message::Envelope;
 use crate::routing::RouteIndex;
 use crate::topic::TopicPattern;
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Messages a handler wants published once it returns.
 #[derive(Debug, Default)]
@@ -86,6 +88,68 @@ pub struct InlineStats {
     pub unrouted: u64,
 }
 
+/// The parts of the bus one delivery works on.
+struct Dispatch<'a> {
+    slots: &'a mut [Option<Slot>],
+    pending: &'a mut VecDeque<Envelope>,
+    outbox: &'a mut Outbox,
+    stats: &'a mut InlineStats,
+}
+
+impl Dispatch<'_> {
+    /// Calls each target's handler in order. One `catch_unwind` covers the
+    /// whole loop (it is not free, and panics are rare); after a panic the
+    /// loop resumes with the next target.
+    fn deliver(&mut self, targets: &[usize], envelope: &Envelope) {
+        let mut reached = 0;
+        let mut next = 0;
+        while next < targets.len() {
+            let current = Cell::new(next);
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                for (i, &target) in targets.iter().enumerate().skip(next) {
+                    current.set(i);
+                    let Some(slot) = self.slots[target].as_mut() else {
+                        continue;
+                    };
+                    if slot.filter.as_ref().is_some_and(|f| !f.matches(envelope)) {
+                        continue;
+                    }
+                    reached += 1;
+                    match (slot.handler)(envelope, self.outbox) {
+                        Ok(()) => slot.delivered += 1,
+                        Err(error) => {
+                            self.stats.failed += 1;
+                            slot.failed += 1;
+                            tracing::warn!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, %error, "inline handler failed");
+                        }
+                    }
+                    if !self.outbox.is_empty() {
+                        self.pending.extend(self.outbox.drain());
+                    }
+                }
+            }));
+            match result {
+                Ok(()) => break,
+                Err(panic) => {
+                    let at = current.get();
+                    // What the panicking handler put in its outbox is not sent.
+                    self.outbox.drain();
+                    self.stats.failed += 1;
+                    self.stats.panicked += 1;
+                    if let Some(slot) = self.slots[targets[at]].as_mut() {
+                        slot.failed += 1;
+                        tracing::error!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, panic = %panic_message(&*panic), "inline handler panicked");
+                    }
+                    next = at + 1;
+                }
+            }
+        }
+        if reached == 0 {
+            self.stats.unrouted += 1;
+        }
+    }
+}
+
 /// The synchronous, deterministic bus.
 #[derive(Default)]
 pub struct InlineBus {
@@ -95,6 +159,7 @@ pub struct InlineBus {
     outbox: Outbox,
     clock_ms: Option<i64>,
     stats: InlineStats,
+    delivered_by_removed: u64,
 }
 
 impl InlineBus {
@@ -131,7 +196,9 @@ impl InlineBus {
         let slot = (id.0 - 1) as usize;
         let known = self.slots.get(slot).is_some_and(|s| s.is_some());
         if known && self.routes.remove(pattern, id) {
-            self.slots[slot] = None;
+            if let Some(removed) = self.slots[slot].take() {
+                self.delivered_by_removed += removed.delivered;
+            }
             true
         } else {
             false
@@ -160,9 +227,6 @@ impl InlineBus {
                 return;
             }
         }
-        if self.routes.cached(&envelope.topic).is_none() {
-            self.routes.resolve(&envelope.topic);
-        }
         let Self {
             routes,
             slots,
@@ -171,47 +235,32 @@ impl InlineBus {
             stats,
             ..
         } = self;
-        let Some(targets) = routes.cached(&envelope.topic) else {
-            return;
+        let mut run = Dispatch {
+            slots,
+            pending,
+            outbox,
+            stats,
         };
-        let mut reached = 0;
-        for &slot in targets.iter() {
-            let Some(slot) = slots[slot].as_mut() else {
-                continue;
-            };
-            if slot.filter.as_ref().is_some_and(|f| !f.matches(envelope)) {
-                continue;
-            }
-            reached += 1;
-            match call_blocking(|| (slot.handler)(envelope, outbox)) {
-                Outcome::Ok => {
-                    stats.delivered += 1;
-                    slot.delivered += 1;
-                }
-                Outcome::Failed(error) => {
-                    stats.failed += 1;
-                    slot.failed += 1;
-                    tracing::warn!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, %error, "inline handler failed");
-                }
-                Outcome::Panicked(panic) => {
-                    stats.failed += 1;
-                    stats.panicked += 1;
-                    slot.failed += 1;
-                    tracing::error!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, %panic, "inline handler panicked");
-                }
-            }
-            if !outbox.is_empty() {
-                pending.extend(outbox.drain());
-            }
-        }
-        if reached == 0 {
-            stats.unrouted += 1;
+        if let Some(targets) = routes.cached(&envelope.topic) {
+            run.deliver(targets, envelope);
+        } else {
+            let targets = routes.resolve(&envelope.topic);
+            run.deliver(&targets, envelope);
         }
     }
 
     /// The counters.
     pub fn stats(&self) -> InlineStats {
-        self.stats
+        InlineStats {
+            delivered: self.delivered_by_removed
+                + self
+                    .slots
+                    .iter()
+                    .flatten()
+                    .map(|s| s.delivered)
+                    .sum::<u64>(),
+            ..self.stats
+        }
     }
 
     /// Successful and failed handler runs of one subscription.

@@ -6,7 +6,7 @@
 //! by that subscription's consumer.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -68,62 +68,73 @@ impl DropCounters {
     }
 }
 
-/// Bus-wide counters.
+/// Aligns its content to its own cache lines, so counters written by
+/// different threads do not slow each other down (false sharing).
 #[derive(Debug, Default)]
-pub struct BusCounters {
+#[repr(align(128))]
+pub struct CachePadded<T>(pub T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Counters written on the publishing side, shared by all publishers.
+#[derive(Debug, Default)]
+pub struct PublishCounters {
     pub(crate) published: AtomicU64,
     pub(crate) unrouted: AtomicU64,
+    pub(crate) expired: AtomicU64,
+}
+
+/// Counters written only by one subscription's consumer.
+#[derive(Debug, Default)]
+pub struct ConsumerCounters {
     pub(crate) delivered: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) expired: AtomicU64,
-    pub(crate) in_flight: AtomicI64,
-    pub(crate) drops: DropCounters,
+    /// 1 while a handler runs.
+    pub(crate) running: AtomicU64,
 }
 
-/// Counters of one subscription.
+/// Histogram of handler run times in nanoseconds, 1 ns .. 1 hour, 3 digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Records one duration into a nanosecond histogram.
+pub fn record_latency(histogram: &mut Histogram<u64>, elapsed: Duration) {
+    let nanos = (elapsed.as_nanos() as u64).clamp(1, 3_600_000_000_000);
+    let _ = histogram.record(nanos);
+}
+
+/// Latency merged from a consumer's local histogram.
 #[derive(Debug)]
-pub struct SubscriptionCounters {
-    pub(crate) delivered: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) panicked: AtomicU64,
-    pub(crate) expired: AtomicU64,
-    pub(crate) drops: DropCounters,
-    latency: Mutex<Histogram<u64>>,
-}
+pub struct SharedLatency(Mutex<Histogram<u64>>);
 
-impl Default for SubscriptionCounters {
+impl Default for SharedLatency {
     fn default() -> Self {
-        Self {
-            delivered: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            panicked: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
-            drops: DropCounters::default(),
-            // 1 ns .. 1 hour at 3 significant digits.
-            latency: Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
-                    .expect("valid histogram bounds"),
-            ),
-        }
+        Self(Mutex::new(latency_histogram()))
     }
 }
 
-impl SubscriptionCounters {
-    /// Records one handler run's duration.
-    pub(crate) fn record_latency(&self, elapsed: Duration) {
-        let nanos = (elapsed.as_nanos() as u64).clamp(1, 3_600_000_000_000);
-        if let Ok(mut histogram) = self.latency.lock() {
-            let _ = histogram.record(nanos);
+impl SharedLatency {
+    /// Adds a consumer's recent samples and empties its histogram.
+    pub(crate) fn absorb(&self, local: &mut Histogram<u64>) {
+        if local.is_empty() {
+            return;
         }
+        let mut shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = shared.add(&*local);
+        local.reset();
     }
 
-    pub(crate) fn latency_summary(&self) -> LatencySummary {
-        let histogram = match self.latency.lock() {
-            Ok(h) => h.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        LatencySummary::from_histogram(&histogram)
+    pub(crate) fn summary(&self) -> LatencySummary {
+        let shared = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        LatencySummary::from_histogram(&shared)
     }
 }
 

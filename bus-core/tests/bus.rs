@@ -624,7 +624,7 @@ async fn stats_report_latency_and_queue_depth() {
         bus.publish(price("lat", n)).await.unwrap();
     }
     assert!(bus.stats().in_flight > 0);
-    eventually("done", || bus.stats().delivered == 20).await;
+    eventually("done", || bus.stats().subscriptions[0].latency.count == 20).await;
     let s = bus.stats();
     let lat = &s.subscriptions[0].latency;
     assert_eq!(lat.count, 20);
