@@ -132,7 +132,6 @@ fn inline_publish(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("handlers", handlers), &handlers, |b, _| {
             b.iter(|| bus.publish(black_box(&message)))
         });
-        assert!(count.get() > 0);
     }
     group.finish();
 }

@@ -103,37 +103,22 @@ impl Dispatch<'_> {
     fn deliver(&mut self, targets: &[usize], envelope: &Envelope) {
         let mut reached = 0;
         let mut next = 0;
+        // Where the current handler started, and how full its outbox was then.
+        let progress = Cell::new((0, 0));
         while next < targets.len() {
-            let current = Cell::new(next);
             let result = catch_unwind(AssertUnwindSafe(|| {
-                for (i, &target) in targets.iter().enumerate().skip(next) {
-                    current.set(i);
-                    let Some(slot) = self.slots[target].as_mut() else {
-                        continue;
-                    };
-                    if slot.filter.as_ref().is_some_and(|f| !f.matches(envelope)) {
-                        continue;
-                    }
-                    reached += 1;
-                    match (slot.handler)(envelope, self.outbox) {
-                        Ok(()) => slot.delivered += 1,
-                        Err(error) => {
-                            self.stats.failed += 1;
-                            slot.failed += 1;
-                            tracing::warn!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, %error, "inline handler failed");
-                        }
-                    }
-                    if !self.outbox.is_empty() {
-                        self.pending.extend(self.outbox.drain());
-                    }
-                }
+                self.run(targets, next, envelope, &progress)
             }));
             match result {
-                Ok(()) => break,
+                Ok(n) => {
+                    reached += n;
+                    break;
+                }
                 Err(panic) => {
-                    let at = current.get();
-                    // What the panicking handler put in its outbox is not sent.
-                    self.outbox.drain();
+                    let (at, outbox_mark) = progress.get();
+                    reached += 1;
+                    // What the panicking handler put in the outbox is not sent.
+                    self.outbox.messages.truncate(outbox_mark);
                     self.stats.failed += 1;
                     self.stats.panicked += 1;
                     if let Some(slot) = self.slots[targets[at]].as_mut() {
@@ -144,9 +129,44 @@ impl Dispatch<'_> {
                 }
             }
         }
+        if !self.outbox.is_empty() {
+            self.pending.extend(self.outbox.drain());
+        }
         if reached == 0 {
             self.stats.unrouted += 1;
         }
+    }
+
+    /// Runs the handlers of `targets[start..]`; returns how many it reached.
+    /// `progress` tells the caller where a panic happened.
+    #[inline]
+    fn run(
+        &mut self,
+        targets: &[usize],
+        start: usize,
+        envelope: &Envelope,
+        progress: &Cell<(usize, usize)>,
+    ) -> usize {
+        let mut reached = 0;
+        for (i, &target) in targets.iter().enumerate().skip(start) {
+            let Some(slot) = self.slots[target].as_mut() else {
+                continue;
+            };
+            if slot.filter.as_ref().is_some_and(|f| !f.matches(envelope)) {
+                continue;
+            }
+            progress.set((i, self.outbox.len()));
+            reached += 1;
+            match (slot.handler)(envelope, self.outbox) {
+                Ok(()) => slot.delivered += 1,
+                Err(error) => {
+                    self.stats.failed += 1;
+                    slot.failed += 1;
+                    tracing::warn!(subscription = %slot.name, id = %slot.id, message_id = %envelope.id, %error, "inline handler failed");
+                }
+            }
+        }
+        reached
     }
 }
 

@@ -17,6 +17,9 @@ use crate::topic::{PatternSegment, Topic, TopicPattern};
 /// Most topics the cache remembers before it starts over.
 const CACHE_LIMIT: usize = 65_536;
 
+/// Slots of the direct-mapped front cache (a power of two).
+const FRONT_SLOTS: usize = 256;
+
 #[derive(Debug)]
 struct Node<V> {
     children: HashMap<Box<str>, Node<V>>,
@@ -77,6 +80,9 @@ pub struct RouteIndex<V> {
     root: Node<V>,
     len: usize,
     cache: TopicMap<Arc<[V]>>,
+    /// Direct-mapped by the topic's hash: a hit costs one index and one
+    /// pointer comparison, cheaper than a hash-map probe on the hot path.
+    front: Box<[Option<(Topic, Arc<[V]>)>]>,
 }
 
 impl<V: Clone> Default for RouteIndex<V> {
@@ -92,6 +98,7 @@ impl<V: Clone> RouteIndex<V> {
             root: Node::default(),
             len: 0,
             cache: TopicMap::default(),
+            front: (0..FRONT_SLOTS).map(|_| None).collect(),
         }
     }
 
@@ -129,7 +136,7 @@ impl<V: Clone> RouteIndex<V> {
         };
         list.push((id, value));
         self.len += 1;
-        self.cache.clear();
+        self.forget_resolutions();
     }
 
     /// Removes one subscription; returns whether it was there.
@@ -137,9 +144,18 @@ impl<V: Clone> RouteIndex<V> {
         let removed = Self::remove_in(&mut self.root, pattern, pattern.segments(), id);
         if removed {
             self.len -= 1;
-            self.cache.clear();
+            self.forget_resolutions();
         }
         removed
+    }
+
+    fn forget_resolutions(&mut self) {
+        self.cache.clear();
+        self.front.iter_mut().for_each(|slot| *slot = None);
+    }
+
+    fn front_slot(topic: &Topic) -> usize {
+        topic.precomputed_hash() as usize & (FRONT_SLOTS - 1)
     }
 
     fn remove_in(
@@ -182,20 +198,28 @@ impl<V: Clone> RouteIndex<V> {
 
     /// The subscriptions `topic` reaches, in subscription order; cached.
     pub fn resolve(&mut self, topic: &Topic) -> Arc<[V]> {
-        if let Some(hit) = self.cache.get(topic) {
-            return hit.clone();
-        }
-        let resolved: Arc<[V]> = self.walk(topic).into();
-        if self.cache.len() >= CACHE_LIMIT {
-            self.cache.clear();
-        }
-        self.cache.insert(topic.clone(), resolved.clone());
+        let resolved = match self.cache.get(topic) {
+            Some(hit) => hit.clone(),
+            None => {
+                let resolved: Arc<[V]> = self.walk(topic).into();
+                if self.cache.len() >= CACHE_LIMIT {
+                    self.cache.clear();
+                }
+                self.cache.insert(topic.clone(), resolved.clone());
+                resolved
+            }
+        };
+        self.front[Self::front_slot(topic)] = Some((topic.clone(), resolved.clone()));
         resolved
     }
 
     /// The cached resolution, if any, without computing it.
+    #[inline]
     pub fn cached(&self, topic: &Topic) -> Option<&Arc<[V]>> {
-        self.cache.get(topic)
+        match &self.front[Self::front_slot(topic)] {
+            Some((known, routes)) if known == topic => Some(routes),
+            _ => self.cache.get(topic),
+        }
     }
 
     /// Resolves without touching the cache.

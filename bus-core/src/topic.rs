@@ -114,12 +114,14 @@ impl Topic {
     }
 
     /// The hash computed at construction.
+    #[inline]
     pub(crate) fn precomputed_hash(&self) -> u64 {
         self.0.hash
     }
 }
 
 impl PartialEq for Topic {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
             || (self.0.hash == other.0.hash && self.0.text == other.0.text)
