@@ -13,7 +13,9 @@
 //!   one consumer per subscription, overflow policies, circuit breakers,
 //!   request/response and graceful shutdown;
 //! * [`inline`]: the synchronous, deterministic bus for backtests ([`InlineBus`]);
-//! * [`stats`]: counters and snapshots.
+//! * [`stats`]: counters and snapshots;
+//! * [`agent`]: the [`Agent`] trait, the lifecycle state machine and message stamping;
+//! * [`driver`]: runs agents on the inline bus (backtests) or the queued bus.
 //!
 //! ## Example
 //!
@@ -80,8 +82,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod bus;
 pub mod circuit;
+pub mod driver;
 pub mod error;
 pub mod filter;
 pub mod handler;
@@ -93,6 +97,7 @@ pub mod routing;
 pub mod stats;
 pub mod topic;
 
+pub use agent::{Agent, Lifecycle, MessageFactory, Produce};
 pub use bus::{
     MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport, SubscribeError, SubscribeOptions,
 };
@@ -112,8 +117,8 @@ pub use topic::{Topic, TopicPattern};
 pub mod prelude {
     pub use crate::message::payload::*;
     pub use crate::{
-        AgentId, DeliveryMode, Envelope, Filter, Handler, HandlerError, HandlerResult, InlineBus,
-        MessageBus, MessageId, MessageType, Outbox, OverflowPolicy, Payload, Priority,
-        SubscribeOptions, Topic, TopicPattern,
+        Agent, AgentId, DeliveryMode, Envelope, Filter, Handler, HandlerError, HandlerResult,
+        InlineBus, MessageBus, MessageFactory, MessageId, MessageType, Outbox, OverflowPolicy,
+        Payload, Priority, Produce, SubscribeOptions, Topic, TopicPattern,
     };
 }

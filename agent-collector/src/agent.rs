@@ -1,0 +1,190 @@
+//! The collector agent.
+
+use bus_core::message::payload::Command;
+use bus_core::prelude::*;
+
+use crate::source::CandleSource;
+
+/// Publishes candles from a source, one time step per `produce` call.
+pub struct CollectorAgent {
+    id: AgentId,
+    source: Box<dyn CandleSource>,
+    factory: MessageFactory,
+    /// Symbols collection is stopped for (`command.stop_collection`).
+    stopped: Vec<Symbol>,
+    /// Collection stopped for every symbol.
+    stopped_all: bool,
+    published: u64,
+    failure: Option<String>,
+}
+
+impl CollectorAgent {
+    /// A collector named `id` reading `source`.
+    pub fn new(id: AgentId, source: Box<dyn CandleSource>, deterministic: bool) -> Self {
+        Self {
+            factory: MessageFactory::new(id.clone(), deterministic),
+            id,
+            source,
+            stopped: Vec::new(),
+            stopped_all: false,
+            published: 0,
+            failure: None,
+        }
+    }
+
+    /// Candles published so far.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Rows the source skipped as malformed.
+    pub fn skipped_rows(&self) -> usize {
+        self.source.skipped_rows()
+    }
+
+    /// The error that ended collection early, if any.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    fn apply(&mut self, command: &Command, stop: bool) {
+        if command.symbols.is_empty() {
+            self.stopped_all = stop;
+            self.stopped.clear();
+        } else if stop {
+            self.stopped.extend(command.symbols.iter().cloned());
+        } else {
+            self.stopped.retain(|s| !command.symbols.contains(s));
+        }
+    }
+}
+
+impl Agent for CollectorAgent {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        vec!["market_data".into()]
+    }
+
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![
+            TopicPattern::new("command.start_collection").expect("valid"),
+            TopicPattern::new("command.stop_collection").expect("valid"),
+        ]
+    }
+
+    fn on_message(&mut self, envelope: &Envelope, _out: &mut Outbox) -> HandlerResult {
+        match envelope.payload() {
+            Payload::CommandStartCollection(c) => self.apply(c, false),
+            Payload::CommandStopCollection(c) => self.apply(c, true),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn produce(&mut self, out: &mut Outbox) -> Produce {
+        let batch = match self.source.next_batch() {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Produce::Done,
+            Err(error) => {
+                tracing::error!(agent = %self.id, %error, "collection stopped");
+                self.failure = Some(error.to_string());
+                return Produce::Done;
+            }
+        };
+        if self.stopped_all {
+            return Produce::More;
+        }
+        for candle in batch {
+            if self.stopped.contains(&candle.symbol) {
+                continue;
+            }
+            let topic = Topic::new(format!("data.candle.{}.{}", candle.symbol, candle.interval));
+            let Ok(topic) = topic else {
+                tracing::warn!(interval = %candle.interval, "interval is not a valid topic segment");
+                continue;
+            };
+            let time = candle.open_time_ms;
+            out.publish(self.factory.make(topic, Payload::DataCandle(candle), time));
+            self.published += 1;
+        }
+        Produce::More
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{SymbolSpec, SyntheticMarket, SyntheticSpec};
+
+    fn collector(candles: usize) -> CollectorAgent {
+        let spec = SyntheticSpec {
+            symbols: vec![
+                SymbolSpec {
+                    symbol: Symbol::new("BTC").unwrap(),
+                    start_price: 100.0,
+                },
+                SymbolSpec {
+                    symbol: Symbol::new("ETH").unwrap(),
+                    start_price: 10.0,
+                },
+            ],
+            candles,
+            interval_ms: 60_000,
+            interval: "1m".into(),
+            start_time_ms: 0,
+            seed: 1,
+            volatility: 0.01,
+            regime_change_probability: 0.0,
+        };
+        CollectorAgent::new(
+            AgentId::new("collector"),
+            Box::new(SyntheticMarket::new(spec).unwrap()),
+            true,
+        )
+    }
+
+    #[test]
+    fn publishes_candles_on_symbol_topics_then_finishes() {
+        let mut c = collector(3);
+        let mut out = Outbox::new();
+        let mut steps = 0;
+        while c.produce(&mut out) == Produce::More {
+            steps += 1;
+        }
+        assert_eq!(steps, 3);
+        let topics: Vec<String> = out.drain().map(|e| e.topic.to_string()).collect();
+        assert_eq!(topics.len(), 6);
+        assert_eq!(topics[0], "data.candle.BTC.1m");
+        assert_eq!(topics[1], "data.candle.ETH.1m");
+    }
+
+    #[test]
+    fn stop_and_start_collection_commands() {
+        let mut c = collector(4);
+        let mut out = Outbox::new();
+        let mut factory = MessageFactory::new(AgentId::new("operator"), true);
+        let stop_btc = factory.make(
+            Topic::new("command.stop_collection").unwrap(),
+            Payload::CommandStopCollection(Command {
+                symbols: vec![Symbol::new("BTC").unwrap()],
+                reason: "test".into(),
+            }),
+            0,
+        );
+        c.on_message(&stop_btc, &mut out).unwrap();
+        c.produce(&mut out);
+        let symbols: Vec<String> = out.drain().map(|e| e.topic.to_string()).collect();
+        assert_eq!(symbols, vec!["data.candle.ETH.1m"]);
+        let start = factory.make(
+            Topic::new("command.start_collection").unwrap(),
+            Payload::CommandStartCollection(Command::default()),
+            0,
+        );
+        c.on_message(&start, &mut out).unwrap();
+        c.produce(&mut out);
+        assert_eq!(out.len(), 2);
+    }
+}
