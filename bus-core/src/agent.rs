@@ -186,7 +186,7 @@ impl MessageFactory {
         } else {
             MessageId::new()
         };
-        Envelope::new(self.sender.clone(), topic, payload).with_identity(id, time_ms)
+        Envelope::stamped(id, time_ms, self.sender.clone(), topic, payload)
     }
 
     /// A response to `request`: correlated, addressed to its sender, on its

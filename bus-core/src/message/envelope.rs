@@ -65,8 +65,20 @@ pub struct Envelope {
 impl Envelope {
     /// A new message with a fresh id, created now, normal priority, fire-and-forget.
     pub fn new(sender: AgentId, topic: Topic, payload: Payload) -> Self {
+        Self::stamped(MessageId::new(), now_ms(), sender, topic, payload)
+    }
+
+    /// A new message with the given id and creation time (no clock read, no
+    /// random id: deterministic runs and message factories use this).
+    pub fn stamped(
+        id: MessageId,
+        created_at_ms: i64,
+        sender: AgentId,
+        topic: Topic,
+        payload: Payload,
+    ) -> Self {
         Self {
-            id: MessageId::new(),
+            id,
             correlation_id: None,
             reply_to: None,
             sender,
@@ -74,7 +86,7 @@ impl Envelope {
             topic,
             priority: Priority::Normal,
             delivery_mode: DeliveryMode::FireAndForget,
-            created_at_ms: now_ms(),
+            created_at_ms,
             expires_at_ms: None,
             attempt: 0,
             max_attempts: DEFAULT_MAX_ATTEMPTS,

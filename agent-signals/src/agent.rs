@@ -1,0 +1,268 @@
+//! The signal agent: runs every configured strategy on each symbol's
+//! candles and publishes `signal.generated.<SYM>`, `signal.aggregated.<SYM>`
+//! and `signal.analysis_complete.<SYM>`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bus_core::message::payload::{
+    AggregatedSignal, AggregatedSignalFields, AnalysisComplete, Candle, Signal, SignalFields,
+};
+use bus_core::prelude::*;
+
+use crate::aggregator::Aggregator;
+use crate::config::{SignalsConfig, StrategyConfig};
+use crate::strategies::*;
+use crate::strategy::{Bar, Strategy};
+
+struct SymbolState {
+    strategies: Vec<Box<dyn Strategy>>,
+    generated: Topic,
+    aggregated: Topic,
+    complete: Topic,
+}
+
+/// The signal agent.
+pub struct SignalAgent {
+    id: AgentId,
+    config: SignalsConfig,
+    aggregator: Aggregator,
+    factory: MessageFactory,
+    symbols: HashMap<Symbol, SymbolState>,
+    aggregated: u64,
+}
+
+fn build(config: &StrategyConfig) -> Box<dyn Strategy> {
+    match config {
+        StrategyConfig::MaCrossover(c) => Box::new(MovingAverageCrossover::new(c.fast, c.slow)),
+        StrategyConfig::Rsi(c) => Box::new(RsiReversal::new(c.period, c.oversold, c.overbought)),
+        StrategyConfig::Macd(c) => Box::new(MacdCrossover::new(c.fast, c.slow, c.signal)),
+        StrategyConfig::Bollinger(c) => Box::new(BollingerReversion::new(c.period, c.k)),
+        StrategyConfig::Candlestick(_) => Box::new(CandlestickPatterns::new()),
+    }
+}
+
+fn weight_of(config: &StrategyConfig) -> f64 {
+    match config {
+        StrategyConfig::MaCrossover(c) => c.weight,
+        StrategyConfig::Rsi(c) => c.weight,
+        StrategyConfig::Macd(c) => c.weight,
+        StrategyConfig::Bollinger(c) => c.weight,
+        StrategyConfig::Candlestick(c) => c.weight,
+    }
+}
+
+impl SignalAgent {
+    /// A signal agent; `config` should have passed `validate`.
+    pub fn new(id: AgentId, config: SignalsConfig, deterministic: bool) -> Self {
+        let weights: BTreeMap<String, f64> = config
+            .strategies()
+            .iter()
+            .map(|c| (build(c).name().to_string(), weight_of(c)))
+            .collect();
+        Self {
+            factory: MessageFactory::new(id.clone(), deterministic),
+            aggregator: Aggregator::new(weights, config.threshold),
+            id,
+            config,
+            symbols: HashMap::new(),
+            aggregated: 0,
+        }
+    }
+
+    /// Aggregated signals published so far.
+    pub fn aggregated(&self) -> u64 {
+        self.aggregated
+    }
+
+    fn on_candle(&mut self, candle: &Candle, out: &mut Outbox) -> HandlerResult {
+        let config = &self.config;
+        let state = match self.symbols.get_mut(&candle.symbol) {
+            Some(state) => state,
+            None => {
+                let topic = |kind: &str| Topic::new(format!("signal.{kind}.{}", candle.symbol));
+                let state = SymbolState {
+                    strategies: config.strategies().iter().map(build).collect(),
+                    generated: topic("generated")?,
+                    aggregated: topic("aggregated")?,
+                    complete: topic("analysis_complete")?,
+                };
+                self.symbols.entry(candle.symbol.clone()).or_insert(state)
+            }
+        };
+        let bar = Bar::from_candle(candle);
+        let time = candle.open_time_ms;
+        let mut signals = Vec::new();
+        for strategy in state.strategies.iter_mut() {
+            if let Some(signal) = strategy.on_bar(&bar) {
+                signals.push((strategy.name().to_string(), signal));
+            }
+        }
+        if config.publish_details {
+            for (name, signal) in &signals {
+                let payload = Signal::new(SignalFields {
+                    symbol: candle.symbol.clone(),
+                    strategy: name.clone(),
+                    direction: signal.direction,
+                    confidence: signal.confidence,
+                    price: candle.close,
+                    timestamp_ms: time,
+                    reason: signal.reason.clone(),
+                })?;
+                out.publish(self.factory.make(
+                    state.generated.clone(),
+                    Payload::SignalGenerated(payload),
+                    time,
+                ));
+            }
+        }
+        if let Some(aggregate) = self.aggregator.combine(&signals) {
+            let payload = AggregatedSignal::new(AggregatedSignalFields {
+                symbol: candle.symbol.clone(),
+                direction: aggregate.direction,
+                confidence: aggregate.confidence,
+                price: candle.close,
+                timestamp_ms: time,
+                contributions: aggregate.contributions,
+            })?;
+            let message = self
+                .factory
+                .make(
+                    state.aggregated.clone(),
+                    Payload::SignalAggregated(payload),
+                    time,
+                )
+                .with_priority(Priority::High);
+            out.publish(message);
+            self.aggregated += 1;
+        }
+        if config.publish_details {
+            let complete = AnalysisComplete {
+                symbol: candle.symbol.clone(),
+                timestamp_ms: time,
+                strategies: state.strategies.len() as u32,
+                signals: signals.len() as u32,
+            };
+            out.publish(self.factory.make(
+                state.complete.clone(),
+                Payload::SignalAnalysisComplete(complete),
+                time,
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Agent for SignalAgent {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        vec!["signals".into()]
+    }
+
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new("data.candle").expect("valid")]
+    }
+
+    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        if let Payload::DataCandle(candle) = envelope.payload() {
+            self.on_candle(candle, out)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MaCrossoverConfig;
+    use bus_core::message::payload::{CandleFields, SignalDirection};
+    use rust_decimal::Decimal;
+
+    fn candle(n: i64, close: i64) -> Envelope {
+        let c = Candle::new(CandleFields {
+            symbol: Symbol::new("BTC").unwrap(),
+            interval: "1m".into(),
+            open_time_ms: n * 60_000,
+            open: Decimal::new(close, 0),
+            high: Decimal::new(close, 0),
+            low: Decimal::new(close, 0),
+            close: Decimal::new(close, 0),
+            volume: Decimal::ONE,
+        })
+        .unwrap();
+        MessageFactory::new(AgentId::new("collector"), true).make(
+            Topic::new("data.candle.BTC.1m").unwrap(),
+            Payload::DataCandle(c),
+            n,
+        )
+    }
+
+    #[test]
+    fn scripted_candles_produce_an_aggregated_long() {
+        let config = SignalsConfig {
+            threshold: 0.5,
+            publish_details: true,
+            ma_crossover: Some(MaCrossoverConfig {
+                fast: 2,
+                slow: 4,
+                weight: 1.0,
+            }),
+            rsi: None,
+            macd: None,
+            bollinger: None,
+            candlestick: None,
+        };
+        assert!(config.validate("signals").is_empty());
+        let mut agent = SignalAgent::new(AgentId::new("signals"), config, true);
+        let mut out = Outbox::new();
+        for (n, close) in [10, 10, 10, 10, 9, 12].into_iter().enumerate() {
+            agent
+                .on_message(&candle(n as i64, close), &mut out)
+                .unwrap();
+        }
+        let messages: Vec<Envelope> = out.drain().collect();
+        let aggregated: Vec<&Envelope> = messages
+            .iter()
+            .filter(|m| m.message_type() == MessageType::SignalAggregated)
+            .collect();
+        assert_eq!(aggregated.len(), 1);
+        assert_eq!(aggregated[0].topic.as_str(), "signal.aggregated.BTC");
+        let Payload::SignalAggregated(a) = aggregated[0].payload() else {
+            unreachable!()
+        };
+        assert_eq!(a.direction, SignalDirection::Long);
+        assert_eq!(a.price, Decimal::new(12, 0));
+        let completes = messages
+            .iter()
+            .filter(|m| m.message_type() == MessageType::SignalAnalysisComplete)
+            .count();
+        assert_eq!(completes, 6, "one analysis_complete per bar");
+    }
+
+    #[test]
+    fn validation_names_keys() {
+        let config = SignalsConfig {
+            threshold: 1.5,
+            publish_details: true,
+            ma_crossover: Some(MaCrossoverConfig {
+                fast: 5,
+                slow: 3,
+                weight: -1.0,
+            }),
+            rsi: None,
+            macd: None,
+            bollinger: None,
+            candlestick: None,
+        };
+        let errors = config.validate("signals");
+        assert!(errors.iter().any(|e| e.starts_with("signals.threshold")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("signals.ma_crossover.slow")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("signals.ma_crossover.weight")));
+    }
+}

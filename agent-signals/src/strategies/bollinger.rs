@@ -1,0 +1,90 @@
+//! Bollinger reversion: long when the close falls below the lower band,
+//! short when it rises above the upper band.
+
+use bus_core::message::payload::SignalDirection;
+
+use crate::indicators::Bollinger;
+use crate::strategy::{Bar, Strategy, StrategySignal};
+
+/// Band-touch mean reversion.
+#[derive(Debug, Clone)]
+pub struct BollingerReversion {
+    bands: Bollinger,
+}
+
+impl BollingerReversion {
+    /// Bands over `period` bars at `k` deviations.
+    pub fn new(period: usize, k: f64) -> Self {
+        Self {
+            bands: Bollinger::new(period, k),
+        }
+    }
+}
+
+impl Strategy for BollingerReversion {
+    fn name(&self) -> &str {
+        "bollinger"
+    }
+
+    fn on_bar(&mut self, bar: &Bar) -> Option<StrategySignal> {
+        let bands = self.bands.update(bar.close)?;
+        let half_width = (bands.upper - bands.middle).max(f64::MIN_POSITIVE);
+        let (direction, excess) = if bar.close < bands.lower {
+            (
+                SignalDirection::Long,
+                (bands.lower - bar.close) / half_width,
+            )
+        } else if bar.close > bands.upper {
+            (
+                SignalDirection::Short,
+                (bar.close - bands.upper) / half_width,
+            )
+        } else {
+            return None;
+        };
+        Some(StrategySignal {
+            direction,
+            confidence: (0.5 + excess).min(1.0),
+            reason: format!(
+                "close {:.2} outside bands {:.2}..{:.2}",
+                bar.close, bands.lower, bands.upper
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar(close: f64) -> Bar {
+        Bar {
+            open: close,
+            high: close,
+            low: close,
+            close,
+            volume: 1.0,
+        }
+    }
+
+    #[test]
+    fn spike_above_the_band_is_short() {
+        let calm = [10.0, 10.1, 9.9, 10.0, 10.1, 9.9, 10.0, 10.1, 9.9, 10.0];
+        let mut s = BollingerReversion::new(10, 2.0);
+        for p in calm {
+            assert!(s.on_bar(&bar(p)).is_none());
+        }
+        assert_eq!(
+            s.on_bar(&bar(12.0)).unwrap().direction,
+            SignalDirection::Short
+        );
+        let mut s = BollingerReversion::new(10, 2.0);
+        for p in calm {
+            s.on_bar(&bar(p));
+        }
+        assert_eq!(
+            s.on_bar(&bar(8.0)).unwrap().direction,
+            SignalDirection::Long
+        );
+    }
+}

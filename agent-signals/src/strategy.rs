@@ -1,0 +1,83 @@
+//! The strategy trait and what strategies see and say.
+
+use bus_core::message::payload::{Candle, SignalDirection};
+use rust_decimal::prelude::ToPrimitive;
+
+/// One candle as the strategies see it: `f64` prices.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bar {
+    /// Open.
+    pub open: f64,
+    /// High.
+    pub high: f64,
+    /// Low.
+    pub low: f64,
+    /// Close.
+    pub close: f64,
+    /// Volume.
+    pub volume: f64,
+}
+
+impl Bar {
+    /// Converts a candle.
+    pub fn from_candle(candle: &Candle) -> Self {
+        let f = |d: rust_decimal::Decimal| d.to_f64().unwrap_or(0.0);
+        Self {
+            open: f(candle.open),
+            high: f(candle.high),
+            low: f(candle.low),
+            close: f(candle.close),
+            volume: f(candle.volume),
+        }
+    }
+
+    /// Size of the body.
+    pub fn body(&self) -> f64 {
+        (self.close - self.open).abs()
+    }
+
+    /// High minus low.
+    pub fn range(&self) -> f64 {
+        self.high - self.low
+    }
+
+    /// Shadow above the body.
+    pub fn upper_shadow(&self) -> f64 {
+        self.high - self.open.max(self.close)
+    }
+
+    /// Shadow below the body.
+    pub fn lower_shadow(&self) -> f64 {
+        self.open.min(self.close) - self.low
+    }
+
+    /// Close above open.
+    pub fn is_bullish(&self) -> bool {
+        self.close > self.open
+    }
+
+    /// Close below open.
+    pub fn is_bearish(&self) -> bool {
+        self.close < self.open
+    }
+}
+
+/// A strategy's view on one bar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategySignal {
+    /// Direction.
+    pub direction: SignalDirection,
+    /// Confidence within 0..=1.
+    pub confidence: f64,
+    /// Why, for people.
+    pub reason: String,
+}
+
+/// A trading strategy for one symbol.
+pub trait Strategy: Send {
+    /// Its name, used in signals and aggregator weights.
+    fn name(&self) -> &str;
+
+    /// Sees the next bar; returns a signal when it has a view.
+    fn on_bar(&mut self, bar: &Bar) -> Option<StrategySignal>;
+}
