@@ -1,0 +1,557 @@
+//! The trader agent.
+//!
+//! Flow per market: `signal.aggregated` -> size an order -> publish
+//! `trade.order_request.<SYM>` with `reply_to = trade.decision.<trader>` ->
+//! risk answers `response.success` (approved) or `response.error`
+//! (refused, the order is cancelled) -> the approved order fills at the next
+//! candle's open, slipped against the trader, paying the fee. Exits by
+//! stop-loss, take-profit or emergency close reduce risk and are not sent
+//! for approval. After `risk.emergency_stop` no new order is sent and
+//! orders not yet filled are cancelled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use bus_core::message::payload::*;
+use bus_core::prelude::*;
+use rust_decimal::Decimal;
+
+use crate::config::TraderConfig;
+use crate::portfolio::Portfolio;
+use crate::trade_log::TradeLog;
+
+#[derive(Debug, Clone)]
+struct Order {
+    id: OrderId,
+    symbol: Symbol,
+    side: Side,
+    quantity: Decimal,
+    reason: String,
+}
+
+struct Topics {
+    request: Topic,
+    filled: Topic,
+    cancelled: Topic,
+    position: Topic,
+}
+
+/// Counters of the trader's decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraderCounters {
+    /// Order requests sent to risk.
+    pub requested: u64,
+    /// Orders risk refused.
+    pub refused: u64,
+    /// Fills executed.
+    pub filled: u64,
+    /// Orders cancelled (refused, or halted before filling).
+    pub cancelled: u64,
+    /// Signals ignored because trading was halted or paused.
+    pub ignored_while_halted: u64,
+}
+
+/// The paper trader.
+pub struct TraderAgent {
+    id: AgentId,
+    config: TraderConfig,
+    factory: MessageFactory,
+    portfolio: Portfolio,
+    log: Option<TradeLog>,
+    decision_topic: Topic,
+    pnl_topic: Topic,
+    topics: HashMap<Symbol, Topics>,
+    awaiting_decision: BTreeMap<MessageId, Order>,
+    approved: BTreeMap<Symbol, Vec<Order>>,
+    next_order: u64,
+    time_ms: i64,
+    halted: bool,
+    paused: bool,
+    counters: TraderCounters,
+    first_fill_after_halt: Option<i64>,
+    halted_at: Option<i64>,
+}
+
+impl TraderAgent {
+    /// A trader; `trade_log` is the CSV file to write fills to.
+    pub fn new(id: AgentId, config: TraderConfig, trade_log: Option<&Path>, deterministic: bool) -> std::io::Result<Self> {
+        let log = trade_log.map(TradeLog::create).transpose()?;
+        let decision_topic = Topic::new(format!("trade.decision.{id}"))
+            .or_else(|_| Topic::new("trade.decision"))
+            .expect("valid topic");
+        Ok(Self {
+            factory: MessageFactory::new(id.clone(), deterministic),
+            portfolio: Portfolio::new(config.initial_cash),
+            id,
+            config,
+            log,
+            decision_topic,
+            pnl_topic: Topic::new("trade.pnl_update").expect("valid topic"),
+            topics: HashMap::new(),
+            awaiting_decision: BTreeMap::new(),
+            approved: BTreeMap::new(),
+            next_order: 0,
+            time_ms: 0,
+            halted: false,
+            paused: false,
+            counters: TraderCounters::default(),
+            first_fill_after_halt: None,
+            halted_at: None,
+        })
+    }
+
+    /// The portfolio.
+    pub fn portfolio(&self) -> &Portfolio {
+        &self.portfolio
+    }
+
+    /// Decision counters.
+    pub fn counters(&self) -> TraderCounters {
+        self.counters
+    }
+
+    /// True after an emergency stop.
+    pub fn halted(&self) -> bool {
+        self.halted
+    }
+
+    /// Rows in the trade log, if one is written.
+    pub fn trade_log_rows(&self) -> Option<u64> {
+        self.log.as_ref().map(TradeLog::rows)
+    }
+
+    fn topics(&mut self, symbol: &Symbol) -> Result<&Topics, HandlerError> {
+        if !self.topics.contains_key(symbol) {
+            let t = |kind: &str| Topic::new(format!("trade.{kind}.{symbol}"));
+            let topics = Topics {
+                request: t("order_request")?,
+                filled: t("order_filled")?,
+                cancelled: t("order_cancelled")?,
+                position: t("position_update")?,
+            };
+            self.topics.insert(symbol.clone(), topics);
+        }
+        Ok(&self.topics[symbol])
+    }
+
+    fn on_signal(&mut self, signal: &AggregatedSignal, out: &mut Outbox) -> HandlerResult {
+        if self.halted || self.paused {
+            self.counters.ignored_while_halted += 1;
+            return Ok(());
+        }
+        if signal.confidence < self.config.min_confidence {
+            return Ok(());
+        }
+        let symbol = &signal.symbol;
+        let busy = self.awaiting_decision.values().any(|o| &o.symbol == symbol)
+            || self.approved.get(symbol).is_some_and(|v| !v.is_empty());
+        if busy {
+            return Ok(());
+        }
+        let held = self.portfolio.quantity(symbol);
+        let size = (self.portfolio.equity() * self.config.position_fraction / signal.price)
+            .round_dp_with_strategy(self.config.quantity_scale, rust_decimal::RoundingStrategy::ToZero);
+        let target = match signal.direction {
+            SignalDirection::Long => size,
+            SignalDirection::Short if self.config.allow_short => -size,
+            SignalDirection::Short => Decimal::ZERO,
+            SignalDirection::Neutral => return Ok(()),
+        };
+        // Already on the signalled side: hold rather than resize on every signal.
+        if (held > Decimal::ZERO && target > Decimal::ZERO) || (held < Decimal::ZERO && target < Decimal::ZERO) {
+            return Ok(());
+        }
+        let delta = target - held;
+        if delta.is_zero() {
+            return Ok(());
+        }
+        self.next_order += 1;
+        let order = Order {
+            id: OrderId(format!("{}-{}", self.id, self.next_order)),
+            symbol: symbol.clone(),
+            side: if delta > Decimal::ZERO { Side::Buy } else { Side::Sell },
+            quantity: delta.abs(),
+            reason: format!("{:?} signal, confidence {:.2}", signal.direction, signal.confidence),
+        };
+        let request = OrderRequest::new(OrderRequestFields {
+            order_id: order.id.clone(),
+            symbol: order.symbol.clone(),
+            side: order.side,
+            quantity: order.quantity,
+            order_type: OrderType::Market,
+            limit_price: None,
+            reference_price: signal.price,
+            reason: order.reason.clone(),
+        })?;
+        let topic = self.topics(symbol)?.request.clone();
+        let message = self
+            .factory
+            .make(topic, Payload::TradeOrderRequest(request), self.time_ms)
+            .with_reply_to(self.decision_topic.clone())
+            .with_priority(Priority::High);
+        self.awaiting_decision.insert(message.id, order);
+        self.counters.requested += 1;
+        out.publish(message);
+        Ok(())
+    }
+
+    fn cancel(&mut self, order: &Order, reason: &str, out: &mut Outbox) -> HandlerResult {
+        let payload = OrderCancelled {
+            order_id: order.id.clone(),
+            symbol: order.symbol.clone(),
+            reason: reason.to_string(),
+        };
+        let topic = self.topics(&order.symbol)?.cancelled.clone();
+        out.publish(self.factory.make(topic, Payload::TradeOrderCancelled(payload), self.time_ms));
+        self.counters.cancelled += 1;
+        Ok(())
+    }
+
+    fn on_decision(&mut self, response: &Envelope, out: &mut Outbox) -> HandlerResult {
+        let Some(request_id) = response.correlation_id else {
+            return Ok(());
+        };
+        let Some(order) = self.awaiting_decision.remove(&request_id) else {
+            return Ok(());
+        };
+        match response.payload() {
+            Payload::ResponseSuccess(_) if !self.halted => {
+                self.approved.entry(order.symbol.clone()).or_default().push(order);
+            }
+            Payload::ResponseSuccess(_) => self.cancel(&order, "emergency stop", out)?,
+            Payload::ResponseError(e) => {
+                self.counters.refused += 1;
+                self.cancel(&order, &format!("refused by risk: {}", e.message), out)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn fill(&mut self, order: &Order, base_price: Decimal, out: &mut Outbox) -> HandlerResult {
+        let slip = match order.side {
+            Side::Buy => Decimal::ONE + self.config.slippage,
+            Side::Sell => Decimal::ONE - self.config.slippage,
+        };
+        let price = (base_price * slip).round_dp(8).max(Decimal::new(1, 8));
+        let fee = (order.quantity * price * self.config.fee_rate).round_dp(8);
+        let effect = self
+            .portfolio
+            .apply_fill(&order.symbol, order.side, order.quantity, price, fee);
+        let fill = Fill::new(FillFields {
+            order_id: order.id.clone(),
+            symbol: order.symbol.clone(),
+            side: order.side,
+            quantity: order.quantity,
+            price,
+            fee,
+            timestamp_ms: self.time_ms,
+        })?;
+        if let Some(log) = self.log.as_mut() {
+            log.record(&fill, effect.realised, &order.reason)
+                .map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
+        }
+        if self.halted && self.first_fill_after_halt.is_none() {
+            self.first_fill_after_halt = Some(self.time_ms);
+        }
+        self.counters.filled += 1;
+        let topic = self.topics(&order.symbol)?.filled.clone();
+        out.publish(
+            self.factory
+                .make(topic, Payload::TradeOrderFilled(fill), self.time_ms)
+                .with_priority(Priority::High),
+        );
+        Ok(())
+    }
+
+    fn exit_order(&mut self, symbol: &Symbol, reason: &str) -> Option<Order> {
+        let held = self.portfolio.quantity(symbol);
+        if held.is_zero() {
+            return None;
+        }
+        self.next_order += 1;
+        Some(Order {
+            id: OrderId(format!("{}-{}", self.id, self.next_order)),
+            symbol: symbol.clone(),
+            side: if held > Decimal::ZERO { Side::Sell } else { Side::Buy },
+            quantity: held.abs(),
+            reason: reason.to_string(),
+        })
+    }
+
+    /// Stop-loss / take-profit: the exit price if this candle touches one.
+    /// When both could trigger in one candle the stop is assumed first.
+    fn protective_exit(&self, symbol: &Symbol, candle: &Candle) -> Option<(Decimal, &'static str)> {
+        let position = self.portfolio.positions.get(symbol)?;
+        if position.quantity.is_zero() {
+            return None;
+        }
+        let entry = position.average_price();
+        let long = position.quantity > Decimal::ZERO;
+        if let Some(stop) = self.config.stop_loss {
+            let level = if long { entry * (Decimal::ONE - stop) } else { entry * (Decimal::ONE + stop) };
+            if long && candle.low <= level {
+                return Some((candle.open.min(level), "stop-loss"));
+            }
+            if !long && candle.high >= level {
+                return Some((candle.open.max(level), "stop-loss"));
+            }
+        }
+        if let Some(take) = self.config.take_profit {
+            let level = if long { entry * (Decimal::ONE + take) } else { entry * (Decimal::ONE - take) };
+            if long && candle.high >= level {
+                return Some((candle.open.max(level), "take-profit"));
+            }
+            if !long && candle.low <= level {
+                return Some((candle.open.min(level), "take-profit"));
+            }
+        }
+        None
+    }
+
+    fn on_candle(&mut self, candle: &Candle, out: &mut Outbox) -> HandlerResult {
+        self.time_ms = self.time_ms.max(candle.open_time_ms);
+        let symbol = &candle.symbol;
+        let before = self.counters.filled;
+        for order in self.approved.remove(symbol).unwrap_or_default() {
+            self.fill(&order, candle.open, out)?;
+        }
+        if self.halted && self.config.close_on_emergency_stop {
+            if let Some(order) = self.exit_order(symbol, "emergency stop") {
+                self.fill(&order, candle.open, out)?;
+            }
+        }
+        if let Some((price, why)) = self.protective_exit(symbol, candle) {
+            if let Some(order) = self.exit_order(symbol, why) {
+                self.fill(&order, price, out)?;
+            }
+        }
+        self.portfolio.mark(symbol, candle.close);
+        let filled = self.counters.filled > before;
+        let holding = !self.portfolio.quantity(symbol).is_zero();
+        if filled {
+            let p = &self.portfolio.positions[symbol];
+            let update = PositionUpdate::new(PositionUpdateFields {
+                symbol: symbol.clone(),
+                quantity: p.quantity,
+                average_price: p.average_price(),
+                mark_price: candle.close,
+                realised_pnl: p.realised,
+                unrealised_pnl: p.unrealised(),
+            })?;
+            let topic = self.topics(symbol)?.position.clone();
+            out.publish(self.factory.make(topic, Payload::TradePositionUpdate(update), self.time_ms));
+        }
+        if filled || holding {
+            let pnl = PnlUpdate::new(PnlUpdateFields {
+                timestamp_ms: self.time_ms,
+                cash: self.portfolio.cash,
+                realised_pnl: self.portfolio.realised(),
+                unrealised_pnl: self.portfolio.unrealised(),
+                fees: self.portfolio.fees(),
+                equity: self.portfolio.equity(),
+            })?;
+            out.publish(self.factory.make(self.pnl_topic.clone(), Payload::TradePnlUpdate(pnl), self.time_ms));
+        }
+        Ok(())
+    }
+
+    fn halt(&mut self, out: &mut Outbox) -> HandlerResult {
+        if self.halted {
+            return Ok(());
+        }
+        self.halted = true;
+        self.halted_at = Some(self.time_ms);
+        let waiting: Vec<Order> = std::mem::take(&mut self.awaiting_decision).into_values().collect();
+        let approved: Vec<Order> = std::mem::take(&mut self.approved).into_values().flatten().collect();
+        for order in waiting.iter().chain(&approved) {
+            self.cancel(order, "emergency stop", out)?;
+        }
+        tracing::warn!(agent = %self.id, "emergency stop: no new orders");
+        Ok(())
+    }
+}
+
+impl Agent for TraderAgent {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        vec!["execution".into()]
+    }
+
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        [
+            "data.candle",
+            "signal.aggregated",
+            self.decision_topic.as_str(),
+            "risk.emergency_stop",
+            "command.pause_trading",
+            "command.resume_trading",
+        ]
+        .iter()
+        .map(|p| TopicPattern::new(p).expect("valid pattern"))
+        .collect()
+    }
+
+    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        match envelope.payload() {
+            Payload::DataCandle(candle) => self.on_candle(candle, out),
+            Payload::SignalAggregated(signal) => self.on_signal(signal, out),
+            Payload::ResponseSuccess(_) | Payload::ResponseError(_) => self.on_decision(envelope, out),
+            Payload::RiskEmergencyStop(_) => self.halt(out),
+            Payload::CommandPauseTrading(_) => {
+                self.paused = true;
+                Ok(())
+            }
+            Payload::CommandResumeTrading(_) => {
+                self.paused = false;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_stop(&mut self, _out: &mut Outbox) -> HandlerResult {
+        if let Some(log) = self.log.as_mut() {
+            log.flush().map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn health(&self) -> (bool, String) {
+        if self.halted {
+            (true, "halted by emergency stop".into())
+        } else {
+            (true, format!("{} fills", self.counters.filled))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn config() -> TraderConfig {
+        TraderConfig {
+            initial_cash: dec!(10000),
+            fee_rate: dec!(0.001),
+            slippage: dec!(0.0005),
+            position_fraction: dec!(0.5),
+            quantity_scale: 4,
+            allow_short: false,
+            min_confidence: 0.0,
+            stop_loss: Some(dec!(0.05)),
+            take_profit: None,
+            close_on_emergency_stop: false,
+        }
+    }
+
+    fn others() -> MessageFactory {
+        MessageFactory::new(AgentId::new("script"), true)
+    }
+
+    fn candle(f: &mut MessageFactory, t: i64, open: Decimal, low: Decimal, close: Decimal) -> Envelope {
+        let c = Candle::new(CandleFields {
+            symbol: Symbol::new("BTC").unwrap(),
+            interval: "1m".into(),
+            open_time_ms: t,
+            open,
+            high: open.max(close) + dec!(1),
+            low,
+            close,
+            volume: dec!(1),
+        })
+        .unwrap();
+        f.make(Topic::new("data.candle.BTC.1m").unwrap(), Payload::DataCandle(c), t)
+    }
+
+    fn long_signal(f: &mut MessageFactory, price: Decimal) -> Envelope {
+        let s = AggregatedSignal::new(AggregatedSignalFields {
+            symbol: Symbol::new("BTC").unwrap(),
+            direction: SignalDirection::Long,
+            confidence: 0.9,
+            price,
+            timestamp_ms: 0,
+            contributions: vec![],
+        })
+        .unwrap();
+        f.make(Topic::new("signal.aggregated.BTC").unwrap(), Payload::SignalAggregated(s), 0)
+    }
+
+    fn find(out: &mut Outbox, t: MessageType) -> Vec<Envelope> {
+        out.drain().filter(|e| e.message_type() == t).collect()
+    }
+
+    #[test]
+    fn approved_order_fills_at_next_open_with_fee_and_slippage_then_stops_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("trades.csv");
+        let mut trader = TraderAgent::new(AgentId::new("trader"), config(), Some(&log), true).unwrap();
+        let mut f = others();
+        let mut out = Outbox::new();
+        trader.on_message(&candle(&mut f, 0, dec!(100), dec!(99), dec!(100)), &mut out).unwrap();
+        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        let requests = find(&mut out, MessageType::TradeOrderRequest);
+        assert_eq!(requests.len(), 1);
+        let request = &requests[0];
+        assert_eq!(request.reply_to.as_ref().unwrap().as_str(), "trade.decision.trader");
+        let Payload::TradeOrderRequest(r) = request.payload() else { unreachable!() };
+        assert_eq!(r.quantity, dec!(50), "half of 10000 at 100");
+        // A second signal while the first waits for risk is ignored.
+        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        assert!(find(&mut out, MessageType::TradeOrderRequest).is_empty());
+
+        let approval = f.reply(request, Payload::ResponseSuccess(Success { detail: "ok".into() }), 0);
+        trader.on_message(&approval, &mut out).unwrap();
+        assert_eq!(trader.counters().filled, 0, "fills wait for the next price");
+        trader.on_message(&candle(&mut f, 60_000, dec!(110), dec!(109), dec!(111)), &mut out).unwrap();
+        let fills = find(&mut out, MessageType::TradeOrderFilled);
+        assert_eq!(fills.len(), 1);
+        let Payload::TradeOrderFilled(fill) = fills[0].payload() else { unreachable!() };
+        assert_eq!(fill.price, dec!(110.055), "open 110 plus 5 bp slippage");
+        assert_eq!(fill.fee, dec!(5.50275));
+
+        // Entry 110.055; 5 % stop at 104.55225; the candle's low reaches it.
+        trader.on_message(&candle(&mut f, 120_000, dec!(108), dec!(100), dec!(101)), &mut out).unwrap();
+        let fills = find(&mut out, MessageType::TradeOrderFilled);
+        assert_eq!(fills.len(), 1);
+        let Payload::TradeOrderFilled(exit) = fills[0].payload() else { unreachable!() };
+        assert_eq!(exit.side, Side::Sell);
+        assert_eq!(exit.price, (dec!(104.55225) * dec!(0.9995)).round_dp(8));
+        let p = trader.portfolio();
+        assert!(p.quantity(&Symbol::new("BTC").unwrap()).is_zero());
+        assert_eq!(p.equity(), p.initial_cash + p.realised() + p.unrealised() - p.fees());
+        assert!(p.equity() < dec!(10000));
+        trader.on_stop(&mut out).unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 3, "header and two fills:\n{text}");
+        assert!(text.lines().nth(2).unwrap().contains("stop-loss"));
+    }
+
+    #[test]
+    fn refused_order_is_cancelled_and_emergency_stop_halts_orders() {
+        let mut trader = TraderAgent::new(AgentId::new("trader"), config(), None, true).unwrap();
+        let mut f = others();
+        let mut out = Outbox::new();
+        trader.on_message(&candle(&mut f, 0, dec!(100), dec!(99), dec!(100)), &mut out).unwrap();
+        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        let request = find(&mut out, MessageType::TradeOrderRequest).remove(0);
+        let refusal = f.reply(&request, Payload::ResponseError(ErrorResponse { code: "risk_refused".into(), message: "too big".into() }), 0);
+        trader.on_message(&refusal, &mut out).unwrap();
+        assert_eq!(find(&mut out, MessageType::TradeOrderCancelled).len(), 1);
+        assert_eq!(trader.counters().refused, 1);
+
+        let stop = f.make_critical(
+            Topic::new("risk.emergency_stop").unwrap(),
+            Payload::RiskEmergencyStop(EmergencyStop { reason: "test".into(), triggered_by: "test".into() }),
+            0,
+        );
+        trader.on_message(&stop, &mut out).unwrap();
+        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        assert!(find(&mut out, MessageType::TradeOrderRequest).is_empty());
+        assert_eq!(trader.counters().ignored_while_halted, 1);
+    }
+}
