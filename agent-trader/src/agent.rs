@@ -74,7 +74,12 @@ pub struct TraderAgent {
 
 impl TraderAgent {
     /// A trader; `trade_log` is the CSV file to write fills to.
-    pub fn new(id: AgentId, config: TraderConfig, trade_log: Option<&Path>, deterministic: bool) -> std::io::Result<Self> {
+    pub fn new(
+        id: AgentId,
+        config: TraderConfig,
+        trade_log: Option<&Path>,
+        deterministic: bool,
+    ) -> std::io::Result<Self> {
         let log = trade_log.map(TradeLog::create).transpose()?;
         let decision_topic = Topic::new(format!("trade.decision.{id}"))
             .or_else(|_| Topic::new("trade.decision"))
@@ -150,7 +155,10 @@ impl TraderAgent {
         }
         let held = self.portfolio.quantity(symbol);
         let size = (self.portfolio.equity() * self.config.position_fraction / signal.price)
-            .round_dp_with_strategy(self.config.quantity_scale, rust_decimal::RoundingStrategy::ToZero);
+            .round_dp_with_strategy(
+                self.config.quantity_scale,
+                rust_decimal::RoundingStrategy::ToZero,
+            );
         let target = match signal.direction {
             SignalDirection::Long => size,
             SignalDirection::Short if self.config.allow_short => -size,
@@ -158,7 +166,9 @@ impl TraderAgent {
             SignalDirection::Neutral => return Ok(()),
         };
         // Already on the signalled side: hold rather than resize on every signal.
-        if (held > Decimal::ZERO && target > Decimal::ZERO) || (held < Decimal::ZERO && target < Decimal::ZERO) {
+        if (held > Decimal::ZERO && target > Decimal::ZERO)
+            || (held < Decimal::ZERO && target < Decimal::ZERO)
+        {
             return Ok(());
         }
         let delta = target - held;
@@ -169,9 +179,16 @@ impl TraderAgent {
         let order = Order {
             id: OrderId(format!("{}-{}", self.id, self.next_order)),
             symbol: symbol.clone(),
-            side: if delta > Decimal::ZERO { Side::Buy } else { Side::Sell },
+            side: if delta > Decimal::ZERO {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
             quantity: delta.abs(),
-            reason: format!("{:?} signal, confidence {:.2}", signal.direction, signal.confidence),
+            reason: format!(
+                "{:?} signal, confidence {:.2}",
+                signal.direction, signal.confidence
+            ),
         };
         let request = OrderRequest::new(OrderRequestFields {
             order_id: order.id.clone(),
@@ -202,7 +219,10 @@ impl TraderAgent {
             reason: reason.to_string(),
         };
         let topic = self.topics(&order.symbol)?.cancelled.clone();
-        out.publish(self.factory.make(topic, Payload::TradeOrderCancelled(payload), self.time_ms));
+        out.publish(
+            self.factory
+                .make(topic, Payload::TradeOrderCancelled(payload), self.time_ms),
+        );
         self.counters.cancelled += 1;
         Ok(())
     }
@@ -216,7 +236,10 @@ impl TraderAgent {
         };
         match response.payload() {
             Payload::ResponseSuccess(_) if !self.halted => {
-                self.approved.entry(order.symbol.clone()).or_default().push(order);
+                self.approved
+                    .entry(order.symbol.clone())
+                    .or_default()
+                    .push(order);
             }
             Payload::ResponseSuccess(_) => self.cancel(&order, "emergency stop", out)?,
             Payload::ResponseError(e) => {
@@ -235,9 +258,9 @@ impl TraderAgent {
         };
         let price = (base_price * slip).round_dp(8).max(Decimal::new(1, 8));
         let fee = (order.quantity * price * self.config.fee_rate).round_dp(8);
-        let effect = self
-            .portfolio
-            .apply_fill(&order.symbol, order.side, order.quantity, price, fee);
+        let effect =
+            self.portfolio
+                .apply_fill(&order.symbol, order.side, order.quantity, price, fee);
         let fill = Fill::new(FillFields {
             order_id: order.id.clone(),
             symbol: order.symbol.clone(),
@@ -273,7 +296,11 @@ impl TraderAgent {
         Some(Order {
             id: OrderId(format!("{}-{}", self.id, self.next_order)),
             symbol: symbol.clone(),
-            side: if held > Decimal::ZERO { Side::Sell } else { Side::Buy },
+            side: if held > Decimal::ZERO {
+                Side::Sell
+            } else {
+                Side::Buy
+            },
             quantity: held.abs(),
             reason: reason.to_string(),
         })
@@ -289,7 +316,11 @@ impl TraderAgent {
         let entry = position.average_price();
         let long = position.quantity > Decimal::ZERO;
         if let Some(stop) = self.config.stop_loss {
-            let level = if long { entry * (Decimal::ONE - stop) } else { entry * (Decimal::ONE + stop) };
+            let level = if long {
+                entry * (Decimal::ONE - stop)
+            } else {
+                entry * (Decimal::ONE + stop)
+            };
             if long && candle.low <= level {
                 return Some((candle.open.min(level), "stop-loss"));
             }
@@ -298,7 +329,11 @@ impl TraderAgent {
             }
         }
         if let Some(take) = self.config.take_profit {
-            let level = if long { entry * (Decimal::ONE + take) } else { entry * (Decimal::ONE - take) };
+            let level = if long {
+                entry * (Decimal::ONE + take)
+            } else {
+                entry * (Decimal::ONE - take)
+            };
             if long && candle.high >= level {
                 return Some((candle.open.max(level), "take-profit"));
             }
@@ -340,7 +375,11 @@ impl TraderAgent {
                 unrealised_pnl: p.unrealised(),
             })?;
             let topic = self.topics(symbol)?.position.clone();
-            out.publish(self.factory.make(topic, Payload::TradePositionUpdate(update), self.time_ms));
+            out.publish(self.factory.make(
+                topic,
+                Payload::TradePositionUpdate(update),
+                self.time_ms,
+            ));
         }
         if filled || holding {
             let pnl = PnlUpdate::new(PnlUpdateFields {
@@ -351,7 +390,11 @@ impl TraderAgent {
                 fees: self.portfolio.fees(),
                 equity: self.portfolio.equity(),
             })?;
-            out.publish(self.factory.make(self.pnl_topic.clone(), Payload::TradePnlUpdate(pnl), self.time_ms));
+            out.publish(self.factory.make(
+                self.pnl_topic.clone(),
+                Payload::TradePnlUpdate(pnl),
+                self.time_ms,
+            ));
         }
         Ok(())
     }
@@ -362,8 +405,13 @@ impl TraderAgent {
         }
         self.halted = true;
         self.halted_at = Some(self.time_ms);
-        let waiting: Vec<Order> = std::mem::take(&mut self.awaiting_decision).into_values().collect();
-        let approved: Vec<Order> = std::mem::take(&mut self.approved).into_values().flatten().collect();
+        let waiting: Vec<Order> = std::mem::take(&mut self.awaiting_decision)
+            .into_values()
+            .collect();
+        let approved: Vec<Order> = std::mem::take(&mut self.approved)
+            .into_values()
+            .flatten()
+            .collect();
         for order in waiting.iter().chain(&approved) {
             self.cancel(order, "emergency stop", out)?;
         }
@@ -399,7 +447,9 @@ impl Agent for TraderAgent {
         match envelope.payload() {
             Payload::DataCandle(candle) => self.on_candle(candle, out),
             Payload::SignalAggregated(signal) => self.on_signal(signal, out),
-            Payload::ResponseSuccess(_) | Payload::ResponseError(_) => self.on_decision(envelope, out),
+            Payload::ResponseSuccess(_) | Payload::ResponseError(_) => {
+                self.on_decision(envelope, out)
+            }
             Payload::RiskEmergencyStop(_) => self.halt(out),
             Payload::CommandPauseTrading(_) => {
                 self.paused = true;
@@ -415,7 +465,8 @@ impl Agent for TraderAgent {
 
     fn on_stop(&mut self, _out: &mut Outbox) -> HandlerResult {
         if let Some(log) = self.log.as_mut() {
-            log.flush().map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
+            log.flush()
+                .map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
         }
         Ok(())
     }
@@ -453,7 +504,13 @@ mod tests {
         MessageFactory::new(AgentId::new("script"), true)
     }
 
-    fn candle(f: &mut MessageFactory, t: i64, open: Decimal, low: Decimal, close: Decimal) -> Envelope {
+    fn candle(
+        f: &mut MessageFactory,
+        t: i64,
+        open: Decimal,
+        low: Decimal,
+        close: Decimal,
+    ) -> Envelope {
         let c = Candle::new(CandleFields {
             symbol: Symbol::new("BTC").unwrap(),
             interval: "1m".into(),
@@ -465,7 +522,11 @@ mod tests {
             volume: dec!(1),
         })
         .unwrap();
-        f.make(Topic::new("data.candle.BTC.1m").unwrap(), Payload::DataCandle(c), t)
+        f.make(
+            Topic::new("data.candle.BTC.1m").unwrap(),
+            Payload::DataCandle(c),
+            t,
+        )
     }
 
     fn long_signal(f: &mut MessageFactory, price: Decimal) -> Envelope {
@@ -478,7 +539,11 @@ mod tests {
             contributions: vec![],
         })
         .unwrap();
-        f.make(Topic::new("signal.aggregated.BTC").unwrap(), Payload::SignalAggregated(s), 0)
+        f.make(
+            Topic::new("signal.aggregated.BTC").unwrap(),
+            Payload::SignalAggregated(s),
+            0,
+        )
     }
 
     fn find(out: &mut Outbox, t: MessageType) -> Vec<Envelope> {
@@ -489,41 +554,76 @@ mod tests {
     fn approved_order_fills_at_next_open_with_fee_and_slippage_then_stops_out() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("trades.csv");
-        let mut trader = TraderAgent::new(AgentId::new("trader"), config(), Some(&log), true).unwrap();
+        let mut trader =
+            TraderAgent::new(AgentId::new("trader"), config(), Some(&log), true).unwrap();
         let mut f = others();
         let mut out = Outbox::new();
-        trader.on_message(&candle(&mut f, 0, dec!(100), dec!(99), dec!(100)), &mut out).unwrap();
-        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        trader
+            .on_message(&candle(&mut f, 0, dec!(100), dec!(99), dec!(100)), &mut out)
+            .unwrap();
+        trader
+            .on_message(&long_signal(&mut f, dec!(100)), &mut out)
+            .unwrap();
         let requests = find(&mut out, MessageType::TradeOrderRequest);
         assert_eq!(requests.len(), 1);
         let request = &requests[0];
-        assert_eq!(request.reply_to.as_ref().unwrap().as_str(), "trade.decision.trader");
-        let Payload::TradeOrderRequest(r) = request.payload() else { unreachable!() };
+        assert_eq!(
+            request.reply_to.as_ref().unwrap().as_str(),
+            "trade.decision.trader"
+        );
+        let Payload::TradeOrderRequest(r) = request.payload() else {
+            unreachable!()
+        };
         assert_eq!(r.quantity, dec!(50), "half of 10000 at 100");
         // A second signal while the first waits for risk is ignored.
-        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        trader
+            .on_message(&long_signal(&mut f, dec!(100)), &mut out)
+            .unwrap();
         assert!(find(&mut out, MessageType::TradeOrderRequest).is_empty());
 
-        let approval = f.reply(request, Payload::ResponseSuccess(Success { detail: "ok".into() }), 0);
+        let approval = f.reply(
+            request,
+            Payload::ResponseSuccess(Success {
+                detail: "ok".into(),
+            }),
+            0,
+        );
         trader.on_message(&approval, &mut out).unwrap();
         assert_eq!(trader.counters().filled, 0, "fills wait for the next price");
-        trader.on_message(&candle(&mut f, 60_000, dec!(110), dec!(109), dec!(111)), &mut out).unwrap();
+        trader
+            .on_message(
+                &candle(&mut f, 60_000, dec!(110), dec!(109), dec!(111)),
+                &mut out,
+            )
+            .unwrap();
         let fills = find(&mut out, MessageType::TradeOrderFilled);
         assert_eq!(fills.len(), 1);
-        let Payload::TradeOrderFilled(fill) = fills[0].payload() else { unreachable!() };
+        let Payload::TradeOrderFilled(fill) = fills[0].payload() else {
+            unreachable!()
+        };
         assert_eq!(fill.price, dec!(110.055), "open 110 plus 5 bp slippage");
         assert_eq!(fill.fee, dec!(5.50275));
 
         // Entry 110.055; 5 % stop at 104.55225; the candle's low reaches it.
-        trader.on_message(&candle(&mut f, 120_000, dec!(108), dec!(100), dec!(101)), &mut out).unwrap();
+        trader
+            .on_message(
+                &candle(&mut f, 120_000, dec!(108), dec!(100), dec!(101)),
+                &mut out,
+            )
+            .unwrap();
         let fills = find(&mut out, MessageType::TradeOrderFilled);
         assert_eq!(fills.len(), 1);
-        let Payload::TradeOrderFilled(exit) = fills[0].payload() else { unreachable!() };
+        let Payload::TradeOrderFilled(exit) = fills[0].payload() else {
+            unreachable!()
+        };
         assert_eq!(exit.side, Side::Sell);
         assert_eq!(exit.price, (dec!(104.55225) * dec!(0.9995)).round_dp(8));
         let p = trader.portfolio();
         assert!(p.quantity(&Symbol::new("BTC").unwrap()).is_zero());
-        assert_eq!(p.equity(), p.initial_cash + p.realised() + p.unrealised() - p.fees());
+        assert_eq!(
+            p.equity(),
+            p.initial_cash + p.realised() + p.unrealised() - p.fees()
+        );
         assert!(p.equity() < dec!(10000));
         trader.on_stop(&mut out).unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
@@ -536,21 +636,37 @@ mod tests {
         let mut trader = TraderAgent::new(AgentId::new("trader"), config(), None, true).unwrap();
         let mut f = others();
         let mut out = Outbox::new();
-        trader.on_message(&candle(&mut f, 0, dec!(100), dec!(99), dec!(100)), &mut out).unwrap();
-        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        trader
+            .on_message(&candle(&mut f, 0, dec!(100), dec!(99), dec!(100)), &mut out)
+            .unwrap();
+        trader
+            .on_message(&long_signal(&mut f, dec!(100)), &mut out)
+            .unwrap();
         let request = find(&mut out, MessageType::TradeOrderRequest).remove(0);
-        let refusal = f.reply(&request, Payload::ResponseError(ErrorResponse { code: "risk_refused".into(), message: "too big".into() }), 0);
+        let refusal = f.reply(
+            &request,
+            Payload::ResponseError(ErrorResponse {
+                code: "risk_refused".into(),
+                message: "too big".into(),
+            }),
+            0,
+        );
         trader.on_message(&refusal, &mut out).unwrap();
         assert_eq!(find(&mut out, MessageType::TradeOrderCancelled).len(), 1);
         assert_eq!(trader.counters().refused, 1);
 
         let stop = f.make_critical(
             Topic::new("risk.emergency_stop").unwrap(),
-            Payload::RiskEmergencyStop(EmergencyStop { reason: "test".into(), triggered_by: "test".into() }),
+            Payload::RiskEmergencyStop(EmergencyStop {
+                reason: "test".into(),
+                triggered_by: "test".into(),
+            }),
             0,
         );
         trader.on_message(&stop, &mut out).unwrap();
-        trader.on_message(&long_signal(&mut f, dec!(100)), &mut out).unwrap();
+        trader
+            .on_message(&long_signal(&mut f, dec!(100)), &mut out)
+            .unwrap();
         assert!(find(&mut out, MessageType::TradeOrderRequest).is_empty());
         assert_eq!(trader.counters().ignored_while_halted, 1);
     }

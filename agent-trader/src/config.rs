@@ -47,18 +47,42 @@ impl TraderConfig {
             }
         };
         let one = Decimal::ONE;
-        check(self.initial_cash > Decimal::ZERO, "initial_cash", "must be positive");
-        check(self.fee_rate >= Decimal::ZERO && self.fee_rate < one, "fee_rate", "must be within 0..1");
-        check(self.slippage >= Decimal::ZERO && self.slippage < one, "slippage", "must be within 0..1");
+        check(
+            self.initial_cash > Decimal::ZERO,
+            "initial_cash",
+            "must be positive",
+        );
+        check(
+            self.fee_rate >= Decimal::ZERO && self.fee_rate < one,
+            "fee_rate",
+            "must be within 0..1",
+        );
+        check(
+            self.slippage >= Decimal::ZERO && self.slippage < one,
+            "slippage",
+            "must be within 0..1",
+        );
         check(
             self.position_fraction > Decimal::ZERO && self.position_fraction <= one,
             "position_fraction",
             "must be within (0, 1]",
         );
-        check(self.quantity_scale <= 12, "quantity_scale", "must be at most 12");
-        check((0.0..=1.0).contains(&self.min_confidence), "min_confidence", "must be within 0..=1");
+        check(
+            self.quantity_scale <= 12,
+            "quantity_scale",
+            "must be at most 12",
+        );
+        check(
+            (0.0..=1.0).contains(&self.min_confidence),
+            "min_confidence",
+            "must be within 0..=1",
+        );
         if let Some(v) = self.stop_loss {
-            check(v > Decimal::ZERO && v < one, "stop_loss", "must be within (0, 1)");
+            check(
+                v > Decimal::ZERO && v < one,
+                "stop_loss",
+                "must be within (0, 1)",
+            );
         }
         if let Some(v) = self.take_profit {
             check(v > Decimal::ZERO, "take_profit", "must be positive");

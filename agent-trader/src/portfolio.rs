@@ -78,7 +78,14 @@ impl Portfolio {
     }
 
     /// Applies a fill of `quantity` (> 0) at `price` paying `fee`.
-    pub fn apply_fill(&mut self, symbol: &Symbol, side: Side, quantity: Decimal, price: Decimal, fee: Decimal) -> FillEffect {
+    pub fn apply_fill(
+        &mut self,
+        symbol: &Symbol,
+        side: Side,
+        quantity: Decimal,
+        price: Decimal,
+        fee: Decimal,
+    ) -> FillEffect {
         let trade = side.sign() * quantity;
         self.cash -= trade * price + fee;
         let position = self.positions.entry(symbol.clone()).or_default();
@@ -91,9 +98,15 @@ impl Portfolio {
             closed_some: false,
         };
         let mut remaining = trade;
-        if !position.quantity.is_zero() && position.quantity.is_sign_positive() != trade.is_sign_positive() {
+        if !position.quantity.is_zero()
+            && position.quantity.is_sign_positive() != trade.is_sign_positive()
+        {
             let closing = remaining.abs().min(position.quantity.abs());
-            let closing_signed = if trade.is_sign_negative() { -closing } else { closing };
+            let closing_signed = if trade.is_sign_negative() {
+                -closing
+            } else {
+                closing
+            };
             let removed = if closing == position.quantity.abs() {
                 position.cost_basis
             } else {
@@ -128,7 +141,9 @@ impl Portfolio {
 
     /// Signed quantity held.
     pub fn quantity(&self, symbol: &Symbol) -> Decimal {
-        self.positions.get(symbol).map_or(Decimal::ZERO, |p| p.quantity)
+        self.positions
+            .get(symbol)
+            .map_or(Decimal::ZERO, |p| p.quantity)
     }
 
     /// Realised PnL, all markets.
@@ -148,12 +163,20 @@ impl Portfolio {
 
     /// Cash plus the marked value of every position.
     pub fn equity(&self) -> Decimal {
-        self.cash + self.positions.values().map(|p| p.quantity * p.mark).sum::<Decimal>()
+        self.cash
+            + self
+                .positions
+                .values()
+                .map(|p| p.quantity * p.mark)
+                .sum::<Decimal>()
     }
 
     /// Markets with a non-zero position.
     pub fn open_positions(&self) -> usize {
-        self.positions.values().filter(|p| !p.quantity.is_zero()).count()
+        self.positions
+            .values()
+            .filter(|p| !p.quantity.is_zero())
+            .count()
     }
 }
 

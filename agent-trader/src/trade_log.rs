@@ -33,7 +33,12 @@ impl TradeLog {
     }
 
     /// Appends one fill.
-    pub fn record(&mut self, fill: &Fill, realised: rust_decimal::Decimal, reason: &str) -> std::io::Result<()> {
+    pub fn record(
+        &mut self,
+        fill: &Fill,
+        realised: rust_decimal::Decimal,
+        reason: &str,
+    ) -> std::io::Result<()> {
         let side = match fill.side {
             bus_core::message::payload::Side::Buy => "buy",
             bus_core::message::payload::Side::Sell => "sell",
@@ -42,7 +47,15 @@ impl TradeLog {
         writeln!(
             self.out,
             "{},{},{},{},{},{},{},{},{}",
-            fill.timestamp_ms, fill.order_id, fill.symbol, side, fill.quantity, fill.price, fill.fee, realised, reason
+            fill.timestamp_ms,
+            fill.order_id,
+            fill.symbol,
+            side,
+            fill.quantity,
+            fill.price,
+            fill.fee,
+            realised,
+            reason
         )?;
         self.rows += 1;
         Ok(())

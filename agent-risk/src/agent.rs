@@ -1,0 +1,372 @@
+//! The risk agent.
+//!
+//! Its view of positions comes from `trade.position_update`, so an order
+//! approved but not yet filled is not counted against the next request; the
+//! trader keeps at most one order in flight per market, which bounds that gap.
+
+use bus_core::message::payload::*;
+use bus_core::prelude::*;
+use rust_decimal::Decimal;
+
+use crate::config::RiskConfig;
+use crate::limits::{Decision, RiskState};
+
+/// Counters of risk decisions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RiskCounters {
+    /// Orders approved.
+    pub approved: u64,
+    /// Orders refused.
+    pub refused: u64,
+    /// Warnings sent.
+    pub warnings: u64,
+}
+
+/// The risk manager.
+pub struct RiskAgent {
+    id: AgentId,
+    config: RiskConfig,
+    state: RiskState,
+    factory: MessageFactory,
+    counters: RiskCounters,
+    warned: Vec<&'static str>,
+    emergency_stop_at: Option<i64>,
+}
+
+impl RiskAgent {
+    /// A risk manager; `config` should have passed `validate`.
+    pub fn new(id: AgentId, config: RiskConfig, deterministic: bool) -> Self {
+        Self {
+            factory: MessageFactory::new(id.clone(), deterministic),
+            id,
+            config,
+            state: RiskState::default(),
+            counters: RiskCounters::default(),
+            warned: Vec::new(),
+            emergency_stop_at: None,
+        }
+    }
+
+    /// Decision counters.
+    pub fn counters(&self) -> RiskCounters {
+        self.counters
+    }
+
+    /// Market time of the emergency stop, if one happened.
+    pub fn emergency_stop_at(&self) -> Option<i64> {
+        self.emergency_stop_at
+    }
+
+    fn alert(
+        &mut self,
+        kind: MessageType,
+        limit: &'static str,
+        value: Decimal,
+        threshold: Decimal,
+        symbol: Option<Symbol>,
+        time: i64,
+        out: &mut Outbox,
+    ) {
+        let alert = RiskAlert {
+            limit: limit.to_string(),
+            symbol,
+            value,
+            threshold,
+            message: format!("{limit}: {value} against a limit of {threshold}"),
+        };
+        let (topic, payload, priority) = match kind {
+            MessageType::RiskWarning => (
+                format!("risk.warning.{limit}"),
+                Payload::RiskWarning(alert),
+                Priority::Normal,
+            ),
+            _ => (
+                format!("risk.limit_breach.{limit}"),
+                Payload::RiskLimitBreach(alert),
+                Priority::High,
+            ),
+        };
+        let topic = Topic::new(topic).expect("limit names are valid topic segments");
+        out.publish(
+            self.factory
+                .make(topic, payload, time)
+                .with_priority(priority),
+        );
+    }
+
+    fn on_order(&mut self, request: &Envelope, order: &OrderRequest, out: &mut Outbox) {
+        let time = request.created_at_ms;
+        match self.state.decide(&self.config, order, time) {
+            Decision::Approved => {
+                self.counters.approved += 1;
+                let ok = Payload::ResponseSuccess(Success {
+                    detail: format!("order {} approved", order.order_id),
+                });
+                out.publish(self.factory.reply(request, ok, time));
+            }
+            Decision::Refused(refusal) => {
+                self.counters.refused += 1;
+                let refused = Payload::ResponseError(ErrorResponse {
+                    code: "risk_refused".into(),
+                    message: format!(
+                        "{}: {} against a limit of {}",
+                        refusal.limit, refusal.value, refusal.threshold
+                    ),
+                });
+                out.publish(self.factory.reply(request, refused, time));
+                self.alert(
+                    MessageType::RiskLimitBreach,
+                    refusal.limit,
+                    refusal.value,
+                    refusal.threshold,
+                    Some(order.symbol.clone()),
+                    time,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// Warns once per approach, stops at the limit.
+    fn watch(
+        &mut self,
+        limit: &'static str,
+        value: Decimal,
+        threshold: Option<Decimal>,
+        time: i64,
+        out: &mut Outbox,
+    ) {
+        let Some(threshold) = threshold else {
+            return;
+        };
+        if value >= threshold {
+            if !self.state.halted {
+                self.state.halted = true;
+                self.emergency_stop_at = Some(time);
+                self.alert(
+                    MessageType::RiskLimitBreach,
+                    limit,
+                    value,
+                    threshold,
+                    None,
+                    time,
+                    out,
+                );
+                let stop = EmergencyStop {
+                    reason: format!("{limit} reached: {value} >= {threshold}"),
+                    triggered_by: limit.to_string(),
+                };
+                let topic = Topic::new("risk.emergency_stop").expect("valid topic");
+                out.publish(self.factory.make_critical(
+                    topic,
+                    Payload::RiskEmergencyStop(stop),
+                    time,
+                ));
+                tracing::warn!(agent = %self.id, limit, %value, %threshold, "emergency stop");
+            }
+        } else if value >= threshold * self.config.warning_fraction {
+            if !self.warned.contains(&limit) {
+                self.warned.push(limit);
+                self.counters.warnings += 1;
+                self.alert(
+                    MessageType::RiskWarning,
+                    limit,
+                    value,
+                    threshold,
+                    None,
+                    time,
+                    out,
+                );
+            }
+        } else {
+            self.warned.retain(|l| *l != limit);
+        }
+    }
+}
+
+impl Agent for RiskAgent {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        vec!["risk".into()]
+    }
+
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        [
+            "trade.order_request",
+            "trade.position_update",
+            "trade.pnl_update",
+        ]
+        .iter()
+        .map(|p| TopicPattern::new(p).expect("valid pattern"))
+        .collect()
+    }
+
+    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        match envelope.payload() {
+            Payload::TradeOrderRequest(order) => self.on_order(envelope, order, out),
+            Payload::TradePositionUpdate(p) => {
+                self.state.positions.insert(p.symbol.clone(), p.quantity);
+            }
+            Payload::TradePnlUpdate(pnl) => {
+                let (drawdown, day_loss) = self.state.observe_equity(pnl.equity, pnl.timestamp_ms);
+                self.watch(
+                    "max_drawdown",
+                    drawdown,
+                    self.config.max_drawdown,
+                    pnl.timestamp_ms,
+                    out,
+                );
+                self.watch(
+                    "max_daily_loss",
+                    day_loss,
+                    self.config.max_daily_loss,
+                    pnl.timestamp_ms,
+                    out,
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn health(&self) -> (bool, String) {
+        (
+            true,
+            if self.state.halted {
+                "trading halted".into()
+            } else {
+                "watching".into()
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn pnl(f: &mut MessageFactory, equity: Decimal, t: i64) -> Envelope {
+        let p = PnlUpdate::new(PnlUpdateFields {
+            timestamp_ms: t,
+            cash: equity,
+            realised_pnl: dec!(0),
+            unrealised_pnl: dec!(0),
+            fees: dec!(0),
+            equity,
+        })
+        .unwrap();
+        f.make(
+            Topic::new("trade.pnl_update").unwrap(),
+            Payload::TradePnlUpdate(p),
+            t,
+        )
+    }
+
+    fn request(f: &mut MessageFactory, quantity: Decimal) -> Envelope {
+        let o = OrderRequest::new(OrderRequestFields {
+            order_id: OrderId("t-1".into()),
+            symbol: Symbol::new("BTC").unwrap(),
+            side: Side::Buy,
+            quantity,
+            order_type: OrderType::Market,
+            limit_price: None,
+            reference_price: dec!(100),
+            reason: String::new(),
+        })
+        .unwrap();
+        f.make(
+            Topic::new("trade.order_request.BTC").unwrap(),
+            Payload::TradeOrderRequest(o),
+            0,
+        )
+        .with_reply_to(Topic::new("trade.decision.trader").unwrap())
+    }
+
+    fn agent() -> RiskAgent {
+        RiskAgent::new(
+            AgentId::new("risk"),
+            RiskConfig {
+                max_position_notional: None,
+                max_order_notional: Some(dec!(1000)),
+                max_open_positions: None,
+                max_orders_per_minute: None,
+                max_drawdown: Some(dec!(0.1)),
+                max_daily_loss: None,
+                warning_fraction: dec!(0.5),
+            },
+            true,
+        )
+    }
+
+    #[test]
+    fn answers_requests_with_correlated_decisions() {
+        let mut risk = agent();
+        let mut f = MessageFactory::new(AgentId::new("trader"), true);
+        let mut out = Outbox::new();
+        let small = request(&mut f, dec!(5));
+        risk.on_message(&small, &mut out).unwrap();
+        let big = request(&mut f, dec!(50));
+        risk.on_message(&big, &mut out).unwrap();
+        let messages: Vec<Envelope> = out.drain().collect();
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[0].correlation_id, Some(small.id));
+        assert_eq!(messages[0].topic.as_str(), "trade.decision.trader");
+        assert!(matches!(messages[0].payload(), Payload::ResponseSuccess(_)));
+        assert_eq!(messages[1].correlation_id, Some(big.id));
+        assert!(
+            matches!(messages[1].payload(), Payload::ResponseError(e) if e.message.contains("max_order_notional"))
+        );
+        assert_eq!(
+            messages[2].topic.as_str(),
+            "risk.limit_breach.max_order_notional"
+        );
+    }
+
+    #[test]
+    fn drawdown_warns_then_stops_once_and_refuses_after() {
+        let mut risk = agent();
+        let mut f = MessageFactory::new(AgentId::new("trader"), true);
+        let mut out = Outbox::new();
+        for (equity, t) in [
+            (dec!(1000), 1),
+            (dec!(960), 2),
+            (dec!(950), 3),
+            (dec!(899), 4),
+            (dec!(850), 5),
+        ] {
+            risk.on_message(&pnl(&mut f, equity, t), &mut out).unwrap();
+        }
+        let types: Vec<MessageType> = out.drain().map(|m| m.message_type()).collect();
+        assert_eq!(
+            types,
+            vec![
+                MessageType::RiskWarning,
+                MessageType::RiskLimitBreach,
+                MessageType::RiskEmergencyStop
+            ]
+        );
+        assert_eq!(risk.emergency_stop_at(), Some(4));
+        risk.on_message(&request(&mut f, dec!(1)), &mut out)
+            .unwrap();
+        let reply = out.drain().next().unwrap();
+        assert!(
+            matches!(reply.payload(), Payload::ResponseError(e) if e.message.contains("emergency_stop"))
+        );
+    }
+
+    #[test]
+    fn config_validation_names_keys() {
+        let mut c = agent().config;
+        c.max_drawdown = Some(dec!(1.5));
+        c.max_order_notional = Some(dec!(-1));
+        let errors = c.validate("risk");
+        assert!(errors.iter().any(|e| e.starts_with("risk.max_drawdown")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("risk.max_order_notional")));
+    }
+}

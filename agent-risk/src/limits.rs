@@ -1,0 +1,234 @@
+//! The risk rules as plain data and functions: what the agent knows about
+//! the book, and the decision for one order. Decisions are values, not
+//! booleans, so a refusal always says which limit and by how much.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bus_core::message::payload::{OrderRequest, Symbol};
+use rust_decimal::Decimal;
+
+use crate::config::RiskConfig;
+
+/// A refused order: the limit, what the order would make it, the threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Limit name (the config key).
+    pub limit: &'static str,
+    /// Value the order would reach.
+    pub value: Decimal,
+    /// The limit.
+    pub threshold: Decimal,
+}
+
+/// The decision on one order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Approved,
+    /// Do not.
+    Refused(Refusal),
+}
+
+/// What risk knows about the book.
+#[derive(Debug, Clone, Default)]
+pub struct RiskState {
+    /// Signed quantity per market, from `trade.position_update`.
+    pub positions: BTreeMap<Symbol, Decimal>,
+    /// Market times of recent approved orders.
+    pub recent_orders: VecDeque<i64>,
+    /// Highest equity seen.
+    pub peak_equity: Option<Decimal>,
+    /// (UTC day, equity at its first update).
+    pub day_start: Option<(i64, Decimal)>,
+    /// Set by an emergency stop; refuses everything after.
+    pub halted: bool,
+}
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 86_400_000;
+
+impl RiskState {
+    /// Decides on `order` placed at market time `now_ms`.
+    pub fn decide(&mut self, config: &RiskConfig, order: &OrderRequest, now_ms: i64) -> Decision {
+        if self.halted {
+            return Decision::Refused(Refusal {
+                limit: "emergency_stop",
+                value: Decimal::ONE,
+                threshold: Decimal::ZERO,
+            });
+        }
+        let price = order.limit_price.unwrap_or(order.reference_price);
+        let order_notional = order.quantity * price;
+        if let Some(max) = config.max_order_notional {
+            if order_notional > max {
+                return refuse("max_order_notional", order_notional, max);
+            }
+        }
+        let held = self
+            .positions
+            .get(&order.symbol)
+            .copied()
+            .unwrap_or_default();
+        let after = held + order.side.sign() * order.quantity;
+        if let Some(max) = config.max_position_notional {
+            let notional = after.abs() * price;
+            // An order that shrinks the position is always allowed.
+            if notional > max && after.abs() > held.abs() {
+                return refuse("max_position_notional", notional, max);
+            }
+        }
+        if let Some(max) = config.max_open_positions {
+            let opening = held.is_zero() && !after.is_zero();
+            let open = self.positions.values().filter(|q| !q.is_zero()).count();
+            if opening && open + 1 > max {
+                return refuse(
+                    "max_open_positions",
+                    Decimal::from(open + 1),
+                    Decimal::from(max),
+                );
+            }
+        }
+        if let Some(max) = config.max_orders_per_minute {
+            while self
+                .recent_orders
+                .front()
+                .is_some_and(|t| *t <= now_ms - MINUTE_MS)
+            {
+                self.recent_orders.pop_front();
+            }
+            if self.recent_orders.len() + 1 > max {
+                return refuse(
+                    "max_orders_per_minute",
+                    Decimal::from(self.recent_orders.len() + 1),
+                    Decimal::from(max),
+                );
+            }
+        }
+        self.recent_orders.push_back(now_ms);
+        Decision::Approved
+    }
+
+    /// Updates peak and day-start equity; returns drawdown (fraction of
+    /// peak) and loss since the start of the UTC day.
+    pub fn observe_equity(&mut self, equity: Decimal, now_ms: i64) -> (Decimal, Decimal) {
+        let peak = self.peak_equity.map_or(equity, |p| p.max(equity));
+        self.peak_equity = Some(peak);
+        let day = now_ms.div_euclid(DAY_MS);
+        match self.day_start {
+            Some((d, _)) if d == day => {}
+            _ => self.day_start = Some((day, equity)),
+        }
+        let drawdown = if peak > Decimal::ZERO {
+            (peak - equity) / peak
+        } else {
+            Decimal::ZERO
+        };
+        let day_loss = self
+            .day_start
+            .map_or(Decimal::ZERO, |(_, start)| start - equity);
+        (drawdown.max(Decimal::ZERO), day_loss.max(Decimal::ZERO))
+    }
+}
+
+fn refuse(limit: &'static str, value: Decimal, threshold: Decimal) -> Decision {
+    Decision::Refused(Refusal {
+        limit,
+        value,
+        threshold,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bus_core::message::payload::{OrderId, OrderRequestFields, OrderType, Side};
+    use rust_decimal_macros::dec;
+
+    fn order(side: Side, quantity: Decimal, price: Decimal, symbol: &str) -> OrderRequest {
+        OrderRequest::new(OrderRequestFields {
+            order_id: OrderId("o".into()),
+            symbol: Symbol::new(symbol).unwrap(),
+            side,
+            quantity,
+            order_type: OrderType::Market,
+            limit_price: None,
+            reference_price: price,
+            reason: String::new(),
+        })
+        .unwrap()
+    }
+
+    fn config() -> RiskConfig {
+        RiskConfig {
+            max_position_notional: Some(dec!(1000)),
+            max_order_notional: Some(dec!(600)),
+            max_open_positions: Some(1),
+            max_orders_per_minute: Some(2),
+            max_drawdown: Some(dec!(0.1)),
+            max_daily_loss: None,
+            warning_fraction: dec!(0.8),
+        }
+    }
+
+    #[test]
+    fn each_limit_refuses_with_its_name() {
+        let c = config();
+        let mut s = RiskState::default();
+        assert_eq!(
+            s.decide(&c, &order(Side::Buy, dec!(7), dec!(100), "BTC"), 0),
+            refuse("max_order_notional", dec!(700), dec!(600))
+        );
+        s.positions.insert(Symbol::new("BTC").unwrap(), dec!(5));
+        assert_eq!(
+            s.decide(&c, &order(Side::Buy, dec!(6), dec!(100), "BTC"), 0),
+            refuse("max_position_notional", dec!(1100), dec!(1000))
+        );
+        // Reducing is fine even above the limit.
+        s.positions.insert(Symbol::new("BTC").unwrap(), dec!(12));
+        assert_eq!(
+            s.decide(&c, &order(Side::Sell, dec!(1), dec!(100), "BTC"), 0),
+            Decision::Approved
+        );
+        assert!(matches!(
+            s.decide(&c, &order(Side::Buy, dec!(1), dec!(10), "ETH"), 0),
+            Decision::Refused(Refusal {
+                limit: "max_open_positions",
+                ..
+            })
+        ));
+        assert_eq!(
+            s.decide(&c, &order(Side::Sell, dec!(1), dec!(100), "BTC"), 10),
+            Decision::Approved
+        );
+        assert!(matches!(
+            s.decide(&c, &order(Side::Sell, dec!(1), dec!(100), "BTC"), 20),
+            Decision::Refused(Refusal {
+                limit: "max_orders_per_minute",
+                ..
+            })
+        ));
+        // A minute later the window has moved on.
+        assert_eq!(
+            s.decide(&c, &order(Side::Sell, dec!(1), dec!(100), "BTC"), 60_011),
+            Decision::Approved
+        );
+        s.halted = true;
+        assert!(matches!(
+            s.decide(&c, &order(Side::Sell, dec!(1), dec!(100), "BTC"), 200_000),
+            Decision::Refused(Refusal {
+                limit: "emergency_stop",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn drawdown_and_daily_loss() {
+        let mut s = RiskState::default();
+        assert_eq!(s.observe_equity(dec!(100), 0), (dec!(0), dec!(0)));
+        assert_eq!(s.observe_equity(dec!(120), 1), (dec!(0), dec!(0)));
+        assert_eq!(s.observe_equity(dec!(90), 2), (dec!(0.25), dec!(10)));
+        // Next UTC day: the daily loss starts again.
+        assert_eq!(s.observe_equity(dec!(90), DAY_MS).1, dec!(0));
+    }
+}
