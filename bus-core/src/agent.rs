@@ -8,6 +8,7 @@
 //! distributed. Agents that bring data in (the collector) are *sources*: the
 //! driver also calls [`Agent::produce`] until it reports [`Produce::Done`].
 
+use std::any::Any;
 use std::fmt;
 
 use serde::Serialize;
@@ -30,8 +31,27 @@ pub enum Produce {
     Done,
 }
 
+/// Lets the owner of a `Box<dyn Agent>` get the concrete agent back (for
+/// reports and tests). Implemented for every type; call it on the agent,
+/// not on the box (`agent.as_ref().as_any()`).
+pub trait AsAny: Any {
+    /// `&self` as `Any`.
+    fn as_any(&self) -> &dyn Any;
+    /// `&mut self` as `Any`.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
 /// A Bistoury agent.
-pub trait Agent: Send + 'static {
+pub trait Agent: AsAny + Send + 'static {
     /// Its identity.
     fn id(&self) -> &AgentId;
 

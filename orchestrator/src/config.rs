@@ -1,0 +1,335 @@
+//! Configuration: one TOML file layered on the embedded default, then
+//! `BISTOURY__SECTION__KEY` environment variables (`BISTOURY__TRADER__FEE_RATE=0.002`).
+//!
+//! Unknown keys are errors. Loading does not stop at the first problem:
+//! it keeps deserializing with each offending key set aside, then runs every
+//! section's validation, and reports everything together with its key.
+
+use std::path::{Path, PathBuf};
+
+use agent_collector::{BadRowPolicy, SymbolSpec, SyntheticSpec};
+use agent_risk::RiskConfig;
+use agent_signals::SignalsConfig;
+use agent_trader::TraderConfig;
+use bus_core::message::payload::Symbol;
+use serde::Deserialize;
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BistouryConfig {
+    /// `[run]`.
+    pub run: RunConfig,
+    /// `[data]`.
+    pub data: DataConfig,
+    /// `[signals]`.
+    pub signals: SignalsConfig,
+    /// `[trader]`.
+    pub trader: TraderConfig,
+    /// `[risk]`.
+    pub risk: RiskConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// `[run]`: where output goes and how long shutdown may take.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Output directory for report.json, trades.csv and logs.
+    pub output_dir: PathBuf,
+    /// Seconds to drain queues at shutdown.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Console level (`error`, `warn`, `info`, `debug`, `trace`) unless `RUST_LOG` is set.
+    pub level: String,
+    /// Directory of rolling log files; relative paths are under `run.output_dir`.
+    pub directory: Option<PathBuf>,
+}
+
+/// One synthetic symbol.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolConfig {
+    /// Symbol.
+    pub symbol: String,
+    /// First price.
+    pub start_price: f64,
+}
+
+/// `[data]`: where candles come from.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `synthetic` or `file`.
+    pub kind: DataKind,
+    /// Bar interval label, used in topics (`1m`).
+    pub interval: String,
+    /// Synthetic: bar length in ms.
+    pub interval_ms: Option<i64>,
+    /// Synthetic: bars per symbol.
+    pub candles: Option<usize>,
+    /// Synthetic: random seed.
+    pub seed: Option<u64>,
+    /// Synthetic: per-bar volatility.
+    pub volatility: Option<f64>,
+    /// Synthetic: chance of a regime change per bar.
+    pub regime_change_probability: Option<f64>,
+    /// Synthetic: first bar's open time.
+    pub start_time_ms: Option<i64>,
+    /// Synthetic: symbols and start prices.
+    pub symbols: Option<Vec<SymbolConfig>>,
+    /// File: CSV or JSON-lines path (relative to the config file).
+    pub path: Option<PathBuf>,
+    /// File: what to do with malformed rows.
+    pub bad_rows: Option<BadRowPolicy>,
+}
+
+/// Kinds of data source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// The seeded synthetic market.
+    Synthetic,
+    /// A CSV or JSON-lines file.
+    File,
+}
+
+impl DataConfig {
+    /// The synthetic market spec, or the errors that prevent it.
+    pub fn synthetic_spec(&self) -> Result<SyntheticSpec, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut need = |present: bool, key: &str| {
+            if !present {
+                errors.push(format!(
+                    "data.{key}: required when data.kind = \"synthetic\""
+                ));
+            }
+        };
+        need(self.interval_ms.is_some(), "interval_ms");
+        need(self.candles.is_some(), "candles");
+        need(self.seed.is_some(), "seed");
+        need(self.volatility.is_some(), "volatility");
+        need(self.symbols.is_some(), "symbols");
+        let mut symbols = Vec::new();
+        for (i, s) in self.symbols.iter().flatten().enumerate() {
+            match Symbol::new(&s.symbol) {
+                Ok(symbol) => symbols.push(SymbolSpec {
+                    symbol,
+                    start_price: s.start_price,
+                }),
+                Err(e) => errors.push(format!("data.symbols[{i}].symbol: {e}")),
+            }
+        }
+        let spec = SyntheticSpec {
+            symbols,
+            candles: self.candles.unwrap_or(0),
+            interval_ms: self.interval_ms.unwrap_or(0),
+            interval: self.interval.clone(),
+            start_time_ms: self.start_time_ms.unwrap_or(0),
+            seed: self.seed.unwrap_or(0),
+            volatility: self.volatility.unwrap_or(0.0),
+            regime_change_probability: self.regime_change_probability.unwrap_or(0.0),
+        };
+        if errors.is_empty() {
+            if let Err(e) = spec.validate() {
+                errors.push(format!("data: {e}"));
+            }
+        }
+        if errors.is_empty() {
+            Ok(spec)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if bus_core::Topic::new(&self.interval).is_err() || self.interval.contains('.') {
+            errors.push(format!(
+                "data.interval: {:?} must be one topic segment, e.g. \"1m\"",
+                self.interval
+            ));
+        }
+        match self.kind {
+            DataKind::Synthetic => {
+                if let Err(e) = self.synthetic_spec() {
+                    errors.extend(e);
+                }
+            }
+            DataKind::File => {
+                if self.path.is_none() {
+                    errors.push("data.path: required when data.kind = \"file\"".into());
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration{}:\n  - {}", source_name.as_ref().map(|s| format!(" in {s}")).unwrap_or_default(), errors.join("\n  - "))]
+pub struct ConfigError {
+    /// The file, when one was given.
+    pub source_name: Option<String>,
+    /// Each problem, naming its key.
+    pub errors: Vec<String>,
+}
+
+impl BistouryConfig {
+    /// The embedded default (environment overrides not applied).
+    pub fn embedded_default() -> Self {
+        Self::load(None, &[]).expect("the embedded default configuration is valid")
+    }
+
+    /// Loads the default, layers `file` and the given environment
+    /// variables (`(name, value)` pairs; pass `std::env::vars()` in
+    /// production), and validates everything.
+    pub fn load(file: Option<&Path>, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let source_name = file.map(|f| f.display().to_string());
+        let fail = |errors: Vec<String>| ConfigError {
+            source_name: source_name.clone(),
+            errors,
+        };
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(fail(vec![format!("{}: no such file", path.display())]));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let overrides: std::collections::HashMap<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("BISTOURY__"))
+            .cloned()
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("BISTOURY")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        );
+        let merged = builder.build().map_err(|e| fail(vec![e.to_string()]))?;
+        let mut tree: serde_json::Value = merged
+            .try_deserialize()
+            .map_err(|e| fail(vec![e.to_string()]))?;
+        let mut errors = Vec::new();
+        let config = loop {
+            match serde_path_to_error::deserialize::<_, BistouryConfig>(&tree) {
+                Ok(config) => break Some(config),
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let message = e.into_inner().to_string();
+                    // Set the offending key aside and look for more problems.
+                    let key = unknown_field(&message).map(|f| {
+                        if path == "." {
+                            f.to_string()
+                        } else {
+                            format!("{path}.{f}")
+                        }
+                    });
+                    let removed = match &key {
+                        Some(k) => remove_path(&mut tree, k),
+                        None => remove_path(&mut tree, &path),
+                    };
+                    errors.push(format!("{}: {message}", key.unwrap_or(path)));
+                    if !removed || errors.len() > 100 {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(config) = config else {
+            return Err(fail(errors));
+        };
+        errors.extend(config.validate());
+        if errors.is_empty() {
+            Ok(config.resolve_paths(file))
+        } else {
+            Err(fail(errors))
+        }
+    }
+
+    /// Every semantic problem, by key.
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        errors.extend(self.data.validate());
+        errors.extend(self.signals.validate("signals"));
+        errors.extend(self.trader.validate("trader"));
+        errors.extend(self.risk.validate("risk"));
+        if !["error", "warn", "info", "debug", "trace", "off"].contains(&self.log.level.as_str()) {
+            errors.push(format!(
+                "log.level: {:?} is not one of error, warn, info, debug, trace, off",
+                self.log.level
+            ));
+        }
+        errors
+    }
+
+    /// Data paths are relative to the config file's folder.
+    fn resolve_paths(mut self, file: Option<&Path>) -> Self {
+        if let (Some(path), Some(dir)) = (self.data.path.as_mut(), file.and_then(Path::parent)) {
+            if path.is_relative() {
+                *path = dir.join(&*path);
+            }
+        }
+        self
+    }
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// Removes the value at a dotted path (`trader.fee_rate`, `data.symbols[1].x`).
+fn remove_path(tree: &mut serde_json::Value, path: &str) -> bool {
+    let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for part in parents {
+        let (name, index) = split_index(part);
+        let Some(next) = node.get_mut(name) else {
+            return false;
+        };
+        node = match index {
+            Some(i) => match next.get_mut(i) {
+                Some(n) => n,
+                None => return false,
+            },
+            None => next,
+        };
+    }
+    let (name, index) = split_index(last);
+    match index {
+        Some(i) => node
+            .get_mut(name)
+            .and_then(|v| v.as_array_mut())
+            .filter(|a| i < a.len())
+            .map(|a| a.remove(i))
+            .is_some(),
+        None => node.as_object_mut().and_then(|o| o.remove(name)).is_some(),
+    }
+}
+
+fn split_index(part: &str) -> (&str, Option<usize>) {
+    match part.split_once('[') {
+        Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
+        None => (part, None),
+    }
+}

@@ -1,0 +1,405 @@
+//! The run report, computed from the trade log and the market data that
+//! flowed over the bus.
+//!
+//! [`ReportAgent`] is an ordinary agent: it listens to candles (marks),
+//! fills (the trade log) and emergency stops, replays the fills through its
+//! own [`Portfolio`] and samples equity once per time step. So the report
+//! does not trust the trader's own figures; the end-to-end tests compare
+//! the two.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use agent_trader::Portfolio;
+use bus_core::message::payload::{Candle, Fill, Symbol};
+use bus_core::prelude::*;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// Per-market figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SymbolReport {
+    /// Fills.
+    pub trades: u64,
+    /// Fills that closed (part of) a position.
+    pub closing_trades: u64,
+    /// Closing fills with positive realised PnL.
+    pub winning_trades: u64,
+    /// winning / closing.
+    pub win_rate: f64,
+    /// Realised PnL before fees.
+    pub realised_pnl: Decimal,
+    /// Unrealised PnL at the last price.
+    pub unrealised_pnl: Decimal,
+    /// Fees paid.
+    pub fees: Decimal,
+    /// Position at the end.
+    pub final_position: Decimal,
+    /// Last price.
+    pub last_price: Decimal,
+    /// Fraction of time steps with a position open.
+    pub exposure: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Candles seen.
+    pub candles: u64,
+    /// Time steps (distinct candle times).
+    pub time_steps: u64,
+    /// First and last candle time.
+    pub period_ms: (i64, i64),
+    /// Starting cash.
+    pub initial_cash: Decimal,
+    /// Cash plus marked positions at the end.
+    pub final_equity: Decimal,
+    /// Realised PnL before fees.
+    pub realised_pnl: Decimal,
+    /// Unrealised PnL at the end.
+    pub unrealised_pnl: Decimal,
+    /// Fees paid.
+    pub fees: Decimal,
+    /// (final - initial) / initial.
+    pub total_return: f64,
+    /// Fills.
+    pub trades: u64,
+    /// Winning closing fills / closing fills.
+    pub win_rate: f64,
+    /// Largest fall from a peak of equity, as a fraction of the peak.
+    pub max_drawdown: f64,
+    /// Annualised Sharpe ratio of per-step returns (risk-free rate 0).
+    pub sharpe_ratio: f64,
+    /// Annualised Sortino ratio of per-step returns.
+    pub sortino_ratio: f64,
+    /// Fraction of time steps with any position open.
+    pub exposure: f64,
+    /// Market time of the emergency stop, if any.
+    pub emergency_stop_at_ms: Option<i64>,
+    /// Fills after the emergency stop (only risk-reducing exits are allowed).
+    pub fills_after_emergency_stop: u64,
+    /// final equity == initial cash + realised + unrealised - fees, exactly.
+    pub accounting_identity_holds: bool,
+    /// Per market.
+    pub symbols: BTreeMap<String, SymbolReport>,
+}
+
+#[derive(Default)]
+struct SymbolTally {
+    trades: u64,
+    closing: u64,
+    wins: u64,
+    exposed_steps: u64,
+}
+
+/// Builds the report from the messages it sees.
+pub struct ReportAgent {
+    id: AgentId,
+    portfolio: Portfolio,
+    tallies: BTreeMap<Symbol, SymbolTally>,
+    candles: u64,
+    first_time: Option<i64>,
+    last_time: i64,
+    step_time: Option<i64>,
+    steps: u64,
+    exposed_steps: u64,
+    equity: Vec<f64>,
+    bars_per_year: f64,
+    emergency_stop_at: Option<i64>,
+    fills_after_stop: u64,
+    last_fill_time: i64,
+}
+
+impl ReportAgent {
+    /// A report starting from `initial_cash`, for bars of `interval_ms`.
+    pub fn new(initial_cash: Decimal, interval_ms: i64) -> Self {
+        Self {
+            id: AgentId::new("report"),
+            portfolio: Portfolio::new(initial_cash),
+            tallies: BTreeMap::new(),
+            candles: 0,
+            first_time: None,
+            last_time: 0,
+            step_time: None,
+            steps: 0,
+            exposed_steps: 0,
+            equity: Vec::new(),
+            bars_per_year: 365.0 * 86_400_000.0 / interval_ms.max(1) as f64,
+            emergency_stop_at: None,
+            fills_after_stop: 0,
+            last_fill_time: 0,
+        }
+    }
+
+    fn close_step(&mut self) {
+        self.steps += 1;
+        self.equity
+            .push(self.portfolio.equity().to_f64().unwrap_or(0.0));
+        let mut any = false;
+        for (symbol, position) in &self.portfolio.positions {
+            if !position.quantity.is_zero() {
+                any = true;
+                self.tallies
+                    .entry(symbol.clone())
+                    .or_default()
+                    .exposed_steps += 1;
+            }
+        }
+        if any {
+            self.exposed_steps += 1;
+        }
+    }
+
+    fn on_candle(&mut self, candle: &Candle) {
+        if self.step_time.is_some_and(|t| t != candle.open_time_ms) {
+            self.close_step();
+        }
+        self.step_time = Some(candle.open_time_ms);
+        self.first_time.get_or_insert(candle.open_time_ms);
+        self.last_time = self.last_time.max(candle.open_time_ms);
+        self.candles += 1;
+        self.portfolio.mark(&candle.symbol, candle.close);
+        self.tallies.entry(candle.symbol.clone()).or_default();
+    }
+
+    fn on_fill(&mut self, fill: &Fill) {
+        let effect =
+            self.portfolio
+                .apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
+        let tally = self.tallies.entry(fill.symbol.clone()).or_default();
+        tally.trades += 1;
+        if effect.closed_some {
+            tally.closing += 1;
+            if effect.realised > Decimal::ZERO {
+                tally.wins += 1;
+            }
+        }
+        if self.emergency_stop_at.is_some() {
+            self.fills_after_stop += 1;
+        }
+        self.last_fill_time = fill.timestamp_ms;
+    }
+
+    /// The finished report (closes the last time step).
+    pub fn finish(&mut self) -> Report {
+        if self.step_time.is_some() {
+            self.close_step();
+            self.step_time = None;
+        }
+        let p = &self.portfolio;
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                round6(a as f64 / b as f64)
+            }
+        };
+        let symbols: BTreeMap<String, SymbolReport> = self
+            .tallies
+            .iter()
+            .map(|(symbol, t)| {
+                let position = p.positions.get(symbol).cloned().unwrap_or_default();
+                (
+                    symbol.to_string(),
+                    SymbolReport {
+                        trades: t.trades,
+                        closing_trades: t.closing,
+                        winning_trades: t.wins,
+                        win_rate: ratio(t.wins, t.closing),
+                        realised_pnl: position.realised,
+                        unrealised_pnl: position.unrealised(),
+                        fees: position.fees,
+                        final_position: position.quantity,
+                        last_price: position.mark,
+                        exposure: ratio(t.exposed_steps, self.steps),
+                    },
+                )
+            })
+            .collect();
+        let closing: u64 = self.tallies.values().map(|t| t.closing).sum();
+        let wins: u64 = self.tallies.values().map(|t| t.wins).sum();
+        let final_equity = p.equity();
+        let (sharpe, sortino) = ratios(&self.equity, self.bars_per_year);
+        Report {
+            candles: self.candles,
+            time_steps: self.steps,
+            period_ms: (self.first_time.unwrap_or(0), self.last_time),
+            initial_cash: p.initial_cash,
+            final_equity,
+            realised_pnl: p.realised(),
+            unrealised_pnl: p.unrealised(),
+            fees: p.fees(),
+            total_return: round6(
+                ((final_equity - p.initial_cash) / p.initial_cash)
+                    .to_f64()
+                    .unwrap_or(0.0),
+            ),
+            trades: self.tallies.values().map(|t| t.trades).sum(),
+            win_rate: ratio(wins, closing),
+            max_drawdown: round6(max_drawdown(&self.equity)),
+            sharpe_ratio: round6(sharpe),
+            sortino_ratio: round6(sortino),
+            exposure: ratio(self.exposed_steps, self.steps),
+            emergency_stop_at_ms: self.emergency_stop_at,
+            fills_after_emergency_stop: self.fills_after_stop,
+            accounting_identity_holds: final_equity
+                == p.initial_cash + p.realised() + p.unrealised() - p.fees(),
+            symbols,
+        }
+    }
+}
+
+fn round6(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 1e6).round() / 1e6
+    } else {
+        0.0
+    }
+}
+
+/// Largest peak-to-trough fall as a fraction of the peak.
+pub fn max_drawdown(equity: &[f64]) -> f64 {
+    let mut peak = f64::MIN;
+    let mut worst: f64 = 0.0;
+    for &e in equity {
+        peak = peak.max(e);
+        if peak > 0.0 {
+            worst = worst.max((peak - e) / peak);
+        }
+    }
+    worst
+}
+
+/// Annualised Sharpe and Sortino ratios of per-step returns.
+pub fn ratios(equity: &[f64], periods_per_year: f64) -> (f64, f64) {
+    let returns: Vec<f64> = equity
+        .windows(2)
+        .filter(|w| w[0] > 0.0)
+        .map(|w| w[1] / w[0] - 1.0)
+        .collect();
+    if returns.len() < 2 {
+        return (0.0, 0.0);
+    }
+    let n = returns.len() as f64;
+    let mean = returns.iter().sum::<f64>() / n;
+    let sd = (returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let downside = (returns.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+    let annual = periods_per_year.sqrt();
+    let sharpe = if sd > 0.0 { mean / sd * annual } else { 0.0 };
+    let sortino = if downside > 0.0 {
+        mean / downside * annual
+    } else {
+        0.0
+    };
+    (sharpe, sortino)
+}
+
+impl Agent for ReportAgent {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    fn capabilities(&self) -> Vec<String> {
+        vec!["report".into()]
+    }
+
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        ["data.candle", "trade.order_filled", "risk.emergency_stop"]
+            .iter()
+            .map(|p| TopicPattern::new(p).expect("valid pattern"))
+            .collect()
+    }
+
+    fn on_message(&mut self, envelope: &Envelope, _out: &mut Outbox) -> HandlerResult {
+        match envelope.payload() {
+            Payload::DataCandle(candle) => self.on_candle(candle),
+            Payload::TradeOrderFilled(fill) => self.on_fill(fill),
+            Payload::RiskEmergencyStop(_) => {
+                self.emergency_stop_at.get_or_insert(envelope.created_at_ms);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    /// A table for people.
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Bistoury report: {} candles over {} time steps",
+            self.candles, self.time_steps
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{:<8} {:>7} {:>8} {:>16} {:>14} {:>16} {:>9}",
+            "symbol", "trades", "win rate", "realised PnL", "fees", "unrealised PnL", "exposure"
+        );
+        for (symbol, r) in &self.symbols {
+            let _ = writeln!(
+                s,
+                "{:<8} {:>7} {:>7.1}% {:>16} {:>14} {:>16} {:>8.1}%",
+                symbol,
+                r.trades,
+                r.win_rate * 100.0,
+                r.realised_pnl.round_dp(2),
+                r.fees.round_dp(2),
+                r.unrealised_pnl.round_dp(2),
+                r.exposure * 100.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{:<8} {:>7} {:>7.1}% {:>16} {:>14} {:>16} {:>8.1}%",
+            "total",
+            self.trades,
+            self.win_rate * 100.0,
+            self.realised_pnl.round_dp(2),
+            self.fees.round_dp(2),
+            self.unrealised_pnl.round_dp(2),
+            self.exposure * 100.0
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(s, "initial cash     {:>16}", self.initial_cash.round_dp(2));
+        let _ = writeln!(s, "final equity     {:>16}", self.final_equity.round_dp(2));
+        let _ = writeln!(s, "total return     {:>15.2}%", self.total_return * 100.0);
+        let _ = writeln!(s, "max drawdown     {:>15.2}%", self.max_drawdown * 100.0);
+        let _ = writeln!(s, "Sharpe ratio     {:>16.3}", self.sharpe_ratio);
+        let _ = writeln!(s, "Sortino ratio    {:>16.3}", self.sortino_ratio);
+        if let Some(at) = self.emergency_stop_at_ms {
+            let _ = writeln!(
+                s,
+                "emergency stop   at {at} ms; fills after it: {} (exits only)",
+                self.fills_after_emergency_stop
+            );
+        }
+        let _ = writeln!(
+            s,
+            "accounting       final equity = initial + realised + unrealised - fees: {}",
+            if self.accounting_identity_holds {
+                "holds"
+            } else {
+                "BROKEN"
+            }
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drawdown_and_ratios() {
+        assert_eq!(max_drawdown(&[100.0, 120.0, 90.0, 130.0, 117.0]), 0.25);
+        assert_eq!(max_drawdown(&[]), 0.0);
+        let (sharpe, sortino) = ratios(&[100.0, 101.0, 100.5, 102.0], 1.0);
+        assert!(sharpe > 0.0 && sortino > sharpe);
+        assert_eq!(ratios(&[100.0, 100.0, 100.0], 1.0), (0.0, 0.0));
+    }
+}
