@@ -226,6 +226,7 @@ impl BistouryConfig {
         let mut tree: serde_json::Value = merged
             .try_deserialize()
             .map_err(|e| fail(vec![e.to_string()]))?;
+        let defaults = default_tree();
         let mut errors = Vec::new();
         let config = loop {
             match serde_path_to_error::deserialize::<_, BistouryConfig>(&tree) {
@@ -233,20 +234,27 @@ impl BistouryConfig {
                 Err(e) => {
                     let path = e.path().to_string();
                     let message = e.into_inner().to_string();
-                    // Set the offending key aside and look for more problems.
-                    let key = unknown_field(&message).map(|f| {
+                    let unknown = unknown_field(&message).map(|f| {
+                        // The path may or may not already end with the field.
                         if path == "." {
                             f.to_string()
+                        } else if path == f || path.ends_with(&format!(".{f}")) {
+                            path.clone()
                         } else {
                             format!("{path}.{f}")
                         }
                     });
-                    let removed = match &key {
-                        Some(k) => remove_path(&mut tree, k),
-                        None => remove_path(&mut tree, &path),
+                    // Set the offending key aside (an unknown key is dropped, a
+                    // bad value goes back to its default) and look for more.
+                    let recovered = match &unknown {
+                        Some(key) => remove_path(&mut tree, key),
+                        None => match value_at(&defaults, &path).cloned() {
+                            Some(default) => set_path(&mut tree, &path, default),
+                            None => remove_path(&mut tree, &path),
+                        },
                     };
-                    errors.push(format!("{}: {message}", key.unwrap_or(path)));
-                    if !removed || errors.len() > 100 {
+                    errors.push(format!("{}: {message}", unknown.unwrap_or(path)));
+                    if !recovered || errors.len() > 100 {
                         break None;
                     }
                 }
@@ -288,6 +296,49 @@ impl BistouryConfig {
         }
         self
     }
+}
+
+/// The embedded default as a tree, for putting back a bad value's default.
+fn default_tree() -> serde_json::Value {
+    config::Config::builder()
+        .add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .unwrap_or_default()
+}
+
+fn value_at<'a>(tree: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    let mut node = tree;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, index) = split_index(part);
+        node = node.get(name)?;
+        if let Some(i) = index {
+            node = node.get(i)?;
+        }
+    }
+    Some(node)
+}
+
+fn set_path(tree: &mut serde_json::Value, path: &str, value: serde_json::Value) -> bool {
+    let mut node = tree;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (name, index) = split_index(part);
+        let Some(next) = node.get_mut(name) else {
+            return false;
+        };
+        node = match index {
+            Some(i) => match next.get_mut(i) {
+                Some(n) => n,
+                None => return false,
+            },
+            None => next,
+        };
+    }
+    *node = value;
+    true
 }
 
 fn unknown_field(message: &str) -> Option<&str> {

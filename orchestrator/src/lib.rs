@@ -2,10 +2,12 @@
 //!
 //! The `bistoury` binary's library: configuration ([`config`]), wiring of
 //! the agents ([`run`]), the run report ([`report`]) and logging
-//! ([`logging`]). `main.rs` is only the command line.
+//! ([`logging`]) and the command line ([`cli`]); `main.rs` only calls
+//! [`cli::main`].
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod report;

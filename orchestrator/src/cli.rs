@@ -1,0 +1,160 @@
+//! The command line: `bistoury run | backtest | validate-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::BistouryConfig;
+use crate::run::{RunOutcome, WiringError};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "bistoury",
+    version,
+    about = "Multi-agent crypto trading: collector -> signals -> trader, with risk checks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every agent on the in-process bus (the default command).
+    Run(RunArgs),
+    /// Run every agent inline: deterministic and as fast as possible.
+    Backtest(RunArgs),
+    /// Check a configuration file and report every problem.
+    ValidateConfig {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// TOML configuration, layered on the embedded default.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Where to write the JSON report (default: <output_dir>/report.json).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Output directory (overrides run.output_dir).
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+}
+
+fn load(file: Option<&std::path::Path>) -> Result<BistouryConfig, ExitCode> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    BistouryConfig::load(file, &env).map_err(|error| {
+        eprintln!("{error}");
+        ExitCode::from(2)
+    })
+}
+
+/// Parses the arguments and runs the command; the `bistoury` binary is this
+/// function and nothing else.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (args, backtest) = match cli.command {
+        None => (RunArgs::default(), false),
+        Some(Command::Run(args)) => (args, false),
+        Some(Command::Backtest(args)) => (args, true),
+        Some(Command::ValidateConfig { file }) => {
+            return match load(Some(&file)) {
+                Ok(_) => {
+                    println!("{}: configuration is valid", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            };
+        }
+    };
+    let mut config = match load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Some(dir) = args.output_dir {
+        config.run.output_dir = dir;
+    }
+    if let Err(error) = std::fs::create_dir_all(&config.run.output_dir) {
+        eprintln!(
+            "cannot create output directory {}: {error}",
+            config.run.output_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let log_dir = config
+        .log
+        .directory
+        .as_ref()
+        .map(|d| config.run.output_dir.join(d));
+    let _guard = match crate::logging::init(&config.log.level, log_dir.as_deref()) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("cannot set up logging: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = if backtest {
+        crate::backtest(&config)
+    } else {
+        match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(crate::run(&config)),
+            Err(error) => {
+                eprintln!("cannot start the runtime: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    finish(
+        outcome,
+        args.report
+            .unwrap_or_else(|| config.run.output_dir.join("report.json")),
+    )
+}
+
+fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> ExitCode {
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("bistoury: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = serde_json::to_string_pretty(&outcome.report).expect("reports serialize");
+    if let Err(error) = std::fs::write(&report_path, json + "\n") {
+        eprintln!("cannot write report {}: {error}", report_path.display());
+        return ExitCode::FAILURE;
+    }
+    print!("{}", outcome.report.to_table());
+    println!();
+    println!(
+        "{:?} mode: {} messages in {:.2?}; {} candles/s",
+        outcome.mode,
+        outcome.messages_published,
+        outcome.elapsed,
+        (outcome.report.candles as f64 / outcome.elapsed.as_secs_f64().max(1e-9)) as u64
+    );
+    if outcome.skipped_rows > 0 {
+        println!(
+            "skipped {} malformed data rows (see the log)",
+            outcome.skipped_rows
+        );
+    }
+    println!("report:    {}", report_path.display());
+    println!(
+        "trade log: {} ({} fills)",
+        outcome.trade_log.display(),
+        outcome.trade_log_rows
+    );
+    if outcome.report.accounting_identity_holds {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("accounting identity broken: this is a bug");
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,254 @@
+//! End-to-end: the `bistoury` command line with config files, checked
+//! through its report, trade log and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+const SMALL: &str = r#"
+[data]
+candles = 3000
+symbols = [
+    { symbol = "BTC", start_price = 35000.0 },
+    { symbol = "ETH", start_price = 2000.0 },
+]
+"#;
+
+fn bistoury(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .env_remove("BISTOURY__TRADER__FEE_RATE")
+        .output()
+        .expect("the binary runs")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn decimal(v: &Value) -> Decimal {
+    v.as_str().expect("decimals are strings").parse().unwrap()
+}
+
+fn run_report(mode: &str, config: &str, report: &str) -> (Value, tempfile::TempDir, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "config.toml", config);
+    let out = bistoury(
+        &[
+            mode,
+            "--config",
+            config.to_str().unwrap(),
+            "--report",
+            report,
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let json = std::fs::read_to_string(dir.path().join(report)).unwrap();
+    (serde_json::from_str(&json).unwrap(), dir, out)
+}
+
+fn check_report(report: &Value, dir: &Path) {
+    let initial = decimal(&report["initial_cash"]);
+    let equity = decimal(&report["final_equity"]);
+    let realised = decimal(&report["realised_pnl"]);
+    let unrealised = decimal(&report["unrealised_pnl"]);
+    let fees = decimal(&report["fees"]);
+    assert_eq!(
+        equity,
+        initial + realised + unrealised - fees,
+        "accounting identity"
+    );
+    assert_eq!(report["accounting_identity_holds"], true);
+    let log = std::fs::read_to_string(dir.join("bistoury-output/trades.csv")).unwrap();
+    let rows = log.lines().count() - 1;
+    assert_eq!(
+        report["trades"].as_u64().unwrap() as usize,
+        rows,
+        "trade count matches the trade log"
+    );
+    assert!(rows > 0, "the default strategies trade");
+    // The trade log alone reproduces realised PnL and fees.
+    let (mut realised_log, mut fees_log) = (Decimal::ZERO, Decimal::ZERO);
+    for line in log.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        fees_log += cells[6].parse::<Decimal>().unwrap();
+        realised_log += cells[7].parse::<Decimal>().unwrap();
+    }
+    assert_eq!(realised_log, realised);
+    assert_eq!(fees_log, fees);
+    let candles = report["candles"].as_u64().unwrap();
+    assert_eq!(candles, 6000);
+}
+
+#[test]
+fn backtest_report_is_consistent_and_byte_identical_for_the_same_seed() {
+    let (report, dir, out) = run_report("backtest", SMALL, "r.json");
+    check_report(&report, dir.path());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("final equity"),
+        "the table is printed"
+    );
+    let first = std::fs::read(dir.path().join("r.json")).unwrap();
+    let (_, dir2, _) = run_report("backtest", SMALL, "r.json");
+    let second = std::fs::read(dir2.path().join("r.json")).unwrap();
+    assert_eq!(first, second, "same seed, byte-identical report");
+    let other_seed = format!("{SMALL}seed = 7\n");
+    let (_, dir3, _) = run_report("backtest", &other_seed, "r.json");
+    assert_ne!(std::fs::read(dir3.path().join("r.json")).unwrap(), first);
+}
+
+#[test]
+fn run_mode_on_the_queued_bus_completes_with_a_consistent_report() {
+    let (report, dir, _) = run_report("run", SMALL, "r.json");
+    check_report(&report, dir.path());
+}
+
+#[test]
+fn tight_drawdown_limit_stops_trading() {
+    let config = format!(
+        "{SMALL}\n[risk]\nmax_drawdown = \"0.002\"\n\n[trader]\nclose_on_emergency_stop = false\n"
+    );
+    let (report, dir, _) = run_report("backtest", &config.replace("stop_loss", "x"), "r.json");
+    let stop = report["emergency_stop_at_ms"]
+        .as_i64()
+        .expect("the emergency stop fired");
+    // Protective exits are still allowed after the stop; new orders are not.
+    let log = std::fs::read_to_string(dir.path().join("bistoury-output/trades.csv")).unwrap();
+    for line in log.lines().skip(1) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let time: i64 = cells[0].parse().unwrap();
+        if time > stop {
+            let reason = cells[8];
+            assert!(
+                reason == "stop-loss" || reason == "take-profit",
+                "order filled after the emergency stop: {line}"
+            );
+        }
+    }
+    check_report(&report, dir.path());
+}
+
+#[test]
+fn bad_configs_exit_2_and_name_every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "bad.toml",
+        "[trader]\nfee_rate = \"-0.1\"\nsurprise = 1\nposition_fraction = \"abc\"\n\n[risk]\nmax_drawdown = \"2\"\n\n[nonsense]\nx = 1\n",
+    );
+    for args in [
+        vec!["backtest", "--config", config.to_str().unwrap()],
+        vec!["validate-config", config.to_str().unwrap()],
+    ] {
+        let out = bistoury(&args, dir.path());
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let message = text(&out);
+        for key in [
+            "trader.surprise",
+            "nonsense",
+            "trader.fee_rate",
+            "trader.position_fraction",
+            "risk.max_drawdown",
+        ] {
+            assert!(message.contains(key), "{key} not reported in:\n{message}");
+        }
+    }
+    let missing = bistoury(&["backtest", "--config", "/no/such.toml"], dir.path());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("/no/such.toml"));
+    let good = write(dir.path(), "good.toml", SMALL);
+    let ok = bistoury(&["validate-config", good.to_str().unwrap()], dir.path());
+    assert!(ok.status.success(), "{}", text(&ok));
+}
+
+#[test]
+fn environment_overrides_apply_and_are_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "c.toml", SMALL);
+    let out = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["validate-config", config.to_str().unwrap()])
+        .env("BISTOURY__TRADER__FEE_RATE", "-1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("trader.fee_rate"), "{}", text(&out));
+}
+
+fn csv_market(rows: usize) -> String {
+    let mut s = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
+    let mut price = 100.0f64;
+    for i in 0..rows {
+        let open = price;
+        price *= 1.0 + 0.01 * ((i * 7919 % 17) as f64 - 8.0) / 8.0;
+        let (high, low) = (open.max(price) * 1.002, open.min(price) * 0.998);
+        s.push_str(&format!(
+            "{},BTC,{open:.2},{high:.2},{low:.2},{price:.2},1\n",
+            i as i64 * 60_000
+        ));
+    }
+    s
+}
+
+#[test]
+fn file_data_with_malformed_rows_per_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = csv_market(500);
+    data.push_str("30000000,BTC,not-a-price,1,1,1,1\n");
+    data.push_str("30060000,BTC,100,90,95,96,1\n");
+    write(dir.path(), "market.csv", &data);
+    let skip = write(
+        dir.path(),
+        "skip.toml",
+        "[data]\nkind = \"file\"\npath = \"market.csv\"\nbad_rows = \"skip\"\n",
+    );
+    let out = bistoury(
+        &["backtest", "--config", skip.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("skipped 2 malformed data rows"),
+        "{}",
+        text(&out)
+    );
+
+    let stop = write(
+        dir.path(),
+        "stop.toml",
+        "[data]\nkind = \"file\"\npath = \"market.csv\"\nbad_rows = \"stop\"\n",
+    );
+    let out = bistoury(
+        &["backtest", "--config", stop.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("market.csv:502:"), "{}", text(&out));
+
+    let missing = write(
+        dir.path(),
+        "missing.toml",
+        "[data]\nkind = \"file\"\npath = \"nowhere.csv\"\n",
+    );
+    let out = bistoury(
+        &["backtest", "--config", missing.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("nowhere.csv"), "{}", text(&out));
+    assert!(!text(&out).contains("panicked"));
+}
