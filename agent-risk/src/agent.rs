@@ -22,6 +22,21 @@ pub struct RiskCounters {
     pub warnings: u64,
 }
 
+fn risk_alert(
+    limit: &str,
+    value: Decimal,
+    threshold: Decimal,
+    symbol: Option<Symbol>,
+) -> RiskAlert {
+    RiskAlert {
+        limit: limit.to_string(),
+        symbol,
+        value,
+        threshold,
+        message: format!("{limit}: {value} against a limit of {threshold}"),
+    }
+}
+
 /// The risk manager.
 pub struct RiskAgent {
     id: AgentId,
@@ -57,23 +72,8 @@ impl RiskAgent {
         self.emergency_stop_at
     }
 
-    fn alert(
-        &mut self,
-        kind: MessageType,
-        limit: &'static str,
-        value: Decimal,
-        threshold: Decimal,
-        symbol: Option<Symbol>,
-        time: i64,
-        out: &mut Outbox,
-    ) {
-        let alert = RiskAlert {
-            limit: limit.to_string(),
-            symbol,
-            value,
-            threshold,
-            message: format!("{limit}: {value} against a limit of {threshold}"),
-        };
+    fn alert(&mut self, kind: MessageType, alert: RiskAlert, time: i64, out: &mut Outbox) {
+        let limit = alert.limit.clone();
         let (topic, payload, priority) = match kind {
             MessageType::RiskWarning => (
                 format!("risk.warning.{limit}"),
@@ -116,10 +116,12 @@ impl RiskAgent {
                 out.publish(self.factory.reply(request, refused, time));
                 self.alert(
                     MessageType::RiskLimitBreach,
-                    refusal.limit,
-                    refusal.value,
-                    refusal.threshold,
-                    Some(order.symbol.clone()),
+                    risk_alert(
+                        refusal.limit,
+                        refusal.value,
+                        refusal.threshold,
+                        Some(order.symbol.clone()),
+                    ),
                     time,
                     out,
                 );
@@ -145,10 +147,7 @@ impl RiskAgent {
                 self.emergency_stop_at = Some(time);
                 self.alert(
                     MessageType::RiskLimitBreach,
-                    limit,
-                    value,
-                    threshold,
-                    None,
+                    risk_alert(limit, value, threshold, None),
                     time,
                     out,
                 );
@@ -170,10 +169,7 @@ impl RiskAgent {
                 self.counters.warnings += 1;
                 self.alert(
                     MessageType::RiskWarning,
-                    limit,
-                    value,
-                    threshold,
-                    None,
+                    risk_alert(limit, value, threshold, None),
                     time,
                     out,
                 );

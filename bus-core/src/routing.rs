@@ -72,6 +72,9 @@ impl Hasher for TopicHasher {
     }
 }
 
+/// A topic and the subscriptions it reaches.
+type Resolved<V> = (Topic, Arc<[V]>);
+
 type TopicMap<T> = HashMap<Topic, T, BuildHasherDefault<TopicHasher>>;
 
 /// Segment trie of patterns plus a cache of resolved topics.
@@ -82,7 +85,7 @@ pub struct RouteIndex<V> {
     cache: TopicMap<Arc<[V]>>,
     /// Direct-mapped by the topic's hash: a hit costs one index and one
     /// pointer comparison, cheaper than a hash-map probe on the hot path.
-    front: Box<[Option<(Topic, Arc<[V]>)>]>,
+    front: Box<[Option<Resolved<V>>]>,
 }
 
 impl<V: Clone> Default for RouteIndex<V> {
