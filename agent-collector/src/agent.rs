@@ -16,6 +16,7 @@ pub struct CollectorAgent {
     stopped_all: bool,
     published: u64,
     failure: Option<String>,
+    topics: std::collections::HashMap<(Symbol, std::sync::Arc<str>), Topic>,
 }
 
 impl CollectorAgent {
@@ -29,6 +30,7 @@ impl CollectorAgent {
             stopped_all: false,
             published: 0,
             failure: None,
+            topics: std::collections::HashMap::new(),
         }
     }
 
@@ -101,10 +103,18 @@ impl Agent for CollectorAgent {
             if self.stopped.contains(&candle.symbol) {
                 continue;
             }
-            let topic = Topic::new(format!("data.candle.{}.{}", candle.symbol, candle.interval));
-            let Ok(topic) = topic else {
-                tracing::warn!(interval = %candle.interval, "interval is not a valid topic segment");
-                continue;
+            let key = (candle.symbol.clone(), candle.interval.clone());
+            let topic = match self.topics.get(&key) {
+                Some(topic) => topic.clone(),
+                None => {
+                    match Topic::new(format!("data.candle.{}.{}", candle.symbol, candle.interval)) {
+                        Ok(topic) => self.topics.entry(key).or_insert(topic).clone(),
+                        Err(_) => {
+                            tracing::warn!(interval = %candle.interval, "interval is not a valid topic segment");
+                            continue;
+                        }
+                    }
+                }
             };
             let time = candle.open_time_ms;
             out.publish(self.factory.make(topic, Payload::DataCandle(candle), time));

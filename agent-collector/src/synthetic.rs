@@ -33,7 +33,7 @@ pub struct SyntheticSpec {
     /// Bar length in milliseconds.
     pub interval_ms: i64,
     /// Interval label used in topics.
-    pub interval: String,
+    pub interval: std::sync::Arc<str>,
     /// Open time of the first bar.
     pub start_time_ms: i64,
     /// Random seed.
@@ -121,11 +121,21 @@ impl SyntheticMarket {
         })
     }
 
+    /// Rounds to cents through an integer: much cheaper than converting
+    /// the binary float to a decimal exactly and rounding that.
     fn cents(value: f64) -> Decimal {
-        Decimal::from_f64(value)
-            .unwrap_or(Decimal::ONE)
-            .round_dp(2)
-            .max(Decimal::new(1, 2))
+        Self::fixed(value, 2).max(Decimal::new(1, 2))
+    }
+
+    fn fixed(value: f64, scale: u32) -> Decimal {
+        let scaled = (value * 10f64.powi(scale as i32)).round();
+        if scaled.is_finite() && scaled.abs() < 9.0e15 {
+            Decimal::new(scaled as i64, scale)
+        } else {
+            Decimal::from_f64(value)
+                .unwrap_or(Decimal::ONE)
+                .round_dp(scale)
+        }
     }
 }
 
@@ -155,9 +165,7 @@ impl CandleSource for SyntheticMarket {
             }
             self.prices[i] = price;
             let close = Self::cents(price);
-            let volume = Decimal::from_f64((self.rng.normal() * 0.5).exp() * 10.0)
-                .unwrap_or(Decimal::ONE)
-                .round_dp(4);
+            let volume = Self::fixed((self.rng.normal() * 0.5).exp() * 10.0, 4);
             let candle = Candle::new(CandleFields {
                 symbol: spec.symbol.clone(),
                 interval: self.spec.interval.clone(),

@@ -1,7 +1,7 @@
 //! The strategy trait and what strategies see and say.
 
+use bus_core::message::decimal_to_f64;
 use bus_core::message::payload::{Candle, SignalDirection};
-use rust_decimal::prelude::ToPrimitive;
 
 /// One candle as the strategies see it: `f64` prices.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,7 +21,7 @@ pub struct Bar {
 impl Bar {
     /// Converts a candle.
     pub fn from_candle(candle: &Candle) -> Self {
-        let f = |d: rust_decimal::Decimal| d.to_f64().unwrap_or(0.0);
+        let f = decimal_to_f64;
         Self {
             open: f(candle.open),
             high: f(candle.high),

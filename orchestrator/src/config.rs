@@ -133,7 +133,7 @@ impl DataConfig {
             symbols,
             candles: self.candles.unwrap_or(0),
             interval_ms: self.interval_ms.unwrap_or(0),
-            interval: self.interval.clone(),
+            interval: self.interval.as_str().into(),
             start_time_ms: self.start_time_ms.unwrap_or(0),
             seed: self.seed.unwrap_or(0),
             volatility: self.volatility.unwrap_or(0.0),

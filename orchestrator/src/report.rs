@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use agent_trader::Portfolio;
+use bus_core::message::decimal_to_f64;
 use bus_core::message::payload::{Candle, Fill, Symbol};
 use bus_core::prelude::*;
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -134,8 +134,7 @@ impl ReportAgent {
 
     fn close_step(&mut self) {
         self.steps += 1;
-        self.equity
-            .push(self.portfolio.equity().to_f64().unwrap_or(0.0));
+        self.equity.push(decimal_to_f64(self.portfolio.equity()));
         let mut any = false;
         for (symbol, position) in &self.portfolio.positions {
             if !position.quantity.is_zero() {
@@ -230,11 +229,9 @@ impl ReportAgent {
             realised_pnl: p.realised(),
             unrealised_pnl: p.unrealised(),
             fees: p.fees(),
-            total_return: round6(
-                ((final_equity - p.initial_cash) / p.initial_cash)
-                    .to_f64()
-                    .unwrap_or(0.0),
-            ),
+            total_return: round6(decimal_to_f64(
+                (final_equity - p.initial_cash) / p.initial_cash,
+            )),
             trades: self.tallies.values().map(|t| t.trades).sum(),
             win_rate: ratio(wins, closing),
             max_drawdown: round6(max_drawdown(&self.equity)),

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,13 +22,24 @@ fn rule(
     ok: bool,
     reason: &str,
 ) -> Result<(), PayloadError> {
+    check(payload, field, ok, || reason.to_string())
+}
+
+/// Like `rule`, but the reason is only built when the rule is broken: the
+/// happy path of every payload constructor must not format anything.
+fn check(
+    payload: &'static str,
+    field: &'static str,
+    ok: bool,
+    reason: impl FnOnce() -> String,
+) -> Result<(), PayloadError> {
     if ok {
         Ok(())
     } else {
         Err(PayloadError {
             payload,
             field,
-            reason: reason.to_string(),
+            reason: reason(),
         })
     }
 }
@@ -37,12 +49,9 @@ fn positive(
     field: &'static str,
     value: Decimal,
 ) -> Result<(), PayloadError> {
-    rule(
-        payload,
-        field,
-        value > Decimal::ZERO,
-        &format!("must be positive, got {value}"),
-    )
+    check(payload, field, value > Decimal::ZERO, || {
+        format!("must be positive, got {value}")
+    })
 }
 
 fn non_negative(
@@ -50,12 +59,9 @@ fn non_negative(
     field: &'static str,
     value: Decimal,
 ) -> Result<(), PayloadError> {
-    rule(
-        payload,
-        field,
-        value >= Decimal::ZERO,
-        &format!("must not be negative, got {value}"),
-    )
+    check(payload, field, value >= Decimal::ZERO, || {
+        format!("must not be negative, got {value}")
+    })
 }
 
 fn unit_interval(
@@ -63,12 +69,9 @@ fn unit_interval(
     field: &'static str,
     value: f64,
 ) -> Result<(), PayloadError> {
-    rule(
-        payload,
-        field,
-        (0.0..=1.0).contains(&value),
-        &format!("must be within 0..=1, got {value}"),
-    )
+    check(payload, field, (0.0..=1.0).contains(&value), || {
+        format!("must be within 0..=1, got {value}")
+    })
 }
 
 fn not_blank(payload: &'static str, field: &'static str, value: &str) -> Result<(), PayloadError> {
@@ -137,10 +140,10 @@ macro_rules! validated_payload {
 }
 
 /// A market symbol (`BTC`, `ETH-USD`); used as a topic segment, so no dots,
-/// wildcards or whitespace.
+/// wildcards or whitespace. Cheap to clone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
-pub struct Symbol(String);
+pub struct Symbol(Arc<str>);
 
 impl Symbol {
     /// Validates and wraps a symbol.
@@ -151,13 +154,10 @@ impl Symbol {
             && text
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/'));
-        rule(
-            "symbol",
-            "symbol",
-            valid,
-            &format!("{text:?} must be 1-32 ASCII letters, digits, '-', '_' or '/'"),
-        )?;
-        Ok(Self(text))
+        check("symbol", "symbol", valid, || {
+            format!("{text:?} must be 1-32 ASCII letters, digits, '-', '_' or '/'")
+        })?;
+        Ok(Self(Arc::from(text)))
     }
 
     /// The symbol as text.
@@ -353,8 +353,8 @@ validated_payload! {
     pub struct Candle(CandleFields) as "data.candle" {
         /// Market.
         pub symbol: Symbol,
-        /// Bar length, e.g. `1m`.
-        pub interval: String,
+        /// Bar length, e.g. `1m` (shared: every bar of a series has the same).
+        pub interval: Arc<str>,
         /// Bar open time, milliseconds since the Unix epoch.
         pub open_time_ms: i64,
         /// Open price.
