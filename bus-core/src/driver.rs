@@ -1,4 +1,5 @@
-//! Drivers: run a set of [`Agent`]s on a bus until their sources are done.
+//! Drivers: run a set of supervised agents on a bus until their sources
+//! are done.
 //!
 //! * [`run_inline`] uses the [`InlineBus`]: one thread, deterministic, as
 //!   fast as the CPU allows (backtests).
@@ -6,25 +7,27 @@
 //!   subscription, queue and thread, sources run on threads of their own,
 //!   and publishing waits for room rather than dropping (`bistoury run`).
 //!
-//! Both start agents in the given order (the orchestrator passes a
-//! dependency order), announce each lifecycle transition with an `agent.*`
-//! message on `agent.<event>.<agent id>`, and stop agents in reverse order.
+//! Both start agents in the given order (the orchestrator passes the
+//! registry's dependency order), announce each lifecycle transition with an
+//! `agent.*` message on `agent.<event>.<agent id>`, apply each agent's
+//! [`RestartPolicy`](crate::supervision::RestartPolicy) when it panics, and
+//! stop agents in reverse order.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::agent::{Agent, Lifecycle, MessageFactory, Produce};
+use crate::agent::{Agent, Produce};
 use crate::bus::{MessageBus, OverflowPolicy, SubscribeOptions};
 use crate::error::{HandlerError, HandlerResult, PublishError};
 use crate::filter::Filter;
 use crate::handler::Handler;
 use crate::inline::{InlineBus, InlineStats, Outbox};
-use crate::message::payload::AgentState;
 use crate::message::Envelope;
 use crate::stats::BusStats;
-use crate::topic::Topic;
+use crate::supervision::{AgentSpec, Supervised};
 
 /// Why a run could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,9 @@ pub enum RunError {
         /// Its error.
         error: HandlerError,
     },
+    /// An agent failed and its policy is to stop the run.
+    #[error("{0}; the run was stopped (restart policy)")]
+    AgentFailed(String),
     /// An agent subscription was refused.
     #[error("agent {agent}: {error}")]
     Subscribe {
@@ -61,63 +67,52 @@ pub enum RunError {
     },
 }
 
-fn lifecycle_messages(
-    lifecycle: &mut Lifecycle,
-    factory: &mut MessageFactory,
-    states: &[AgentState],
-    time_ms: i64,
-    out: &mut Outbox,
-) {
-    for state in states {
-        match lifecycle.transition(*state) {
-            Ok(Some(payload)) => {
-                let event = payload.message_type().as_str().trim_start_matches("agent.");
-                let topic = Topic::new(format!("agent.{event}.{}", factory.sender()))
-                    .or_else(|_| Topic::new(format!("agent.{event}")))
-                    .expect("agent.<event> is a valid topic");
-                out.publish(factory.make(topic, payload, time_ms));
-            }
-            Ok(None) => {}
-            Err(error) => tracing::error!(%error, "lifecycle"),
-        }
-    }
+/// What a run leaves behind.
+pub struct Finished {
+    /// The agents, stopped, in start order (for reports).
+    pub agents: Vec<Box<dyn Agent>>,
+    /// Restarts per agent, in start order.
+    pub restarts: Vec<u32>,
+    /// Messages published.
+    pub published: u64,
 }
 
 /// What an inline run leaves behind.
 pub struct InlineRun {
-    /// The agents, stopped, in start order (for reports).
-    pub agents: Vec<Box<dyn Agent>>,
+    /// Agents and restarts.
+    pub finished: Finished,
     /// Bus counters.
     pub stats: InlineStats,
 }
 
-/// Runs `agents` on an inline bus until every source is done.
-/// `observers` are extra handlers (reports, logs) subscribed before the agents.
-pub fn run_inline(
-    agents: Vec<Box<dyn Agent>>,
-    observers: Vec<(String, String, crate::inline::InlineHandler)>,
-) -> Result<InlineRun, RunError> {
-    let mut bus = InlineBus::new();
-    for (name, pattern, handler) in observers {
-        bus.subscribe(&name, &pattern, None, handler)
-            .map_err(|e| RunError::Subscribe {
-                agent: name.clone(),
-                error: e.to_string(),
-            })?;
+fn finish(supervised: Vec<Supervised>, published: u64) -> Result<Finished, RunError> {
+    if let Some(failure) = supervised.iter().find_map(|s| s.failure()) {
+        return Err(RunError::AgentFailed(failure.to_string()));
     }
-    let shared: Vec<Rc<RefCell<Box<dyn Agent>>>> = agents
+    let restarts = supervised.iter().map(Supervised::restarts).collect();
+    Ok(Finished {
+        agents: supervised.into_iter().map(Supervised::into_agent).collect(),
+        restarts,
+        published,
+    })
+}
+
+/// Runs `agents` on an inline bus until every source is done.
+pub fn run_inline(agents: Vec<AgentSpec>) -> Result<InlineRun, RunError> {
+    let mut bus = InlineBus::new();
+    let shared: Vec<Rc<RefCell<Supervised>>> = agents
         .into_iter()
-        .map(|a| Rc::new(RefCell::new(a)))
+        .map(|spec| Rc::new(RefCell::new(Supervised::new(spec, true))))
         .collect();
     for agent in &shared {
         let (id, patterns) = {
             let a = agent.borrow();
-            (a.id().to_string(), a.subscriptions())
+            (a.id().to_string(), a.agent().subscriptions())
         };
         for pattern in patterns {
             let target = agent.clone();
             bus.subscribe(&id, pattern.as_str(), None, move |e, out| {
-                target.borrow_mut().on_message(e, out)
+                target.borrow_mut().deliver(e, out)
             })
             .map_err(|e| RunError::Subscribe {
                 agent: id.clone(),
@@ -125,55 +120,47 @@ pub fn run_inline(
             })?;
         }
     }
-    let mut lifecycles: Vec<(Lifecycle, MessageFactory)> = shared
-        .iter()
-        .map(|a| {
-            let id = a.borrow().id().clone();
-            (Lifecycle::new(id.clone()), MessageFactory::new(id, true))
-        })
-        .collect();
     let mut out = Outbox::new();
-    for (agent, (lifecycle, factory)) in shared.iter().zip(&mut lifecycles) {
-        lifecycle_messages(lifecycle, factory, &[AgentState::Starting], 0, &mut out);
-        let started = agent.borrow_mut().on_start(&mut out);
+    for agent in &shared {
+        let started = agent.borrow_mut().start(&mut out);
+        publish_inline(&mut bus, &mut out);
         if let Err(error) = started {
             return Err(RunError::StartFailed {
                 agent: agent.borrow().id().to_string(),
                 error,
             });
         }
-        lifecycle_messages(lifecycle, factory, &[AgentState::Running], 0, &mut out);
-        publish_all(&mut bus, &mut out);
     }
+    let failed =
+        |agents: &[Rc<RefCell<Supervised>>]| agents.iter().any(|a| a.borrow().failure().is_some());
     let mut live: Vec<usize> = (0..shared.len()).collect();
-    while !live.is_empty() {
+    while !live.is_empty() && !failed(&shared) {
         live.retain(|&i| {
             let step = shared[i].borrow_mut().produce(&mut out);
-            publish_all(&mut bus, &mut out);
+            publish_inline(&mut bus, &mut out);
             step != Produce::Done
         });
     }
-    for (agent, (lifecycle, factory)) in shared.iter().zip(&mut lifecycles).rev() {
-        lifecycle_messages(lifecycle, factory, &[AgentState::Stopping], 0, &mut out);
-        if let Err(error) = agent.borrow_mut().on_stop(&mut out) {
-            tracing::warn!(agent = %agent.borrow().id(), %error, "stop failed");
-        }
-        lifecycle_messages(lifecycle, factory, &[AgentState::Stopped], 0, &mut out);
-        publish_all(&mut bus, &mut out);
+    for agent in shared.iter().rev() {
+        agent.borrow_mut().stop(&mut out);
+        publish_inline(&mut bus, &mut out);
     }
     let stats = bus.stats();
     drop(bus);
-    let agents = shared
+    let supervised: Vec<Supervised> = shared
         .into_iter()
         .map(|rc| match Rc::try_unwrap(rc) {
             Ok(cell) => cell.into_inner(),
             Err(_) => unreachable!("the bus, the only other owner, is gone"),
         })
         .collect();
-    Ok(InlineRun { agents, stats })
+    Ok(InlineRun {
+        finished: finish(supervised, stats.published)?,
+        stats,
+    })
 }
 
-fn publish_all(bus: &mut InlineBus, out: &mut Outbox) {
+fn publish_inline(bus: &mut InlineBus, out: &mut Outbox) {
     let messages: Vec<Envelope> = out.drain().collect();
     for message in &messages {
         bus.publish(message);
@@ -182,15 +169,15 @@ fn publish_all(bus: &mut InlineBus, out: &mut Outbox) {
 
 /// What a queued run leaves behind.
 pub struct QueuedRun {
-    /// The agents, stopped, in start order.
-    pub agents: Vec<Box<dyn Agent>>,
+    /// Agents and restarts.
+    pub finished: Finished,
     /// Bus figures after shutdown.
     pub stats: BusStats,
 }
 
-type SharedAgent = Arc<Mutex<Box<dyn Agent>>>;
+type SharedAgent = Arc<Mutex<Supervised>>;
 
-fn lock(agent: &SharedAgent) -> std::sync::MutexGuard<'_, Box<dyn Agent>> {
+fn lock(agent: &SharedAgent) -> std::sync::MutexGuard<'_, Supervised> {
     agent.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -204,6 +191,18 @@ fn publish_blocking(
     for message in out.drain() {
         runtime
             .block_on(bus.publish(message))
+            .map_err(|error| RunError::Publish {
+                agent: agent.to_string(),
+                error,
+            })?;
+    }
+    Ok(())
+}
+
+async fn publish_queued(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Result<(), RunError> {
+    for message in out.drain() {
+        bus.publish(message)
+            .await
             .map_err(|error| RunError::Publish {
                 agent: agent.to_string(),
                 error,
@@ -229,18 +228,19 @@ async fn settle(bus: &MessageBus) {
 /// queue has drained, then stops them and shuts the bus down.
 pub async fn run_queued(
     bus: MessageBus,
-    agents: Vec<Box<dyn Agent>>,
+    agents: Vec<AgentSpec>,
     shutdown_deadline: Duration,
 ) -> Result<QueuedRun, RunError> {
     let runtime = tokio::runtime::Handle::current();
+    let abort = Arc::new(AtomicBool::new(false));
     let shared: Vec<SharedAgent> = agents
         .into_iter()
-        .map(|a| Arc::new(Mutex::new(a)))
+        .map(|spec| Arc::new(Mutex::new(Supervised::new(spec, false))))
         .collect();
     for agent in &shared {
         let (id, patterns) = {
             let a = lock(agent);
-            (a.id().to_string(), a.subscriptions())
+            (a.id().to_string(), a.agent().subscriptions())
         };
         if patterns.is_empty() {
             continue;
@@ -255,12 +255,32 @@ pub async fn run_queued(
                 )),
             ),
         };
-        let (target, bus_for_handler, rt, name) =
-            (agent.clone(), bus.clone(), runtime.clone(), id.clone());
+        let (target, bus_for_handler, rt, name, abort) = (
+            agent.clone(),
+            bus.clone(),
+            runtime.clone(),
+            id.clone(),
+            abort.clone(),
+        );
         let handler = Handler::blocking(move |e| -> HandlerResult {
             let mut out = Outbox::new();
-            let result = lock(&target).on_message(e, &mut out);
+            let (result, backoff, failed) = {
+                let mut supervised = lock(&target);
+                let result = supervised.deliver(e, &mut out);
+                (
+                    result,
+                    supervised.pending_backoff.take(),
+                    supervised.failure().is_some(),
+                )
+            };
+            if failed {
+                abort.store(true, Ordering::SeqCst);
+            }
             publish_blocking(&rt, &bus_for_handler, &name, &mut out).map_err(HandlerError::new)?;
+            if let Some(wait) = backoff {
+                // Only this agent's queue waits; the others carry on.
+                std::thread::sleep(wait);
+            }
             result
         });
         let mut options =
@@ -274,37 +294,38 @@ pub async fn run_queued(
                 error: e.to_string(),
             })?;
     }
-    let mut lifecycles: Vec<(Lifecycle, MessageFactory)> = shared
-        .iter()
-        .map(|a| {
-            let id = lock(a).id().clone();
-            (Lifecycle::new(id.clone()), MessageFactory::new(id, false))
-        })
-        .collect();
-    let now = crate::message::now_ms();
-    for (agent, (lifecycle, factory)) in shared.iter().zip(&mut lifecycles) {
+    for agent in &shared {
         let mut out = Outbox::new();
-        lifecycle_messages(lifecycle, factory, &[AgentState::Starting], now, &mut out);
-        let id = lock(agent).id().to_string();
-        lock(agent)
-            .on_start(&mut out)
-            .map_err(|error| RunError::StartFailed {
-                agent: id.clone(),
-                error,
-            })?;
-        lifecycle_messages(lifecycle, factory, &[AgentState::Running], now, &mut out);
-        publish_out(&bus, &id, &mut out).await?;
+        let (id, started) = {
+            let mut a = lock(agent);
+            (a.id().to_string(), a.start(&mut out))
+        };
+        publish_queued(&bus, &id, &mut out).await?;
+        started.map_err(|error| RunError::StartFailed { agent: id, error })?;
     }
     let mut sources = Vec::new();
     for agent in &shared {
-        let (target, bus, rt) = (agent.clone(), bus.clone(), runtime.clone());
+        let (target, bus, rt, abort) = (agent.clone(), bus.clone(), runtime.clone(), abort.clone());
         let id = lock(agent).id().to_string();
         sources.push(tokio::task::spawn_blocking(
             move || -> Result<(), RunError> {
                 let mut out = Outbox::new();
                 loop {
-                    let step = lock(&target).produce(&mut out);
+                    if abort.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    let (step, backoff) = {
+                        let mut supervised = lock(&target);
+                        let step = supervised.produce(&mut out);
+                        if supervised.failure().is_some() {
+                            abort.store(true, Ordering::SeqCst);
+                        }
+                        (step, supervised.pending_backoff.take())
+                    };
                     publish_blocking(&rt, &bus, &id, &mut out)?;
+                    if let Some(wait) = backoff {
+                        std::thread::sleep(wait);
+                    }
                     match step {
                         Produce::Done => return Ok(()),
                         Produce::Idle => std::thread::sleep(Duration::from_millis(1)),
@@ -318,27 +339,25 @@ pub async fn run_queued(
         source.await.expect("source thread panicked")?;
     }
     settle(&bus).await;
-    for (agent, (lifecycle, factory)) in shared.iter().zip(&mut lifecycles).rev() {
+    for agent in shared.iter().rev() {
         let mut out = Outbox::new();
-        let now = crate::message::now_ms();
-        lifecycle_messages(lifecycle, factory, &[AgentState::Stopping], now, &mut out);
-        let id = lock(agent).id().to_string();
-        if let Err(error) = lock(agent).on_stop(&mut out) {
-            tracing::warn!(agent = %id, %error, "stop failed");
-        }
-        lifecycle_messages(lifecycle, factory, &[AgentState::Stopped], now, &mut out);
-        publish_out(&bus, &id, &mut out).await?;
+        let id = {
+            let mut a = lock(agent);
+            a.stop(&mut out);
+            a.id().to_string()
+        };
+        publish_queued(&bus, &id, &mut out).await?;
         settle(&bus).await;
     }
     let report = bus.shutdown(shutdown_deadline).await;
-    let mut agents = Vec::with_capacity(shared.len());
+    let mut supervised = Vec::with_capacity(shared.len());
     for mut arc in shared {
         // A consumer thread may hold its clone for a moment after shutdown.
         let give_up = std::time::Instant::now() + shutdown_deadline + Duration::from_secs(5);
         loop {
             match Arc::try_unwrap(arc) {
                 Ok(mutex) => {
-                    agents.push(mutex.into_inner().unwrap_or_else(|p| p.into_inner()));
+                    supervised.push(mutex.into_inner().unwrap_or_else(|p| p.into_inner()));
                     break;
                 }
                 Err(back) if std::time::Instant::now() < give_up => {
@@ -354,19 +373,7 @@ pub async fn run_queued(
         }
     }
     Ok(QueuedRun {
-        agents,
+        finished: finish(supervised, report.stats.published)?,
         stats: report.stats,
     })
-}
-
-async fn publish_out(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Result<(), RunError> {
-    for message in out.drain() {
-        bus.publish(message)
-            .await
-            .map_err(|error| RunError::Publish {
-                agent: agent.to_string(),
-                error,
-            })?;
-    }
-    Ok(())
 }

@@ -53,6 +53,11 @@ impl Outbox {
         self.messages.is_empty()
     }
 
+    /// Drops messages after the first `len` (what a failed handler added).
+    pub fn truncate(&mut self, len: usize) {
+        self.messages.truncate(len);
+    }
+
     /// Takes the messages out, in order.
     pub fn drain(&mut self) -> std::vec::Drain<'_, Envelope> {
         self.messages.drain(..)

@@ -93,8 +93,10 @@ pub mod ids;
 pub mod inline;
 pub mod message;
 pub mod queue;
+pub mod registry;
 pub mod routing;
 pub mod stats;
+pub mod supervision;
 pub mod topic;
 
 pub use agent::{Agent, Lifecycle, MessageFactory, Produce};

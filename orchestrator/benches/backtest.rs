@@ -21,7 +21,11 @@ fn backtest(c: &mut Criterion) {
         config.signals.publish_details = details;
         let symbols = config.data.symbols.as_ref().map_or(0, Vec::len);
         group.throughput(Throughput::Elements((CANDLES_PER_SYMBOL * symbols) as u64));
-        let name = if details { "with_signal_details" } else { "aggregated_only" };
+        let name = if details {
+            "with_signal_details"
+        } else {
+            "aggregated_only"
+        };
         group.bench_function(name, |b| {
             b.iter(|| {
                 let outcome = orchestrator::backtest(&config).unwrap();

@@ -139,6 +139,12 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
         outcome.elapsed,
         (outcome.report.candles as f64 / outcome.elapsed.as_secs_f64().max(1e-9)) as u64
     );
+    if outcome.restarts > 0 {
+        println!(
+            "agents restarted after panics: {} (see the log)",
+            outcome.restarts
+        );
+    }
     if outcome.skipped_rows > 0 {
         println!(
             "skipped {} malformed data rows (see the log)",

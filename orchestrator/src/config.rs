@@ -31,8 +31,138 @@ pub struct BistouryConfig {
     pub trader: TraderConfig,
     /// `[risk]`.
     pub risk: RiskConfig,
+    /// `[agents.<name>]`.
+    pub agents: AgentsConfig,
     /// `[log]`.
     pub log: LogConfig,
+}
+
+/// What happens when an agent panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPanic {
+    /// Start a fresh instance.
+    Restart,
+    /// Carry on without it.
+    Isolate,
+    /// Stop the run.
+    Shutdown,
+}
+
+/// One agent's supervision and dependencies.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    /// Policy on panic.
+    pub on_panic: OnPanic,
+    /// Restarts allowed (policy `restart`).
+    #[serde(default = "default_restarts")]
+    pub max_restarts: u32,
+    /// First wait before a restart, ms.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+    /// Longest wait before a restart, ms.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_ms: u64,
+    /// Agents that must start first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+fn default_restarts() -> u32 {
+    3
+}
+fn default_backoff() -> u64 {
+    100
+}
+fn default_max_backoff() -> u64 {
+    5000
+}
+
+impl AgentSettings {
+    /// The bus-core policy.
+    pub fn policy(&self) -> bus_core::supervision::RestartPolicy {
+        use bus_core::supervision::RestartPolicy;
+        match self.on_panic {
+            OnPanic::Restart => RestartPolicy::Restart {
+                max_restarts: self.max_restarts,
+                backoff: std::time::Duration::from_millis(self.backoff_ms),
+                max_backoff: std::time::Duration::from_millis(
+                    self.max_backoff_ms.max(self.backoff_ms),
+                ),
+            },
+            OnPanic::Isolate => RestartPolicy::Isolate,
+            OnPanic::Shutdown => RestartPolicy::Shutdown,
+        }
+    }
+}
+
+/// `[agents]`: one table per agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// The collector.
+    pub collector: AgentSettings,
+    /// The signal agent.
+    pub signals: AgentSettings,
+    /// The risk manager.
+    pub risk: AgentSettings,
+    /// The trader.
+    pub trader: AgentSettings,
+    /// The report.
+    pub report: AgentSettings,
+}
+
+impl AgentsConfig {
+    /// `(name, settings)` in declaration order.
+    pub fn all(&self) -> [(&'static str, &AgentSettings); 5] {
+        [
+            ("collector", &self.collector),
+            ("signals", &self.signals),
+            ("risk", &self.risk),
+            ("trader", &self.trader),
+            ("report", &self.report),
+        ]
+    }
+
+    /// Start order, or the configuration error (unknown dependency, cycle).
+    pub fn start_order(&self) -> Result<Vec<String>, String> {
+        let mut registry = bus_core::registry::Registry::new();
+        for (name, settings) in self.all() {
+            let deps = settings
+                .depends_on
+                .iter()
+                .map(bus_core::AgentId::new)
+                .collect();
+            registry
+                .register(bus_core::AgentId::new(name), Vec::new(), deps)
+                .map_err(|e| format!("agents.{name}: {e}"))?;
+        }
+        registry
+            .start_order()
+            .map(|order| order.iter().map(|a| a.to_string()).collect())
+            .map_err(|e| format!("agents: {e}"))
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (name, settings) in self.all() {
+            if settings.on_panic == OnPanic::Restart
+                && matches!(name, "collector" | "trader" | "report")
+            {
+                errors.push(format!(
+                    "agents.{name}.on_panic: \"restart\" would lose the {name}'s state (positions, data position, figures); use \"shutdown\" or \"isolate\""
+                ));
+            }
+            if settings.backoff_ms == 0 && settings.on_panic == OnPanic::Restart {
+                errors.push(format!("agents.{name}.backoff_ms: must be positive"));
+            }
+        }
+        if let Err(e) = self.start_order() {
+            errors.push(e);
+        }
+        errors
+    }
 }
 
 /// `[run]`: where output goes and how long shutdown may take.
@@ -278,6 +408,7 @@ impl BistouryConfig {
         errors.extend(self.signals.validate("signals"));
         errors.extend(self.trader.validate("trader"));
         errors.extend(self.risk.validate("risk"));
+        errors.extend(self.agents.validate());
         if !["error", "warn", "info", "debug", "trace", "off"].contains(&self.log.level.as_str()) {
             errors.push(format!(
                 "log.level: {:?} is not one of error, warn, info, debug, trace, off",

@@ -104,7 +104,7 @@ pub struct ReportAgent {
     step_time: Option<i64>,
     steps: u64,
     exposed_steps: u64,
-    equity: Vec<f64>,
+    equity: EquityStats,
     bars_per_year: f64,
     emergency_stop_at: Option<i64>,
     fills_after_stop: u64,
@@ -124,7 +124,7 @@ impl ReportAgent {
             step_time: None,
             steps: 0,
             exposed_steps: 0,
-            equity: Vec::new(),
+            equity: EquityStats::default(),
             bars_per_year: 365.0 * 86_400_000.0 / interval_ms.max(1) as f64,
             emergency_stop_at: None,
             fills_after_stop: 0,
@@ -219,7 +219,7 @@ impl ReportAgent {
         let closing: u64 = self.tallies.values().map(|t| t.closing).sum();
         let wins: u64 = self.tallies.values().map(|t| t.wins).sum();
         let final_equity = p.equity();
-        let (sharpe, sortino) = ratios(&self.equity, self.bars_per_year);
+        let (sharpe, sortino) = self.equity.ratios(self.bars_per_year);
         Report {
             candles: self.candles,
             time_steps: self.steps,
@@ -234,7 +234,7 @@ impl ReportAgent {
             )),
             trades: self.tallies.values().map(|t| t.trades).sum(),
             win_rate: ratio(wins, closing),
-            max_drawdown: round6(max_drawdown(&self.equity)),
+            max_drawdown: round6(self.equity.max_drawdown),
             sharpe_ratio: round6(sharpe),
             sortino_ratio: round6(sortino),
             exposure: ratio(self.exposed_steps, self.steps),
@@ -252,6 +252,62 @@ fn round6(x: f64) -> f64 {
         (x * 1e6).round() / 1e6
     } else {
         0.0
+    }
+}
+
+/// Equity statistics computed as the samples arrive, so the report's memory
+/// does not grow with the length of the run (Welford's running variance).
+#[derive(Debug, Clone, Default)]
+pub struct EquityStats {
+    peak: Option<f64>,
+    /// Largest fall from a peak so far, as a fraction of the peak.
+    pub max_drawdown: f64,
+    previous: Option<f64>,
+    returns: u64,
+    mean: f64,
+    m2: f64,
+    downside_squares: f64,
+}
+
+impl EquityStats {
+    /// Adds one equity sample.
+    pub fn push(&mut self, equity: f64) {
+        let peak = self.peak.map_or(equity, |p| p.max(equity));
+        self.peak = Some(peak);
+        if peak > 0.0 {
+            self.max_drawdown = self.max_drawdown.max((peak - equity) / peak);
+        }
+        if let Some(previous) = self.previous.filter(|p| *p > 0.0) {
+            let r = equity / previous - 1.0;
+            self.returns += 1;
+            let delta = r - self.mean;
+            self.mean += delta / self.returns as f64;
+            self.m2 += delta * (r - self.mean);
+            self.downside_squares += r.min(0.0).powi(2);
+        }
+        self.previous = Some(equity);
+    }
+
+    /// Annualised Sharpe and Sortino ratios of the per-sample returns.
+    pub fn ratios(&self, periods_per_year: f64) -> (f64, f64) {
+        if self.returns < 2 {
+            return (0.0, 0.0);
+        }
+        let n = self.returns as f64;
+        let sd = (self.m2 / (n - 1.0)).sqrt();
+        let downside = (self.downside_squares / n).sqrt();
+        let annual = periods_per_year.sqrt();
+        let sharpe = if sd > 0.0 {
+            self.mean / sd * annual
+        } else {
+            0.0
+        };
+        let sortino = if downside > 0.0 {
+            self.mean / downside * annual
+        } else {
+            0.0
+        };
+        (sharpe, sortino)
     }
 }
 
@@ -398,5 +454,19 @@ mod tests {
         let (sharpe, sortino) = ratios(&[100.0, 101.0, 100.5, 102.0], 1.0);
         assert!(sharpe > 0.0 && sortino > sharpe);
         assert_eq!(ratios(&[100.0, 100.0, 100.0], 1.0), (0.0, 0.0));
+    }
+
+    proptest::proptest! {
+        /// The streaming statistics agree with the plain formulas over the whole series.
+        #[test]
+        fn streaming_matches_batch(series in proptest::collection::vec(50.0f64..150.0, 0..200)) {
+            let mut stats = EquityStats::default();
+            series.iter().for_each(|e| stats.push(*e));
+            proptest::prop_assert!((stats.max_drawdown - max_drawdown(&series)).abs() < 1e-12);
+            let (a, b) = stats.ratios(252.0);
+            let (c, d) = ratios(&series, 252.0);
+            proptest::prop_assert!((a - c).abs() < 1e-6 * (1.0 + c.abs()), "{a} vs {c}");
+            proptest::prop_assert!((b - d).abs() < 1e-6 * (1.0 + d.abs()), "{b} vs {d}");
+        }
     }
 }

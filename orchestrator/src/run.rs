@@ -9,7 +9,8 @@ use agent_collector::{CandleSource, CollectorAgent, FileSource, SyntheticMarket}
 use agent_risk::RiskAgent;
 use agent_signals::SignalAgent;
 use agent_trader::TraderAgent;
-use bus_core::driver::{run_inline, run_queued, RunError};
+use bus_core::driver::{run_inline, run_queued, Finished, RunError};
+use bus_core::supervision::{AgentSpec, Rebuild};
 use bus_core::{Agent, AgentId, MessageBus};
 use serde::Serialize;
 
@@ -43,6 +44,9 @@ pub enum WiringError {
     /// The agents could not run.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The agent wiring in the configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
     /// Collection stopped on bad data (policy `stop`).
     #[error("market data: {0}")]
     Collection(String),
@@ -63,64 +67,114 @@ pub struct RunOutcome {
     pub skipped_rows: usize,
     /// Messages published on the bus.
     pub messages_published: u64,
+    /// Agent restarts after panics.
+    pub restarts: u32,
     /// Wall-clock duration.
     #[serde(skip)]
     pub elapsed: Duration,
 }
 
-/// The agents in start order: every agent starts after what it depends on.
-pub fn build_agents(
+/// Builds one agent by name.
+fn build_agent(
+    name: &str,
     config: &BistouryConfig,
     deterministic: bool,
     trade_log: &std::path::Path,
-) -> Result<Vec<Box<dyn Agent>>, WiringError> {
-    let source: Box<dyn CandleSource> = match config.data.kind {
-        DataKind::Synthetic => {
-            let spec = config
-                .data
-                .synthetic_spec()
-                .map_err(|e| agent_collector::CollectorError::BadSpec(e.join("; ")))?;
-            Box::new(SyntheticMarket::new(spec)?)
+) -> Result<Box<dyn Agent>, WiringError> {
+    Ok(match name {
+        "collector" => {
+            let source: Box<dyn CandleSource> = match config.data.kind {
+                DataKind::Synthetic => {
+                    let spec = config
+                        .data
+                        .synthetic_spec()
+                        .map_err(|e| agent_collector::CollectorError::BadSpec(e.join("; ")))?;
+                    Box::new(SyntheticMarket::new(spec)?)
+                }
+                DataKind::File => {
+                    let path = config.data.path.clone().unwrap_or_default();
+                    let policy = config
+                        .data
+                        .bad_rows
+                        .unwrap_or(agent_collector::BadRowPolicy::Skip);
+                    Box::new(FileSource::open(&path, &config.data.interval, policy)?)
+                }
+            };
+            Box::new(CollectorAgent::new(
+                AgentId::new("collector"),
+                source,
+                deterministic,
+            ))
         }
-        DataKind::File => {
-            let path = config.data.path.clone().unwrap_or_default();
-            let policy = config
-                .data
-                .bad_rows
-                .unwrap_or(agent_collector::BadRowPolicy::Skip);
-            Box::new(FileSource::open(&path, &config.data.interval, policy)?)
-        }
-    };
-    let trader = TraderAgent::new(
-        AgentId::new("trader"),
-        config.trader.clone(),
-        Some(trade_log),
-        deterministic,
-    )
-    .map_err(|source| WiringError::TradeLog {
-        path: trade_log.to_path_buf(),
-        source,
-    })?;
-    let interval_ms = config.data.interval_ms.unwrap_or(60_000);
-    Ok(vec![
-        Box::new(ReportAgent::new(config.trader.initial_cash, interval_ms)),
-        Box::new(RiskAgent::new(
-            AgentId::new("risk"),
-            config.risk.clone(),
-            deterministic,
-        )),
-        Box::new(trader),
-        Box::new(SignalAgent::new(
+        "signals" => Box::new(SignalAgent::new(
             AgentId::new("signals"),
             config.signals.clone(),
             deterministic,
         )),
-        Box::new(CollectorAgent::new(
-            AgentId::new("collector"),
-            source,
+        "risk" => Box::new(RiskAgent::new(
+            AgentId::new("risk"),
+            config.risk.clone(),
             deterministic,
         )),
-    ])
+        "trader" => Box::new(
+            TraderAgent::new(
+                AgentId::new("trader"),
+                config.trader.clone(),
+                Some(trade_log),
+                deterministic,
+            )
+            .map_err(|source| WiringError::TradeLog {
+                path: trade_log.to_path_buf(),
+                source,
+            })?,
+        ),
+        _ => Box::new(ReportAgent::new(
+            config.trader.initial_cash,
+            config.data.interval_ms.unwrap_or(60_000),
+        )),
+    })
+}
+
+/// The agents in dependency order, each with its supervision policy.
+/// Agents that may restart get a rebuild function from their config.
+pub fn build_agents(
+    config: &BistouryConfig,
+    deterministic: bool,
+    trade_log: &std::path::Path,
+) -> Result<Vec<AgentSpec>, WiringError> {
+    let order = config.agents.start_order().map_err(WiringError::Config)?;
+    let settings: std::collections::BTreeMap<&str, &crate::config::AgentSettings> =
+        config.agents.all().into_iter().collect();
+    let mut specs = Vec::with_capacity(order.len());
+    for name in order {
+        let agent = build_agent(&name, config, deterministic, trade_log)?;
+        let policy = settings[name.as_str()].policy();
+        let rebuild: Option<Rebuild> = match name.as_str() {
+            "signals" => {
+                let section = config.signals.clone();
+                Some(Box::new(move || {
+                    Box::new(SignalAgent::new(
+                        AgentId::new("signals"),
+                        section.clone(),
+                        deterministic,
+                    )) as Box<dyn Agent>
+                }))
+            }
+            "risk" => {
+                let section = config.risk.clone();
+                Some(Box::new(move || {
+                    Box::new(RiskAgent::new(
+                        AgentId::new("risk"),
+                        section.clone(),
+                        deterministic,
+                    )) as Box<dyn Agent>
+                }))
+            }
+            _ => None,
+        };
+        specs.push(AgentSpec::new(agent).with_policy(policy, rebuild));
+    }
+    Ok(specs)
 }
 
 fn find<T: 'static>(agents: &mut [Box<dyn Agent>]) -> Option<&mut T> {
@@ -131,11 +185,11 @@ fn find<T: 'static>(agents: &mut [Box<dyn Agent>]) -> Option<&mut T> {
 
 fn conclude(
     mode: Mode,
-    mut agents: Vec<Box<dyn Agent>>,
+    finished: Finished,
     trade_log: PathBuf,
-    published: u64,
     started: Instant,
 ) -> Result<RunOutcome, WiringError> {
+    let mut agents = finished.agents;
     let collector = find::<CollectorAgent>(&mut agents).expect("the collector is wired");
     if let Some(failure) = collector.failure() {
         return Err(WiringError::Collection(failure.to_string()));
@@ -153,7 +207,8 @@ fn conclude(
         trade_log,
         trade_log_rows,
         skipped_rows,
-        messages_published: published,
+        messages_published: finished.published,
+        restarts: finished.restarts.iter().sum(),
         elapsed: started.elapsed(),
     })
 }
@@ -163,14 +218,8 @@ pub fn backtest(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, true, &trade_log)?;
-    let run = run_inline(agents, Vec::new())?;
-    conclude(
-        Mode::Backtest,
-        run.agents,
-        trade_log,
-        run.stats.published,
-        started,
-    )
+    let run = run_inline(agents)?;
+    conclude(Mode::Backtest, run.finished, trade_log, started)
 }
 
 /// Runs every agent on the queued in-process bus.
@@ -181,11 +230,5 @@ pub async fn run(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
     let bus = MessageBus::new();
     let deadline = Duration::from_secs(config.run.shutdown_timeout_secs);
     let run = run_queued(bus, agents, deadline).await?;
-    conclude(
-        Mode::Run,
-        run.agents,
-        trade_log,
-        run.stats.published,
-        started,
-    )
+    conclude(Mode::Run, run.finished, trade_log, started)
 }

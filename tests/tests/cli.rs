@@ -252,3 +252,32 @@ fn file_data_with_malformed_rows_per_policy() {
     assert!(text(&out).contains("nowhere.csv"), "{}", text(&out));
     assert!(!text(&out).contains("panicked"));
 }
+
+#[test]
+fn dependency_cycles_and_unsafe_restart_policies_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "cycle.toml",
+        "[agents.collector]\non_panic = \"shutdown\"\ndepends_on = [\"trader\"]\n\n[agents.trader]\non_panic = \"restart\"\ndepends_on = [\"signals\", \"risk\"]\n",
+    );
+    let out = bistoury(
+        &["backtest", "--config", config.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let message = text(&out);
+    assert!(
+        message.contains("dependency cycle: collector -> trader -> signals -> collector"),
+        "{message}"
+    );
+    assert!(message.contains("agents.trader.on_panic"), "{message}");
+    let unknown = write(
+        dir.path(),
+        "unknown.toml",
+        "[agents.signals]\non_panic = \"isolate\"\ndepends_on = [\"oracle\"]\n",
+    );
+    let out = bistoury(&["validate-config", unknown.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("oracle"), "{}", text(&out));
+}
