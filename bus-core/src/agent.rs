@@ -181,8 +181,15 @@ pub struct MessageFactory {
 impl MessageFactory {
     /// A factory for `sender`.
     pub fn new(sender: AgentId, deterministic: bool) -> Self {
+        Self::for_stream(sender, "", deterministic)
+    }
+
+    /// A factory for one of several independent message streams of the
+    /// same sender (the supervisor's lifecycle messages and the agent's own
+    /// messages): deterministic ids stay distinct across streams.
+    pub fn for_stream(sender: AgentId, stream: &str, deterministic: bool) -> Self {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in sender.as_str().bytes() {
+        for byte in sender.as_str().bytes().chain([0xff]).chain(stream.bytes()) {
             hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
         }
         Self {
@@ -315,6 +322,12 @@ mod tests {
         assert_eq!(ea.created_at_ms, 5);
         assert_ne!(a.make(topic.clone(), payload.clone(), 6).id, ea.id);
         let mut c = MessageFactory::new(AgentId::new("y"), true);
-        assert_ne!(c.make(topic, payload, 5).id, ea.id);
+        assert_ne!(c.make(topic.clone(), payload.clone(), 5).id, ea.id);
+        let mut d = MessageFactory::for_stream(AgentId::new("x"), "lifecycle", true);
+        assert_ne!(
+            d.make(topic, payload, 5).id,
+            ea.id,
+            "streams of one sender do not collide"
+        );
     }
 }

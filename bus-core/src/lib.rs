@@ -95,6 +95,7 @@ pub mod message;
 pub mod queue;
 pub mod registry;
 pub mod routing;
+pub mod script;
 pub mod stats;
 pub mod supervision;
 pub mod topic;

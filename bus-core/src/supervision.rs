@@ -113,7 +113,7 @@ impl Supervised {
         let id = spec.agent.id().clone();
         Self {
             lifecycle: Lifecycle::new(id.clone()),
-            factory: MessageFactory::new(id.clone(), deterministic),
+            factory: MessageFactory::for_stream(id.clone(), "lifecycle", deterministic),
             id,
             agent: spec.agent,
             policy: spec.policy,

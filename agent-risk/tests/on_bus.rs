@@ -1,0 +1,87 @@
+//! The risk agent alone on a bus: scripted orders and PnL.
+
+use agent_risk::{RiskAgent, RiskConfig};
+use bus_core::message::payload::*;
+use bus_core::prelude::*;
+use bus_core::script::run_script;
+use rust_decimal_macros::dec;
+
+#[test]
+fn approves_refuses_and_stops_on_drawdown() {
+    let config = RiskConfig {
+        max_position_notional: Some(dec!(1000)),
+        max_order_notional: None,
+        max_open_positions: None,
+        max_orders_per_minute: None,
+        max_drawdown: Some(dec!(0.1)),
+        max_daily_loss: None,
+        warning_fraction: dec!(0.8),
+    };
+    let mut f = MessageFactory::new(AgentId::new("trader"), true);
+    let order = |f: &mut MessageFactory, q| {
+        let o = OrderRequest::new(OrderRequestFields {
+            order_id: OrderId("o".into()),
+            symbol: Symbol::new("BTC").unwrap(),
+            side: Side::Buy,
+            quantity: q,
+            order_type: OrderType::Market,
+            limit_price: None,
+            reference_price: dec!(100),
+            reason: String::new(),
+        })
+        .unwrap();
+        f.make(
+            Topic::new("trade.order_request.BTC").unwrap(),
+            Payload::TradeOrderRequest(o),
+            1,
+        )
+        .with_reply_to(Topic::new("trade.decision.trader").unwrap())
+    };
+    let pnl = |f: &mut MessageFactory, equity, t| {
+        let p = PnlUpdate::new(PnlUpdateFields {
+            timestamp_ms: t,
+            cash: equity,
+            realised_pnl: dec!(0),
+            unrealised_pnl: dec!(0),
+            fees: dec!(0),
+            equity,
+        })
+        .unwrap();
+        f.make(
+            Topic::new("trade.pnl_update").unwrap(),
+            Payload::TradePnlUpdate(p),
+            t,
+        )
+    };
+    let small = order(&mut f, dec!(5));
+    let big = order(&mut f, dec!(50));
+    let after_stop = order(&mut f, dec!(1));
+    let script = vec![
+        small.clone(),
+        big.clone(),
+        pnl(&mut f, dec!(1000), 2),
+        pnl(&mut f, dec!(880), 3),
+        after_stop.clone(),
+    ];
+    let agent = RiskAgent::new(AgentId::new("risk"), config, true);
+    let seen = run_script(Box::new(agent), script, &["trade.decision", "risk"]).unwrap();
+    let kinds: Vec<(MessageType, Option<MessageId>)> = seen
+        .iter()
+        .map(|e| (e.message_type(), e.correlation_id))
+        .collect();
+    assert_eq!(kinds[0], (MessageType::ResponseSuccess, Some(small.id)));
+    assert_eq!(kinds[1], (MessageType::ResponseError, Some(big.id)));
+    assert_eq!(kinds[2].0, MessageType::RiskLimitBreach);
+    let stop = seen
+        .iter()
+        .find(|e| e.message_type() == MessageType::RiskEmergencyStop)
+        .expect("emergency stop");
+    assert_eq!(stop.priority, Priority::Critical);
+    let last = seen
+        .iter()
+        .find(|e| e.correlation_id == Some(after_stop.id))
+        .expect("answered");
+    assert!(
+        matches!(last.payload(), Payload::ResponseError(e) if e.message.contains("emergency_stop"))
+    );
+}

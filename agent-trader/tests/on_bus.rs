@@ -1,0 +1,136 @@
+//! The trader alone on a bus, with a stand-in risk manager that approves
+//! everything: signals become orders, approvals become fills at the next
+//! open, and an emergency stop halts new orders.
+
+use agent_trader::{TraderAgent, TraderConfig};
+use bus_core::message::payload::*;
+use bus_core::prelude::*;
+use bus_core::script::run_script_with;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+
+struct ApproveAll(AgentId, MessageFactory);
+
+impl Agent for ApproveAll {
+    fn id(&self) -> &AgentId {
+        &self.0
+    }
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new("trade.order_request").unwrap()]
+    }
+    fn on_message(&mut self, e: &Envelope, out: &mut Outbox) -> HandlerResult {
+        out.publish(self.1.reply(
+            e,
+            Payload::ResponseSuccess(Success {
+                detail: "ok".into(),
+            }),
+            e.created_at_ms,
+        ));
+        Ok(())
+    }
+}
+
+fn candle(f: &mut MessageFactory, t: i64, price: i64) -> Envelope {
+    let p = Decimal::new(price, 0);
+    let c = Candle::new(CandleFields {
+        symbol: Symbol::new("BTC").unwrap(),
+        interval: "1m".into(),
+        open_time_ms: t,
+        open: p,
+        high: p + dec!(1),
+        low: p - dec!(1),
+        close: p,
+        volume: dec!(1),
+    })
+    .unwrap();
+    f.make(
+        Topic::new("data.candle.BTC.1m").unwrap(),
+        Payload::DataCandle(c),
+        t,
+    )
+}
+
+fn signal(f: &mut MessageFactory, t: i64, direction: SignalDirection, price: i64) -> Envelope {
+    let s = AggregatedSignal::new(AggregatedSignalFields {
+        symbol: Symbol::new("BTC").unwrap(),
+        direction,
+        confidence: 0.9,
+        price: Decimal::new(price, 0),
+        timestamp_ms: t,
+        contributions: vec![],
+    })
+    .unwrap();
+    f.make(
+        Topic::new("signal.aggregated.BTC").unwrap(),
+        Payload::SignalAggregated(s),
+        t,
+    )
+}
+
+#[test]
+fn signals_to_fills_through_the_bus_and_emergency_stop_halts() {
+    let config = TraderConfig {
+        initial_cash: dec!(10000),
+        fee_rate: dec!(0.001),
+        slippage: dec!(0),
+        position_fraction: dec!(0.5),
+        quantity_scale: 4,
+        allow_short: false,
+        min_confidence: 0.0,
+        stop_loss: None,
+        take_profit: None,
+        close_on_emergency_stop: false,
+    };
+    let mut f = MessageFactory::new(AgentId::new("script"), true);
+    let stop = f.make_critical(
+        Topic::new("risk.emergency_stop").unwrap(),
+        Payload::RiskEmergencyStop(EmergencyStop {
+            reason: "test".into(),
+            triggered_by: "test".into(),
+        }),
+        4,
+    );
+    let script = vec![
+        candle(&mut f, 0, 100),
+        signal(&mut f, 0, SignalDirection::Long, 100),
+        candle(&mut f, 1, 110),
+        signal(&mut f, 1, SignalDirection::Short, 110),
+        candle(&mut f, 2, 120),
+        stop,
+        signal(&mut f, 5, SignalDirection::Long, 120),
+        candle(&mut f, 6, 130),
+    ];
+    let trader = TraderAgent::new(AgentId::new("trader"), config, None, true).unwrap();
+    let risk = ApproveAll(
+        AgentId::new("risk"),
+        MessageFactory::new(AgentId::new("risk"), true),
+    );
+    let seen = run_script_with(vec![Box::new(risk), Box::new(trader)], script, &["trade"]).unwrap();
+    let fills: Vec<(Side, Decimal, Decimal)> = seen
+        .iter()
+        .filter_map(|e| match e.payload() {
+            Payload::TradeOrderFilled(f) => Some((f.side, f.quantity, f.price)),
+            _ => None,
+        })
+        .collect();
+    // Long 50 at the next open (110), flat again at the open after the short signal (120).
+    assert_eq!(
+        fills,
+        vec![
+            (Side::Buy, dec!(50), dec!(110)),
+            (Side::Sell, dec!(50), dec!(120))
+        ]
+    );
+    let requests = seen
+        .iter()
+        .filter(|e| e.message_type() == MessageType::TradeOrderRequest)
+        .count();
+    assert_eq!(requests, 2, "no order after the emergency stop");
+    let pnl = seen.iter().rev().find_map(|e| match e.payload() {
+        Payload::TradePnlUpdate(p) => Some(p.clone()),
+        _ => None,
+    });
+    let pnl = pnl.expect("pnl published");
+    assert_eq!(pnl.realised_pnl, dec!(500));
+    assert_eq!(pnl.equity, dec!(10000) + dec!(500) - pnl.fees);
+}
