@@ -71,18 +71,19 @@ impl Agent for ScriptedSource {
     }
 }
 
+/// The messages a [`Recorder`] saw, shared with the test.
+pub type Recording = Arc<Mutex<Vec<Envelope>>>;
+
 /// Records every message on its patterns.
 pub struct Recorder {
     id: AgentId,
     patterns: Vec<TopicPattern>,
-    seen: Arc<Mutex<Vec<Envelope>>>,
+    seen: Recording,
 }
 
 impl Recorder {
     /// A recorder of `patterns`, and the list it fills.
-    pub fn new(
-        patterns: &[&str],
-    ) -> Result<(Self, Arc<Mutex<Vec<Envelope>>>), crate::error::TopicError> {
+    pub fn new(patterns: &[&str]) -> Result<(Self, Recording), crate::error::TopicError> {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let patterns = patterns
             .iter()
