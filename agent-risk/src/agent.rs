@@ -180,6 +180,57 @@ impl RiskAgent {
     }
 }
 
+impl RiskAgent {
+    /// Applies `risk.<limit> = value` at run time (`none` lifts a limit).
+    /// The new limits are validated first; a bad update changes nothing.
+    /// Keys of other sections are not the risk agent's and are ignored.
+    pub fn apply_config_update(&mut self, key: &str, value: &str) -> HandlerResult {
+        let Some(field) = key.strip_prefix("risk.") else {
+            return Ok(());
+        };
+        let bad =
+            |what: &str| HandlerError::new(format!("config update {key} = {value:?}: {what}"));
+        let decimal = || -> Result<Option<Decimal>, HandlerError> {
+            if value == "none" {
+                return Ok(None);
+            }
+            value
+                .parse()
+                .map(Some)
+                .map_err(|_| bad("not a decimal number"))
+        };
+        let count = || -> Result<Option<usize>, HandlerError> {
+            if value == "none" {
+                return Ok(None);
+            }
+            value
+                .parse()
+                .map(Some)
+                .map_err(|_| bad("not a whole number"))
+        };
+        let mut next = self.config.clone();
+        match field {
+            "max_position_notional" => next.max_position_notional = decimal()?,
+            "max_order_notional" => next.max_order_notional = decimal()?,
+            "max_drawdown" => next.max_drawdown = decimal()?,
+            "max_daily_loss" => next.max_daily_loss = decimal()?,
+            "max_open_positions" => next.max_open_positions = count()?,
+            "max_orders_per_minute" => next.max_orders_per_minute = count()?,
+            "warning_fraction" => {
+                next.warning_fraction = decimal()?.ok_or_else(|| bad("cannot be none"))?
+            }
+            _ => return Err(bad("unknown risk setting")),
+        }
+        let errors = next.validate("risk");
+        if !errors.is_empty() {
+            return Err(bad(&errors.join("; ")));
+        }
+        tracing::info!(agent = %self.id, key, value, "risk limit changed at run time");
+        self.config = next;
+        Ok(())
+    }
+}
+
 impl Agent for RiskAgent {
     fn id(&self) -> &AgentId {
         &self.id
@@ -194,6 +245,7 @@ impl Agent for RiskAgent {
             "trade.order_request",
             "trade.position_update",
             "trade.pnl_update",
+            "system.config_update",
         ]
         .iter()
         .map(|p| TopicPattern::new(p).expect("valid pattern"))
@@ -203,6 +255,9 @@ impl Agent for RiskAgent {
     fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
         match envelope.payload() {
             Payload::TradeOrderRequest(order) => self.on_order(envelope, order, out),
+            Payload::SystemConfigUpdate(update) => {
+                self.apply_config_update(&update.key, &update.value)?
+            }
             Payload::TradePositionUpdate(p) => {
                 self.state.positions.insert(p.symbol.clone(), p.quantity);
             }
@@ -351,6 +406,33 @@ mod tests {
         let reply = out.drain().next().unwrap();
         assert!(
             matches!(reply.payload(), Payload::ResponseError(e) if e.message.contains("emergency_stop"))
+        );
+    }
+
+    #[test]
+    fn config_updates_apply_only_when_valid() {
+        let mut risk = agent();
+        assert!(risk
+            .apply_config_update("risk.max_order_notional", "10")
+            .is_ok());
+        assert_eq!(risk.config.max_order_notional, Some(dec!(10)));
+        assert!(risk
+            .apply_config_update("risk.max_order_notional", "none")
+            .is_ok());
+        assert_eq!(risk.config.max_order_notional, None);
+        let error = risk
+            .apply_config_update("risk.max_drawdown", "3")
+            .unwrap_err();
+        assert!(error.to_string().contains("risk.max_drawdown"), "{error}");
+        assert_eq!(
+            risk.config.max_drawdown,
+            Some(dec!(0.1)),
+            "unchanged after a bad update"
+        );
+        assert!(risk.apply_config_update("risk.nonsense", "1").is_err());
+        assert!(
+            risk.apply_config_update("trader.fee_rate", "1").is_ok(),
+            "not ours: ignored"
         );
     }
 

@@ -85,3 +85,57 @@ fn approves_refuses_and_stops_on_drawdown() {
         matches!(last.payload(), Payload::ResponseError(e) if e.message.contains("emergency_stop"))
     );
 }
+
+#[test]
+fn a_config_update_on_the_bus_tightens_a_limit() {
+    let config = RiskConfig {
+        max_position_notional: None,
+        max_order_notional: None,
+        max_open_positions: None,
+        max_orders_per_minute: None,
+        max_drawdown: None,
+        max_daily_loss: None,
+        warning_fraction: dec!(0.8),
+    };
+    let mut f = MessageFactory::new(AgentId::new("operator"), true);
+    let update = f.make(
+        Topic::new("system.config_update").unwrap(),
+        Payload::SystemConfigUpdate(
+            ConfigUpdate::new(ConfigUpdateFields {
+                key: "risk.max_order_notional".into(),
+                value: "50".into(),
+            })
+            .unwrap(),
+        ),
+        0,
+    );
+    let o = OrderRequest::new(OrderRequestFields {
+        order_id: OrderId("o".into()),
+        symbol: Symbol::new("BTC").unwrap(),
+        side: Side::Buy,
+        quantity: dec!(1),
+        order_type: OrderType::Market,
+        limit_price: None,
+        reference_price: dec!(100),
+        reason: String::new(),
+    })
+    .unwrap();
+    let order = f.make(
+        Topic::new("trade.order_request.BTC").unwrap(),
+        Payload::TradeOrderRequest(o),
+        1,
+    );
+    let seen = run_script(
+        Box::new(RiskAgent::new(AgentId::new("risk"), config, true)),
+        vec![update, order.clone()],
+        &["response"],
+    )
+    .unwrap();
+    let answer = seen
+        .iter()
+        .find(|e| e.correlation_id == Some(order.id))
+        .expect("answered");
+    assert!(
+        matches!(answer.payload(), Payload::ResponseError(e) if e.message.contains("max_order_notional"))
+    );
+}

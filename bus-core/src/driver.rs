@@ -67,6 +67,10 @@ pub enum RunError {
     },
 }
 
+fn health_check_pattern() -> crate::topic::TopicPattern {
+    crate::topic::TopicPattern::new("system.health_check").expect("valid pattern")
+}
+
 /// What a run leaves behind.
 pub struct Finished {
     /// The agents, stopped, in start order (for reports).
@@ -105,10 +109,11 @@ pub fn run_inline(agents: Vec<AgentSpec>) -> Result<InlineRun, RunError> {
         .map(|spec| Rc::new(RefCell::new(Supervised::new(spec, true))))
         .collect();
     for agent in &shared {
-        let (id, patterns) = {
+        let (id, mut patterns) = {
             let a = agent.borrow();
             (a.id().to_string(), a.agent().subscriptions())
         };
+        patterns.push(health_check_pattern());
         for pattern in patterns {
             let target = agent.clone();
             bus.subscribe(&id, pattern.as_str(), None, move |e, out| {
@@ -242,6 +247,25 @@ pub async fn run_queued(
             let a = lock(agent);
             (a.id().to_string(), a.agent().subscriptions())
         };
+        // Health checks get their own small subscription so the agent's
+        // messages keep one queue with one pattern where possible.
+        let health_target = agent.clone();
+        let (health_bus, health_rt, health_name) = (bus.clone(), runtime.clone(), id.clone());
+        bus.subscribe(
+            health_check_pattern().as_str(),
+            Handler::blocking(move |e| {
+                let mut out = Outbox::new();
+                let result = lock(&health_target).deliver(e, &mut out);
+                publish_blocking(&health_rt, &health_bus, &health_name, &mut out)
+                    .map_err(HandlerError::new)?;
+                result
+            }),
+            SubscribeOptions::named(format!("{id} health")),
+        )
+        .map_err(|e| RunError::Subscribe {
+            agent: id.clone(),
+            error: e.to_string(),
+        })?;
         if patterns.is_empty() {
             continue;
         }

@@ -20,7 +20,7 @@ use crate::error::{HandlerError, HandlerResult};
 use crate::handler::panic_message;
 use crate::ids::AgentId;
 use crate::inline::Outbox;
-use crate::message::payload::{AgentErrorReport, AgentState};
+use crate::message::payload::{AgentErrorReport, AgentHealth, AgentState};
 use crate::message::{Envelope, Payload, Priority};
 use crate::topic::Topic;
 
@@ -208,8 +208,14 @@ impl Supervised {
         }
     }
 
-    /// Delivers one message.
+    /// Delivers one message. A `system.health_check` is answered here, for
+    /// every agent, with an `agent.health_update.<id>` carrying the lifecycle
+    /// state and the agent's own view of its health.
     pub fn deliver(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        if let Payload::SystemHealthCheck(_) = envelope.payload() {
+            self.answer_health_check(envelope, out);
+            return Ok(());
+        }
         if !self.live() {
             self.ignored += 1;
             return Ok(());
@@ -228,6 +234,37 @@ impl Supervised {
                 )))
             }
         }
+    }
+
+    fn answer_health_check(&mut self, check: &Envelope, out: &mut Outbox) {
+        let (healthy, detail) = if self.isolated {
+            (false, "isolated after a panic".to_string())
+        } else if let Some(failure) = &self.failure {
+            (false, failure.clone())
+        } else {
+            match catch_unwind(AssertUnwindSafe(|| self.agent.health())) {
+                Ok(health) => health,
+                Err(panic) => (
+                    false,
+                    format!("health check panicked: {}", panic_message(&*panic)),
+                ),
+            }
+        };
+        let health = AgentHealth {
+            agent: self.id.clone(),
+            state: self.lifecycle.state(),
+            healthy,
+            detail,
+        };
+        let topic = Topic::new(format!("agent.health_update.{}", self.id))
+            .or_else(|_| Topic::new("agent.health_update"))
+            .expect("valid topic");
+        let time = self.time_ms.max(check.created_at_ms);
+        out.publish(
+            self.factory
+                .make(topic, Payload::AgentHealthUpdate(health), time)
+                .with_correlation_id(check.id),
+        );
     }
 
     /// Asks a source for its next batch.

@@ -229,3 +229,37 @@ async fn queued_shutdown_policy_fails_the_run() {
         .expect("fails");
     assert!(error.to_string().contains("fragile"), "{error}");
 }
+
+#[test]
+fn every_agent_answers_a_health_check() {
+    let check = MessageFactory::new(AgentId::new("operator"), true).make(
+        Topic::new("system.health_check").unwrap(),
+        Payload::SystemHealthCheck(Default::default()),
+        1,
+    );
+    let handled = Arc::new(AtomicU64::new(0));
+    let fragile = Fragile {
+        id: AgentId::new("fragile"),
+        panic_on: vec![],
+        handled,
+    };
+    let seen = bus_core::script::run_script(
+        Box::new(fragile),
+        vec![check.clone()],
+        &["agent.health_update"],
+    )
+    .unwrap();
+    let agents: Vec<String> = seen
+        .iter()
+        .filter_map(|e| match e.payload() {
+            Payload::AgentHealthUpdate(h) if e.correlation_id == Some(check.id) => {
+                assert!(h.healthy);
+                assert_eq!(h.state, bus_core::message::payload::AgentState::Running);
+                Some(h.agent.to_string())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(agents.contains(&"fragile".to_string()), "{agents:?}");
+    assert!(agents.contains(&"recorder".to_string()));
+}
