@@ -14,7 +14,7 @@
 //! #     }
 //! # }
 //! let input = Envelope::new(AgentId::new("test"), Topic::new("in").unwrap(),
-//!     Payload::SystemHealthCheck(Default::default()));
+//!     Payload::SystemShutdown(bus_core::message::payload::Shutdown { reason: "test".into() }));
 //! let seen = run_script(Box::new(Echo(AgentId::new("echo"))), vec![input], &["out"]).unwrap();
 //! assert_eq!(seen.len(), 1);
 //! ```
