@@ -17,6 +17,7 @@ pub struct CollectorAgent {
     published: u64,
     failure: Option<String>,
     topics: std::collections::HashMap<(Symbol, std::sync::Arc<str>), Topic>,
+    progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl CollectorAgent {
@@ -31,7 +32,14 @@ impl CollectorAgent {
             published: 0,
             failure: None,
             topics: std::collections::HashMap::new(),
+            progress: None,
         }
+    }
+
+    /// Counts published candles into `counter` too (for a progress display).
+    pub fn with_progress(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.progress = Some(counter);
+        self
     }
 
     /// Candles published so far.
@@ -119,6 +127,9 @@ impl Agent for CollectorAgent {
             let time = candle.open_time_ms;
             out.publish(self.factory.make(topic, Payload::DataCandle(candle), time));
             self.published += 1;
+            if let Some(progress) = &self.progress {
+                progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Produce::More
     }

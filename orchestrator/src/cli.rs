@@ -96,20 +96,33 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let total = match config.data.kind {
+        crate::config::DataKind::Synthetic => config
+            .data
+            .candles
+            .zip(config.data.symbols.as_ref())
+            .map(|(n, symbols)| (n * symbols.len()) as u64),
+        crate::config::DataKind::File => None,
+    };
+    let progress = crate::progress::Progress::start(total);
+    let counter = progress.as_ref().map(|p| p.counter());
     let outcome = if backtest {
-        crate::backtest(&config)
+        crate::run::backtest_counted(&config, counter.as_ref())
     } else {
         match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(crate::run(&config)),
+            Ok(runtime) => runtime.block_on(crate::run::run_counted(&config, counter.as_ref())),
             Err(error) => {
                 eprintln!("cannot start the runtime: {error}");
                 return ExitCode::FAILURE;
             }
         }
     };
+    if let Some(progress) = progress {
+        progress.finish();
+    }
     finish(
         outcome,
         args.report

@@ -3,6 +3,8 @@
 //! bus (run: every agent on its own queue and thread).
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_collector::{CandleSource, CollectorAgent, FileSource, SyntheticMarket};
@@ -80,6 +82,7 @@ fn build_agent(
     config: &BistouryConfig,
     deterministic: bool,
     trade_log: &std::path::Path,
+    progress: Option<&Arc<AtomicU64>>,
 ) -> Result<Box<dyn Agent>, WiringError> {
     Ok(match name {
         "collector" => {
@@ -100,11 +103,11 @@ fn build_agent(
                     Box::new(FileSource::open(&path, &config.data.interval, policy)?)
                 }
             };
-            Box::new(CollectorAgent::new(
-                AgentId::new("collector"),
-                source,
-                deterministic,
-            ))
+            let collector = CollectorAgent::new(AgentId::new("collector"), source, deterministic);
+            Box::new(match progress {
+                Some(counter) => collector.with_progress(counter.clone()),
+                None => collector,
+            })
         }
         "signals" => Box::new(SignalAgent::new(
             AgentId::new("signals"),
@@ -141,13 +144,14 @@ pub fn build_agents(
     config: &BistouryConfig,
     deterministic: bool,
     trade_log: &std::path::Path,
+    progress: Option<&Arc<AtomicU64>>,
 ) -> Result<Vec<AgentSpec>, WiringError> {
     let order = config.agents.start_order().map_err(WiringError::Config)?;
     let settings: std::collections::BTreeMap<&str, &crate::config::AgentSettings> =
         config.agents.all().into_iter().collect();
     let mut specs = Vec::with_capacity(order.len());
     for name in order {
-        let agent = build_agent(&name, config, deterministic, trade_log)?;
+        let agent = build_agent(&name, config, deterministic, trade_log, progress)?;
         let policy = settings[name.as_str()].policy();
         let rebuild: Option<Rebuild> = match name.as_str() {
             "signals" => {
@@ -215,18 +219,34 @@ fn conclude(
 
 /// Runs every agent inline: deterministic, as fast as the CPU allows.
 pub fn backtest(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
+    backtest_counted(config, None)
+}
+
+/// [`backtest`], counting published candles into `progress`.
+pub fn backtest_counted(
+    config: &BistouryConfig,
+    progress: Option<&Arc<AtomicU64>>,
+) -> Result<RunOutcome, WiringError> {
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
-    let agents = build_agents(config, true, &trade_log)?;
+    let agents = build_agents(config, true, &trade_log, progress)?;
     let run = run_inline(agents)?;
     conclude(Mode::Backtest, run.finished, trade_log, started)
 }
 
 /// Runs every agent on the queued in-process bus.
 pub async fn run(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
+    run_counted(config, None).await
+}
+
+/// [`run`], counting published candles into `progress`.
+pub async fn run_counted(
+    config: &BistouryConfig,
+    progress: Option<&Arc<AtomicU64>>,
+) -> Result<RunOutcome, WiringError> {
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
-    let agents = build_agents(config, false, &trade_log)?;
+    let agents = build_agents(config, false, &trade_log, progress)?;
     let bus = MessageBus::new();
     let deadline = Duration::from_secs(config.run.shutdown_timeout_secs);
     let run = run_queued(bus, agents, deadline).await?;
