@@ -281,3 +281,43 @@ fn dependency_cycles_and_unsafe_restart_policies_are_config_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("oracle"), "{}", text(&out));
 }
+
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "c.toml", SMALL);
+    let plain = bistoury(
+        &["backtest", "--config", config.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(plain.status.success());
+    assert!(
+        !String::from_utf8_lossy(&plain.stderr).contains('\r'),
+        "no progress line when not a terminal"
+    );
+    // `script` (util-linux) gives the command a pseudo-terminal.
+    let Ok(under_tty) = Command::new("script")
+        .args([
+            "-qec",
+            &format!(
+                "{} backtest --config {}",
+                env!("CARGO_BIN_EXE_bistoury-e2e"),
+                config.display()
+            ),
+            "/dev/null",
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "error")
+        .env("BISTOURY__DATA__CANDLES", "60000")
+        .output()
+    else {
+        eprintln!("`script` is not installed: the terminal half of this test is skipped");
+        return;
+    };
+    assert!(under_tty.status.success(), "{}", text(&under_tty));
+    assert!(
+        String::from_utf8_lossy(&under_tty.stdout).contains("\rcandles "),
+        "{}",
+        text(&under_tty)
+    );
+}
