@@ -101,8 +101,35 @@ fn finish(supervised: Vec<Supervised>, published: u64) -> Result<Finished, RunEr
     })
 }
 
+/// Asks a run to stop early (Ctrl-C): sources stop producing, everything
+/// already published is still delivered, agents stop, the run reports.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    /// A signal not yet raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises it.
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Has it been raised?
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// Runs `agents` on an inline bus until every source is done.
 pub fn run_inline(agents: Vec<AgentSpec>) -> Result<InlineRun, RunError> {
+    run_inline_until(agents, &StopSignal::new())
+}
+
+/// [`run_inline`], ending early (gracefully) when `stop` is raised.
+pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<InlineRun, RunError> {
     let mut bus = InlineBus::new();
     let shared: Vec<Rc<RefCell<Supervised>>> = agents
         .into_iter()
@@ -139,7 +166,7 @@ pub fn run_inline(agents: Vec<AgentSpec>) -> Result<InlineRun, RunError> {
     let failed =
         |agents: &[Rc<RefCell<Supervised>>]| agents.iter().any(|a| a.borrow().failure().is_some());
     let mut live: Vec<usize> = (0..shared.len()).collect();
-    while !live.is_empty() && !failed(&shared) {
+    while !live.is_empty() && !failed(&shared) && !stop.is_stopped() {
         live.retain(|&i| {
             let step = shared[i].borrow_mut().produce(&mut out);
             publish_inline(&mut bus, &mut out);
@@ -236,8 +263,20 @@ pub async fn run_queued(
     agents: Vec<AgentSpec>,
     shutdown_deadline: Duration,
 ) -> Result<QueuedRun, RunError> {
+    run_queued_until(bus, agents, shutdown_deadline, StopSignal::new()).await
+}
+
+/// [`run_queued`], ending early (gracefully) when `stop` is raised: sources
+/// stop, queues drain, agents stop, the bus shuts down.
+pub async fn run_queued_until(
+    bus: MessageBus,
+    agents: Vec<AgentSpec>,
+    shutdown_deadline: Duration,
+    stop: StopSignal,
+) -> Result<QueuedRun, RunError> {
     let runtime = tokio::runtime::Handle::current();
-    let abort = Arc::new(AtomicBool::new(false));
+    // Raised by a failing agent (policy `shutdown`) or by the caller.
+    let abort = stop.0.clone();
     let shared: Vec<SharedAgent> = agents
         .into_iter()
         .map(|spec| Arc::new(Mutex::new(Supervised::new(spec, false))))

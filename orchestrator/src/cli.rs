@@ -105,15 +105,19 @@ pub fn main() -> ExitCode {
         crate::config::DataKind::File => None,
     };
     let progress = crate::progress::Progress::start(total);
-    let counter = progress.as_ref().map(|p| p.counter());
+    let control = crate::run::RunControl {
+        progress: progress.as_ref().map(|p| p.counter()),
+        stop: bus_core::driver::StopSignal::new(),
+    };
+    stop_on_ctrl_c(control.stop.clone());
     let outcome = if backtest {
-        crate::run::backtest_counted(&config, counter.as_ref())
+        crate::run::backtest_with(&config, &control)
     } else {
         match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(crate::run::run_counted(&config, counter.as_ref())),
+            Ok(runtime) => runtime.block_on(crate::run::run_with(&config, &control)),
             Err(error) => {
                 eprintln!("cannot start the runtime: {error}");
                 return ExitCode::FAILURE;
@@ -128,6 +132,28 @@ pub fn main() -> ExitCode {
         args.report
             .unwrap_or_else(|| config.run.output_dir.join("report.json")),
     )
+}
+
+/// The first Ctrl-C stops the run gracefully (sources stop, queues drain,
+/// the report is written); a second one exits at once.
+fn stop_on_ctrl_c(stop: bus_core::driver::StopSignal) {
+    let watcher = std::thread::Builder::new().name("ctrl-c".into()).spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            return;
+        };
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nstopping: draining queues and writing the report (Ctrl-C again to quit now)");
+                stop.stop();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    });
+    if let Err(error) = watcher {
+        tracing::warn!(%error, "no Ctrl-C handling");
+    }
 }
 
 fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> ExitCode {
@@ -152,6 +178,9 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
         outcome.elapsed,
         (outcome.report.candles as f64 / outcome.elapsed.as_secs_f64().max(1e-9)) as u64
     );
+    if outcome.stopped_early {
+        println!("stopped early by Ctrl-C: the report covers the data processed until then");
+    }
     if outcome.restarts > 0 {
         println!(
             "agents restarted after panics: {} (see the log)",

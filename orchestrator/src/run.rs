@@ -11,7 +11,7 @@ use agent_collector::{CandleSource, CollectorAgent, FileSource, SyntheticMarket}
 use agent_risk::RiskAgent;
 use agent_signals::SignalAgent;
 use agent_trader::TraderAgent;
-use bus_core::driver::{run_inline, run_queued, Finished, RunError};
+use bus_core::driver::{run_inline_until, run_queued_until, Finished, RunError, StopSignal};
 use bus_core::supervision::{AgentSpec, Rebuild};
 use bus_core::{Agent, AgentId, MessageBus};
 use serde::Serialize;
@@ -71,6 +71,8 @@ pub struct RunOutcome {
     pub messages_published: u64,
     /// Agent restarts after panics.
     pub restarts: u32,
+    /// True when the run was stopped early (Ctrl-C) and drained gracefully.
+    pub stopped_early: bool,
     /// Wall-clock duration.
     #[serde(skip)]
     pub elapsed: Duration,
@@ -213,42 +215,58 @@ fn conclude(
         skipped_rows,
         messages_published: finished.published,
         restarts: finished.restarts.iter().sum(),
+        stopped_early: false,
         elapsed: started.elapsed(),
     })
 }
 
 /// Runs every agent inline: deterministic, as fast as the CPU allows.
 pub fn backtest(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
-    backtest_counted(config, None)
+    backtest_with(config, &RunControl::default())
 }
 
-/// [`backtest`], counting published candles into `progress`.
-pub fn backtest_counted(
+/// How a caller watches and stops a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    /// Counts published candles (for a progress display).
+    pub progress: Option<Arc<AtomicU64>>,
+    /// Raised to stop early and gracefully (Ctrl-C).
+    pub stop: StopSignal,
+}
+
+/// [`backtest`] under a [`RunControl`].
+pub fn backtest_with(
     config: &BistouryConfig,
-    progress: Option<&Arc<AtomicU64>>,
+    control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
+    let progress = control.progress.as_ref();
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, true, &trade_log, progress)?;
-    let run = run_inline(agents)?;
-    conclude(Mode::Backtest, run.finished, trade_log, started)
+    let run = run_inline_until(agents, &control.stop)?;
+    let mut outcome = conclude(Mode::Backtest, run.finished, trade_log, started)?;
+    outcome.stopped_early = control.stop.is_stopped();
+    Ok(outcome)
 }
 
 /// Runs every agent on the queued in-process bus.
 pub async fn run(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
-    run_counted(config, None).await
+    run_with(config, &RunControl::default()).await
 }
 
-/// [`run`], counting published candles into `progress`.
-pub async fn run_counted(
+/// [`run`] under a [`RunControl`].
+pub async fn run_with(
     config: &BistouryConfig,
-    progress: Option<&Arc<AtomicU64>>,
+    control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
+    let progress = control.progress.as_ref();
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, false, &trade_log, progress)?;
     let bus = MessageBus::new();
     let deadline = Duration::from_secs(config.run.shutdown_timeout_secs);
-    let run = run_queued(bus, agents, deadline).await?;
-    conclude(Mode::Run, run.finished, trade_log, started)
+    let run = run_queued_until(bus, agents, deadline, control.stop.clone()).await?;
+    let mut outcome = conclude(Mode::Run, run.finished, trade_log, started)?;
+    outcome.stopped_early = control.stop.is_stopped();
+    Ok(outcome)
 }

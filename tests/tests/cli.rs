@@ -321,3 +321,46 @@ fn progress_shows_on_a_terminal_only() {
         text(&under_tty)
     );
 }
+
+#[test]
+fn ctrl_c_stops_gracefully_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "long.toml", "[data]\ncandles = 5000000\n");
+    let child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--report",
+            "r.json",
+        ])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("stopped early by Ctrl-C"),
+        "{}",
+        text(&out)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let candles = report["candles"].as_u64().unwrap();
+    assert!(candles > 0 && candles < 15_000_000, "{candles}");
+    assert_eq!(report["accounting_identity_holds"], true);
+    let log = std::fs::read_to_string(dir.path().join("bistoury-output/trades.csv")).unwrap();
+    assert_eq!(
+        report["trades"].as_u64().unwrap() as usize,
+        log.lines().count() - 1
+    );
+}
