@@ -18,6 +18,15 @@ pub struct CollectorAgent {
     failure: Option<String>,
     topics: std::collections::HashMap<(Symbol, std::sync::Arc<str>), Topic>,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    pacing: Option<Pacing>,
+}
+
+/// Replays market time at `speed` times real time.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    speed: f64,
+    /// Wall clock and market time of the first batch.
+    anchor: Option<(std::time::Instant, i64)>,
 }
 
 impl CollectorAgent {
@@ -33,6 +42,36 @@ impl CollectorAgent {
             failure: None,
             topics: std::collections::HashMap::new(),
             progress: None,
+            pacing: None,
+        }
+    }
+
+    /// Replays at `speed` times real time (60 = a minute of market data per
+    /// second) instead of as fast as possible. Only for the queued bus: a
+    /// backtest never sleeps.
+    pub fn with_speed(mut self, speed: f64) -> Self {
+        if speed.is_finite() && speed > 0.0 {
+            self.pacing = Some(Pacing {
+                speed,
+                anchor: None,
+            });
+        }
+        self
+    }
+
+    /// Sleeps until the wall clock has caught up with `time_ms` of market time.
+    fn pace(&mut self, time_ms: i64) {
+        let Some(pacing) = self.pacing.as_mut() else {
+            return;
+        };
+        let (start, first) = *pacing
+            .anchor
+            .get_or_insert((std::time::Instant::now(), time_ms));
+        let market_elapsed = (time_ms - first).max(0) as f64 / 1000.0;
+        let due = start + std::time::Duration::from_secs_f64(market_elapsed / pacing.speed);
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
         }
     }
 
@@ -104,6 +143,9 @@ impl Agent for CollectorAgent {
                 return Produce::Done;
             }
         };
+        if let Some(first) = batch.first() {
+            self.pace(first.open_time_ms);
+        }
         if self.stopped_all {
             return Produce::More;
         }
@@ -180,6 +222,21 @@ mod tests {
         assert_eq!(topics.len(), 6);
         assert_eq!(topics[0], "data.candle.BTC.1m");
         assert_eq!(topics[1], "data.candle.ETH.1m");
+    }
+
+    #[test]
+    fn speed_factor_paces_the_replay() {
+        // Four one-minute steps after the first at 6000x: 10 ms each.
+        let mut c = collector(5).with_speed(6000.0);
+        let mut out = Outbox::new();
+        let started = std::time::Instant::now();
+        while c.produce(&mut out) == Produce::More {}
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(40),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.len(), 10);
     }
 
     #[test]

@@ -221,6 +221,10 @@ pub struct DataConfig {
     pub path: Option<PathBuf>,
     /// File: what to do with malformed rows.
     pub bad_rows: Option<BadRowPolicy>,
+    /// `run` only: replay at this many times real time; 0 = as fast as
+    /// possible. A backtest always runs as fast as possible.
+    #[serde(default)]
+    pub speed: f64,
 }
 
 /// Kinds of data source.
@@ -288,6 +292,9 @@ impl DataConfig {
                 "data.interval: {:?} must be one topic segment, e.g. \"1m\"",
                 self.interval
             ));
+        }
+        if !(self.speed.is_finite() && self.speed >= 0.0) {
+            errors.push("data.speed: must be 0 (as fast as possible) or a positive factor".into());
         }
         match self.kind {
             DataKind::Synthetic => {

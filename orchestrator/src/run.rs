@@ -105,7 +105,12 @@ fn build_agent(
                     Box::new(FileSource::open(&path, &config.data.interval, policy)?)
                 }
             };
-            let collector = CollectorAgent::new(AgentId::new("collector"), source, deterministic);
+            let mut collector =
+                CollectorAgent::new(AgentId::new("collector"), source, deterministic);
+            // Pacing is wall-clock time: never in a (deterministic) backtest.
+            if !deterministic && config.data.speed > 0.0 {
+                collector = collector.with_speed(config.data.speed);
+            }
             Box::new(match progress {
                 Some(counter) => collector.with_progress(counter.clone()),
                 None => collector,
