@@ -24,6 +24,7 @@ use crate::bus::{MessageBus, OverflowPolicy, SubscribeOptions};
 use crate::error::{HandlerError, HandlerResult, PublishError};
 use crate::filter::Filter;
 use crate::handler::Handler;
+use crate::health::{HealthCheckSettings, HealthMonitor};
 use crate::inline::{InlineBus, InlineStats, Outbox};
 use crate::message::Envelope;
 use crate::stats::BusStats;
@@ -205,6 +206,8 @@ pub struct QueuedRun {
     pub finished: Finished,
     /// Bus figures after shutdown.
     pub stats: BusStats,
+    /// Agents that missed a heartbeat at some point (health checks on).
+    pub unhealthy: Vec<String>,
 }
 
 type SharedAgent = Arc<Mutex<Supervised>>;
@@ -263,7 +266,7 @@ pub async fn run_queued(
     agents: Vec<AgentSpec>,
     shutdown_deadline: Duration,
 ) -> Result<QueuedRun, RunError> {
-    run_queued_until(bus, agents, shutdown_deadline, StopSignal::new()).await
+    run_queued_until(bus, agents, shutdown_deadline, StopSignal::new(), None).await
 }
 
 /// [`run_queued`], ending early (gracefully) when `stop` is raised: sources
@@ -273,6 +276,7 @@ pub async fn run_queued_until(
     agents: Vec<AgentSpec>,
     shutdown_deadline: Duration,
     stop: StopSignal,
+    health: Option<HealthCheckSettings>,
 ) -> Result<QueuedRun, RunError> {
     let runtime = tokio::runtime::Handle::current();
     // Raised by a failing agent (policy `shutdown`) or by the caller.
@@ -366,6 +370,24 @@ pub async fn run_queued_until(
         publish_queued(&bus, &id, &mut out).await?;
         started.map_err(|error| RunError::StartFailed { agent: id, error })?;
     }
+    let monitor = match health {
+        Some(settings) => {
+            let agents = shared
+                .iter()
+                .map(|a| {
+                    let a = lock(a);
+                    (a.id().clone(), a.agent().capabilities())
+                })
+                .collect();
+            Some(
+                HealthMonitor::start(&bus, agents, settings).map_err(|e| RunError::Subscribe {
+                    agent: "health monitor".into(),
+                    error: e.to_string(),
+                })?,
+            )
+        }
+        None => None,
+    };
     let mut sources = Vec::new();
     for agent in &shared {
         let (target, bus, rt, abort) = (agent.clone(), bus.clone(), runtime.clone(), abort.clone());
@@ -412,6 +434,7 @@ pub async fn run_queued_until(
         publish_queued(&bus, &id, &mut out).await?;
         settle(&bus).await;
     }
+    let unhealthy = monitor.map(HealthMonitor::stop).unwrap_or_default();
     let report = bus.shutdown(shutdown_deadline).await;
     let mut supervised = Vec::with_capacity(shared.len());
     for mut arc in shared {
@@ -438,5 +461,6 @@ pub async fn run_queued_until(
     Ok(QueuedRun {
         finished: finish(supervised, report.stats.published)?,
         stats: report.stats,
+        unhealthy,
     })
 }

@@ -89,6 +89,7 @@ pub mod driver;
 pub mod error;
 pub mod filter;
 pub mod handler;
+pub mod health;
 pub mod ids;
 pub mod inline;
 pub mod message;

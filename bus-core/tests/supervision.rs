@@ -263,3 +263,55 @@ fn every_agent_answers_a_health_check() {
     assert!(agents.contains(&"fragile".to_string()), "{agents:?}");
     assert!(agents.contains(&"recorder".to_string()));
 }
+
+/// Sleeps inside its handler on one message, as a stuck agent would.
+struct Sleeper {
+    id: AgentId,
+}
+
+impl Agent for Sleeper {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new("n").unwrap()]
+    }
+    fn on_message(&mut self, e: &Envelope, _: &mut Outbox) -> HandlerResult {
+        if let Payload::DataPriceUpdate(p) = e.payload() {
+            if p.timestamp_ms == 3 {
+                std::thread::sleep(Duration::from_millis(800));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stuck_in_a_handler_misses_its_heartbeat() {
+    let handled = Arc::new(AtomicU64::new(0));
+    let specs = vec![
+        AgentSpec::new(Box::new(Sleeper {
+            id: AgentId::new("sleeper"),
+        })),
+        AgentSpec::new(Box::new(Fragile {
+            id: AgentId::new("fragile"),
+            panic_on: vec![],
+            handled,
+        })),
+        AgentSpec::new(Box::new(Counter::new(10))),
+    ];
+    let settings = bus_core::health::HealthCheckSettings {
+        interval: Duration::from_millis(50),
+        ttl: Duration::from_millis(250),
+    };
+    let run = bus_core::driver::run_queued_until(
+        MessageBus::new(),
+        specs,
+        Duration::from_secs(5),
+        bus_core::driver::StopSignal::new(),
+        Some(settings),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.unhealthy, vec!["sleeper".to_string()]);
+}

@@ -181,6 +181,12 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
     if outcome.stopped_early {
         println!("stopped early by Ctrl-C: the report covers the data processed until then");
     }
+    if !outcome.unhealthy_agents.is_empty() {
+        println!(
+            "agents that missed a heartbeat: {}",
+            outcome.unhealthy_agents.join(", ")
+        );
+    }
     if outcome.restarts > 0 {
         println!(
             "agents restarted after panics: {} (see the log)",

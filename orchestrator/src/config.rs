@@ -173,6 +173,12 @@ pub struct RunConfig {
     pub output_dir: PathBuf,
     /// Seconds to drain queues at shutdown.
     pub shutdown_timeout_secs: u64,
+    /// `run` only: ms between health checks (0 = off).
+    #[serde(default)]
+    pub health_check_interval_ms: u64,
+    /// `run` only: an agent silent for this long is unhealthy.
+    #[serde(default)]
+    pub heartbeat_ttl_ms: u64,
 }
 
 /// `[log]`.
@@ -412,6 +418,13 @@ impl BistouryConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         errors.extend(self.data.validate());
+        if self.run.health_check_interval_ms > 0
+            && self.run.heartbeat_ttl_ms <= self.run.health_check_interval_ms
+        {
+            errors.push(
+                "run.heartbeat_ttl_ms: must be longer than run.health_check_interval_ms".into(),
+            );
+        }
         errors.extend(self.signals.validate("signals"));
         errors.extend(self.trader.validate("trader"));
         errors.extend(self.risk.validate("risk"));

@@ -12,6 +12,7 @@ use agent_risk::RiskAgent;
 use agent_signals::SignalAgent;
 use agent_trader::TraderAgent;
 use bus_core::driver::{run_inline_until, run_queued_until, Finished, RunError, StopSignal};
+use bus_core::health::HealthCheckSettings;
 use bus_core::supervision::{AgentSpec, Rebuild};
 use bus_core::{Agent, AgentId, MessageBus};
 use serde::Serialize;
@@ -73,6 +74,8 @@ pub struct RunOutcome {
     pub restarts: u32,
     /// True when the run was stopped early (Ctrl-C) and drained gracefully.
     pub stopped_early: bool,
+    /// Agents that missed a heartbeat during the run.
+    pub unhealthy_agents: Vec<String>,
     /// Wall-clock duration.
     #[serde(skip)]
     pub elapsed: Duration,
@@ -221,6 +224,7 @@ fn conclude(
         messages_published: finished.published,
         restarts: finished.restarts.iter().sum(),
         stopped_early: false,
+        unhealthy_agents: Vec::new(),
         elapsed: started.elapsed(),
     })
 }
@@ -270,8 +274,14 @@ pub async fn run_with(
     let agents = build_agents(config, false, &trade_log, progress)?;
     let bus = MessageBus::new();
     let deadline = Duration::from_secs(config.run.shutdown_timeout_secs);
-    let run = run_queued_until(bus, agents, deadline, control.stop.clone()).await?;
+    let health = (config.run.health_check_interval_ms > 0).then(|| HealthCheckSettings {
+        interval: Duration::from_millis(config.run.health_check_interval_ms),
+        ttl: Duration::from_millis(config.run.heartbeat_ttl_ms),
+    });
+    let run = run_queued_until(bus, agents, deadline, control.stop.clone(), health).await?;
+    let unhealthy = run.unhealthy.clone();
     let mut outcome = conclude(Mode::Run, run.finished, trade_log, started)?;
     outcome.stopped_early = control.stop.is_stopped();
+    outcome.unhealthy_agents = unhealthy;
     Ok(outcome)
 }
