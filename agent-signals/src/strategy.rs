@@ -31,6 +31,17 @@ impl Bar {
         }
     }
 
+    /// A bar where open, high, low and close are one price (a tick).
+    pub fn flat(price: f64) -> Self {
+        Self {
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: 1.0,
+        }
+    }
+
     /// Size of the body.
     pub fn body(&self) -> f64 {
         (self.close - self.open).abs()

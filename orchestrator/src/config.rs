@@ -473,23 +473,34 @@ fn value_at<'a>(tree: &'a serde_json::Value, path: &str) -> Option<&'a serde_jso
     Some(node)
 }
 
-fn set_path(tree: &mut serde_json::Value, path: &str, value: serde_json::Value) -> bool {
+/// The node at a dotted path (`data.symbols[1].symbol`), for changing it.
+fn node_mut<'a>(
+    tree: &'a mut serde_json::Value,
+    parts: &[&str],
+) -> Option<&'a mut serde_json::Value> {
     let mut node = tree;
-    for part in path.split('.').filter(|p| !p.is_empty()) {
+    for part in parts {
         let (name, index) = split_index(part);
-        let Some(next) = node.get_mut(name) else {
-            return false;
-        };
-        node = match index {
-            Some(i) => match next.get_mut(i) {
-                Some(n) => n,
-                None => return false,
-            },
-            None => next,
-        };
+        node = node.get_mut(name)?;
+        if let Some(i) = index {
+            node = node.get_mut(i)?;
+        }
     }
-    *node = value;
-    true
+    Some(node)
+}
+
+fn path_parts(path: &str) -> Vec<&str> {
+    path.split('.').filter(|p| !p.is_empty()).collect()
+}
+
+fn set_path(tree: &mut serde_json::Value, path: &str, value: serde_json::Value) -> bool {
+    match node_mut(tree, &path_parts(path)) {
+        Some(node) => {
+            *node = value;
+            true
+        }
+        None => false,
+    }
 }
 
 fn unknown_field(message: &str) -> Option<&str> {
@@ -499,33 +510,25 @@ fn unknown_field(message: &str) -> Option<&str> {
 
 /// Removes the value at a dotted path (`trader.fee_rate`, `data.symbols[1].x`).
 fn remove_path(tree: &mut serde_json::Value, path: &str) -> bool {
-    let parts: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+    let parts = path_parts(path);
     let Some((last, parents)) = parts.split_last() else {
         return false;
     };
-    let mut node = tree;
-    for part in parents {
-        let (name, index) = split_index(part);
-        let Some(next) = node.get_mut(name) else {
-            return false;
-        };
-        node = match index {
-            Some(i) => match next.get_mut(i) {
-                Some(n) => n,
-                None => return false,
-            },
-            None => next,
-        };
-    }
+    let Some(parent) = node_mut(tree, parents) else {
+        return false;
+    };
     let (name, index) = split_index(last);
     match index {
-        Some(i) => node
+        Some(i) => parent
             .get_mut(name)
             .and_then(|v| v.as_array_mut())
             .filter(|a| i < a.len())
             .map(|a| a.remove(i))
             .is_some(),
-        None => node.as_object_mut().and_then(|o| o.remove(name)).is_some(),
+        None => parent
+            .as_object_mut()
+            .and_then(|o| o.remove(name))
+            .is_some(),
     }
 }
 

@@ -57,33 +57,23 @@ impl Strategy for BollingerReversion {
 mod tests {
     use super::*;
 
-    fn bar(close: f64) -> Bar {
-        Bar {
-            open: close,
-            high: close,
-            low: close,
-            close,
-            volume: 1.0,
-        }
-    }
-
     #[test]
     fn spike_above_the_band_is_short() {
         let calm = [10.0, 10.1, 9.9, 10.0, 10.1, 9.9, 10.0, 10.1, 9.9, 10.0];
         let mut s = BollingerReversion::new(10, 2.0);
         for p in calm {
-            assert!(s.on_bar(&bar(p)).is_none());
+            assert!(s.on_bar(&Bar::flat(p)).is_none());
         }
         assert_eq!(
-            s.on_bar(&bar(12.0)).unwrap().direction,
+            s.on_bar(&Bar::flat(12.0)).unwrap().direction,
             SignalDirection::Short
         );
         let mut s = BollingerReversion::new(10, 2.0);
         for p in calm {
-            s.on_bar(&bar(p));
+            s.on_bar(&Bar::flat(p));
         }
         assert_eq!(
-            s.on_bar(&bar(8.0)).unwrap().direction,
+            s.on_bar(&Bar::flat(8.0)).unwrap().direction,
             SignalDirection::Long
         );
     }

@@ -60,16 +60,6 @@ impl Strategy for MovingAverageCrossover {
 mod tests {
     use super::*;
 
-    fn bar(close: f64) -> Bar {
-        Bar {
-            open: close,
-            high: close,
-            low: close,
-            close,
-            volume: 1.0,
-        }
-    }
-
     #[test]
     fn crossing_up_then_down() {
         let mut s = MovingAverageCrossover::new(2, 4);
@@ -77,7 +67,7 @@ mod tests {
         let signals: Vec<(usize, SignalDirection)> = prices
             .iter()
             .enumerate()
-            .filter_map(|(i, p)| s.on_bar(&bar(*p)).map(|sig| (i, sig.direction)))
+            .filter_map(|(i, p)| s.on_bar(&Bar::flat(*p)).map(|sig| (i, sig.direction)))
             .collect();
         assert_eq!(
             signals,

@@ -51,16 +51,6 @@ impl Strategy for MacdCrossover {
 mod tests {
     use super::*;
 
-    fn bar(close: f64) -> Bar {
-        Bar {
-            open: close,
-            high: close,
-            low: close,
-            close,
-            volume: 1.0,
-        }
-    }
-
     #[test]
     fn trend_reversal_gives_a_short_then_a_long() {
         let mut s = MacdCrossover::new(3, 6, 3);
@@ -69,7 +59,7 @@ mod tests {
         prices.extend((0..30).map(|i| 70.0 + 3.0 * i as f64));
         let signals: Vec<SignalDirection> = prices
             .iter()
-            .filter_map(|p| s.on_bar(&bar(*p)))
+            .filter_map(|p| s.on_bar(&Bar::flat(*p)))
             .map(|x| x.direction)
             .collect();
         assert_eq!(signals, vec![SignalDirection::Short, SignalDirection::Long]);

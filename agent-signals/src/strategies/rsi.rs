@@ -60,22 +60,12 @@ impl Strategy for RsiReversal {
 mod tests {
     use super::*;
 
-    fn bar(close: f64) -> Bar {
-        Bar {
-            open: close,
-            high: close,
-            low: close,
-            close,
-            volume: 1.0,
-        }
-    }
-
     #[test]
     fn leaving_oversold_is_long() {
         let mut s = RsiReversal::new(3, 30.0, 70.0);
         let mut signals = Vec::new();
         for p in [10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 7.0, 9.0] {
-            signals.extend(s.on_bar(&bar(p)).map(|x| x.direction));
+            signals.extend(s.on_bar(&Bar::flat(p)).map(|x| x.direction));
         }
         assert_eq!(signals, vec![SignalDirection::Long]);
     }
