@@ -12,7 +12,7 @@
 //! queue lock, that it found the queue empty. Under load the consumer never
 //! sleeps and publishers never ring.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -24,9 +24,12 @@ use crate::circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use crate::error::{PublishError, RequestError, TopicError};
 use crate::filter::Filter;
 use crate::handler::{call_blocking, AsyncHandler, BlockingHandler, CatchUnwind, Handler, Outcome};
-use crate::ids::{MessageId, SubscriptionId};
+use crate::ids::{AgentId, MessageId, SubscriptionId};
+use crate::message::payload::DeadLetter;
 use crate::message::{now_ms, Envelope};
+use crate::message::{DeliveryMode, Payload, Priority};
 use crate::queue::{PriorityQueue, PushOutcome};
+use crate::reliability::{DedupeWindow, RetryPolicy};
 use crate::routing::RouteIndex;
 use crate::stats::{
     BusStats, CachePadded, ConsumerCounters, DropCounters, DropReason, PublishCounters,
@@ -71,6 +74,10 @@ pub struct SubscribeOptions {
     pub overflow: OverflowPolicy,
     /// When to stop calling a failing handler.
     pub circuit_breaker: CircuitBreakerConfig,
+    /// When to redeliver failed at-least-once / exactly-once messages.
+    pub retry: RetryPolicy,
+    /// Ids remembered for exactly-once de-duplication.
+    pub dedupe_window: usize,
 }
 
 impl Default for SubscribeOptions {
@@ -81,6 +88,8 @@ impl Default for SubscribeOptions {
             capacity: 10_000,
             overflow: OverflowPolicy::default(),
             circuit_breaker: CircuitBreakerConfig::default(),
+            retry: RetryPolicy::default(),
+            dedupe_window: 100_000,
         }
     }
 }
@@ -109,6 +118,12 @@ impl SubscribeOptions {
     /// Sets the overflow policy.
     pub fn with_overflow(mut self, overflow: OverflowPolicy) -> Self {
         self.overflow = overflow;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -247,6 +262,23 @@ impl Subscription {
         }
     }
 
+    /// Puts a redelivery back in the queue. It was accepted once already,
+    /// so capacity does not apply. False when the queue is closed.
+    fn requeue(&self, envelope: Arc<Envelope>) -> bool {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return false;
+        }
+        let priority = envelope.priority;
+        state.queue.push_unbounded(envelope, priority);
+        let wake = std::mem::take(&mut state.consumer_idle);
+        drop(state);
+        if wake {
+            let _ = self.doorbell.try_send(());
+        }
+        true
+    }
+
     fn close(&self) {
         lock(&self.state).closed = true;
         let _ = self.doorbell.try_send(());
@@ -278,6 +310,9 @@ impl Subscription {
             failed: self.consumed.failed.load(Ordering::Relaxed),
             panicked: self.consumed.panicked.load(Ordering::Relaxed),
             expired: self.consumed.expired.load(Ordering::Relaxed),
+            retries: self.consumed.retries.load(Ordering::Relaxed),
+            dead_lettered: self.consumed.dead_lettered.load(Ordering::Relaxed),
+            duplicates: self.consumed.duplicates.load(Ordering::Relaxed),
             dropped: self.drops.snapshot(),
             circuit: circuit_from_u8(self.circuit.load(Ordering::Relaxed)),
             latency: self.latency.summary(),
@@ -300,6 +335,9 @@ fn circuit_from_u8(value: u8) -> CircuitState {
         _ => CircuitState::Closed,
     }
 }
+
+/// Dead letters kept for `MessageBus::dead_letters`.
+const DEAD_LETTERS_KEPT: usize = 10_000;
 
 /// Where one subscription's copy of a message went.
 enum Placed {
@@ -359,6 +397,8 @@ struct BusInner {
     next_id: AtomicU64,
     accepting: AtomicBool,
     counters: CachePadded<PublishCounters>,
+    /// The most recent dead letters, for inspection.
+    dead_letters: Mutex<VecDeque<DeadLetter>>,
     /// Figures of removed subscriptions, so bus totals never go backwards.
     retired: Mutex<Vec<SubscriptionStats>>,
     dropped_by_topic: Mutex<HashMap<Topic, u64>>,
@@ -391,16 +431,92 @@ struct Consumer {
     /// one clock read per message under load. Latency is therefore measured
     /// from dequeue to handler completion.
     last_finish: Option<Instant>,
+    retry: RetryPolicy,
+    dedupe: DedupeWindow,
 }
 
 impl Consumer {
-    fn new(bus: Arc<BusInner>, sub: Arc<Subscription>, breaker: CircuitBreakerConfig) -> Self {
+    fn new(
+        bus: Arc<BusInner>,
+        sub: Arc<Subscription>,
+        breaker: CircuitBreakerConfig,
+        retry: RetryPolicy,
+        dedupe_window: usize,
+    ) -> Self {
         Self {
             bus,
             sub,
             breaker: CircuitBreaker::new(breaker),
             last_finish: None,
+            retry,
+            dedupe: DedupeWindow::new(dedupe_window),
         }
+    }
+
+    fn reliable(envelope: &Envelope) -> bool {
+        envelope.delivery_mode != DeliveryMode::FireAndForget
+    }
+
+    /// An exactly-once message this subscription already handled.
+    fn is_duplicate(&self, envelope: &Envelope) -> bool {
+        let duplicate = envelope.delivery_mode == DeliveryMode::ExactlyOnce
+            && self.dedupe.contains(&envelope.id);
+        if duplicate {
+            self.sub.consumed.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        duplicate
+    }
+
+    /// A reliable delivery failed: redeliver later, or give up.
+    fn retry_or_dead_letter(&mut self, envelope: &Arc<Envelope>, error: &str) {
+        let attempts = envelope.attempt.saturating_add(1);
+        if attempts < envelope.max_attempts {
+            let mut again = (**envelope).clone();
+            again.attempt = attempts;
+            let delay = self.retry.delay(envelope.id, attempts);
+            let (bus, sub) = (self.bus.clone(), self.sub.clone());
+            sub.consumed.retries.fetch_add(1, Ordering::Relaxed);
+            sub.consumed.retrying.fetch_add(1, Ordering::Relaxed);
+            self.bus.runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                let topic = again.topic.clone();
+                if !sub.requeue(Arc::new(again)) {
+                    bus.record_drop(&sub, &topic, DropReason::Shutdown, 1);
+                }
+                sub.consumed.retrying.fetch_sub(1, Ordering::Relaxed);
+            });
+            return;
+        }
+        self.sub
+            .consumed
+            .dead_lettered
+            .fetch_add(1, Ordering::Relaxed);
+        let letter = DeadLetter {
+            original: Box::new((**envelope).clone()),
+            subscription: self.sub.name.clone(),
+            error: error.to_string(),
+            attempts,
+            dead_lettered_at_ms: now_ms(),
+        };
+        tracing::error!(subscription = %self.sub.name, message_id = %envelope.id, attempts, %error, "dead-lettered");
+        {
+            let mut letters = lock(&self.bus.dead_letters);
+            if letters.len() >= DEAD_LETTERS_KEPT {
+                letters.pop_front();
+            }
+            letters.push_back(letter.clone());
+        }
+        let notice = Envelope::new(
+            AgentId::new("bus"),
+            Topic::new("system.dead_letter").expect("valid topic"),
+            Payload::SystemDeadLetter(letter),
+        )
+        .with_priority(Priority::High);
+        // Best effort: the letter is kept in `dead_letters` either way.
+        let _ = MessageBus {
+            inner: self.bus.clone(),
+        }
+        .try_publish(notice);
     }
 
     /// Start time for the message just dequeued.
@@ -409,22 +525,26 @@ impl Consumer {
     }
 
     /// Checks expiry and the breaker; false means "do not call the handler".
-    fn admit(&mut self, envelope: &Envelope, now: Instant) -> bool {
+    fn admit(&mut self, envelope: &Arc<Envelope>, now: Instant) -> bool {
         if envelope.expires_at_ms.is_some() && envelope.is_expired_at(now_ms()) {
             self.sub.consumed.expired.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         if !self.breaker.allow(now) {
-            self.bus
-                .record_drop(&self.sub, &envelope.topic, DropReason::CircuitOpen, 1);
             self.publish_circuit();
+            if Self::reliable(envelope) {
+                self.retry_or_dead_letter(envelope, "circuit breaker open");
+            } else {
+                self.bus
+                    .record_drop(&self.sub, &envelope.topic, DropReason::CircuitOpen, 1);
+            }
             return false;
         }
         self.sub.consumed.running.store(1, Ordering::Relaxed);
         true
     }
 
-    fn finish(&mut self, envelope: &Envelope, started: Instant, outcome: Outcome) {
+    fn finish(&mut self, envelope: &Arc<Envelope>, started: Instant, outcome: Outcome) {
         let finished = Instant::now();
         self.last_finish = Some(finished);
         let sub = &self.sub;
@@ -433,19 +553,30 @@ impl Consumer {
             Outcome::Ok => {
                 sub.consumed.delivered.fetch_add(1, Ordering::Relaxed);
                 self.breaker.record_success();
+                if envelope.delivery_mode == DeliveryMode::ExactlyOnce {
+                    self.dedupe.insert(envelope.id);
+                }
             }
             Outcome::Failed(error) => {
                 sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
                 self.breaker.record_failure(finished);
                 tracing::warn!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %error, "handler failed");
+                if Self::reliable(envelope) {
+                    self.retry_or_dead_letter(envelope, &error.message);
+                }
             }
             Outcome::Panicked(panic) => {
+                let sub = &self.sub;
                 sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
                 sub.consumed.panicked.fetch_add(1, Ordering::Relaxed);
                 self.breaker.record_failure(finished);
                 tracing::error!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %panic, "handler panicked");
+                if Self::reliable(envelope) {
+                    self.retry_or_dead_letter(envelope, &format!("panicked: {panic}"));
+                }
             }
         }
+        let sub = &self.sub;
         self.publish_circuit();
         sub.consumed.running.store(0, Ordering::Relaxed);
     }
@@ -484,7 +615,7 @@ async fn consume_async(
             Next::Item(envelope) => {
                 empty_looks = 0;
                 let started = consumer.start_clock();
-                if consumer.admit(&envelope, started) {
+                if !consumer.is_duplicate(&envelope) && consumer.admit(&envelope, started) {
                     let outcome = CatchUnwind::new(handler.call(envelope.clone())).await;
                     consumer.finish(&envelope, started, outcome);
                 }
@@ -514,7 +645,7 @@ fn consume_blocking(
         match consumer.next(true) {
             Next::Item(envelope) => {
                 let started = consumer.start_clock();
-                if consumer.admit(&envelope, started) {
+                if !consumer.is_duplicate(&envelope) && consumer.admit(&envelope, started) {
                     let outcome = call_blocking(|| handler(&envelope));
                     consumer.finish(&envelope, started, outcome);
                 }
@@ -563,6 +694,7 @@ impl MessageBus {
                 accepting: AtomicBool::new(true),
                 counters: CachePadded::default(),
                 retired: Mutex::new(Vec::new()),
+                dead_letters: Mutex::new(VecDeque::new()),
                 dropped_by_topic: Mutex::new(HashMap::new()),
                 pending_requests: Mutex::new(HashMap::new()),
                 pending_count: AtomicUsize::new(0),
@@ -611,7 +743,13 @@ impl MessageBus {
             drops: DropCounters::default(),
             latency: SharedLatency::default(),
         });
-        let consumer = Consumer::new(self.inner.clone(), sub.clone(), options.circuit_breaker);
+        let consumer = Consumer::new(
+            self.inner.clone(),
+            sub.clone(),
+            options.circuit_breaker,
+            options.retry,
+            options.dedupe_window,
+        );
         match handler {
             Handler::Async(handler) => {
                 let task = self.inner.runtime.spawn(consume_async(
@@ -867,9 +1005,13 @@ impl MessageBus {
             .values()
             .map(|s| s.stats())
             .collect();
+        // Handlers running and redeliveries waiting out their backoff.
         let running: i64 = lock(&self.inner.subscriptions)
             .values()
-            .map(|s| s.consumed.running.load(Ordering::Relaxed) as i64)
+            .map(|s| {
+                (s.consumed.running.load(Ordering::Relaxed)
+                    + s.consumed.retrying.load(Ordering::Relaxed)) as i64
+            })
             .sum();
         let retired = lock(&self.inner.retired);
         let all = || subscriptions.iter().chain(retired.iter());
@@ -886,6 +1028,9 @@ impl MessageBus {
             failed: all().map(|s| s.failed).sum(),
             panicked: all().map(|s| s.panicked).sum(),
             expired: c.expired.load(Ordering::Relaxed) + all().map(|s| s.expired).sum::<u64>(),
+            retries: all().map(|s| s.retries).sum(),
+            dead_lettered: all().map(|s| s.dead_lettered).sum(),
+            duplicates: all().map(|s| s.duplicates).sum(),
             in_flight: subscriptions
                 .iter()
                 .map(|s| s.queue_depth as i64)
@@ -898,6 +1043,11 @@ impl MessageBus {
                 .collect(),
             subscriptions,
         }
+    }
+
+    /// The most recent dead letters (up to 10,000), oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        lock(&self.inner.dead_letters).iter().cloned().collect()
     }
 
     /// True until shutdown starts.

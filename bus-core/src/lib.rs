@@ -95,6 +95,7 @@ pub mod inline;
 pub mod message;
 pub mod queue;
 pub mod registry;
+pub mod reliability;
 pub mod routing;
 pub mod script;
 pub mod stats;

@@ -81,6 +81,13 @@ impl<T> PriorityQueue<T> {
         PushOutcome::Full(item)
     }
 
+    /// Queues `item` regardless of capacity (for redeliveries of messages
+    /// the queue had already accepted once).
+    pub fn push_unbounded(&mut self, item: T, priority: Priority) {
+        self.lanes[priority.index()].push_back(item);
+        self.len += 1;
+    }
+
     /// Removes the next item: highest priority first, oldest first within it.
     pub fn pop(&mut self) -> Option<(T, Priority)> {
         for priority in Priority::HIGHEST_FIRST {

@@ -98,6 +98,14 @@ pub struct ConsumerCounters {
     pub(crate) expired: AtomicU64,
     /// 1 while a handler runs.
     pub(crate) running: AtomicU64,
+    /// Redeliveries scheduled.
+    pub(crate) retries: AtomicU64,
+    /// Redeliveries waiting for their backoff to end.
+    pub(crate) retrying: AtomicU64,
+    /// Messages given up after their last attempt.
+    pub(crate) dead_lettered: AtomicU64,
+    /// Exactly-once messages not handed over again.
+    pub(crate) duplicates: AtomicU64,
 }
 
 /// Histogram of handler run times in nanoseconds, 1 ns .. 1 hour, 3 digits.
@@ -186,6 +194,12 @@ pub struct SubscriptionStats {
     pub panicked: u64,
     /// Messages that expired in its queue.
     pub expired: u64,
+    /// Redeliveries scheduled after failures.
+    pub retries: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Exactly-once duplicates suppressed.
+    pub duplicates: u64,
     /// Drops by reason.
     pub dropped: BTreeMap<DropReason, u64>,
     /// Its circuit breaker.
@@ -209,6 +223,12 @@ pub struct BusStats {
     pub panicked: u64,
     /// Messages not delivered because their TTL ran out.
     pub expired: u64,
+    /// Redeliveries scheduled after failures.
+    pub retries: u64,
+    /// Messages sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Exactly-once duplicates suppressed.
+    pub duplicates: u64,
     /// Deliveries queued or running right now.
     pub in_flight: i64,
     /// Drops by reason, all subscriptions together.

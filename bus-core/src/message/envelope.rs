@@ -218,6 +218,51 @@ impl Envelope {
             path: ".".into(),
             reason: e.to_string(),
         })?;
+        wire.into_envelope()
+    }
+
+    fn wire(&self) -> WireOut<'_> {
+        WireOut {
+            id: self.id,
+            message_type: self.message_type(),
+            topic: &self.topic,
+            sender: &self.sender,
+            recipient: self.recipient.as_ref(),
+            correlation_id: self.correlation_id,
+            reply_to: self.reply_to.as_ref(),
+            priority: self.priority,
+            delivery_mode: self.delivery_mode,
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            headers: &self.headers,
+            tags: &self.tags,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// Envelopes nest inside other payloads (dead letters) in the same format.
+impl Serialize for Envelope {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.wire().serialize(serializer)
+    }
+}
+
+/// Decoding through serde works with `serde_json` only: the payload is
+/// read as raw JSON and decoded by type, as in [`Envelope::from_json`].
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        WireIn::deserialize(deserializer)?
+            .into_envelope()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl WireIn {
+    fn into_envelope(self) -> Result<Envelope, DecodeError> {
+        let wire = self;
         let payload = Payload::from_json(wire.message_type, wire.payload.get()).map_err(|e| {
             let inner = e.path().to_string();
             DecodeError {
@@ -246,27 +291,6 @@ impl Envelope {
             tags: wire.tags,
             payload: Arc::new(payload),
         })
-    }
-
-    fn wire(&self) -> WireOut<'_> {
-        WireOut {
-            id: self.id,
-            message_type: self.message_type(),
-            topic: &self.topic,
-            sender: &self.sender,
-            recipient: self.recipient.as_ref(),
-            correlation_id: self.correlation_id,
-            reply_to: self.reply_to.as_ref(),
-            priority: self.priority,
-            delivery_mode: self.delivery_mode,
-            created_at_ms: self.created_at_ms,
-            expires_at_ms: self.expires_at_ms,
-            attempt: self.attempt,
-            max_attempts: self.max_attempts,
-            headers: &self.headers,
-            tags: &self.tags,
-            payload: &self.payload,
-        }
     }
 }
 

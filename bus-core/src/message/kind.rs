@@ -90,6 +90,8 @@ message_types! {
     SystemConfigUpdate = "system.config_update" => ConfigUpdate,
     /// An agent is alive.
     SystemHeartbeat = "system.heartbeat" => Heartbeat,
+    /// A message that could not be delivered.
+    SystemDeadLetter = "system.dead_letter" => DeadLetter,
 
     /// An agent started.
     AgentStarted = "agent.started" => AgentTransition,
@@ -196,7 +198,7 @@ mod tests {
                 .filter(|t| t.family() == family)
                 .count()
         };
-        assert_eq!(count("system"), 5);
+        assert_eq!(count("system"), 6, "the seed's five plus dead_letter");
         assert_eq!(count("agent"), 6);
         assert_eq!(count("data"), 5);
         assert_eq!(count("signal"), 3);
@@ -204,7 +206,7 @@ mod tests {
         assert_eq!(count("risk"), 3);
         assert_eq!(count("command"), 4);
         assert_eq!(count("response"), 3);
-        assert_eq!(MessageType::ALL.len(), 34);
+        assert_eq!(MessageType::ALL.len(), 35);
     }
 
     #[test]

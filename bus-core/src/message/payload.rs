@@ -306,6 +306,22 @@ validated_payload! {
     }
 }
 
+/// `system.dead_letter`: a message that could not be delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetter {
+    /// The message, as it was on its last attempt.
+    pub original: Box<crate::message::Envelope>,
+    /// The subscription that could not handle it.
+    pub subscription: String,
+    /// The last error.
+    pub error: String,
+    /// Deliveries attempted.
+    pub attempts: u32,
+    /// When it was given up, ms since the Unix epoch.
+    pub dead_lettered_at_ms: i64,
+}
+
 // ---------------------------------------------------------------- agent.*
 
 /// `agent.started` / `stopped` / `paused` / `resumed`: a lifecycle transition.
