@@ -191,7 +191,7 @@ enum Enqueued {
 struct Subscription {
     id: SubscriptionId,
     name: String,
-    pattern: TopicPattern,
+    patterns: Vec<TopicPattern>,
     filter: Option<Filter>,
     overflow: OverflowPolicy,
     state: Mutex<QueueState>,
@@ -304,7 +304,12 @@ impl Subscription {
         SubscriptionStats {
             id: self.id,
             name: self.name.clone(),
-            pattern: self.pattern.to_string(),
+            pattern: self
+                .patterns
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             queue_depth: self.queue_depth(),
             delivered: self.consumed.delivered.load(Ordering::Relaxed),
             failed: self.consumed.failed.load(Ordering::Relaxed),
@@ -641,16 +646,25 @@ fn consume_blocking(
     doorbell: flume::Receiver<()>,
     _done: flume::Sender<()>,
 ) {
+    // Like the async consumer, look a few times (yielding the CPU) before
+    // sleeping: a thread wake-up per message dominated `bistoury run`.
+    let mut empty_looks = 0;
     loop {
-        match consumer.next(true) {
+        match consumer.next(empty_looks >= SPINS_BEFORE_SLEEP) {
             Next::Item(envelope) => {
+                empty_looks = 0;
                 let started = consumer.start_clock();
                 if !consumer.is_duplicate(&envelope) && consumer.admit(&envelope, started) {
                     let outcome = call_blocking(|| handler(&envelope));
                     consumer.finish(&envelope, started, outcome);
                 }
             }
+            Next::Idle if empty_looks < SPINS_BEFORE_SLEEP => {
+                empty_looks += 1;
+                std::thread::yield_now();
+            }
             Next::Idle => {
+                empty_looks = 0;
                 if doorbell.recv().is_err() {
                     break;
                 }
@@ -710,7 +724,29 @@ impl MessageBus {
         handler: Handler,
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
-        let pattern = TopicPattern::new(pattern)?;
+        self.subscribe_many(&[pattern], handler, options)
+    }
+
+    /// Subscribes one handler, with one queue, to several patterns: a
+    /// message matching more than one is still delivered once, and the
+    /// subscription keeps publish order across all of them.
+    pub fn subscribe_many(
+        &self,
+        patterns: &[&str],
+        handler: Handler,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let mut patterns = patterns
+            .iter()
+            .map(TopicPattern::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut seen = std::collections::HashSet::new();
+        patterns.retain(|p| seen.insert(p.clone()));
+        let pattern = patterns
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         if !self.inner.accepting.load(Ordering::SeqCst) {
             return Err(SubscribeError::BusClosed);
         }
@@ -725,7 +761,7 @@ impl MessageBus {
         let sub = Arc::new(Subscription {
             id,
             name,
-            pattern: pattern.clone(),
+            patterns: patterns.clone(),
             filter: options.filter,
             overflow: options.overflow,
             state: Mutex::new(QueueState {
@@ -768,11 +804,10 @@ impl MessageBus {
             }
         }
         lock(&self.inner.subscriptions).insert(id, sub.clone());
-        self.inner
-            .routes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(&pattern, id, sub);
+        let mut routes = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
+        for pattern in &patterns {
+            routes.insert(pattern, id, sub.clone());
+        }
         Ok(id)
     }
 
@@ -782,11 +817,11 @@ impl MessageBus {
         let Some(sub) = lock(&self.inner.subscriptions).remove(&id) else {
             return false;
         };
-        self.inner
-            .routes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&sub.pattern, id);
+        let mut routes = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
+        for pattern in &sub.patterns {
+            routes.remove(pattern, id);
+        }
+        drop(routes);
         for envelope in sub.abandon() {
             self.inner
                 .record_drop(&sub, &envelope.topic, DropReason::Unsubscribed, 1);
@@ -857,6 +892,28 @@ impl MessageBus {
                 continue;
             }
             let result = self.enqueue(sub, &envelope).await;
+            outcome.add(sub.id, result);
+        }
+        outcome.finish(&self.inner)
+    }
+
+    /// Publishes from a plain (non-async) thread, such as a blocking
+    /// handler's: queues synchronously and enters the runtime only to wait
+    /// for room in a full `Block` subscription. Must not be called from
+    /// inside an async task (use [`publish`](Self::publish) there).
+    pub fn publish_blocking(&self, envelope: Envelope) -> Result<PublishReceipt, PublishError> {
+        self.accept(&envelope)?;
+        let envelope = Arc::new(envelope);
+        let routes = self.routes(&envelope.topic);
+        let mut outcome = FanOut::default();
+        for sub in routes.iter() {
+            if sub.filter.as_ref().is_some_and(|f| !f.matches(&envelope)) {
+                continue;
+            }
+            let result = match self.enqueue_once(sub, &envelope) {
+                Some(result) => result,
+                None => self.inner.runtime.block_on(self.enqueue(sub, &envelope)),
+            };
             outcome.add(sub.id, result);
         }
         outcome.finish(&self.inner)

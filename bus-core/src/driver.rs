@@ -22,7 +22,6 @@ use std::time::Duration;
 use crate::agent::{Agent, Produce};
 use crate::bus::{MessageBus, OverflowPolicy, SubscribeOptions};
 use crate::error::{HandlerError, HandlerResult, PublishError};
-use crate::filter::Filter;
 use crate::handler::Handler;
 use crate::health::{HealthCheckSettings, HealthMonitor};
 use crate::inline::{InlineBus, InlineStats, Outbox};
@@ -217,15 +216,9 @@ fn lock(agent: &SharedAgent) -> std::sync::MutexGuard<'_, Supervised> {
 }
 
 /// Publishes from a plain thread, waiting for room (never dropping).
-fn publish_blocking(
-    runtime: &tokio::runtime::Handle,
-    bus: &MessageBus,
-    agent: &str,
-    out: &mut Outbox,
-) -> Result<(), RunError> {
+fn publish_blocking(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Result<(), RunError> {
     for message in out.drain() {
-        runtime
-            .block_on(bus.publish(message))
+        bus.publish_blocking(message)
             .map_err(|error| RunError::Publish {
                 agent: agent.to_string(),
                 error,
@@ -278,7 +271,6 @@ pub async fn run_queued_until(
     stop: StopSignal,
     health: Option<HealthCheckSettings>,
 ) -> Result<QueuedRun, RunError> {
-    let runtime = tokio::runtime::Handle::current();
     // Raised by a failing agent (policy `shutdown`) or by the caller.
     let abort = stop.0.clone();
     let shared: Vec<SharedAgent> = agents
@@ -293,14 +285,13 @@ pub async fn run_queued_until(
         // Health checks get their own small subscription so the agent's
         // messages keep one queue with one pattern where possible.
         let health_target = agent.clone();
-        let (health_bus, health_rt, health_name) = (bus.clone(), runtime.clone(), id.clone());
+        let (health_bus, health_name) = (bus.clone(), id.clone());
         bus.subscribe(
             health_check_pattern().as_str(),
             Handler::blocking(move |e| {
                 let mut out = Outbox::new();
                 let result = lock(&health_target).deliver(e, &mut out);
-                publish_blocking(&health_rt, &health_bus, &health_name, &mut out)
-                    .map_err(HandlerError::new)?;
+                publish_blocking(&health_bus, &health_name, &mut out).map_err(HandlerError::new)?;
                 result
             }),
             SubscribeOptions::named(format!("{id} health")),
@@ -313,22 +304,9 @@ pub async fn run_queued_until(
             continue;
         }
         // One subscription per agent keeps its messages in one FIFO queue.
-        let (pattern, filter) = match patterns.as_slice() {
-            [one] => (one.to_string(), None),
-            many => (
-                ">".to_string(),
-                Some(Filter::Any(
-                    many.iter().cloned().map(Filter::Topic).collect(),
-                )),
-            ),
-        };
-        let (target, bus_for_handler, rt, name, abort) = (
-            agent.clone(),
-            bus.clone(),
-            runtime.clone(),
-            id.clone(),
-            abort.clone(),
-        );
+        let patterns: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
+        let (target, bus_for_handler, name, abort) =
+            (agent.clone(), bus.clone(), id.clone(), abort.clone());
         let handler = Handler::blocking(move |e| -> HandlerResult {
             let mut out = Outbox::new();
             let (result, backoff, failed) = {
@@ -343,19 +321,17 @@ pub async fn run_queued_until(
             if failed {
                 abort.store(true, Ordering::SeqCst);
             }
-            publish_blocking(&rt, &bus_for_handler, &name, &mut out).map_err(HandlerError::new)?;
+            publish_blocking(&bus_for_handler, &name, &mut out).map_err(HandlerError::new)?;
             if let Some(wait) = backoff {
                 // Only this agent's queue waits; the others carry on.
                 std::thread::sleep(wait);
             }
             result
         });
-        let mut options =
-            SubscribeOptions::named(id.clone()).with_overflow(OverflowPolicy::Block {
-                timeout: Duration::from_secs(3600),
-            });
-        options.filter = filter;
-        bus.subscribe(&pattern, handler, options)
+        let options = SubscribeOptions::named(id.clone()).with_overflow(OverflowPolicy::Block {
+            timeout: Duration::from_secs(3600),
+        });
+        bus.subscribe_many(&patterns, handler, options)
             .map_err(|e| RunError::Subscribe {
                 agent: id.clone(),
                 error: e.to_string(),
@@ -390,7 +366,7 @@ pub async fn run_queued_until(
     };
     let mut sources = Vec::new();
     for agent in &shared {
-        let (target, bus, rt, abort) = (agent.clone(), bus.clone(), runtime.clone(), abort.clone());
+        let (target, bus, abort) = (agent.clone(), bus.clone(), abort.clone());
         let id = lock(agent).id().to_string();
         sources.push(tokio::task::spawn_blocking(
             move || -> Result<(), RunError> {
@@ -407,7 +383,7 @@ pub async fn run_queued_until(
                         }
                         (step, supervised.pending_backoff.take())
                     };
-                    publish_blocking(&rt, &bus, &id, &mut out)?;
+                    publish_blocking(&bus, &id, &mut out)?;
                     if let Some(wait) = backoff {
                         std::thread::sleep(wait);
                     }

@@ -231,6 +231,8 @@ impl<V: Clone> RouteIndex<V> {
         let mut found = Vec::new();
         Self::walk_node(&self.root, &segments, &mut found);
         found.sort_by_key(|(id, _)| *id);
+        // A subscription with several patterns is reached once.
+        found.dedup_by_key(|(id, _)| *id);
         found.into_iter().map(|(_, v)| v).collect()
     }
 

@@ -705,3 +705,28 @@ async fn end_to_end_flow_through_the_bus() {
     assert_eq!(report.stats.delivered, 200);
     assert_eq!(report.stats.failed, 0);
 }
+
+#[tokio::test]
+async fn one_subscription_with_several_patterns_gets_each_message_once() {
+    let bus = MessageBus::new();
+    let (h, seen) = recorder();
+    let id = bus
+        .subscribe_many(
+            &["data.>", "data.price.*", "signals"],
+            h,
+            SubscribeOptions::named("many"),
+        )
+        .unwrap();
+    bus.publish(price("data.price.BTC", 1)).await.unwrap();
+    bus.publish(price("signals.x", 2)).await.unwrap();
+    bus.publish(price("other", 3)).await.unwrap();
+    eventually("two delivered", || seen.lock().unwrap().len() == 2).await;
+    assert_eq!(
+        bus.stats().subscriptions[0].pattern,
+        "data.>, data.price.*, signals"
+    );
+    assert!(bus.unsubscribe(id));
+    bus.publish(price("data.price.BTC", 4)).await.unwrap();
+    assert_eq!(bus.stats().unrouted, 2, "gone from every pattern");
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
+}
