@@ -93,6 +93,8 @@ pub mod health;
 pub mod ids;
 pub mod inline;
 pub mod message;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod queue;
 pub mod registry;
 pub mod reliability;

@@ -24,6 +24,18 @@ enum Command {
     Run(RunArgs),
     /// Run every agent inline: deterministic and as fast as possible.
     Backtest(RunArgs),
+    /// Run one agent (collector, signals, risk, trader, report) in this
+    /// process against the NATS server in `[bus]`, until its data ends or Ctrl-C.
+    Agent {
+        /// The agent.
+        name: String,
+        /// TOML configuration, layered on the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Output directory (overrides run.output_dir).
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
     /// Check a configuration file and report every problem.
     ValidateConfig {
         /// The TOML file.
@@ -60,6 +72,11 @@ pub fn main() -> ExitCode {
         None => (RunArgs::default(), false),
         Some(Command::Run(args)) => (args, false),
         Some(Command::Backtest(args)) => (args, true),
+        Some(Command::Agent {
+            name,
+            config,
+            output_dir,
+        }) => return run_one_agent(&name, config.as_deref(), output_dir),
         Some(Command::ValidateConfig { file }) => {
             return match load(Some(&file)) {
                 Ok(_) => {
@@ -132,6 +149,101 @@ pub fn main() -> ExitCode {
         args.report
             .unwrap_or_else(|| config.run.output_dir.join("report.json")),
     )
+}
+
+fn run_one_agent(
+    name: &str,
+    file: Option<&std::path::Path>,
+    output_dir: Option<PathBuf>,
+) -> ExitCode {
+    let mut config = match load(file) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Some(dir) = output_dir {
+        config.run.output_dir = dir;
+    }
+    if let Err(error) = std::fs::create_dir_all(&config.run.output_dir) {
+        eprintln!(
+            "cannot create output directory {}: {error}",
+            config.run.output_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let log_dir = config
+        .log
+        .directory
+        .as_ref()
+        .map(|d| config.run.output_dir.join(d));
+    let _guard = crate::logging::init(&config.log.level, log_dir.as_deref())
+        .ok()
+        .flatten();
+    let trade_log = config.run.output_dir.join("trades.csv");
+    let agent = match crate::run::build_agent(name, &config, false, &trade_log, None) {
+        Ok(agent) => agent,
+        Err(crate::run::WiringError::Config(message)) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            eprintln!("bistoury: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = config
+        .agents
+        .all()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| s.clone());
+    let spec = bus_core::supervision::AgentSpec::new(agent).with_policy(
+        settings.map_or(bus_core::supervision::RestartPolicy::Shutdown, |s| {
+            s.policy()
+        }),
+        None,
+    );
+    let stop = bus_core::driver::StopSignal::new();
+    stop_on_ctrl_c(stop.clone());
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let nats = config.bus.nats();
+    let result = runtime.block_on(async {
+        let client = bus_core::nats::connect(&nats).await?;
+        println!(
+            "agent {name} connected to {} (subjects {}.>)",
+            nats.url, nats.prefix
+        );
+        bus_core::nats::run_agent(spec, client, &nats.prefix, stop).await
+    });
+    match result {
+        Ok((agent, stats)) => {
+            println!(
+                "agent {name} stopped: {} messages received, {} published, {} undecodable",
+                stats.received, stats.published, stats.undecodable
+            );
+            let mut agent = agent.into_agent();
+            if let Some(report) = agent
+                .as_mut()
+                .as_any_mut()
+                .downcast_mut::<crate::report::ReportAgent>()
+            {
+                print!("{}", report.finish().to_table());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("bistoury agent {name}: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The first Ctrl-C stops the run gracefully (sources stop, queues drain,

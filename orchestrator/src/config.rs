@@ -33,8 +33,36 @@ pub struct BistouryConfig {
     pub risk: RiskConfig,
     /// `[agents.<name>]`.
     pub agents: AgentsConfig,
+    /// `[bus]`.
+    pub bus: BusConfig,
     /// `[log]`.
     pub log: LogConfig,
+}
+
+/// `[bus]`: the NATS server `bistoury agent NAME` connects to.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// Server URL.
+    pub nats_url: String,
+    /// Subjects are `<subject_prefix>.<topic>`.
+    pub subject_prefix: String,
+    /// Environment variable holding the NATS token, if the server needs one.
+    pub token_env: Option<String>,
+}
+
+impl BusConfig {
+    /// The NATS settings, with the token read from the environment.
+    pub fn nats(&self) -> bus_core::nats::NatsSettings {
+        bus_core::nats::NatsSettings {
+            url: self.nats_url.clone(),
+            prefix: self.subject_prefix.clone(),
+            token: self
+                .token_env
+                .as_ref()
+                .and_then(|name| std::env::var(name).ok()),
+        }
+    }
 }
 
 /// What happens when an agent panics.
@@ -418,6 +446,12 @@ impl BistouryConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         errors.extend(self.data.validate());
+        if bus_core::Topic::new(&self.bus.subject_prefix).is_err() {
+            errors.push(format!(
+                "bus.subject_prefix: {:?} must be dot-separated segments without wildcards or spaces",
+                self.bus.subject_prefix
+            ));
+        }
         if self.run.health_check_interval_ms > 0
             && self.run.heartbeat_ttl_ms <= self.run.health_check_interval_ms
         {

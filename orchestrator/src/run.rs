@@ -82,7 +82,11 @@ pub struct RunOutcome {
 }
 
 /// Builds one agent by name.
-fn build_agent(
+/// The agents a configuration can run, by name.
+pub const AGENT_NAMES: [&str; 5] = ["collector", "signals", "risk", "trader", "report"];
+
+/// Builds one agent by name (one of [`AGENT_NAMES`]).
+pub fn build_agent(
     name: &str,
     config: &BistouryConfig,
     deterministic: bool,
@@ -141,10 +145,16 @@ fn build_agent(
                 source,
             })?,
         ),
-        _ => Box::new(ReportAgent::new(
+        "report" => Box::new(ReportAgent::new(
             config.trader.initial_cash,
             config.data.interval_ms.unwrap_or(60_000),
         )),
+        other => {
+            return Err(WiringError::Config(format!(
+                "no agent named {other:?}; agents are {}",
+                AGENT_NAMES.join(", ")
+            )))
+        }
     })
 }
 

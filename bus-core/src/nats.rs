@@ -1,0 +1,260 @@
+//! The NATS transport: one agent per process, the bus carried by a NATS
+//! server (core NATS, fire-and-forget).
+//!
+//! Topics map one-to-one to subjects under a prefix: topic
+//! `data.candle.BTC.1m` is subject `<prefix>.data.candle.BTC.1m`. Patterns
+//! keep their meaning: `*` and `>` are NATS's own, and a subtree pattern
+//! (no wildcard) is subscribed as the two subjects `p` and `p.>`. Messages
+//! travel as the JSON wire format documented in the crate root, so a client
+//! in any language can publish market data or read signals.
+//!
+//! What is not here yet (issue 6): JetStream for the reliable modes, queue
+//! groups, request/reply over NATS, reconnection policy beyond the client's
+//! own, starting agents as child processes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::stream::{select_all, StreamExt};
+
+use crate::agent::Produce;
+use crate::driver::{RunError, StopSignal};
+use crate::inline::Outbox;
+use crate::message::Envelope;
+use crate::supervision::{AgentSpec, Supervised};
+use crate::topic::TopicPattern;
+
+/// How to reach the NATS server.
+#[derive(Clone)]
+pub struct NatsSettings {
+    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Subject prefix (one or more segments, no wildcards).
+    pub prefix: String,
+    /// Authentication token, if the server wants one. Never logged.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Why the NATS transport failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// No connection to the server.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A subscription was refused.
+    #[error("cannot subscribe to {subject}: {reason}")]
+    Subscribe {
+        /// The subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+    /// A publish failed.
+    #[error("cannot publish to {subject}: {reason}")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// Why.
+        reason: String,
+    },
+    /// The agent could not run.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// The subject a topic travels on.
+pub fn subject(prefix: &str, topic: &str) -> String {
+    format!("{prefix}.{topic}")
+}
+
+/// The subjects that together carry what `pattern` matches.
+pub fn subjects(prefix: &str, pattern: &TopicPattern) -> Vec<String> {
+    pattern
+        .nats_subjects()
+        .iter()
+        .map(|s| subject(prefix, s))
+        .collect()
+}
+
+/// Connects to the server named in `settings`.
+pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
+    let options = match &settings.token {
+        Some(token) => async_nats::ConnectOptions::with_token(token.clone()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    options
+        .name("bistoury")
+        .connect(settings.url.as_str())
+        .await
+        .map_err(|e| NatsError::Connect {
+            url: settings.url.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// What a NATS run saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NatsRunStats {
+    /// Messages received and handed to the agent.
+    pub received: u64,
+    /// Messages the agent published.
+    pub published: u64,
+    /// Messages dropped because they could not be decoded (bad JSON,
+    /// unknown type, invalid payload); each is logged with its reason.
+    pub undecodable: u64,
+}
+
+async fn publish_all(
+    client: &async_nats::Client,
+    prefix: &str,
+    out: &mut Outbox,
+    published: &AtomicU64,
+) -> Result<(), NatsError> {
+    for message in out.drain() {
+        let subject = subject(prefix, message.topic.as_str());
+        client
+            .publish(subject.clone(), message.to_json_bytes().into())
+            .await
+            .map_err(|e| NatsError::Publish {
+                subject,
+                reason: e.to_string(),
+            })?;
+        published.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Runs one agent against a NATS server until it is a finished source, or
+/// `stop` is raised. The agent is supervised as on the other buses.
+pub async fn run_agent(
+    spec: AgentSpec,
+    client: async_nats::Client,
+    prefix: &str,
+    stop: StopSignal,
+) -> Result<(crate::supervision::Supervised, NatsRunStats), NatsError> {
+    let mut agent = Supervised::new(spec, false);
+    let published = AtomicU64::new(0);
+    let mut stats = NatsRunStats::default();
+    let mut patterns = agent.agent().subscriptions();
+    patterns.push(TopicPattern::new("system.health_check").expect("valid pattern"));
+    let mut streams = Vec::new();
+    for pattern in &patterns {
+        for subject in subjects(prefix, pattern) {
+            let subscriber =
+                client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| NatsError::Subscribe {
+                        subject: subject.clone(),
+                        reason: e.to_string(),
+                    })?;
+            streams.push(subscriber);
+        }
+    }
+    // Make sure the server has the subscriptions before anything is produced.
+    let _ = client.flush().await;
+    let mut incoming = select_all(streams);
+    let mut out = Outbox::new();
+    let started = agent.start(&mut out);
+    publish_all(&client, prefix, &mut out, &published).await?;
+    started.map_err(|error| RunError::StartFailed {
+        agent: agent.id().to_string(),
+        error,
+    })?;
+    let mut producing = true;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        if stop.is_stopped() || agent.failure().is_some() {
+            break;
+        }
+        if producing {
+            // A source: produce a step, then take whatever arrived meanwhile.
+            let step = agent.produce(&mut out);
+            publish_all(&client, prefix, &mut out, &published).await?;
+            if step == Produce::Done {
+                producing = false;
+                let _ = client.flush().await;
+                if agent.agent().subscriptions().is_empty() {
+                    break;
+                }
+            }
+            while let Some(Some(message)) = futures_util::FutureExt::now_or_never(incoming.next()) {
+                handle(&mut agent, &message, &mut out, &mut stats);
+                publish_all(&client, prefix, &mut out, &published).await?;
+            }
+            if step == Produce::Idle {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            continue;
+        }
+        tokio::select! {
+            message = incoming.next() => match message {
+                Some(message) => {
+                    handle(&mut agent, &message, &mut out, &mut stats);
+                    publish_all(&client, prefix, &mut out, &published).await?;
+                }
+                None => break,
+            },
+            _ = tick.tick() => {}
+        }
+    }
+    agent.stop(&mut out);
+    publish_all(&client, prefix, &mut out, &published).await?;
+    let _ = client.flush().await;
+    stats.published = published.load(Ordering::Relaxed);
+    if let Some(failure) = agent.failure() {
+        return Err(RunError::AgentFailed(failure.to_string()).into());
+    }
+    Ok((agent, stats))
+}
+
+fn handle(
+    agent: &mut Supervised,
+    message: &async_nats::Message,
+    out: &mut Outbox,
+    stats: &mut NatsRunStats,
+) {
+    match Envelope::from_json(&message.payload) {
+        Ok(envelope) => {
+            stats.received += 1;
+            if let Err(error) = agent.deliver(&envelope, out) {
+                tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
+            }
+        }
+        Err(error) => {
+            stats.undecodable += 1;
+            tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dropped");
+        }
+    }
+}
+
+/// Publishes one envelope on the subject of its topic (for tools and tests).
+pub async fn publish(
+    client: &async_nats::Client,
+    prefix: &str,
+    envelope: &Envelope,
+) -> Result<(), NatsError> {
+    let subject = subject(prefix, envelope.topic.as_str());
+    client
+        .publish(subject.clone(), envelope.to_json_bytes().into())
+        .await
+        .map_err(|e| NatsError::Publish {
+            subject,
+            reason: e.to_string(),
+        })
+}

@@ -1,0 +1,174 @@
+//! Distributed mode, first slice: `bistoury agent NAME` runs one agent in
+//! its own process against a real `nats-server` (started here on a free
+//! loopback port), and a plain NATS client that knows only the documented
+//! JSON wire format drives it.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+/// A nats-server on a free loopback port, stopped on drop.
+struct NatsServer {
+    child: Child,
+    port: u16,
+}
+
+impl NatsServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "nats-server not found on PATH: run the README's test command, which installs it",
+            );
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "nats-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `bistoury agent NAME` and waits until it says it is connected.
+fn start_agent(
+    name: &str,
+    config: &Path,
+    dir: &Path,
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["agent", name, "--config", config.to_str().unwrap()])
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the agent starts");
+    assert!(first.contains("connected"), "{first}");
+    (child, rx)
+}
+
+/// A candle envelope built by hand, as a client in another language would.
+fn raw_candle(i: i64, close: f64) -> Vec<u8> {
+    json!({
+        "id": format!("00000000-0000-4000-8000-{i:012}"),
+        "type": "data.candle",
+        "topic": "data.candle.BTC.1m",
+        "sender": "python-feed",
+        "created_at_ms": i * 60_000,
+        "payload": {
+            "symbol": "BTC", "interval": "1m", "open_time_ms": i * 60_000,
+            "open": format!("{close:.2}"), "high": format!("{:.2}", close + 1.0),
+            "low": format!("{:.2}", close - 1.0), "close": format!("{close:.2}"), "volume": "1"
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"test\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let (child, lines) = start_agent("signals", &config, dir.path());
+
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut signals = client.subscribe("test.signal.>").await.unwrap();
+    client.flush().await.unwrap();
+    // Bad input first: it must be counted and skipped, not crash the agent.
+    client
+        .publish("test.data.candle.BTC.1m", "{not json".into())
+        .await
+        .unwrap();
+    client.publish("test.data.candle.BTC.1m", r#"{"id":"00000000-0000-4000-8000-000000000000","type":"data.nonsense","topic":"data.candle.BTC.1m","sender":"x","created_at_ms":0,"payload":{}}"#.into()).await.unwrap();
+    let candles = 60;
+    for i in 0..candles {
+        let close = 100.0 + 10.0 * ((i as f64) / 6.0).sin();
+        client
+            .publish("test.data.candle.BTC.1m", raw_candle(i, close).into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+
+    let mut complete = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while complete < candles {
+        let message = tokio::time::timeout_at(deadline, signals.next())
+            .await
+            .expect("signals arrive")
+            .unwrap();
+        let value: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(value["sender"], "signals");
+        assert!(message.subject.as_str().starts_with("test.signal."));
+        assert_eq!(
+            value["topic"].as_str().map(|t| format!("test.{t}")),
+            Some(message.subject.to_string())
+        );
+        if value["type"] == "signal.analysis_complete" {
+            assert_eq!(value["payload"]["symbol"], "BTC");
+            complete += 1;
+        }
+    }
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let summary: Vec<String> = lines.try_iter().collect();
+    let summary = summary.join("\n");
+    assert!(
+        summary.contains(&format!("{candles} messages received")),
+        "{summary}"
+    );
+    assert!(summary.contains("2 undecodable"), "{summary}");
+}
