@@ -902,6 +902,18 @@ impl MessageBus {
     /// for room in a full `Block` subscription. Must not be called from
     /// inside an async task (use [`publish`](Self::publish) there).
     pub fn publish_blocking(&self, envelope: Envelope) -> Result<PublishReceipt, PublishError> {
+        self.publish_now(envelope, true)
+    }
+
+    /// Publishes without ever waiting: a full `Block` subscription counts as
+    /// a block timeout at once. For blocking handlers and other synchronous code.
+    pub fn try_publish(&self, envelope: Envelope) -> Result<PublishReceipt, PublishError> {
+        self.publish_now(envelope, false)
+    }
+
+    /// The synchronous publish; `wait` says whether a full `Block`
+    /// subscription is waited for (blocking this thread) or given up on.
+    fn publish_now(&self, envelope: Envelope, wait: bool) -> Result<PublishReceipt, PublishError> {
         self.accept(&envelope)?;
         let envelope = Arc::new(envelope);
         let routes = self.routes(&envelope.topic);
@@ -912,27 +924,9 @@ impl MessageBus {
             }
             let result = match self.enqueue_once(sub, &envelope) {
                 Some(result) => result,
-                None => self.inner.runtime.block_on(self.enqueue(sub, &envelope)),
+                None if wait => self.inner.runtime.block_on(self.enqueue(sub, &envelope)),
+                None => self.give_up(sub, &envelope, Duration::ZERO),
             };
-            outcome.add(sub.id, result);
-        }
-        outcome.finish(&self.inner)
-    }
-
-    /// Publishes without ever waiting: a full `Block` subscription counts as
-    /// a block timeout at once. For blocking handlers and other synchronous code.
-    pub fn try_publish(&self, envelope: Envelope) -> Result<PublishReceipt, PublishError> {
-        self.accept(&envelope)?;
-        let envelope = Arc::new(envelope);
-        let routes = self.routes(&envelope.topic);
-        let mut outcome = FanOut::default();
-        for sub in routes.iter() {
-            if sub.filter.as_ref().is_some_and(|f| !f.matches(&envelope)) {
-                continue;
-            }
-            let result = self
-                .enqueue_once(sub, &envelope)
-                .unwrap_or_else(|| self.give_up(sub, &envelope, Duration::ZERO));
             outcome.add(sub.id, result);
         }
         outcome.finish(&self.inner)

@@ -87,31 +87,9 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let mut config = match load(args.config.as_deref()) {
-        Ok(config) => config,
+    let (config, _guard) = match prepare(args.config.as_deref(), args.output_dir) {
+        Ok(prepared) => prepared,
         Err(code) => return code,
-    };
-    if let Some(dir) = args.output_dir {
-        config.run.output_dir = dir;
-    }
-    if let Err(error) = std::fs::create_dir_all(&config.run.output_dir) {
-        eprintln!(
-            "cannot create output directory {}: {error}",
-            config.run.output_dir.display()
-        );
-        return ExitCode::FAILURE;
-    }
-    let log_dir = config
-        .log
-        .directory
-        .as_ref()
-        .map(|d| config.run.output_dir.join(d));
-    let _guard = match crate::logging::init(&config.log.level, log_dir.as_deref()) {
-        Ok(guard) => guard,
-        Err(error) => {
-            eprintln!("cannot set up logging: {error}");
-            return ExitCode::FAILURE;
-        }
     };
     let total = match config.data.kind {
         crate::config::DataKind::Synthetic => config
@@ -151,15 +129,19 @@ pub fn main() -> ExitCode {
     )
 }
 
-fn run_one_agent(
-    name: &str,
+/// Loads the configuration, applies `--output-dir`, creates the output
+/// directory and starts logging; keep the guard until exit.
+fn prepare(
     file: Option<&std::path::Path>,
     output_dir: Option<PathBuf>,
-) -> ExitCode {
-    let mut config = match load(file) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+) -> Result<
+    (
+        BistouryConfig,
+        Option<tracing_appender::non_blocking::WorkerGuard>,
+    ),
+    ExitCode,
+> {
+    let mut config = load(file)?;
     if let Some(dir) = output_dir {
         config.run.output_dir = dir;
     }
@@ -168,16 +150,31 @@ fn run_one_agent(
             "cannot create output directory {}: {error}",
             config.run.output_dir.display()
         );
-        return ExitCode::FAILURE;
+        return Err(ExitCode::FAILURE);
     }
     let log_dir = config
         .log
         .directory
         .as_ref()
         .map(|d| config.run.output_dir.join(d));
-    let _guard = crate::logging::init(&config.log.level, log_dir.as_deref())
-        .ok()
-        .flatten();
+    match crate::logging::init(&config.log.level, log_dir.as_deref()) {
+        Ok(guard) => Ok((config, guard)),
+        Err(error) => {
+            eprintln!("cannot set up logging: {error}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run_one_agent(
+    name: &str,
+    file: Option<&std::path::Path>,
+    output_dir: Option<PathBuf>,
+) -> ExitCode {
+    let (config, _guard) = match prepare(file, output_dir) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
+    };
     let trade_log = config.run.output_dir.join("trades.csv");
     let agent = match crate::run::build_agent(name, &config, false, &trade_log, None) {
         Ok(agent) => agent,
