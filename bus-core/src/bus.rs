@@ -497,7 +497,8 @@ impl Consumer {
             .dead_lettered
             .fetch_add(1, Ordering::Relaxed);
         let letter = DeadLetter {
-            original: Box::new((**envelope).clone()),
+            original: Some(Box::new((**envelope).clone())),
+            raw: None,
             subscription: self.sub.name.clone(),
             error: error.to_string(),
             attempts,

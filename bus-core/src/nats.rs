@@ -20,9 +20,10 @@ use futures_util::stream::{select_all, StreamExt};
 use crate::agent::Produce;
 use crate::driver::{RunError, StopSignal};
 use crate::inline::Outbox;
-use crate::message::Envelope;
+use crate::message::payload::DeadLetter;
+use crate::message::{Envelope, Payload, Priority};
 use crate::supervision::{AgentSpec, Supervised};
-use crate::topic::TopicPattern;
+use crate::topic::{Topic, TopicPattern};
 
 /// How to reach the NATS server.
 #[derive(Clone)]
@@ -114,8 +115,9 @@ pub struct NatsRunStats {
     pub received: u64,
     /// Messages the agent published.
     pub published: u64,
-    /// Messages dropped because they could not be decoded (bad JSON,
-    /// unknown type, invalid payload); each is logged with its reason.
+    /// Messages that could not be decoded (bad JSON, unknown type, invalid
+    /// payload); each is logged and dead-lettered on
+    /// `<prefix>.system.dead_letter` with the reason and the raw bytes.
     pub undecodable: u64,
 }
 
@@ -238,7 +240,28 @@ fn handle(
         }
         Err(error) => {
             stats.undecodable += 1;
-            tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dropped");
+            tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
+            let mut raw = String::from_utf8_lossy(&message.payload).into_owned();
+            if raw.len() > 4096 {
+                let mut cut = 4096;
+                while !raw.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                raw.truncate(cut);
+            }
+            let letter = DeadLetter {
+                original: None,
+                raw: Some(raw),
+                subscription: format!("{} on {}", agent.id(), message.subject),
+                error: error.to_string(),
+                attempts: 1,
+                dead_lettered_at_ms: crate::message::now_ms(),
+            };
+            let topic = Topic::new("system.dead_letter").expect("valid topic");
+            out.publish(
+                Envelope::new(agent.id().clone(), topic, Payload::SystemDeadLetter(letter))
+                    .with_priority(Priority::High),
+            );
         }
     }
 }

@@ -56,11 +56,12 @@ fn sample(t: MessageType) -> Payload {
             .unwrap(),
         ),
         MessageType::SystemDeadLetter => Payload::SystemDeadLetter(DeadLetter {
-            original: Box::new(Envelope::new(
+            original: Some(Box::new(Envelope::new(
                 AgentId::new("collector"),
                 Topic::new("data.price_update.BTC").unwrap(),
                 sample(MessageType::DataPriceUpdate),
-            )),
+            ))),
+            raw: None,
             subscription: "trader".into(),
             error: "refused".into(),
             attempts: 5,

@@ -119,6 +119,7 @@ async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
 
     let client = async_nats::connect(server.url()).await.unwrap();
     let mut signals = client.subscribe("test.signal.>").await.unwrap();
+    let mut dead_letters = client.subscribe("test.system.dead_letter").await.unwrap();
     client.flush().await.unwrap();
     // Bad input first: it must be counted and skipped, not crash the agent.
     client
@@ -154,6 +155,20 @@ async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
             assert_eq!(value["payload"]["symbol"], "BTC");
             complete += 1;
         }
+    }
+
+    for expected in ["{not json", "data.nonsense"] {
+        let letter = tokio::time::timeout(Duration::from_secs(10), dead_letters.next())
+            .await
+            .expect("dead letter")
+            .unwrap();
+        let value: Value = serde_json::from_slice(&letter.payload).unwrap();
+        assert_eq!(value["type"], "system.dead_letter");
+        assert!(
+            value["payload"]["raw"].as_str().unwrap().contains(expected),
+            "{value}"
+        );
+        assert!(!value["payload"]["error"].as_str().unwrap().is_empty());
     }
 
     let pid = child.id().to_string();

@@ -310,8 +310,13 @@ validated_payload! {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetter {
-    /// The message, as it was on its last attempt.
-    pub original: Box<crate::message::Envelope>,
+    /// The message, as it was on its last attempt; absent when it could
+    /// not even be decoded (see `raw`).
+    pub original: Option<Box<crate::message::Envelope>>,
+    /// The bytes as received (lossy UTF-8, at most 4 KiB) when they could
+    /// not be decoded into an envelope.
+    #[serde(default)]
+    pub raw: Option<String>,
     /// The subscription that could not handle it.
     pub subscription: String,
     /// The last error.
