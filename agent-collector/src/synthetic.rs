@@ -153,16 +153,18 @@ impl CandleSource for SyntheticMarket {
         let open_time_ms = self.spec.start_time_ms + self.step as i64 * self.spec.interval_ms;
         let mut batch = Vec::with_capacity(self.prices.len());
         for (i, spec) in self.spec.symbols.iter().enumerate() {
-            let open = Self::cents(self.prices[i]);
-            let (mut high, mut low) = (open, open);
+            // Extremes are tracked in f64 and rounded once: rounding to
+            // cents is monotonic, so high >= open, close >= low still holds.
             let mut price = self.prices[i];
+            let (mut high, mut low) = (price, price);
             for _ in 0..SUB_STEPS {
                 let shock = self.rng.normal();
                 price *= (mu - 0.5 * sigma * sigma + sigma * shock).exp();
-                let p = Self::cents(price);
-                high = high.max(p);
-                low = low.min(p);
+                high = high.max(price);
+                low = low.min(price);
             }
+            let open = Self::cents(self.prices[i]);
+            let (high, low) = (Self::cents(high), Self::cents(low));
             self.prices[i] = price;
             let close = Self::cents(price);
             let volume = Self::fixed((self.rng.normal() * 0.5).exp() * 10.0, 4);

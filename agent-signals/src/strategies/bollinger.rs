@@ -45,10 +45,12 @@ impl Strategy for BollingerReversion {
         Some(StrategySignal {
             direction,
             confidence: (0.5 + excess).min(1.0),
-            reason: format!(
-                "close {:.2} outside bands {:.2}..{:.2}",
-                bar.close, bands.lower, bands.upper
-            ),
+            // Fixed text: formatting floats for every signal dominated backtests.
+            reason: match direction {
+                SignalDirection::Long => "close below the lower Bollinger band",
+                _ => "close above the upper Bollinger band",
+            }
+            .to_string(),
         })
     }
 }

@@ -34,6 +34,21 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// The pattern's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pattern::Doji => "Doji",
+            Pattern::Hammer => "Hammer",
+            Pattern::ShootingStar => "ShootingStar",
+            Pattern::BullishEngulfing => "BullishEngulfing",
+            Pattern::BearishEngulfing => "BearishEngulfing",
+            Pattern::BullishHarami => "BullishHarami",
+            Pattern::BearishHarami => "BearishHarami",
+            Pattern::MorningStar => "MorningStar",
+            Pattern::EveningStar => "EveningStar",
+        }
+    }
+
     /// Direction and confidence the pattern implies.
     pub fn signal(self) -> (SignalDirection, f64) {
         use SignalDirection::*;
@@ -177,7 +192,7 @@ impl Strategy for CandlestickPatterns {
         Some(StrategySignal {
             direction,
             confidence,
-            reason: format!("{best:?}"),
+            reason: best.name().to_string(),
         })
     }
 }

@@ -51,7 +51,11 @@ impl Strategy for MovingAverageCrossover {
         Some(StrategySignal {
             direction,
             confidence,
-            reason: format!("fast SMA {:.2} crossed slow SMA {slow:.2}", fast?),
+            reason: match direction {
+                SignalDirection::Long => "fast SMA crossed above the slow SMA",
+                _ => "fast SMA crossed below the slow SMA",
+            }
+            .to_string(),
         })
     }
 }

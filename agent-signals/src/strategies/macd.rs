@@ -42,7 +42,11 @@ impl Strategy for MacdCrossover {
         Some(StrategySignal {
             direction,
             confidence: (0.55 + strength).min(1.0),
-            reason: format!("MACD {:.4} crossed signal {:.4}", value.macd, value.signal),
+            reason: match direction {
+                SignalDirection::Long => "MACD crossed above its signal line",
+                _ => "MACD crossed below its signal line",
+            }
+            .to_string(),
         })
     }
 }

@@ -51,7 +51,11 @@ impl Strategy for RsiReversal {
         Some(StrategySignal {
             direction,
             confidence: (0.6 + depth).clamp(0.0, 1.0),
-            reason: format!("RSI {previous:.1} -> {rsi:.1}"),
+            reason: match direction {
+                SignalDirection::Long => "RSI left the oversold zone",
+                _ => "RSI left the overbought zone",
+            }
+            .to_string(),
         })
     }
 }
