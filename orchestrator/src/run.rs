@@ -123,16 +123,8 @@ pub fn build_agent(
                 None => collector,
             })
         }
-        "signals" => Box::new(SignalAgent::new(
-            AgentId::new("signals"),
-            config.signals.clone(),
-            deterministic,
-        )),
-        "risk" => Box::new(RiskAgent::new(
-            AgentId::new("risk"),
-            config.risk.clone(),
-            deterministic,
-        )),
+        "signals" | "risk" => restartable_agent(name, config, deterministic)
+            .expect("signals and risk are restartable"),
         "trader" => Box::new(
             TraderAgent::new(
                 AgentId::new("trader"),
@@ -158,6 +150,31 @@ pub fn build_agent(
     })
 }
 
+/// Names of the agents [`restartable_agent`] builds.
+const RESTARTABLE: [&str; 2] = ["signals", "risk"];
+
+/// The agents that can start over from their configuration alone (no data
+/// position, positions or figures to lose), built fresh; `None` for others.
+fn restartable_agent(
+    name: &str,
+    config: &BistouryConfig,
+    deterministic: bool,
+) -> Option<Box<dyn Agent>> {
+    match name {
+        "signals" => Some(Box::new(SignalAgent::new(
+            AgentId::new("signals"),
+            config.signals.clone(),
+            deterministic,
+        ))),
+        "risk" => Some(Box::new(RiskAgent::new(
+            AgentId::new("risk"),
+            config.risk.clone(),
+            deterministic,
+        ))),
+        _ => None,
+    }
+}
+
 /// The agents in dependency order, each with its supervision policy.
 /// Agents that may restart get a rebuild function from their config.
 pub fn build_agents(
@@ -173,29 +190,13 @@ pub fn build_agents(
     for name in order {
         let agent = build_agent(&name, config, deterministic, trade_log, progress)?;
         let policy = settings[name.as_str()].policy();
-        let rebuild: Option<Rebuild> = match name.as_str() {
-            "signals" => {
-                let section = config.signals.clone();
-                Some(Box::new(move || {
-                    Box::new(SignalAgent::new(
-                        AgentId::new("signals"),
-                        section.clone(),
-                        deterministic,
-                    )) as Box<dyn Agent>
-                }))
-            }
-            "risk" => {
-                let section = config.risk.clone();
-                Some(Box::new(move || {
-                    Box::new(RiskAgent::new(
-                        AgentId::new("risk"),
-                        section.clone(),
-                        deterministic,
-                    )) as Box<dyn Agent>
-                }))
-            }
-            _ => None,
-        };
+        let rebuild: Option<Rebuild> = RESTARTABLE.contains(&name.as_str()).then(|| {
+            let (name, config) = (name.clone(), config.clone());
+            Box::new(move || {
+                restartable_agent(&name, &config, deterministic)
+                    .expect("checked when the spec was built")
+            }) as Rebuild
+        });
         specs.push(AgentSpec::new(agent).with_policy(policy, rebuild));
     }
     Ok(specs)
