@@ -23,7 +23,9 @@ use tokio::sync::{oneshot, Notify};
 use crate::circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use crate::error::{PublishError, RequestError, TopicError};
 use crate::filter::Filter;
-use crate::handler::{call_blocking, AsyncHandler, BlockingHandler, CatchUnwind, Handler, Outcome};
+use crate::handler::{
+    call_blocking, AsyncHandler, BlockingHandler, CatchUnwind, Handler, ManualAckHandler, Outcome,
+};
 use crate::ids::{AgentId, MessageId, SubscriptionId};
 use crate::message::payload::DeadLetter;
 use crate::message::{now_ms, Envelope};
@@ -35,6 +37,7 @@ use crate::stats::{
     BusStats, CachePadded, ConsumerCounters, DropCounters, DropReason, PublishCounters,
     SharedLatency, SubscriptionStats,
 };
+use crate::store::Store;
 use crate::topic::{Topic, TopicPattern};
 
 /// What a subscription does when its queue is full.
@@ -205,6 +208,11 @@ struct Subscription {
     circuit: AtomicU8,
     drops: DropCounters,
     latency: SharedLatency,
+    /// The name under which the durable store tracks this subscription's
+    /// pending messages: set for named subscriptions of a durable bus.
+    durable: Option<Arc<str>>,
+    /// Ids of exactly-once messages handled (locked only for those).
+    dedupe: Mutex<DedupeWindow>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -410,6 +418,9 @@ struct BusInner {
     pending_requests: Mutex<HashMap<MessageId, oneshot::Sender<Envelope>>>,
     pending_count: AtomicUsize,
     runtime: tokio::runtime::Handle,
+    store: Option<Store>,
+    /// Messages read back from the store and queued again.
+    replayed: AtomicU64,
 }
 
 impl BusInner {
@@ -425,55 +436,33 @@ impl BusInner {
     }
 }
 
-/// What a consumer keeps to itself: its breaker (only the consumer touches
-/// it, so the hot path takes no lock for it) and its clock.
-struct Consumer {
+/// Settles deliveries: acknowledges, retries or dead-letters them. The
+/// consumer owns one; a manual-ack handler's settlement carries a clone.
+#[derive(Clone)]
+struct Settler {
     bus: Arc<BusInner>,
     sub: Arc<Subscription>,
-    breaker: CircuitBreaker,
-    /// When the previous handler run ended, if the consumer went straight on
-    /// to the next message: reused as that message's start time, which saves
-    /// one clock read per message under load. Latency is therefore measured
-    /// from dequeue to handler completion.
-    last_finish: Option<Instant>,
     retry: RetryPolicy,
-    dedupe: DedupeWindow,
 }
 
-impl Consumer {
-    fn new(
-        bus: Arc<BusInner>,
-        sub: Arc<Subscription>,
-        breaker: CircuitBreakerConfig,
-        retry: RetryPolicy,
-        dedupe_window: usize,
-    ) -> Self {
-        Self {
-            bus,
-            sub,
-            breaker: CircuitBreaker::new(breaker),
-            last_finish: None,
-            retry,
-            dedupe: DedupeWindow::new(dedupe_window),
+impl Settler {
+    /// The handler finished the message.
+    fn acknowledge(&self, envelope: &Envelope) {
+        let sub = &self.sub;
+        sub.consumed.delivered.fetch_add(1, Ordering::Relaxed);
+        let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
+        if exactly_once {
+            lock(&sub.dedupe).insert(envelope.id);
         }
-    }
-
-    fn reliable(envelope: &Envelope) -> bool {
-        envelope.delivery_mode != DeliveryMode::FireAndForget
-    }
-
-    /// An exactly-once message this subscription already handled.
-    fn is_duplicate(&self, envelope: &Envelope) -> bool {
-        let duplicate = envelope.delivery_mode == DeliveryMode::ExactlyOnce
-            && self.dedupe.contains(&envelope.id);
-        if duplicate {
-            self.sub.consumed.duplicates.fetch_add(1, Ordering::Relaxed);
+        if let (Some(store), Some(name)) = (&self.bus.store, &sub.durable) {
+            if envelope.delivery_mode != DeliveryMode::FireAndForget {
+                store.ack(envelope.id, name, exactly_once);
+            }
         }
-        duplicate
     }
 
     /// A reliable delivery failed: redeliver later, or give up.
-    fn retry_or_dead_letter(&mut self, envelope: &Arc<Envelope>, error: &str) {
+    fn retry_or_dead_letter(&self, envelope: &Arc<Envelope>, error: &str) {
         let attempts = envelope.attempt.saturating_add(1);
         if attempts < envelope.max_attempts {
             let mut again = (**envelope).clone();
@@ -505,6 +494,9 @@ impl Consumer {
             dead_lettered_at_ms: now_ms(),
         };
         tracing::error!(subscription = %self.sub.name, message_id = %envelope.id, attempts, %error, "dead-lettered");
+        if let (Some(store), Some(name)) = (&self.bus.store, &self.sub.durable) {
+            store.dead_letter(envelope.id, name, &letter);
+        }
         {
             let mut letters = lock(&self.bus.dead_letters);
             if letters.len() >= DEAD_LETTERS_KEPT {
@@ -525,6 +517,159 @@ impl Consumer {
         .try_publish(notice);
     }
 
+    /// A handler failed (or never acknowledged): retry or drop per mode.
+    fn failed(&self, envelope: &Arc<Envelope>, error: &str) {
+        if envelope.delivery_mode != DeliveryMode::FireAndForget {
+            self.retry_or_dead_letter(envelope, error);
+        }
+    }
+
+    /// The message ran out of time before its handler ran.
+    fn expired(&self, envelope: &Envelope) {
+        self.sub.consumed.expired.fetch_add(1, Ordering::Relaxed);
+        if let (Some(store), Some(name)) = (&self.bus.store, &self.sub.durable) {
+            if envelope.delivery_mode != DeliveryMode::FireAndForget {
+                store.expire(envelope.id, name);
+            }
+        }
+    }
+
+    /// Settles a manual-ack delivery whose handler returned: waits (on a
+    /// task of its own) for the handler's ack or nack, up to `ack_wait`.
+    fn await_settlement(
+        &self,
+        envelope: Arc<Envelope>,
+        settlement: flume::Receiver<Settlement>,
+        ack_wait: Duration,
+    ) {
+        let settler = self.clone();
+        settler
+            .sub
+            .consumed
+            .retrying
+            .fetch_add(1, Ordering::Relaxed);
+        self.bus.runtime.spawn(async move {
+            let verdict = tokio::time::timeout(ack_wait, settlement.recv_async()).await;
+            match verdict {
+                Ok(Ok(Settlement::Ack)) => settler.acknowledge(&envelope),
+                Ok(Ok(Settlement::Nack(reason))) => {
+                    settler.sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
+                    settler.failed(&envelope, &reason);
+                }
+                Ok(Err(_)) | Err(_) => {
+                    settler.sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!("not acknowledged within {ack_wait:?}");
+                    tracing::warn!(subscription = %settler.sub.name, message_id = %envelope.id, %reason, "delivery unacknowledged");
+                    settler.failed(&envelope, &reason);
+                }
+            }
+            settler.sub.consumed.retrying.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// How a manual-ack handler settled a message.
+enum Settlement {
+    Ack,
+    Nack(String),
+}
+
+/// The right (and duty) to settle one delivery, handed to a manual-ack
+/// handler (see [`Handler::manual_ack`]). Call [`ack`](Self::ack) once the
+/// work is done, [`nack`](Self::nack) to have it redelivered (with the
+/// subscription's backoff) or dead-lettered after the last attempt.
+/// Dropping it unsettled counts as a nack; not settling it within the
+/// handler's `ack_wait` counts as a failure too.
+#[derive(Debug)]
+pub struct Acknowledgement {
+    settle: Option<flume::Sender<Settlement>>,
+}
+
+impl Acknowledgement {
+    /// The work is done: the message is acknowledged.
+    pub fn ack(mut self) {
+        if let Some(settle) = self.settle.take() {
+            let _ = settle.send(Settlement::Ack);
+        }
+    }
+
+    /// The work failed: redeliver (or dead-letter) with this reason.
+    pub fn nack(mut self, reason: impl Into<String>) {
+        if let Some(settle) = self.settle.take() {
+            let _ = settle.send(Settlement::Nack(reason.into()));
+        }
+    }
+}
+
+impl Drop for Acknowledgement {
+    fn drop(&mut self) {
+        if let Some(settle) = self.settle.take() {
+            let _ = settle.send(Settlement::Nack(
+                "acknowledgement dropped unsettled".to_string(),
+            ));
+        }
+    }
+}
+
+impl std::fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Settlement::Ack => f.write_str("ack"),
+            Settlement::Nack(reason) => write!(f, "nack({reason})"),
+        }
+    }
+}
+
+/// What a consumer keeps to itself: its breaker (only the consumer touches
+/// it, so the hot path takes no lock for it) and its clock.
+struct Consumer {
+    settler: Settler,
+    sub: Arc<Subscription>,
+    breaker: CircuitBreaker,
+    /// When the previous handler run ended, if the consumer went straight on
+    /// to the next message: reused as that message's start time, which saves
+    /// one clock read per message under load. Latency is therefore measured
+    /// from dequeue to handler completion.
+    last_finish: Option<Instant>,
+}
+
+impl Consumer {
+    fn new(
+        bus: Arc<BusInner>,
+        sub: Arc<Subscription>,
+        breaker: CircuitBreakerConfig,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            settler: Settler {
+                bus,
+                sub: sub.clone(),
+                retry,
+            },
+            sub,
+            breaker: CircuitBreaker::new(breaker),
+            last_finish: None,
+        }
+    }
+
+    fn reliable(envelope: &Envelope) -> bool {
+        envelope.delivery_mode != DeliveryMode::FireAndForget
+    }
+
+    /// An exactly-once message this subscription already handled: counted,
+    /// and acknowledged again so the store stops holding it.
+    fn is_duplicate(&self, envelope: &Envelope) -> bool {
+        let duplicate = envelope.delivery_mode == DeliveryMode::ExactlyOnce
+            && lock(&self.sub.dedupe).contains(&envelope.id);
+        if duplicate {
+            self.sub.consumed.duplicates.fetch_add(1, Ordering::Relaxed);
+            if let (Some(store), Some(name)) = (&self.settler.bus.store, &self.sub.durable) {
+                store.ack(envelope.id, name, true);
+            }
+        }
+        duplicate
+    }
+
     /// Start time for the message just dequeued.
     fn start_clock(&mut self) -> Instant {
         self.last_finish.take().unwrap_or_else(Instant::now)
@@ -533,16 +678,21 @@ impl Consumer {
     /// Checks expiry and the breaker; false means "do not call the handler".
     fn admit(&mut self, envelope: &Arc<Envelope>, now: Instant) -> bool {
         if envelope.expires_at_ms.is_some() && envelope.is_expired_at(now_ms()) {
-            self.sub.consumed.expired.fetch_add(1, Ordering::Relaxed);
+            self.settler.expired(envelope);
             return false;
         }
         if !self.breaker.allow(now) {
             self.publish_circuit();
             if Self::reliable(envelope) {
-                self.retry_or_dead_letter(envelope, "circuit breaker open");
+                self.settler
+                    .retry_or_dead_letter(envelope, "circuit breaker open");
             } else {
-                self.bus
-                    .record_drop(&self.sub, &envelope.topic, DropReason::CircuitOpen, 1);
+                self.settler.bus.record_drop(
+                    &self.sub,
+                    &envelope.topic,
+                    DropReason::CircuitOpen,
+                    1,
+                );
             }
             return false;
         }
@@ -557,19 +707,14 @@ impl Consumer {
         sub.latency.record(finished - started);
         match outcome {
             Outcome::Ok => {
-                sub.consumed.delivered.fetch_add(1, Ordering::Relaxed);
                 self.breaker.record_success();
-                if envelope.delivery_mode == DeliveryMode::ExactlyOnce {
-                    self.dedupe.insert(envelope.id);
-                }
+                self.settler.acknowledge(envelope);
             }
             Outcome::Failed(error) => {
                 sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
                 self.breaker.record_failure(finished);
                 tracing::warn!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %error, "handler failed");
-                if Self::reliable(envelope) {
-                    self.retry_or_dead_letter(envelope, &error.message);
-                }
+                self.settler.failed(envelope, &error.message);
             }
             Outcome::Panicked(panic) => {
                 let sub = &self.sub;
@@ -577,14 +722,52 @@ impl Consumer {
                 sub.consumed.panicked.fetch_add(1, Ordering::Relaxed);
                 self.breaker.record_failure(finished);
                 tracing::error!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %panic, "handler panicked");
-                if Self::reliable(envelope) {
-                    self.retry_or_dead_letter(envelope, &format!("panicked: {panic}"));
-                }
+                self.settler.failed(envelope, &format!("panicked: {panic}"));
             }
         }
         let sub = &self.sub;
         self.publish_circuit();
         sub.consumed.running.store(0, Ordering::Relaxed);
+    }
+
+    /// A manual-ack handler returned: its settlement decides the outcome.
+    fn finish_manual(
+        &mut self,
+        envelope: &Arc<Envelope>,
+        started: Instant,
+        outcome: Outcome,
+        settlement: flume::Receiver<Settlement>,
+        ack_wait: Duration,
+    ) {
+        let finished = Instant::now();
+        self.last_finish = Some(finished);
+        self.sub.latency.record(finished - started);
+        let error = match outcome {
+            Outcome::Ok => {
+                self.breaker.record_success();
+                self.settler
+                    .await_settlement(envelope.clone(), settlement, ack_wait);
+                self.publish_circuit();
+                self.sub.consumed.running.store(0, Ordering::Relaxed);
+                return;
+            }
+            Outcome::Failed(error) => error.message,
+            Outcome::Panicked(panic) => {
+                self.sub.consumed.panicked.fetch_add(1, Ordering::Relaxed);
+                format!("panicked: {panic}")
+            }
+        };
+        if matches!(settlement.try_recv(), Ok(Settlement::Ack)) {
+            self.breaker.record_success();
+            self.settler.acknowledge(envelope);
+        } else {
+            self.sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
+            self.breaker.record_failure(finished);
+            tracing::warn!(subscription = %self.sub.name, message_id = %envelope.id, %error, "handler failed");
+            self.settler.failed(envelope, &error);
+        }
+        self.publish_circuit();
+        self.sub.consumed.running.store(0, Ordering::Relaxed);
     }
 
     fn publish_circuit(&self) {
@@ -609,9 +792,17 @@ impl Consumer {
 /// this saves a wake-up (a doorbell ring and a task schedule) per message.
 const SPINS_BEFORE_SLEEP: u32 = 4;
 
+/// The handler of an async consumer.
+enum AsyncKind {
+    /// Returning Ok acknowledges.
+    Auto(Arc<dyn AsyncHandler>),
+    /// The handler acknowledges through an [`Acknowledgement`].
+    Manual(Arc<dyn ManualAckHandler>, Duration),
+}
+
 async fn consume_async(
     mut consumer: Consumer,
-    handler: Arc<dyn AsyncHandler>,
+    handler: AsyncKind,
     doorbell: flume::Receiver<()>,
     _done: flume::Sender<()>,
 ) {
@@ -622,8 +813,22 @@ async fn consume_async(
                 empty_looks = 0;
                 let started = consumer.start_clock();
                 if !consumer.is_duplicate(&envelope) && consumer.admit(&envelope, started) {
-                    let outcome = CatchUnwind::new(handler.call(envelope.clone())).await;
-                    consumer.finish(&envelope, started, outcome);
+                    match &handler {
+                        AsyncKind::Auto(handler) => {
+                            let outcome = CatchUnwind::new(handler.call(envelope.clone())).await;
+                            consumer.finish(&envelope, started, outcome);
+                        }
+                        AsyncKind::Manual(handler, ack_wait) => {
+                            let (settle, settlement) = flume::bounded(1);
+                            let ack = Acknowledgement {
+                                settle: Some(settle),
+                            };
+                            let outcome =
+                                CatchUnwind::new(handler.call(envelope.clone(), ack)).await;
+                            consumer
+                                .finish_manual(&envelope, started, outcome, settlement, *ack_wait);
+                        }
+                    }
                 }
             }
             Next::Idle if empty_looks < SPINS_BEFORE_SLEEP => {
@@ -700,6 +905,11 @@ impl MessageBus {
 
     /// A bus whose async consumers run on `runtime`.
     pub fn with_runtime(runtime: tokio::runtime::Handle) -> Self {
+        Self::with_runtime_and_store(runtime, None)
+    }
+
+    /// A bus whose async consumers run on `runtime`, durable with `store`.
+    pub fn with_runtime_and_store(runtime: tokio::runtime::Handle, store: Option<Store>) -> Self {
         Self {
             inner: Arc::new(BusInner {
                 routes: RwLock::new(RouteIndex::new()),
@@ -714,8 +924,27 @@ impl MessageBus {
                 pending_requests: Mutex::new(HashMap::new()),
                 pending_count: AtomicUsize::new(0),
                 runtime,
+                store,
+                replayed: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// A durable bus on the current Tokio runtime: at-least-once and
+    /// exactly-once messages are written to `store` before `publish`
+    /// returns, and a *named* subscription picks up, when it subscribes,
+    /// the messages the store still holds for that name (see
+    /// [`crate::store`] and the crate docs on delivery guarantees).
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn durable(store: Store) -> Self {
+        Self::with_runtime_and_store(tokio::runtime::Handle::current(), Some(store))
+    }
+
+    /// The durable store, if this bus has one.
+    pub fn store(&self) -> Option<&Store> {
+        self.inner.store.as_ref()
     }
 
     /// Subscribes `handler` to topics matching `pattern`.
@@ -754,6 +983,16 @@ impl MessageBus {
         let id = SubscriptionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let (doorbell_tx, doorbell_rx) = flume::bounded(1);
         let (done_tx, done_rx) = flume::bounded(1);
+        let durable = match &self.inner.store {
+            Some(_) if !options.name.is_empty() => Some(Arc::<str>::from(options.name.as_str())),
+            _ => None,
+        };
+        let mut dedupe = DedupeWindow::new(options.dedupe_window);
+        if let (Some(store), Some(name)) = (&self.inner.store, &durable) {
+            for id in store.processed(name) {
+                dedupe.insert(id);
+            }
+        }
         let name = if options.name.is_empty() {
             format!("{id} {pattern}")
         } else {
@@ -779,25 +1018,40 @@ impl MessageBus {
             circuit: AtomicU8::new(0),
             drops: DropCounters::default(),
             latency: SharedLatency::default(),
+            durable,
+            dedupe: Mutex::new(dedupe),
         });
+        // What the store still holds for this name goes first, in the order
+        // it was published.
+        if let (Some(store), Some(name)) = (&self.inner.store, &sub.durable) {
+            let replay = store.take_replay(name);
+            self.inner
+                .replayed
+                .fetch_add(replay.len() as u64, Ordering::Relaxed);
+            for envelope in replay {
+                sub.requeue(envelope);
+            }
+        }
         let consumer = Consumer::new(
             self.inner.clone(),
             sub.clone(),
             options.circuit_breaker,
             options.retry,
-            options.dedupe_window,
         );
-        match handler {
-            Handler::Async(handler) => {
-                let task = self.inner.runtime.spawn(consume_async(
-                    consumer,
-                    handler,
-                    doorbell_rx,
-                    done_tx,
-                ));
+        let kind = match handler {
+            Handler::Async(handler) => Ok(AsyncKind::Auto(handler)),
+            Handler::ManualAck { handler, ack_wait } => Ok(AsyncKind::Manual(handler, ack_wait)),
+            Handler::Blocking(handler) => Err(handler),
+        };
+        match kind {
+            Ok(kind) => {
+                let task =
+                    self.inner
+                        .runtime
+                        .spawn(consume_async(consumer, kind, doorbell_rx, done_tx));
                 lock(&self.inner.consumers).push(task);
             }
-            Handler::Blocking(handler) => {
+            Err(handler) => {
                 std::thread::Builder::new()
                     .name(format!("bus-{id}"))
                     .spawn(move || consume_blocking(consumer, handler, doorbell_rx, done_tx))
@@ -887,6 +1141,9 @@ impl MessageBus {
     ) -> Result<PublishReceipt, PublishError> {
         self.accept(&envelope)?;
         let routes = self.routes(&envelope.topic);
+        if let Some(durable) = self.persist(&routes, &envelope)? {
+            durable.wait_async().await?;
+        }
         let mut outcome = FanOut::default();
         for sub in routes.iter() {
             if sub.filter.as_ref().is_some_and(|f| !f.matches(&envelope)) {
@@ -918,6 +1175,9 @@ impl MessageBus {
         self.accept(&envelope)?;
         let envelope = Arc::new(envelope);
         let routes = self.routes(&envelope.topic);
+        if let Some(durable) = self.persist(&routes, &envelope)? {
+            durable.wait()?;
+        }
         let mut outcome = FanOut::default();
         for sub in routes.iter() {
             if sub.filter.as_ref().is_some_and(|f| !f.matches(&envelope)) {
@@ -931,6 +1191,28 @@ impl MessageBus {
             outcome.add(sub.id, result);
         }
         outcome.finish(&self.inner)
+    }
+
+    /// Starts writing a durable message to the store, with the names of the
+    /// durable subscriptions it goes to. `None` when nothing is written
+    /// (no store, or a fire-and-forget message).
+    fn persist(
+        &self,
+        routes: &[Arc<Subscription>],
+        envelope: &Envelope,
+    ) -> Result<Option<crate::store::Durable>, PublishError> {
+        let Some(store) = &self.inner.store else {
+            return Ok(None);
+        };
+        if envelope.delivery_mode == DeliveryMode::FireAndForget {
+            return Ok(None);
+        }
+        let subs = routes
+            .iter()
+            .filter(|sub| sub.filter.as_ref().map_or(true, |f| f.matches(envelope)))
+            .filter_map(|sub| sub.durable.clone())
+            .collect();
+        Ok(Some(store.append(envelope, subs)?))
     }
 
     /// Counts a block-policy timeout.
@@ -1083,6 +1365,7 @@ impl MessageBus {
             retries: all().map(|s| s.retries).sum(),
             dead_lettered: all().map(|s| s.dead_lettered).sum(),
             duplicates: all().map(|s| s.duplicates).sum(),
+            replayed: self.inner.replayed.load(Ordering::Relaxed),
             in_flight: subscriptions
                 .iter()
                 .map(|s| s.queue_depth as i64)
@@ -1098,8 +1381,14 @@ impl MessageBus {
     }
 
     /// The most recent dead letters (up to 10,000), oldest first.
+    ///
+    /// On a durable bus these come from the store, so they include dead
+    /// letters of earlier runs.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        lock(&self.inner.dead_letters).iter().cloned().collect()
+        match &self.inner.store {
+            Some(store) => store.dead_letters(),
+            None => lock(&self.inner.dead_letters).iter().cloned().collect(),
+        }
     }
 
     /// True until shutdown starts.
@@ -1136,6 +1425,13 @@ impl MessageBus {
         if !drained {
             for task in lock(&self.inner.consumers).drain(..) {
                 task.abort();
+            }
+        }
+        // Durable messages left behind stay pending in the store for the
+        // next start; what was settled is written now.
+        if let Some(store) = &self.inner.store {
+            if let Err(error) = store.sync() {
+                tracing::error!(%error, "durable store: final sync failed");
             }
         }
         ShutdownReport {

@@ -63,6 +63,10 @@ pub enum PublishError {
     /// The message had already expired when it was published.
     #[error("message expired before it was published")]
     Expired,
+    /// The durable store could not take the message (full, closed, or a
+    /// write failed); it was not delivered anywhere.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Why a request got no response.

@@ -12,6 +12,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub use crate::bus::Acknowledgement;
 
 use crate::error::{HandlerError, HandlerResult};
 use crate::message::Envelope;
@@ -35,6 +38,24 @@ where
     }
 }
 
+/// An asynchronous handler that settles each message itself through the
+/// [`Acknowledgement`] it is given, possibly after it returns (see
+/// [`Handler::manual_ack`]).
+pub trait ManualAckHandler: Send + Sync + 'static {
+    /// Starts handling one message.
+    fn call(&self, envelope: Arc<Envelope>, ack: Acknowledgement) -> BoxFuture<HandlerResult>;
+}
+
+impl<F, Fut> ManualAckHandler for F
+where
+    F: Fn(Arc<Envelope>, Acknowledgement) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    fn call(&self, envelope: Arc<Envelope>, ack: Acknowledgement) -> BoxFuture<HandlerResult> {
+        Box::pin(self(envelope, ack))
+    }
+}
+
 /// A blocking handler, run on its subscription's own thread.
 pub type BlockingHandler = Box<dyn FnMut(&Envelope) -> HandlerResult + Send + 'static>;
 
@@ -44,6 +65,13 @@ pub enum Handler {
     Async(Arc<dyn AsyncHandler>),
     /// Runs on a dedicated thread.
     Blocking(BlockingHandler),
+    /// Runs on a Tokio task and acknowledges explicitly.
+    ManualAck {
+        /// The handler.
+        handler: Arc<dyn ManualAckHandler>,
+        /// How long a delivery may stay unsettled before it counts as failed.
+        ack_wait: Duration,
+    },
 }
 
 impl Handler {
@@ -54,6 +82,26 @@ impl Handler {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         Handler::Async(Arc::new(f))
+    }
+
+    /// Wraps an async closure `|envelope, ack| async move { ... }` that
+    /// settles each message with `ack.ack()` or `ack.nack(reason)`, possibly
+    /// later (from another task, after a batch is flushed...). Until then the
+    /// message stays pending; for at-least-once and exactly-once messages a
+    /// nack, a dropped acknowledgement or `ack_wait` passing without either
+    /// schedules a redelivery (with the subscription's backoff) or, after the
+    /// last attempt, a dead letter. Returning an error nacks at once unless
+    /// the message was already acked. The consumer does not wait for the
+    /// settlement before taking the next message.
+    pub fn manual_ack<F, Fut>(ack_wait: Duration, f: F) -> Self
+    where
+        F: Fn(Arc<Envelope>, Acknowledgement) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        Handler::ManualAck {
+            handler: Arc::new(f),
+            ack_wait,
+        }
     }
 
     /// Wraps a blocking closure `|envelope| { ... }`.

@@ -101,6 +101,7 @@ pub mod reliability;
 pub mod routing;
 pub mod script;
 pub mod stats;
+pub mod store;
 pub mod supervision;
 pub mod topic;
 

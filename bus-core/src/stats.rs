@@ -229,6 +229,8 @@ pub struct BusStats {
     pub dead_lettered: u64,
     /// Exactly-once duplicates suppressed.
     pub duplicates: u64,
+    /// Durable messages read back from the store at start and queued again.
+    pub replayed: u64,
     /// Deliveries queued or running right now.
     pub in_flight: i64,
     /// Drops by reason, all subscriptions together.
