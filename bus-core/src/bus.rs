@@ -1209,7 +1209,7 @@ impl MessageBus {
         }
         let subs = routes
             .iter()
-            .filter(|sub| sub.filter.as_ref().map_or(true, |f| f.matches(envelope)))
+            .filter(|sub| sub.filter.as_ref().is_none_or(|f| f.matches(envelope)))
             .filter_map(|sub| sub.durable.clone())
             .collect();
         Ok(Some(store.append(envelope, subs)?))
