@@ -12,6 +12,9 @@
 //! * [`bus`]: the concurrent in-process bus ([`MessageBus`]) with one queue and
 //!   one consumer per subscription, overflow policies, circuit breakers,
 //!   request/response and graceful shutdown;
+//! * [`reliability`] and [`store`]: retries, dead letters, de-duplication,
+//!   and the durable store that makes them survive a crash (see
+//!   *Delivery guarantees* below);
 //! * [`inline`]: the synchronous, deterministic bus for backtests ([`InlineBus`]);
 //! * [`stats`]: counters and snapshots;
 //! * [`agent`]: the [`Agent`] trait, the lifecycle state machine and message stamping;
@@ -79,6 +82,58 @@
 //! `fire_and_forget`), `expires_at_ms`, `attempt`, `max_attempts` (default 5),
 //! `headers` and `tags` may be omitted; unknown fields are errors. A decoding
 //! error names the failing field's path (`payload.close`).
+
+//!
+//! ## Delivery guarantees
+//!
+//! | mode | in process | with a durable store ([`MessageBus::durable`]) |
+//! |---|---|---|
+//! | `fire_and_forget` | at most once; overflow drops are counted | the same (never written) |
+//! | `at_least_once` | retried with backoff until a handler acks, then dead-lettered | written (and fsync'd) before `publish` returns; replayed after a restart until acked |
+//! | `exactly_once` | at-least-once + a per-subscription window of handled ids | the window is persisted with each ack |
+//!
+//! A handler acknowledges by returning `Ok`, or, for
+//! [`Handler::manual_ack`] handlers, by calling `ack()` on the
+//! [`handler::Acknowledgement`] it was given (possibly later; a nack, a
+//! dropped acknowledgement or `ack_wait` passing counts as a failure).
+//!
+//! Durable tracking is per *named* subscription: the store records, with
+//! each durable message, the names of the named subscriptions it was routed
+//! to; a subscription with the same name picks up what is pending for it
+//! when it subscribes again (after a restart), before anything new, in
+//! publication order. Messages past their TTL are never delivered (counted
+//! as expired, at delivery, by background cleanup, or at recovery).
+//!
+//! ### When exactly-once can still call a handler twice
+//!
+//! Exactly-once means: a message whose handler *completed and whose ack
+//! reached the store* is never handed to that subscription again, even
+//! across restarts (while its id is inside the de-dup window, 100,000 ids
+//! by default). Handler completion and the ack write are two steps, so
+//! these crash points can still lead to a second call:
+//!
+//! 1. **The process dies after the handler returned `Ok` but before its ack
+//!    record was written.** Acks are group-committed by the store's writer
+//!    thread a moment after the handler returns (the consumer does not wait
+//!    for them, which is what keeps throughput up); a SIGKILL inside that
+//!    window — typically the acks of the last few hundred microseconds —
+//!    replays the message after the restart. The crash tests
+//!    (`tests/tests/durable.rs`) kill the process at random points and
+//!    check that every repeated call was of this kind: handled before the
+//!    kill, yet not recorded as processed in the store the dead process left.
+//! 2. **The handler had side effects and then failed or panicked**, or a
+//!    manual-ack handler did its work but its ack came after `ack_wait`:
+//!    the delivery counts as failed and is retried, as it must be.
+//! 3. **Power loss with `fsync` off**: acks (and messages) in the page cache
+//!    are lost. With `fsync` on (the default), each commit is synced.
+//!
+//! A handler makes itself idempotent by recording its effect keyed by the
+//! message id (`envelope.id`, stable across redeliveries and replays)
+//! together with the effect, in one transaction of its own store, and
+//! skipping ids it has already recorded; or by making the effect naturally
+//! idempotent (set a position to a value rather than add to it). A
+//! producer that retries a publish after its own crash should reuse the
+//! message id (`Envelope::with_identity`), so the retry is de-duplicated.
 
 #![forbid(unsafe_code)]
 

@@ -12,8 +12,9 @@
 //!   messages already handled successfully; a message whose id is in the
 //!   window is not handed to the handler again (counted as a duplicate).
 //!
-//! What is not here yet: persistence. These guarantees hold while the
-//! process lives; across a crash they need the durable store (issue 4).
+//! On their own these guarantees hold while the process lives; on a bus
+//! with a durable [`crate::store::Store`] they hold across crashes (see the
+//! crate docs, *Delivery guarantees*).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -158,6 +159,37 @@ mod tests {
             prop_assert!(d >= nominal * (1.0 - jitter) - 1e-9, "{d} < band for {nominal}");
             prop_assert!(d <= (nominal * (1.0 + jitter)).min(30.0) + 1e-9, "{d} > band for {nominal}");
             prop_assert_eq!(p.delay(id, retry), p.delay(id, retry));
+        }
+
+        /// Delays never shrink from one retry to the next (without jitter)
+        /// and never exceed the cap.
+        #[test]
+        fn delays_grow_until_the_cap(base_ms in 1u64..500, factor in 1.0f64..4.0, cap_ms in 1u64..20_000) {
+            let p = RetryPolicy { base: Duration::from_millis(base_ms), factor, cap: Duration::from_millis(cap_ms), jitter: 0.0 };
+            let id = MessageId::from_u128(7);
+            let delays: Vec<Duration> = (1..20).map(|r| p.delay(id, r)).collect();
+            prop_assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+            prop_assert!(delays.iter().all(|d| *d <= p.cap));
+        }
+
+        /// The window holds exactly the last `capacity` distinct ids inserted.
+        #[test]
+        fn dedupe_window_remembers_the_last_distinct_ids(capacity in 1usize..20, ids in prop::collection::vec(0u128..40, 0..200)) {
+            let mut window = DedupeWindow::new(capacity);
+            let mut model: Vec<u128> = Vec::new();
+            for id in &ids {
+                window.insert(MessageId::from_u128(*id));
+                if !model.contains(id) {
+                    model.push(*id);
+                    if model.len() > capacity {
+                        model.remove(0);
+                    }
+                }
+            }
+            for id in 0u128..40 {
+                prop_assert_eq!(window.contains(&MessageId::from_u128(id)), model.contains(&id), "id {}", id);
+            }
+            prop_assert_eq!(window.len(), model.len());
         }
     }
 }

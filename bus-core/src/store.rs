@@ -96,6 +96,11 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// How often the writer cleans up when nothing is being written.
     pub cleanup_interval: Duration,
+    /// Fill each new segment with zeros ahead of use (on a helper thread,
+    /// once the active segment is half full): syncing writes into
+    /// allocated space skips the file-size metadata update, which roughly
+    /// halves the cost of each sync on ext4.
+    pub preallocate: bool,
 }
 
 impl StoreConfig {
@@ -110,6 +115,7 @@ impl StoreConfig {
             dedupe_window: 100_000,
             max_batch: 4096,
             cleanup_interval: Duration::from_secs(1),
+            preallocate: true,
         }
     }
 }
@@ -435,7 +441,16 @@ fn scan(
                 let next = (pos + 1..bytes.len())
                     .find(|&p| bytes[p] == MAGIC && record_at(bytes, p).is_ok())
                     .unwrap_or(bytes.len());
-                let problem = if next == bytes.len() && problem == "cut short" {
+                let problem = if next == bytes.len() {
+                    // The tail: zeros are preallocated space never written;
+                    // anything else is a record the crash cut short.
+                    let written = bytes[pos..]
+                        .iter()
+                        .rposition(|&b| b != 0)
+                        .map_or(0, |i| i + 1);
+                    if written == 0 {
+                        break;
+                    }
                     "record cut short (torn write at the end)"
                 } else {
                     problem
@@ -609,6 +624,39 @@ fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("seg-{number:010}.log"))
 }
 
+fn spare_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("seg-{number:010}.spare"))
+}
+
+/// Makes a file's creation or renaming durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
+}
+
+/// Creates `path` filled with `size` zero bytes, synced, positioned at 0.
+fn preallocate(path: &Path, size: u64) -> Result<File, StoreError> {
+    use std::io::{Seek, SeekFrom};
+    let fail = |e| io_error(path, e);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .map_err(fail)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n]).map_err(fail)?;
+        left -= n as u64;
+    }
+    file.sync_all().map_err(fail)?;
+    file.seek(SeekFrom::Start(0)).map_err(fail)?;
+    Ok(file)
+}
+
 fn segment_numbers(dir: &Path) -> Result<Vec<u64>, StoreError> {
     let mut numbers = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| io_error(dir, e))?;
@@ -708,8 +756,10 @@ fn read_back(dir: &Path, dedupe_window: usize, repair: bool) -> Result<ReadBack,
         }
         let newest = i + 1 == numbers.len();
         if repair && newest && good_end < bytes.len() {
-            let tail_only =
-                bytes[good_end..].len() < HEADER || record_at(&bytes, good_end) == Err("cut short");
+            // A torn tail is cut off (with any preallocated space after it),
+            // so it is not reported again.
+            let tail_only = !(good_end + 1..bytes.len())
+                .any(|p| bytes[p] == MAGIC && record_at(&bytes, p).is_ok());
             if tail_only {
                 let file = OpenOptions::new()
                     .write(true)
@@ -819,6 +869,8 @@ struct Writer {
     bytes: u64,
     /// Closed segments, oldest first.
     closed: VecDeque<u64>,
+    /// The next segment, being preallocated.
+    spare: Option<JoinHandle<Result<File, StoreError>>>,
     /// Records waiting for the next commit.
     buf: Vec<u8>,
 }
@@ -831,7 +883,35 @@ impl Writer {
             .append(true)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
+        sync_dir(dir)?;
         Ok((file, path))
+    }
+
+    /// Starts preallocating the next segment once the active one is half full.
+    fn prepare_spare(&mut self) {
+        let config = &self.shared.config;
+        if !config.preallocate || self.spare.is_some() || self.bytes < config.segment_bytes / 2 {
+            return;
+        }
+        let path = spare_path(&config.dir, self.segment + 1);
+        let size = config.segment_bytes;
+        self.spare = std::thread::Builder::new()
+            .name("bus-store-prealloc".into())
+            .spawn(move || preallocate(&path, size))
+            .ok();
+    }
+
+    /// The next segment: the preallocated spare when there is one.
+    fn next_segment(&mut self) -> Result<(File, PathBuf), StoreError> {
+        let dir = &self.shared.config.dir;
+        let next = self.segment + 1;
+        if let Some(Ok(Ok(file))) = self.spare.take().map(JoinHandle::join) {
+            let path = segment_path(dir, next);
+            fs::rename(spare_path(dir, next), &path).map_err(|e| io_error(&path, e))?;
+            sync_dir(dir)?;
+            return Ok((file, path));
+        }
+        Self::open_segment(dir, next)
     }
 
     fn sync(&self) -> Result<(), StoreError> {
@@ -889,12 +969,17 @@ impl Writer {
                 tracing::error!(error = %e, "durable store write failed; store closed");
                 break;
             }
+            self.prepare_spare();
             if let Err(e) = self.roll().and_then(|()| self.cleanup()) {
                 tracing::error!(error = %e, "durable store cleanup failed");
             }
         }
-        // Closing: whatever cleanup wrote is committed.
+        // Closing: whatever cleanup wrote is committed; an unused spare goes.
         let _ = self.commit();
+        if let Some(spare) = self.spare.take() {
+            let _ = spare.join();
+            let _ = fs::remove_file(spare_path(&self.shared.config.dir, self.segment + 1));
+        }
     }
 
     fn apply(&self, batch: impl Iterator<Item = Command>, result: &Result<(), StoreError>) {
@@ -948,7 +1033,7 @@ impl Writer {
             return Ok(());
         }
         let next = self.segment + 1;
-        let (file, path) = Self::open_segment(&self.shared.config.dir, next)?;
+        let (file, path) = self.next_segment()?;
         self.closed.push_back(self.segment);
         self.file = file;
         self.path = path;
@@ -1095,6 +1180,14 @@ impl Store {
     /// could not be read; the store opens whatever the damage.
     pub fn open(config: StoreConfig) -> Result<(Store, Recovery), StoreError> {
         fs::create_dir_all(&config.dir).map_err(|e| io_error(&config.dir, e))?;
+        // Spares being preallocated when the last process stopped.
+        if let Ok(entries) = fs::read_dir(&config.dir) {
+            for entry in entries.flatten() {
+                if entry.path().extension().is_some_and(|x| x == "spare") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
         let ReadBack {
             index,
             recovery,
@@ -1126,6 +1219,7 @@ impl Store {
             segment,
             bytes: 0,
             closed: segments.into_iter().collect(),
+            spare: None,
             buf: Vec::new(),
         };
         // Record the expiries found at recovery so they are not found again.

@@ -411,3 +411,21 @@ fn ttl_sets_expiry() {
     assert!(!e.is_expired_at(1499));
     assert!(e.is_expired_at(1500));
 }
+
+proptest! {
+    /// A message with a TTL is expired exactly from `created + ttl` on, and
+    /// re-stamping its identity keeps the TTL.
+    #[test]
+    fn ttl_expires_exactly_at_creation_plus_ttl(created in 0i64..1_000_000_000, ttl_ms in 0u64..10_000_000, probe in -10_000i64..10_000) {
+        let e = Envelope::new(
+            AgentId::new("t"),
+            Topic::new("a").unwrap(),
+            sample(MessageType::SystemHealthCheck),
+        )
+        .with_ttl(Duration::from_millis(ttl_ms))
+        .with_identity(MessageId::from_u128(1), created);
+        let at = created + ttl_ms as i64;
+        prop_assert_eq!(e.expires_at_ms, Some(at));
+        prop_assert_eq!(e.is_expired_at(at + probe), probe >= 0);
+    }
+}
