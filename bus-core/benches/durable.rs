@@ -160,23 +160,27 @@ fn durable_bus(rt: &tokio::runtime::Runtime, fsync: bool) -> Durable {
     }
 }
 
-/// Publishes `n` messages from 64 concurrent publishers; returns the time
-/// and, if asked, records each publish's latency.
-async fn publish_all(
-    bus: &MessageBus,
+/// Runs `publish(i)` for `i` in `0..n` from 64 concurrent publishers;
+/// returns the time and, if asked, records each publish's latency.
+async fn concurrently<F, Fut>(
     n: u64,
     latency: Option<Arc<Mutex<Histogram<u64>>>>,
-) -> Duration {
+    publish: F,
+) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let start = Instant::now();
     let mut tasks = Vec::new();
     for lane in 0..PUBLISHERS as u64 {
-        let bus = bus.clone();
         let latency = latency.clone();
+        let publish = publish.clone();
         tasks.push(tokio::spawn(async move {
             let mut i = lane;
             while i < n {
                 let t = Instant::now();
-                bus.publish(message(i)).await.unwrap();
+                publish(i).await;
                 if let Some(h) = &latency {
                     h.lock()
                         .unwrap()
@@ -191,6 +195,21 @@ async fn publish_all(
         t.await.unwrap();
     }
     start.elapsed()
+}
+
+async fn publish_all(
+    bus: &MessageBus,
+    n: u64,
+    latency: Option<Arc<Mutex<Histogram<u64>>>>,
+) -> Duration {
+    let bus = bus.clone();
+    concurrently(n, latency, move |i| {
+        let bus = bus.clone();
+        async move {
+            bus.publish(message(i)).await.unwrap();
+        }
+    })
+    .await
 }
 
 // --------------------------------------------------------------- JetStream
@@ -253,35 +272,19 @@ async fn jetstream_publish_all(
     n: u64,
     latency: Option<Arc<Mutex<Histogram<u64>>>>,
 ) -> Duration {
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for lane in 0..PUBLISHERS as u64 {
+    let js = js.clone();
+    concurrently(n, latency, move |i| {
         let js = js.clone();
-        let latency = latency.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = lane;
-            while i < n {
-                let t = Instant::now();
-                let body = message(i).to_json_bytes();
-                js.publish("bench.prices.btc", body.into())
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap();
-                if let Some(h) = &latency {
-                    h.lock()
-                        .unwrap()
-                        .record(t.elapsed().as_nanos() as u64)
-                        .unwrap();
-                }
-                i += PUBLISHERS as u64;
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    start.elapsed()
+        async move {
+            let body = message(i).to_json_bytes();
+            js.publish("bench.prices.btc", body.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    })
+    .await
 }
 
 fn durable_publish(c: &mut Criterion) {

@@ -1,6 +1,8 @@
 //! Behaviour of the queued in-process bus: routing, ordering, overflow,
 //! failures, request/response, stats and shutdown.
 
+mod common;
+use common::eventually;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,17 +62,6 @@ fn gated_recorder() -> (Handler, Arc<Mutex<Vec<i64>>>, Arc<tokio::sync::Semaphor
         }
     });
     (handler, out, g)
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 #[tokio::test]

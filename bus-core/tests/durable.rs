@@ -2,8 +2,10 @@
 //! order after a restart, acknowledged (or not) explicitly, expired,
 //! dead-lettered, bounded, and read back from damaged files.
 
+mod common;
+use common::eventually;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bus_core::handler::Acknowledgement;
 use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
@@ -45,17 +47,6 @@ fn config(dir: &std::path::Path) -> StoreConfig {
 fn open(config: StoreConfig) -> (MessageBus, Store, bus_core::store::Recovery) {
     let (store, recovery) = Store::open(config).expect("store opens");
     (MessageBus::durable(store.clone()), store, recovery)
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// A subscription that takes messages and never settles them (it keeps the

@@ -1,6 +1,8 @@
 //! At-least-once and exactly-once on the queued bus: retries with growing
 //! delays, dead letters, duplicate suppression.
 
+mod common;
+use common::eventually;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,17 +34,6 @@ fn policy() -> RetryPolicy {
         factor: 2.0,
         cap: Duration::from_secs(1),
         jitter: 0.2,
-    }
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
