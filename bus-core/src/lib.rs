@@ -104,6 +104,15 @@
 //! publication order. Messages past their TTL are never delivered (counted
 //! as expired, at delivery, by background cleanup, or at recovery).
 //!
+//! Backpressure on a durable bus: the store refuses a new durable message
+//! while `max_pending` messages are pending (`PublishError::Store`, "durable
+//! store full"), before anything is written or queued. A durable message
+//! that a full queue then refuses or drops (per the subscription's overflow
+//! policy) is still pending in the store: it is not lost, and is replayed
+//! when the subscription next subscribes. Durable subscriptions should keep
+//! the default `Block` policy. Shutdown leaves whatever was not handled
+//! pending in the store, for the next start.
+//!
 //! ### When exactly-once can still call a handler twice
 //!
 //! Exactly-once means: a message whose handler *completed and whose ack
