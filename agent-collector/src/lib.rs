@@ -38,5 +38,5 @@ pub mod synthetic;
 pub use agent::CollectorAgent;
 pub use error::CollectorError;
 pub use file::{BadRowPolicy, FileSource};
-pub use source::CandleSource;
+pub use source::{CandleSource, ReadAhead};
 pub use synthetic::{SymbolSpec, SyntheticMarket, SyntheticSpec};

@@ -124,7 +124,9 @@ impl SyntheticMarket {
     /// Rounds to cents through an integer: much cheaper than converting
     /// the binary float to a decimal exactly and rounding that.
     fn cents(value: f64) -> Decimal {
-        Self::fixed(value, 2).max(Decimal::new(1, 2))
+        // Never below one cent (clamped before converting: cheaper than
+        // comparing decimals).
+        Self::fixed(value.max(0.01), 2)
     }
 
     fn fixed(value: f64, scale: u32) -> Decimal {

@@ -6,7 +6,7 @@
 //!   redelivery to the same subscription only, after [`RetryPolicy::delay`].
 //!   When `max_attempts` deliveries have failed, the message goes to the
 //!   dead-letter topic `system.dead_letter.<subscription>` as a
-//!   [`DeadLetter`] with the last error, and stays listed by
+//!   [`DeadLetter`](crate::message::payload::DeadLetter) with the last error, and stays listed by
 //!   `MessageBus::dead_letters`.
 //! * `exactly_once`: the same, plus a per-subscription window of the ids of
 //!   messages already handled successfully; a message whose id is in the

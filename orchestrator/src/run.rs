@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_collector::{CandleSource, CollectorAgent, FileSource, SyntheticMarket};
+use agent_collector::{CandleSource, CollectorAgent, FileSource, ReadAhead, SyntheticMarket};
 use agent_risk::RiskAgent;
 use agent_signals::SignalAgent;
 use agent_trader::TraderAgent;
@@ -112,6 +112,9 @@ pub fn build_agent(
                     Box::new(FileSource::open(&path, &config.data.interval, policy)?)
                 }
             };
+            // Generating or parsing runs a few thousand bars ahead on its own
+            // thread; the batches are the same, in the same order.
+            let source = Box::new(ReadAhead::new(source, 4));
             let mut collector =
                 CollectorAgent::new(AgentId::new("collector"), source, deterministic);
             // Pacing is wall-clock time: never in a (deterministic) backtest.

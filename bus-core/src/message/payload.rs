@@ -49,9 +49,12 @@ fn positive(
     field: &'static str,
     value: Decimal,
 ) -> Result<(), PayloadError> {
-    check(payload, field, value > Decimal::ZERO, || {
-        format!("must be positive, got {value}")
-    })
+    check(
+        payload,
+        field,
+        value.is_sign_positive() && !value.is_zero(),
+        || format!("must be positive, got {value}"),
+    )
 }
 
 fn non_negative(
@@ -59,9 +62,12 @@ fn non_negative(
     field: &'static str,
     value: Decimal,
 ) -> Result<(), PayloadError> {
-    check(payload, field, value >= Decimal::ZERO, || {
-        format!("must not be negative, got {value}")
-    })
+    check(
+        payload,
+        field,
+        value.is_sign_positive() || value.is_zero(),
+        || format!("must not be negative, got {value}"),
+    )
 }
 
 fn unit_interval(
@@ -72,6 +78,17 @@ fn unit_interval(
     check(payload, field, (0.0..=1.0).contains(&value), || {
         format!("must be within 0..=1, got {value}")
     })
+}
+
+/// Orders two decimals; equal scales (the usual case: prices of one
+/// market) compare their integer mantissas directly, which is several
+/// times cheaper than `Decimal`'s general comparison.
+fn cmp_decimal(a: &Decimal, b: &Decimal) -> std::cmp::Ordering {
+    if a.scale() == b.scale() {
+        a.mantissa().cmp(&b.mantissa())
+    } else {
+        a.cmp(b)
+    }
 }
 
 fn not_blank(payload: &'static str, field: &'static str, value: &str) -> Result<(), PayloadError> {
@@ -396,8 +413,9 @@ validated_payload! {
         positive(P, "low", f.low)?;
         positive(P, "close", f.close)?;
         non_negative(P, "volume", f.volume)?;
-        rule(P, "high", f.high >= f.open.max(f.close).max(f.low), "must be >= open, close and low")?;
-        rule(P, "low", f.low <= f.open.min(f.close), "must be <= open and close")?;
+        let (high, low) = (&f.high, &f.low);
+        rule(P, "high", [&f.open, &f.close, low].iter().all(|x| cmp_decimal(high, x).is_ge()), "must be >= open, close and low")?;
+        rule(P, "low", [&f.open, &f.close].iter().all(|x| cmp_decimal(low, x).is_le()), "must be <= open and close")?;
     }
 }
 
