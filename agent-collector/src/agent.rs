@@ -16,7 +16,7 @@ pub struct CollectorAgent {
     stopped_all: bool,
     published: u64,
     failure: Option<String>,
-    topics: std::collections::HashMap<(Symbol, std::sync::Arc<str>), Topic>,
+    topics: bus_core::ids::NameMap<(Symbol, std::sync::Arc<str>), Topic>,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     pacing: Option<Pacing>,
 }
@@ -40,7 +40,7 @@ impl CollectorAgent {
             stopped_all: false,
             published: 0,
             failure: None,
-            topics: std::collections::HashMap::new(),
+            topics: Default::default(),
             progress: None,
             pacing: None,
         }

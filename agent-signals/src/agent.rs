@@ -2,7 +2,9 @@
 //! candles and publishes `signal.generated.<SYM>`, `signal.aggregated.<SYM>`
 //! and `signal.analysis_complete.<SYM>`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use bus_core::ids::NameMap;
 
 use bus_core::message::payload::{
     AggregatedSignal, AggregatedSignalFields, AnalysisComplete, Candle, Signal, SignalFields,
@@ -27,7 +29,7 @@ pub struct SignalAgent {
     config: SignalsConfig,
     aggregator: Aggregator,
     factory: MessageFactory,
-    symbols: HashMap<Symbol, SymbolState>,
+    symbols: NameMap<Symbol, SymbolState>,
     aggregated: u64,
 }
 
@@ -64,7 +66,7 @@ impl SignalAgent {
             aggregator: Aggregator::new(weights, config.threshold),
             id,
             config,
-            symbols: HashMap::new(),
+            symbols: NameMap::default(),
             aggregated: 0,
         }
     }
@@ -91,22 +93,25 @@ impl SignalAgent {
         };
         let bar = Bar::from_candle(candle);
         let time = candle.open_time_ms;
+        let strategies = state.strategies.len() as u32;
         let mut signals = Vec::new();
         for strategy in state.strategies.iter_mut() {
-            if let Some(signal) = strategy.on_bar(&bar) {
-                signals.push((strategy.name().to_string(), signal));
+            let signal = strategy.on_bar(&bar);
+            let strategy: &dyn Strategy = &**strategy;
+            if let Some(signal) = signal {
+                signals.push((strategy.name(), signal));
             }
         }
         if config.publish_details {
             for (name, signal) in &signals {
                 let payload = Signal::new(SignalFields {
                     symbol: candle.symbol.clone(),
-                    strategy: name.clone(),
+                    strategy: name.to_string(),
                     direction: signal.direction,
                     confidence: signal.confidence,
                     price: candle.close,
                     timestamp_ms: time,
-                    reason: signal.reason.clone(),
+                    reason: signal.reason.to_string(),
                 })?;
                 out.publish(self.factory.make(
                     state.generated.clone(),
@@ -139,7 +144,7 @@ impl SignalAgent {
             let complete = AnalysisComplete {
                 symbol: candle.symbol.clone(),
                 timestamp_ms: time,
-                strategies: state.strategies.len() as u32,
+                strategies,
                 signals: signals.len() as u32,
             };
             out.publish(self.factory.make(

@@ -37,12 +37,12 @@ impl Aggregator {
     }
 
     /// Combines `(strategy, signal)` pairs; `None` below the threshold.
-    pub fn combine(&self, signals: &[(String, StrategySignal)]) -> Option<Aggregate> {
+    pub fn combine(&self, signals: &[(&str, StrategySignal)]) -> Option<Aggregate> {
+        let weight_of = |strategy: &str| self.weights.get(strategy).copied().unwrap_or(1.0);
         let mut total_weight = 0.0;
         let mut score = 0.0;
-        let mut contributions = Vec::with_capacity(signals.len());
         for (strategy, signal) in signals {
-            let weight = self.weights.get(strategy).copied().unwrap_or(1.0);
+            let weight = weight_of(strategy);
             let sign = match signal.direction {
                 SignalDirection::Long => 1.0,
                 SignalDirection::Short => -1.0,
@@ -50,12 +50,6 @@ impl Aggregator {
             };
             total_weight += weight;
             score += weight * signal.confidence * sign;
-            contributions.push(SignalContribution {
-                strategy: strategy.clone(),
-                direction: signal.direction,
-                confidence: signal.confidence,
-                weight,
-            });
         }
         if total_weight <= 0.0 {
             return None;
@@ -71,7 +65,16 @@ impl Aggregator {
                 SignalDirection::Short
             },
             confidence: score.abs().min(1.0),
-            contributions,
+            // Built only for a signal that passes: most bars end above.
+            contributions: signals
+                .iter()
+                .map(|(strategy, signal)| SignalContribution {
+                    strategy: strategy.to_string(),
+                    direction: signal.direction,
+                    confidence: signal.confidence,
+                    weight: weight_of(strategy),
+                })
+                .collect(),
         })
     }
 }
@@ -84,7 +87,7 @@ mod tests {
         StrategySignal {
             direction,
             confidence,
-            reason: String::new(),
+            reason: "",
         }
     }
 
@@ -94,8 +97,8 @@ mod tests {
         let agg = Aggregator::new(weights, 0.35);
         let both = agg
             .combine(&[
-                ("a".into(), s(SignalDirection::Long, 0.8)),
-                ("b".into(), s(SignalDirection::Short, 0.8)),
+                ("a", s(SignalDirection::Long, 0.8)),
+                ("b", s(SignalDirection::Short, 0.8)),
             ])
             .unwrap();
         assert_eq!(both.direction, SignalDirection::Long);
@@ -104,16 +107,16 @@ mod tests {
         let even = Aggregator::new(BTreeMap::new(), 0.1);
         assert!(even
             .combine(&[
-                ("a".into(), s(SignalDirection::Long, 0.7)),
-                ("b".into(), s(SignalDirection::Short, 0.7))
+                ("a", s(SignalDirection::Long, 0.7)),
+                ("b", s(SignalDirection::Short, 0.7))
             ])
             .is_none());
         // Below threshold.
         assert!(agg
-            .combine(&[("b".into(), s(SignalDirection::Short, 0.3))])
+            .combine(&[("b", s(SignalDirection::Short, 0.3))])
             .is_none());
         assert_eq!(
-            agg.combine(&[("b".into(), s(SignalDirection::Short, 0.4))])
+            agg.combine(&[("b", s(SignalDirection::Short, 0.4))])
                 .unwrap()
                 .direction,
             SignalDirection::Short

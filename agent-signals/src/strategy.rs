@@ -80,8 +80,8 @@ pub struct StrategySignal {
     pub direction: SignalDirection,
     /// Confidence within 0..=1.
     pub confidence: f64,
-    /// Why, for people.
-    pub reason: String,
+    /// Why, for people (a fixed text: formatting per signal was costly).
+    pub reason: &'static str,
 }
 
 /// A trading strategy for one symbol.

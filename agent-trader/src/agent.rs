@@ -9,7 +9,9 @@
 //! for approval. After `risk.emergency_stop` no new order is sent and
 //! orders not yet filled are cancelled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use bus_core::ids::NameMap;
 use std::path::Path;
 
 use bus_core::message::payload::*;
@@ -60,7 +62,7 @@ pub struct TraderAgent {
     log: Option<TradeLog>,
     decision_topic: Topic,
     pnl_topic: Topic,
-    topics: HashMap<Symbol, Topics>,
+    topics: NameMap<Symbol, Topics>,
     awaiting_decision: BTreeMap<MessageId, Order>,
     approved: BTreeMap<Symbol, Vec<Order>>,
     next_order: u64,
@@ -92,7 +94,7 @@ impl TraderAgent {
             log,
             decision_topic,
             pnl_topic: Topic::new("trade.pnl_update").expect("valid topic"),
-            topics: HashMap::new(),
+            topics: NameMap::default(),
             awaiting_decision: BTreeMap::new(),
             approved: BTreeMap::new(),
             next_order: 0,

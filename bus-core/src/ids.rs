@@ -122,3 +122,32 @@ mod tests {
         assert!(!ids.contains(&other_thread));
     }
 }
+
+/// FNV-1a as a [`std::hash::Hasher`]: a few instructions per byte where
+/// SipHash spends about a hundred per key. For maps keyed by short names
+/// the process chose itself (symbols, topics); not for keys an attacker
+/// controls (no HashDoS resistance).
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 ^= u64::from(*byte);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map keyed by short names, hashed with [`Fnv1a`].
+pub type NameMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv1a>>;

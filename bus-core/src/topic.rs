@@ -36,12 +36,9 @@ struct TopicInner {
 /// FNV-1a: tiny, deterministic across runs and platforms, good enough for
 /// short ASCII topic names.
 fn fnv1a(text: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    let mut hasher = crate::ids::Fnv1a::default();
+    hasher.write(text.as_bytes());
+    hasher.finish()
 }
 
 fn check_segments(text: &str, allow_wildcards: bool) -> Result<(), TopicError> {

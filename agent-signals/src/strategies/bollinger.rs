@@ -49,8 +49,7 @@ impl Strategy for BollingerReversion {
             reason: match direction {
                 SignalDirection::Long => "close below the lower Bollinger band",
                 _ => "close above the upper Bollinger band",
-            }
-            .to_string(),
+            },
         })
     }
 }

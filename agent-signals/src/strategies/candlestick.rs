@@ -192,7 +192,7 @@ impl Strategy for CandlestickPatterns {
         Some(StrategySignal {
             direction,
             confidence,
-            reason: best.name().to_string(),
+            reason: best.name(),
         })
     }
 }

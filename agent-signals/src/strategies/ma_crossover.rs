@@ -54,8 +54,7 @@ impl Strategy for MovingAverageCrossover {
             reason: match direction {
                 SignalDirection::Long => "fast SMA crossed above the slow SMA",
                 _ => "fast SMA crossed below the slow SMA",
-            }
-            .to_string(),
+            },
         })
     }
 }

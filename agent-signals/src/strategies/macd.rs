@@ -45,8 +45,7 @@ impl Strategy for MacdCrossover {
             reason: match direction {
                 SignalDirection::Long => "MACD crossed above its signal line",
                 _ => "MACD crossed below its signal line",
-            }
-            .to_string(),
+            },
         })
     }
 }

@@ -54,8 +54,7 @@ impl Strategy for RsiReversal {
             reason: match direction {
                 SignalDirection::Long => "RSI left the oversold zone",
                 _ => "RSI left the overbought zone",
-            }
-            .to_string(),
+            },
         })
     }
 }
