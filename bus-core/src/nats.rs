@@ -8,9 +8,17 @@
 //! travel as the JSON wire format documented in the crate root, so a client
 //! in any language can publish market data or read signals.
 //!
+//! Request/response uses NATS request-reply: [`request`] publishes the
+//! request envelope with a reply inbox and waits (with a timeout) for the
+//! first answer; an agent run by [`run_agent`] that answers a message
+//! carrying a reply inbox (any envelope it publishes whose
+//! `correlation_id` is the request's id) sends the answer to that inbox as
+//! well as to the answer's own topic. A request nobody subscribes to fails
+//! at once ("no responders") rather than at the timeout.
+//!
 //! What is not here yet (issue 6): JetStream for the reliable modes, queue
-//! groups, request/reply over NATS, reconnection policy beyond the client's
-//! own, starting agents as child processes.
+//! groups, reconnection policy beyond the client's own, starting agents as
+//! child processes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,6 +27,7 @@ use futures_util::stream::{select_all, StreamExt};
 
 use crate::agent::Produce;
 use crate::driver::{RunError, StopSignal};
+use crate::ids::MessageId;
 use crate::inline::Outbox;
 use crate::message::payload::DeadLetter;
 use crate::message::{Envelope, Payload, Priority};
@@ -73,6 +82,14 @@ pub enum NatsError {
         /// Why.
         reason: String,
     },
+    /// A request got no usable answer.
+    #[error("request on {subject} failed: {reason}")]
+    Request {
+        /// The request's subject.
+        subject: String,
+        /// Why: no responders, timeout, or an undecodable answer.
+        reason: String,
+    },
     /// The agent could not run.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -121,16 +138,33 @@ pub struct NatsRunStats {
     pub undecodable: u64,
 }
 
+/// A request that arrived with a NATS reply inbox: answers to it (by
+/// correlation id) go to the inbox too.
+type Requester = (MessageId, async_nats::Subject);
+
 async fn publish_all(
     client: &async_nats::Client,
     prefix: &str,
     out: &mut Outbox,
     published: &AtomicU64,
+    requester: Option<&Requester>,
 ) -> Result<(), NatsError> {
     for message in out.drain() {
         let subject = subject(prefix, message.topic.as_str());
+        let json = message.to_json_bytes();
+        if let Some((request_id, inbox)) = requester {
+            if message.correlation_id == Some(*request_id) {
+                client
+                    .publish(inbox.clone(), json.clone().into())
+                    .await
+                    .map_err(|e| NatsError::Publish {
+                        subject: inbox.to_string(),
+                        reason: e.to_string(),
+                    })?;
+            }
+        }
         client
-            .publish(subject.clone(), message.to_json_bytes().into())
+            .publish(subject.clone(), json.into())
             .await
             .map_err(|e| NatsError::Publish {
                 subject,
@@ -139,6 +173,29 @@ async fn publish_all(
         published.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Sends `request` with NATS request-reply and waits up to `timeout` for
+/// the answer, decoded as an envelope.
+pub async fn request(
+    client: &async_nats::Client,
+    prefix: &str,
+    request: &Envelope,
+    timeout: Duration,
+) -> Result<Envelope, NatsError> {
+    let subject = subject(prefix, request.topic.as_str());
+    let failed = |reason: String| NatsError::Request {
+        subject: subject.clone(),
+        reason,
+    };
+    let answer = tokio::time::timeout(
+        timeout,
+        client.request(subject.clone(), request.to_json_bytes().into()),
+    )
+    .await
+    .map_err(|_| failed(format!("no answer within {timeout:?}")))?
+    .map_err(|e| failed(e.to_string()))?;
+    Envelope::from_json(&answer.payload).map_err(|e| failed(format!("undecodable answer: {e}")))
 }
 
 /// Runs one agent against a NATS server until it is a finished source, or
@@ -173,7 +230,7 @@ pub async fn run_agent(
     let mut incoming = select_all(streams);
     let mut out = Outbox::new();
     let started = agent.start(&mut out);
-    publish_all(&client, prefix, &mut out, &published).await?;
+    publish_all(&client, prefix, &mut out, &published, None).await?;
     started.map_err(|error| RunError::StartFailed {
         agent: agent.id().to_string(),
         error,
@@ -187,7 +244,7 @@ pub async fn run_agent(
         if producing {
             // A source: produce a step, then take whatever arrived meanwhile.
             let step = agent.produce(&mut out);
-            publish_all(&client, prefix, &mut out, &published).await?;
+            publish_all(&client, prefix, &mut out, &published, None).await?;
             if step == Produce::Done {
                 producing = false;
                 let _ = client.flush().await;
@@ -196,8 +253,8 @@ pub async fn run_agent(
                 }
             }
             while let Some(Some(message)) = futures_util::FutureExt::now_or_never(incoming.next()) {
-                handle(&mut agent, &message, &mut out, &mut stats);
-                publish_all(&client, prefix, &mut out, &published).await?;
+                let requester = handle(&mut agent, &message, &mut out, &mut stats);
+                publish_all(&client, prefix, &mut out, &published, requester.as_ref()).await?;
             }
             if step == Produce::Idle {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -207,8 +264,8 @@ pub async fn run_agent(
         tokio::select! {
             message = incoming.next() => match message {
                 Some(message) => {
-                    handle(&mut agent, &message, &mut out, &mut stats);
-                    publish_all(&client, prefix, &mut out, &published).await?;
+                    let requester = handle(&mut agent, &message, &mut out, &mut stats);
+                    publish_all(&client, prefix, &mut out, &published, requester.as_ref()).await?;
                 }
                 None => break,
             },
@@ -216,7 +273,7 @@ pub async fn run_agent(
         }
     }
     agent.stop(&mut out);
-    publish_all(&client, prefix, &mut out, &published).await?;
+    publish_all(&client, prefix, &mut out, &published, None).await?;
     let _ = client.flush().await;
     stats.published = published.load(Ordering::Relaxed);
     if let Some(failure) = agent.failure() {
@@ -225,18 +282,21 @@ pub async fn run_agent(
     Ok((agent, stats))
 }
 
+/// Hands one wire message to the agent; returns the requester to answer
+/// when the message came with a reply inbox.
 fn handle(
     agent: &mut Supervised,
     message: &async_nats::Message,
     out: &mut Outbox,
     stats: &mut NatsRunStats,
-) {
+) -> Option<Requester> {
     match Envelope::from_json(&message.payload) {
         Ok(envelope) => {
             stats.received += 1;
             if let Err(error) = agent.deliver(&envelope, out) {
                 tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
             }
+            message.reply.clone().map(|inbox| (envelope.id, inbox))
         }
         Err(error) => {
             stats.undecodable += 1;
@@ -262,6 +322,7 @@ fn handle(
                 Envelope::new(agent.id().clone(), topic, Payload::SystemDeadLetter(letter))
                     .with_priority(Priority::High),
             );
+            None
         }
     }
 }

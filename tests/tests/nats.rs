@@ -187,3 +187,79 @@ async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
     );
     assert!(summary.contains("2 undecodable"), "{summary}");
 }
+
+fn order_request(quantity: i64) -> bus_core::Envelope {
+    use bus_core::message::payload::{OrderId, OrderRequest, OrderRequestFields, OrderType, Side};
+    use bus_core::prelude::*;
+    let order = OrderRequest::new(OrderRequestFields {
+        order_id: OrderId(format!("req-{quantity}")),
+        symbol: Symbol::new("BTC").unwrap(),
+        side: Side::Buy,
+        quantity: rust_decimal::Decimal::from(quantity),
+        order_type: OrderType::Market,
+        limit_price: None,
+        reference_price: rust_decimal::Decimal::from(100),
+        reason: "test".into(),
+    })
+    .unwrap();
+    Envelope::new(
+        AgentId::new("remote-trader"),
+        Topic::new("trade.order_request.BTC").unwrap(),
+        Payload::TradeOrderRequest(order),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_risk_agent_process_answers_nats_requests() {
+    use bus_core::message::Payload;
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"rr\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let (mut child, _lines) = start_agent("risk", &config, dir.path());
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let timeout = Duration::from_secs(10);
+
+    // Within the default limits (order notional 60,000): approved.
+    let small = order_request(10);
+    let answer = bus_core::nats::request(&client, "rr", &small, timeout)
+        .await
+        .expect("risk answers");
+    assert_eq!(answer.correlation_id, Some(small.id));
+    assert_eq!(answer.sender.as_str(), "risk");
+    assert!(
+        matches!(answer.payload(), Payload::ResponseSuccess(s) if s.detail.contains("req-10")),
+        "{answer:?}"
+    );
+
+    // 1,000 x 100 = 100,000 is over the order limit: refused, with the reason.
+    let large = order_request(1000);
+    let answer = bus_core::nats::request(&client, "rr", &large, timeout)
+        .await
+        .expect("risk answers");
+    assert_eq!(answer.correlation_id, Some(large.id));
+    match answer.payload() {
+        Payload::ResponseError(e) => assert_eq!(e.code, "risk_refused", "{e:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // Nobody listens: a prompt error, not a wait for the timeout.
+    let mut nobody = order_request(1);
+    nobody.topic = bus_core::Topic::new("nobody.listens").unwrap();
+    let started = Instant::now();
+    let error = bus_core::nats::request(&client, "rr", &nobody, timeout)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+    assert!(error.to_string().contains("rr.nobody.listens"), "{error}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
