@@ -16,9 +16,15 @@
 //! well as to the answer's own topic. A request nobody subscribes to fails
 //! at once ("no responders") rather than at the timeout.
 //!
+//! When the server goes away the client reconnects with backoff and
+//! re-subscribes; the agent keeps running meanwhile. Core NATS is
+//! fire-and-forget: what is published while no server is reachable is
+//! buffered by the client (up to its buffer) and what the server could not
+//! deliver is gone — the reliable modes need JetStream.
+//!
 //! What is not here yet (issue 6): JetStream for the reliable modes, queue
-//! groups, reconnection policy beyond the client's own, starting agents as
-//! child processes.
+//! groups, a reconnection policy of our own (buffer or block), starting
+//! agents as child processes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
