@@ -206,11 +206,15 @@ pub async fn request(
 
 /// Runs one agent against a NATS server until it is a finished source, or
 /// `stop` is raised. The agent is supervised as on the other buses.
+/// `ready`, if given, is told once the agent's subscriptions are in place
+/// on the server (before the agent starts), so a caller can start the
+/// agents that publish to it.
 pub async fn run_agent(
     spec: AgentSpec,
     client: async_nats::Client,
     prefix: &str,
     stop: StopSignal,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(crate::supervision::Supervised, NatsRunStats), NatsError> {
     let mut agent = Supervised::new(spec, false);
     let published = AtomicU64::new(0);
@@ -233,6 +237,9 @@ pub async fn run_agent(
     }
     // Make sure the server has the subscriptions before anything is produced.
     let _ = client.flush().await;
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
     let mut incoming = select_all(streams);
     let mut out = Outbox::new();
     let started = agent.start(&mut out);
@@ -242,6 +249,7 @@ pub async fn run_agent(
         error,
     })?;
     let mut producing = true;
+    let mut produced = false;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
         if stop.is_stopped() || agent.failure().is_some() {
@@ -254,9 +262,14 @@ pub async fn run_agent(
             if step == Produce::Done {
                 producing = false;
                 let _ = client.flush().await;
-                if agent.agent().subscriptions().is_empty() {
+                // A source that has finished has nothing left to do in its
+                // own process (its commands would start nothing): it exits.
+                // (An agent that never produced is not a source.)
+                if produced || agent.agent().subscriptions().is_empty() {
                     break;
                 }
+            } else {
+                produced = true;
             }
             while let Some(Some(message)) = futures_util::FutureExt::now_or_never(incoming.next()) {
                 let requester = handle(&mut agent, &message, &mut out, &mut stats);

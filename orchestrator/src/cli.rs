@@ -35,6 +35,10 @@ enum Command {
         /// Output directory (overrides run.output_dir).
         #[arg(long)]
         output_dir: Option<PathBuf>,
+        /// Stop (gracefully) when standard input closes: `bistoury run`
+        /// holds the other end, so its agents never outlive it.
+        #[arg(long, hide = true)]
+        exit_with_parent: bool,
     },
     /// Check a configuration file and report every problem.
     ValidateConfig {
@@ -76,7 +80,8 @@ pub fn main() -> ExitCode {
             name,
             config,
             output_dir,
-        }) => return run_one_agent(&name, config.as_deref(), output_dir),
+            exit_with_parent,
+        }) => return run_one_agent(&name, config.as_deref(), output_dir, exit_with_parent),
         Some(Command::ValidateConfig { file }) => {
             return match load(Some(&file)) {
                 Ok(_) => {
@@ -112,7 +117,14 @@ pub fn main() -> ExitCode {
             .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(crate::run::run_with(&config, &control)),
+            Ok(runtime) => match config.bus.transport {
+                crate::config::Transport::InProcess => {
+                    runtime.block_on(crate::run::run_with(&config, &control))
+                }
+                crate::config::Transport::Nats => runtime.block_on(
+                    crate::processes::run_processes(&config, args.config.as_deref(), &control),
+                ),
+            },
             Err(error) => {
                 eprintln!("cannot start the runtime: {error}");
                 return ExitCode::FAILURE;
@@ -170,6 +182,7 @@ fn run_one_agent(
     name: &str,
     file: Option<&std::path::Path>,
     output_dir: Option<PathBuf>,
+    exit_with_parent: bool,
 ) -> ExitCode {
     let (config, _guard) = match prepare(file, output_dir) {
         Ok(prepared) => prepared,
@@ -201,6 +214,15 @@ fn run_one_agent(
     );
     let stop = bus_core::driver::StopSignal::new();
     stop_on_ctrl_c(stop.clone());
+    if exit_with_parent {
+        let stop = stop.clone();
+        let _ = std::thread::Builder::new()
+            .name("parent-watch".into())
+            .spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+                stop.stop();
+            });
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -214,11 +236,22 @@ fn run_one_agent(
     let nats = config.bus.nats();
     let result = runtime.block_on(async {
         let client = bus_core::nats::connect(&nats).await?;
-        println!(
-            "agent {name} connected to {} (subjects {}.>)",
-            nats.url, nats.prefix
+        let (ready, subscribed) = tokio::sync::oneshot::channel();
+        let announce = async {
+            // Said once the subscriptions are in place: `bistoury run`
+            // waits for this line before starting the next agent.
+            if subscribed.await.is_ok() {
+                println!(
+                    "agent {name} connected to {} (subjects {}.>)",
+                    nats.url, nats.prefix
+                );
+            }
+        };
+        let (result, ()) = tokio::join!(
+            bus_core::nats::run_agent(spec, client, &nats.prefix, stop, Some(ready)),
+            announce
         );
-        bus_core::nats::run_agent(spec, client, &nats.prefix, stop).await
+        result
     });
     match result {
         Ok((agent, stats)) => {

@@ -39,10 +39,27 @@ pub struct BistouryConfig {
     pub log: LogConfig,
 }
 
-/// `[bus]`: the NATS server `bistoury agent NAME` connects to.
+/// Where `bistoury run` runs the agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// All agents in this process, on the queued in-process bus.
+    InProcess,
+    /// Every agent in its own child process, talking over the NATS server
+    /// at `nats_url` (the report is made in this process).
+    Nats,
+}
+
+/// `[bus]`: how agents talk, and the NATS server for distributed mode.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusConfig {
+    /// `in_process` or `nats`.
+    pub transport: Transport,
+    /// A `nats-server` executable `bistoury run` starts itself (on the
+    /// loopback port of `nats_url`) and stops at the end; empty: use a
+    /// server that is already running.
+    pub nats_server: String,
     /// Server URL.
     pub nats_url: String,
     /// Subjects are `<subject_prefix>.<topic>`.

@@ -28,6 +28,8 @@ pub enum Mode {
     Backtest,
     /// Queued bus, concurrent.
     Run,
+    /// Every agent its own process, over NATS.
+    Processes,
 }
 
 /// Why a run failed.
@@ -53,6 +55,9 @@ pub enum WiringError {
     /// Collection stopped on bad data (policy `stop`).
     #[error("market data: {0}")]
     Collection(String),
+    /// Distributed mode (agents as processes over NATS) failed.
+    #[error("distributed run: {0}")]
+    Distributed(String),
 }
 
 /// What a run produced.
@@ -154,7 +159,7 @@ pub fn build_agent(
 }
 
 /// Names of the agents [`restartable_agent`] builds.
-const RESTARTABLE: [&str; 2] = ["signals", "risk"];
+pub(crate) const RESTARTABLE: [&str; 2] = ["signals", "risk"];
 
 /// The agents that can start over from their configuration alone (no data
 /// position, positions or figures to lose), built fresh; `None` for others.

@@ -356,3 +356,179 @@ async fn an_agent_process_survives_a_nats_server_restart_and_resumes() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `bistoury run` in distributed mode: it starts nats-server itself (on a
+/// free loopback port) and every agent as a process.
+fn distributed_config(dir: &Path, candles: usize, speed: f64) -> std::path::PathBuf {
+    let config = dir.join("distributed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\ntransport = \"nats\"\nnats_server = \"nats-server\"\n\
+             nats_url = \"nats://127.0.0.1:{}\"\nsubject_prefix = \"dist\"\n\n\
+             [data]\ncandles = {candles}\nspeed = {speed}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn run_distributed(dir: &Path, config: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(dir.join("bistoury-output/report.json")).expect("report written"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn bistoury_run_starts_every_agent_as_its_own_process_over_nats() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = distributed_config(dir.path(), 300, 0.0);
+    let (mut child, lines) = run_distributed(dir.path(), &config);
+    let status = child.wait().unwrap();
+    let output: Vec<String> = lines.try_iter().collect();
+    let output = output.join("\n");
+    assert!(status.success(), "{output}");
+    assert!(
+        output.contains("started nats-server on 127.0.0.1:"),
+        "{output}"
+    );
+    for agent in ["signals", "risk", "trader", "collector"] {
+        assert!(
+            output.contains(&format!("started agent {agent} (pid ")),
+            "{agent}: {output}"
+        );
+    }
+    assert!(output.contains("Processes mode"), "{output}");
+    let report = report(dir.path());
+    assert_eq!(report["candles"], 900, "every candle reached the report");
+    assert_eq!(report["accounting_identity_holds"], true);
+}
+
+#[test]
+fn a_killed_agent_process_is_restarted_and_the_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1-minute bars replayed 60,000x: one bar per millisecond, ~4 s in all.
+    let config = distributed_config(dir.path(), 4000, 60_000.0);
+    let (mut child, lines) = run_distributed(dir.path(), &config);
+    let mut seen = Vec::new();
+    let mut started = |agent: &str| -> u32 {
+        let prefix = format!("started agent {agent} (pid ");
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{agent} never started"));
+            seen.push(line.clone());
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                return rest.trim_end_matches(')').parse().unwrap();
+            }
+        }
+    };
+    let signals = started("signals");
+    started("collector");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(Command::new("kill")
+        .args(["-9", &signals.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let again = started("signals");
+    assert_ne!(again, signals);
+    let status = child.wait().unwrap();
+    seen.extend(lines.try_iter());
+    let output = seen.join("\n");
+    assert!(status.success(), "{output}");
+    assert!(output.contains("agent signals exited"), "{output}");
+    assert!(output.contains("restart 1 of 3"), "{output}");
+    let report = report(dir.path());
+    assert_eq!(
+        report["candles"], 12_000,
+        "the collector and report were unaffected"
+    );
+    assert_eq!(report["accounting_identity_holds"], true);
+    // The killed process is gone, and so is every other agent process.
+    assert!(!Path::new(&format!("/proc/{signals}")).exists());
+    assert!(!Path::new(&format!("/proc/{again}")).exists());
+}
+
+#[test]
+fn agent_processes_do_not_outlive_a_killed_bistoury_run() {
+    // The test runs the server: one `bistoury run` starts would outlive a
+    // SIGKILLed parent (nats-server cannot watch its parent).
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("orphans.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\ntransport = \"nats\"\nnats_url = \"{}\"\nsubject_prefix = \"orph\"\n\n\
+             [data]\ncandles = 100000\nspeed = 60000.0\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let (mut child, lines) = run_distributed(dir.path(), &config);
+    let mut pids = Vec::new();
+    while pids.len() < 4 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("agents start");
+        if let Some(rest) = line.strip_prefix("started agent ") {
+            let pid = rest.split("(pid ").nth(1).unwrap().trim_end_matches(')');
+            pids.push(pid.to_string());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to stop its agents itself
+    child.wait().unwrap();
+    let started = Instant::now();
+    while pids
+        .iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        // A zombie (exited, not yet reaped by init) counts as gone.
+        let alive: Vec<&String> = pids
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map(|stat| !stat.contains(") Z "))
+                    .unwrap_or(false)
+            })
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "agent processes outlived their parent: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,362 @@
+//! `bistoury run` with `[bus] transport = "nats"`: every agent in its own
+//! process (`bistoury agent NAME`), talking over one NATS server, with the
+//! report made in this process.
+//!
+//! Order of events:
+//!
+//! 1. start `nats-server` if `[bus] nats_server` names one, and wait until
+//!    it accepts connections on `nats_url`'s port;
+//! 2. subscribe the report agent here, and a counter of all traffic;
+//! 3. start the agents in dependency order, the collector last, each once
+//!    the previous one says its subscriptions are in place (so nothing the
+//!    collector publishes goes to a subscriber that is not there yet);
+//! 4. supervise: an agent process that dies (a crash, `kill -9`) is started
+//!    again per its `[agents.<name>]` policy (restart with backoff, up to
+//!    the maximum, for the stateless signals and risk agents; otherwise the
+//!    run stops with an error naming it);
+//! 5. when the collector has published everything (or on Ctrl-C), wait
+//!    until the traffic has been quiet for half a second, stop every agent
+//!    with SIGINT (each drains and exits), and finish the report.
+//!
+//! Core NATS is fire-and-forget: an agent restarted after a crash misses
+//! what was published while it was down (the report says how many candles
+//! it saw).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus_core::driver::StopSignal;
+use bus_core::supervision::{AgentSpec, RestartPolicy};
+use futures_util::StreamExt;
+
+use crate::config::BistouryConfig;
+use crate::report::ReportAgent;
+use crate::run::{build_agent, Mode, RunControl, RunOutcome, WiringError};
+
+/// How long an agent process may take to say it is subscribed.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Quiet time after which the pipeline counts as drained.
+const QUIET: Duration = Duration::from_millis(500);
+/// Longest wait for the pipeline to drain.
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
+fn failed(message: impl Into<String>) -> WiringError {
+    WiringError::Distributed(message.into())
+}
+
+/// A `nats-server` this run started; stopped on drop.
+struct LocalServer(Child);
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The loopback port in a `nats://host:port` URL.
+fn port_of(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
+}
+
+fn start_server(path: &str, url: &str) -> Result<LocalServer, WiringError> {
+    let port = port_of(url).ok_or_else(|| {
+        failed(format!(
+            "bus.nats_url: no port in {url:?} to start nats-server on"
+        ))
+    })?;
+    let child = Command::new(path)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| failed(format!("bus.nats_server: cannot start {path}: {e}")))?;
+    let server = LocalServer(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(failed(format!(
+                "bus.nats_server: {path} did not accept connections on port {port} within 10 s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("started nats-server on 127.0.0.1:{port}");
+    Ok(server)
+}
+
+/// One agent process.
+struct AgentProcess {
+    name: String,
+    child: Child,
+    restarts: u32,
+    /// Died, and its policy said to carry on without it.
+    isolated: bool,
+}
+
+/// How to start agent processes: this executable, the same configuration.
+struct Launcher {
+    exe: PathBuf,
+    config_file: Option<PathBuf>,
+    output_dir: PathBuf,
+}
+
+impl Launcher {
+    /// Starts `bistoury agent NAME` and waits until it is subscribed.
+    fn start(&self, name: &str) -> Result<Child, WiringError> {
+        let mut command = Command::new(&self.exe);
+        command.arg("agent").arg(name);
+        if let Some(file) = &self.config_file {
+            command.arg("--config").arg(file);
+        }
+        command
+            .arg("--output-dir")
+            .arg(&self.output_dir)
+            .arg("--exit-with-parent")
+            // We hold the other end of its stdin: if this process dies, the
+            // agent sees the pipe close and stops.
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .map_err(|e| failed(format!("cannot start agent {name}: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let label = name.to_string();
+        std::thread::spawn(move || {
+            let mut announced = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !announced && line.contains("connected") {
+                    announced = true;
+                    let _ = tx.send(());
+                }
+                tracing::info!(agent = %label, "{line}");
+            }
+        });
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(()) => {
+                println!("started agent {name} (pid {})", child.id());
+                Ok(child)
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                Err(failed(format!(
+                    "agent {name} did not subscribe within {START_TIMEOUT:?} (exit: {status:?})"
+                )))
+            }
+        }
+    }
+}
+
+/// Asks a process to stop (SIGINT: it drains and exits), then waits; a
+/// process that does not exit within `grace` is killed.
+fn stop_process(name: &str, child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while started.elapsed() < grace {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::warn!(agent = name, "did not stop within {grace:?}; killed");
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// Runs every agent as its own process over NATS; see the module docs.
+pub async fn run_processes(
+    config: &BistouryConfig,
+    config_file: Option<&Path>,
+    control: &RunControl,
+) -> Result<RunOutcome, WiringError> {
+    let started = Instant::now();
+    let _server = match config.bus.nats_server.trim() {
+        "" => None,
+        path => Some(start_server(path, &config.bus.nats_url)?),
+    };
+    let nats = config.bus.nats();
+    let client = bus_core::nats::connect(&nats)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+
+    // All traffic, to know when the pipeline has drained.
+    let traffic = Arc::new(AtomicU64::new(0));
+    let mut everything = client
+        .subscribe(format!("{}.>", nats.prefix))
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let counter = traffic.clone();
+    let watcher = tokio::spawn(async move {
+        while everything.next().await.is_some() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+
+    // The report agent, here.
+    let trade_log = config.run.output_dir.join("trades.csv");
+    let report = build_agent("report", config, false, &trade_log, None)?;
+    let report_stop = StopSignal::new();
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let report_task = {
+        let (client, prefix, stop) = (client.clone(), nats.prefix.clone(), report_stop.clone());
+        tokio::spawn(async move {
+            bus_core::nats::run_agent(AgentSpec::new(report), client, &prefix, stop, Some(ready))
+                .await
+        })
+    };
+    subscribed
+        .await
+        .map_err(|_| failed("the report agent could not subscribe"))?;
+
+    // The agents, in dependency order, the collector last.
+    let launcher = Launcher {
+        exe: std::env::current_exe().map_err(|e| failed(format!("cannot find bistoury: {e}")))?,
+        config_file: config_file.map(Path::to_path_buf),
+        output_dir: config.run.output_dir.clone(),
+    };
+    let mut order = config.agents.start_order().map_err(WiringError::Config)?;
+    order.retain(|n| n != "report");
+    order.sort_by_key(|n| n == "collector");
+    let policies: std::collections::BTreeMap<String, RestartPolicy> = config
+        .agents
+        .all()
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s.policy()))
+        .collect();
+    let mut agents: Vec<AgentProcess> = Vec::new();
+    let mut outcome = supervise(&launcher, &order, &policies, &mut agents, control).await;
+
+    // Drain: wait for quiet, then stop everyone.
+    if outcome.is_ok() {
+        let drain_started = Instant::now();
+        let mut last = traffic.load(Ordering::Relaxed);
+        let mut quiet_since = Instant::now();
+        while drain_started.elapsed() < DRAIN_LIMIT && quiet_since.elapsed() < QUIET {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = traffic.load(Ordering::Relaxed);
+            if now != last {
+                last = now;
+                quiet_since = Instant::now();
+            }
+        }
+    }
+    let restarts: u32 = agents.iter().map(|a| a.restarts).sum();
+    for agent in agents.iter_mut().rev() {
+        let status = tokio::task::block_in_place(|| {
+            stop_process(&agent.name, &mut agent.child, Duration::from_secs(10))
+        });
+        if outcome.is_ok() && !agent.isolated && !status.is_some_and(|s| s.success()) {
+            outcome = Err(failed(format!(
+                "agent {} did not stop cleanly ({status:?})",
+                agent.name
+            )));
+        }
+    }
+    report_stop.stop();
+    let (report, _stats) = report_task
+        .await
+        .map_err(|e| failed(format!("report agent: {e}")))?
+        .map_err(|e| failed(format!("report agent: {e}")))?;
+    watcher.abort();
+    outcome?;
+    let mut report = report.into_agent();
+    let report = report
+        .as_mut()
+        .as_any_mut()
+        .downcast_mut::<ReportAgent>()
+        .expect("the report agent")
+        .finish();
+    let trade_log_rows = std::fs::read_to_string(&trade_log)
+        .map(|t| t.lines().count().saturating_sub(1) as u64)
+        .unwrap_or(0);
+    Ok(RunOutcome {
+        mode: Mode::Processes,
+        report,
+        trade_log,
+        trade_log_rows,
+        skipped_rows: 0,
+        messages_published: traffic.load(Ordering::Relaxed),
+        restarts,
+        stopped_early: control.stop.is_stopped(),
+        unhealthy_agents: Vec::new(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Starts the agents and watches them until the collector has finished (or
+/// the run is stopped); restarts crashed ones per policy.
+async fn supervise(
+    launcher: &Launcher,
+    order: &[String],
+    policies: &std::collections::BTreeMap<String, RestartPolicy>,
+    agents: &mut Vec<AgentProcess>,
+    control: &RunControl,
+) -> Result<(), WiringError> {
+    for name in order {
+        let child = tokio::task::block_in_place(|| launcher.start(name))?;
+        agents.push(AgentProcess {
+            name: name.clone(),
+            child,
+            restarts: 0,
+            isolated: false,
+        });
+    }
+    loop {
+        if control.stop.is_stopped() {
+            return Ok(());
+        }
+        for agent in agents.iter_mut().filter(|a| !a.isolated) {
+            let Ok(Some(status)) = agent.child.try_wait() else {
+                continue;
+            };
+            if agent.name == "collector" && status.success() {
+                return Ok(());
+            }
+            let policy = policies
+                .get(&agent.name)
+                .copied()
+                .unwrap_or(RestartPolicy::Shutdown);
+            let restartable = crate::run::RESTARTABLE.contains(&agent.name.as_str());
+            match policy {
+                RestartPolicy::Restart { max_restarts, .. }
+                    if restartable && agent.restarts < max_restarts =>
+                {
+                    agent.restarts += 1;
+                    let wait = policy.backoff(agent.restarts);
+                    println!(
+                        "agent {} exited ({status}); restart {} of {max_restarts} in {wait:?}",
+                        agent.name, agent.restarts
+                    );
+                    tokio::time::sleep(wait).await;
+                    agent.child = tokio::task::block_in_place(|| launcher.start(&agent.name))?;
+                }
+                RestartPolicy::Isolate if agent.name != "collector" => {
+                    println!(
+                        "agent {} exited ({status}); isolated, the run carries on",
+                        agent.name
+                    );
+                    agent.isolated = true;
+                }
+                _ => {
+                    return Err(failed(format!(
+                        "agent {} exited ({status}) and its policy does not restart it",
+                        agent.name
+                    )))
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
