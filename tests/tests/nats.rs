@@ -72,14 +72,10 @@ impl Drop for NatsServer {
     }
 }
 
-/// Starts `bistoury agent NAME` and waits until it says it is connected.
-fn start_agent(
-    name: &str,
-    config: &Path,
-    dir: &Path,
-) -> (Child, std::sync::mpsc::Receiver<String>) {
+/// Starts `bistoury ARGS` in `dir`; its stdout lines arrive on the channel.
+fn bistoury(args: &[&str], dir: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(["agent", name, "--config", config.to_str().unwrap()])
+        .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
@@ -93,6 +89,30 @@ fn start_agent(
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+/// A configuration naming `server` and a subject prefix, plus `extra` TOML.
+fn nats_config(dir: &Path, server: &NatsServer, prefix: &str, extra: &str) -> std::path::PathBuf {
+    let config = dir.join(format!("{prefix}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"{prefix}\"\n{extra}",
+            server.url()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Starts `bistoury agent NAME` and waits until it says it is connected.
+fn start_agent(
+    name: &str,
+    config: &Path,
+    dir: &Path,
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let (child, rx) = bistoury(&["agent", name, "--config", config.to_str().unwrap()], dir);
     let first = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the agent starts");
@@ -122,15 +142,7 @@ fn raw_candle(i: i64, close: f64) -> Vec<u8> {
 async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"test\"\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let config = nats_config(dir.path(), &server, "test", "");
     let (child, lines) = start_agent("signals", &config, dir.path());
 
     let client = async_nats::connect(server.url()).await.unwrap();
@@ -230,15 +242,7 @@ async fn a_risk_agent_process_answers_nats_requests() {
     use bus_core::message::Payload;
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"rr\"\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let config = nats_config(dir.path(), &server, "rr", "");
     let (mut child, _lines) = start_agent("risk", &config, dir.path());
     let client = async_nats::connect(server.url()).await.unwrap();
     let timeout = Duration::from_secs(10);
@@ -284,15 +288,7 @@ async fn a_risk_agent_process_answers_nats_requests() {
 async fn an_agent_process_survives_a_nats_server_restart_and_resumes() {
     let mut server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"rc\"\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let config = nats_config(dir.path(), &server, "rc", "");
     let (mut child, _lines) = start_agent("signals", &config, dir.path());
 
     // Candles in, one analysis_complete out per candle.
@@ -383,22 +379,7 @@ fn distributed_config(dir: &Path, candles: usize, speed: f64) -> std::path::Path
 }
 
 fn run_distributed(dir: &Path, config: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (child, rx)
+    bistoury(&["run", "--config", config.to_str().unwrap()], dir)
 }
 
 fn report(dir: &Path) -> Value {
@@ -485,16 +466,12 @@ fn agent_processes_do_not_outlive_a_killed_bistoury_run() {
     // SIGKILLed parent (nats-server cannot watch its parent).
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("orphans.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[bus]\ntransport = \"nats\"\nnats_url = \"{}\"\nsubject_prefix = \"orph\"\n\n\
-             [data]\ncandles = 100000\nspeed = 60000.0\n",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let config = nats_config(
+        dir.path(),
+        &server,
+        "orph",
+        "transport = \"nats\"\n\n[data]\ncandles = 100000\nspeed = 60000.0\n",
+    );
     let (mut child, lines) = run_distributed(dir.path(), &config);
     let mut pids = Vec::new();
     while pids.len() < 4 {
