@@ -209,6 +209,11 @@ impl Envelope {
 
     /// Decodes from the JSON wire format; the error names the failing field.
     pub fn from_json(json: &[u8]) -> Result<Envelope, DecodeError> {
+        // Plain serde first; on failure decode again, tracking the path of
+        // the failing field for the error.
+        if let Ok(wire) = serde_json::from_slice::<WireIn>(json) {
+            return wire.into_envelope();
+        }
         let mut de = serde_json::Deserializer::from_slice(json);
         let wire: WireIn = serde_path_to_error::deserialize(&mut de).map_err(|e| DecodeError {
             path: e.path().to_string(),

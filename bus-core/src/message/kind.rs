@@ -61,6 +61,14 @@ macro_rules! message_types {
                 message_type: MessageType,
                 json: &str,
             ) -> Result<Payload, serde_path_to_error::Error<serde_json::Error>> {
+                // Plain serde first: tracking the path costs on every field,
+                // and it is only needed to explain a failure.
+                let fast = match message_type {
+                    $( MessageType::$variant => serde_json::from_str(json).map(Payload::$variant) ),*
+                };
+                if let Ok(payload) = fast {
+                    return Ok(payload);
+                }
                 let mut de = serde_json::Deserializer::from_str(json);
                 let payload = match message_type {
                     $( MessageType::$variant => Payload::$variant(serde_path_to_error::deserialize(&mut de)?) ),*

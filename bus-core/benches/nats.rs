@@ -1,0 +1,274 @@
+#![allow(missing_docs)] // criterion_group! generates undocumented items.
+//! The NATS transport against raw async-nats, on a `nats-server` started
+//! here on a free loopback port.
+//!
+//! `cargo bench -p bus-core --features nats --bench nats`
+//!
+//! * `fire_and_forget/*`: 20,000 `data.price_update` envelopes from one
+//!   client to an agent run by `bus_core::nats::run_agent` (decode, deliver,
+//!   count) vs the same JSON bytes from one raw client to one raw
+//!   subscriber that only counts them.
+//! * Request round trips (p50/p99, printed): `bus_core::nats::request` to
+//!   an echoing agent vs `Client::request` to a raw echo responder.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus_core::agent::Agent;
+use bus_core::driver::StopSignal;
+use bus_core::inline::Outbox;
+use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::prelude::*;
+use bus_core::supervision::AgentSpec;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use rust_decimal::Decimal;
+
+const N: u64 = 20_000;
+
+fn message(i: u64) -> Envelope {
+    let update = PriceUpdate::new(PriceUpdateFields {
+        symbol: Symbol::new("BTC").unwrap(),
+        price: Decimal::new(6_512_345 + i as i64, 2),
+        timestamp_ms: i as i64,
+    })
+    .unwrap();
+    Envelope::new(
+        AgentId::new("bench"),
+        Topic::new("prices.btc").unwrap(),
+        Payload::DataPriceUpdate(update),
+    )
+}
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server() -> Option<Server> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Server(child, port))
+}
+
+/// Counts what it receives; answers requests with a copy.
+struct Counter {
+    id: AgentId,
+    seen: Arc<AtomicU64>,
+    echo: bool,
+}
+
+impl Agent for Counter {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new(if self.echo { "echo" } else { "prices" }).unwrap()]
+    }
+    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        if self.echo {
+            let reply = Envelope::new(
+                self.id.clone(),
+                Topic::new("answers.echo").unwrap(),
+                envelope.payload().clone(),
+            )
+            .with_correlation_id(envelope.id);
+            out.publish(reply);
+        }
+        Ok(())
+    }
+}
+
+fn agent(
+    rt: &tokio::runtime::Runtime,
+    client: async_nats::Client,
+    echo: bool,
+) -> (Arc<AtomicU64>, StopSignal) {
+    let seen = Arc::new(AtomicU64::new(0));
+    let stop = StopSignal::new();
+    let counter = Counter {
+        id: AgentId::new("counter"),
+        seen: seen.clone(),
+        echo,
+    };
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let stop_agent = stop.clone();
+    rt.spawn(async move {
+        let _ = bus_core::nats::run_agent(
+            AgentSpec::new(Box::new(counter)),
+            client,
+            "bench",
+            stop_agent,
+            Some(ready),
+        )
+        .await;
+    });
+    rt.block_on(subscribed).unwrap();
+    (seen, stop)
+}
+
+async fn wait_for(seen: &AtomicU64, n: u64) {
+    while seen.load(Ordering::Relaxed) < n {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+fn transport(c: &mut Criterion) {
+    let Some(server) = server() else {
+        eprintln!("nats-server not found: NATS benches skipped");
+        return;
+    };
+    let url = format!("nats://127.0.0.1:{}", server.1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect = || rt.block_on(async_nats::connect(&url)).unwrap();
+    let publisher = connect();
+
+    let mut group = c.benchmark_group("fire_and_forget");
+    group.throughput(Throughput::Elements(N));
+    group.sample_size(10);
+
+    // Raw: the same bytes, counted by a raw subscriber.
+    let raw_seen = Arc::new(AtomicU64::new(0));
+    {
+        let mut sub = rt
+            .block_on(connect().subscribe("bench.raw.prices.btc"))
+            .unwrap();
+        let seen = raw_seen.clone();
+        rt.spawn(async move {
+            while sub.next().await.is_some() {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        rt.block_on(publisher.flush()).unwrap();
+    }
+    let bodies: Vec<Vec<u8>> = (0..N).map(|i| message(i).to_json_bytes()).collect();
+    group.bench_function("raw_async_nats", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let base = raw_seen.load(Ordering::Relaxed);
+                let start = Instant::now();
+                rt.block_on(async {
+                    for body in &bodies {
+                        publisher
+                            .publish("bench.raw.prices.btc", body.clone().into())
+                            .await
+                            .unwrap();
+                    }
+                    publisher.flush().await.unwrap();
+                    wait_for(&raw_seen, base + N).await;
+                });
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+
+    // Ours: envelopes encoded by `nats::publish`, decoded and delivered to
+    // an agent by `nats::run_agent`.
+    let (seen, stop) = agent(&rt, connect(), false);
+    let envelopes: Vec<Envelope> = (0..N).map(message).collect();
+    group.bench_function("bus_core_nats", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let base = seen.load(Ordering::Relaxed);
+                let start = Instant::now();
+                rt.block_on(async {
+                    for envelope in &envelopes {
+                        bus_core::nats::publish(&publisher, "bench", envelope)
+                            .await
+                            .unwrap();
+                    }
+                    publisher.flush().await.unwrap();
+                    wait_for(&seen, base + N).await;
+                });
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    stop.stop();
+    group.finish();
+
+    // Round trips, printed.
+    let rounds = 2_000;
+    let (_echo_seen, echo_stop) = agent(&rt, connect(), true);
+    let responder = connect();
+    let mut raw_requests = rt.block_on(responder.subscribe("bench.raw.echo")).unwrap();
+    rt.spawn(async move {
+        while let Some(request) = raw_requests.next().await {
+            if let Some(reply) = request.reply {
+                let _ = responder.publish(reply, request.payload).await;
+            }
+        }
+    });
+    let request = message(1).with_delivery_mode(DeliveryMode::FireAndForget);
+    let mut echo_request = request.clone();
+    echo_request.topic = Topic::new("echo").unwrap();
+    let body = request.to_json_bytes();
+    for (name, ours) in [("raw_async_nats", false), ("bus_core_nats", true)] {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        rt.block_on(async {
+            for _ in 0..rounds {
+                let t = Instant::now();
+                if ours {
+                    bus_core::nats::request(
+                        &publisher,
+                        "bench",
+                        &echo_request,
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap();
+                } else {
+                    publisher
+                        .request("bench.raw.echo", body.clone().into())
+                        .await
+                        .unwrap();
+                }
+                h.record(t.elapsed().as_nanos() as u64).unwrap();
+            }
+        });
+        println!(
+            "request_round_trip/{name}: p50 {:.1} us, p99 {:.1} us ({rounds} requests)",
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3
+        );
+    }
+    echo_stop.stop();
+    drop(server);
+}
+
+criterion_group!(benches, transport);
+criterion_main!(benches);
