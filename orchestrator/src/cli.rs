@@ -233,7 +233,13 @@ fn run_one_agent(
             return ExitCode::FAILURE;
         }
     };
-    let nats = config.bus.nats();
+    let nats = match config.bus.nats() {
+        Ok(nats) => nats,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
     let result = runtime.block_on(async {
         let client = bus_core::nats::connect(&nats).await?;
         let (ready, subscribed) = tokio::sync::oneshot::channel();

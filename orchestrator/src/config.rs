@@ -66,19 +66,36 @@ pub struct BusConfig {
     pub subject_prefix: String,
     /// Environment variable holding the NATS token, if the server needs one.
     pub token_env: Option<String>,
+    /// File holding the NATS token (used when the variable is not set);
+    /// empty: none.
+    pub token_file: String,
 }
 
 impl BusConfig {
-    /// The NATS settings, with the token read from the environment.
-    pub fn nats(&self) -> bus_core::nats::NatsSettings {
-        bus_core::nats::NatsSettings {
+    /// The NATS settings, with the token read from the environment variable
+    /// `token_env` or else from `token_file`. The token is never logged or
+    /// printed (`NatsSettings`'s `Debug` hides it).
+    pub fn nats(&self) -> Result<bus_core::nats::NatsSettings, String> {
+        let from_env = self
+            .token_env
+            .as_ref()
+            .and_then(|name| std::env::var(name).ok())
+            .filter(|t| !t.is_empty());
+        let token = match (from_env, self.token_file.trim()) {
+            (Some(token), _) => Some(token),
+            (None, "") => None,
+            (None, path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("bus.token_file: cannot read {path}: {e}"))?
+                    .trim()
+                    .to_string(),
+            ),
+        };
+        Ok(bus_core::nats::NatsSettings {
             url: self.nats_url.clone(),
             prefix: self.subject_prefix.clone(),
-            token: self
-                .token_env
-                .as_ref()
-                .and_then(|name| std::env::var(name).ok()),
-        }
+            token,
+        })
     }
 }
 

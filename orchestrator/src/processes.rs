@@ -186,7 +186,7 @@ pub async fn run_processes(
         "" => None,
         path => Some(start_server(path, &config.bus.nats_url)?),
     };
-    let nats = config.bus.nats();
+    let nats = config.bus.nats().map_err(WiringError::Config)?;
     let client = bus_core::nats::connect(&nats)
         .await
         .map_err(|e| failed(e.to_string()))?;

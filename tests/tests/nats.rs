@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 struct NatsServer {
     child: Child,
     port: u16,
+    args: Vec<String>,
 }
 
 impl NatsServer {
@@ -25,9 +26,24 @@ impl NatsServer {
             .local_addr()
             .unwrap()
             .port();
+        Self::start_with(port, Vec::new())
+    }
+
+    /// A server that wants `token` from its clients.
+    fn start_with_token(token: &str) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_with(port, vec!["--auth".into(), token.into()])
+    }
+
+    fn start_with(port: u16, args: Vec<String>) -> Self {
         Self {
-            child: Self::spawn(port),
+            child: Self::spawn(port, &args),
             port,
+            args,
         }
     }
 
@@ -36,13 +52,14 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(outage);
-        self.child = Self::spawn(self.port);
+        self.child = Self::spawn(self.port, &self.args);
     }
 
     /// Starts nats-server on `port` and waits until it accepts connections.
-    fn spawn(port: u16) -> Child {
+    fn spawn(port: u16, args: &[String]) -> Child {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -508,4 +525,89 @@ fn agent_processes_do_not_outlive_a_killed_bistoury_run() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn agents_authenticate_with_a_token_from_the_environment_or_a_file_and_never_show_it() {
+    let token = "s3cret-token-8d2f";
+    let server = NatsServer::start_with_token(token);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("nats.token");
+
+    // From a file.
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let config = nats_config(
+        dir.path(),
+        &server,
+        "auth",
+        &format!(
+            "token_env = \"UNSET_TOKEN_VARIABLE\"\ntoken_file = {:?}\n",
+            token_file
+        ),
+    );
+    let (mut child, _lines) = start_agent("signals", &config, dir.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let run = |config: &Path, env_token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"));
+        command
+            .args(["agent", "signals", "--config", config.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "debug")
+            .env_remove("TEST_NATS_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(value) = env_token {
+            command.env("TEST_NATS_TOKEN", value);
+        }
+        command
+    };
+
+    // From the environment (the variable wins over the file).
+    std::fs::write(&token_file, "wrong-token").unwrap();
+    let env_config = nats_config(
+        dir.path(),
+        &server,
+        "authenv",
+        &format!(
+            "token_env = \"TEST_NATS_TOKEN\"\ntoken_file = {:?}\n",
+            token_file
+        ),
+    );
+    let mut child = run(&env_config, Some(token))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("connected"), "{first}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A wrong token: a clear error, exit status non-zero, the token nowhere.
+    let output = run(&env_config, None).output().unwrap();
+    assert!(!output.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(text.contains("cannot connect to NATS"), "{text}");
+    assert!(
+        !text.contains("wrong-token") && !text.contains(token),
+        "{text}"
+    );
+
+    // An unreadable token file is a configuration error naming the key.
+    std::fs::remove_file(&token_file).unwrap();
+    let output = run(&env_config, None).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("bus.token_file"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
