@@ -89,7 +89,9 @@ impl Drop for NatsServer {
     }
 }
 
-/// Starts `bistoury ARGS` in `dir`; its stdout lines arrive on the channel.
+/// Starts `bistoury ARGS` in `dir`; its stdout lines arrive on the channel,
+/// which closes when the process's stdout does (so after the process has
+/// exited, `iter()` yields every remaining line and ends).
 fn bistoury(args: &[&str], dir: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
         .args(args)
@@ -224,7 +226,7 @@ async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
         .success());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    let summary: Vec<String> = lines.try_iter().collect();
+    let summary: Vec<String> = lines.iter().collect();
     let summary = summary.join("\n");
     assert!(
         summary.contains(&format!("{candles} messages received")),
@@ -412,7 +414,7 @@ fn bistoury_run_starts_every_agent_as_its_own_process_over_nats() {
     let config = distributed_config(dir.path(), 300, 0.0);
     let (mut child, lines) = run_distributed(dir.path(), &config);
     let status = child.wait().unwrap();
-    let output: Vec<String> = lines.try_iter().collect();
+    let output: Vec<String> = lines.iter().collect();
     let output = output.join("\n");
     assert!(status.success(), "{output}");
     assert!(
@@ -461,7 +463,7 @@ fn a_killed_agent_process_is_restarted_and_the_run_completes() {
     let again = started("signals");
     assert_ne!(again, signals);
     let status = child.wait().unwrap();
-    seen.extend(lines.try_iter());
+    seen.extend(lines.iter());
     let output = seen.join("\n");
     assert!(status.success(), "{output}");
     assert!(output.contains("agent signals exited"), "{output}");
