@@ -1075,58 +1075,44 @@ impl Writer {
         if live > 0 && self.closed.len() <= 2 {
             return Ok(());
         }
-        if live > 0 {
-            // Copy what is still pending there into the active segment.
-            let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
+        // One pass over the segment copies into the active one what must
+        // outlive it: messages still pending there, and dead letters (they
+        // stay inspectable; few, and the in-memory list is capped).
+        let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
+        {
             let mut carried = Vec::new();
             let mut ignored = Vec::new();
             let mut index = lock(&shared.index);
+            let buf = &mut self.buf;
             scan(&path, &bytes, &mut ignored, |kind, body| {
-                if let Some(Record::Message { seq, id, json, .. }) = decode(kind, body) {
-                    if let Some(entry) = index.pending.get(&id) {
-                        if entry.segment == oldest {
-                            encode_message(
-                                &mut self.buf,
-                                seq,
-                                id,
-                                entry.expires_at_ms,
-                                &entry.subs,
-                                json,
-                            );
+                match decode(kind, body) {
+                    Some(Record::Message { seq, id, json, .. }) => {
+                        if let Some(entry) = index.pending.get(&id).filter(|e| e.segment == oldest)
+                        {
+                            encode_message(buf, seq, id, entry.expires_at_ms, &entry.subs, json);
                             carried.push(id);
                         }
                     }
+                    Some(Record::DeadLetter { id, sub, json }) => {
+                        encode_resolution(buf, KIND_DEAD_LETTER, id, sub, json);
+                    }
+                    _ => {}
                 }
             });
             for id in carried {
                 index.move_segment(id, self.segment);
             }
-        }
-        {
             // Processed ids still inside their windows move forward too.
-            let mut index = lock(&shared.index);
             let segment = self.segment;
             for (sub, window) in index.processed.iter_mut() {
                 for (id, at) in window.order.iter_mut() {
                     if *at == oldest {
-                        encode_resolution(&mut self.buf, KIND_PROCESSED, *id, sub, &[]);
+                        encode_resolution(buf, KIND_PROCESSED, *id, sub, &[]);
                         *at = segment;
                     }
                 }
             }
             index.live.remove(&oldest);
-        }
-        // Dead letters stay inspectable after their segment goes: carry them.
-        // (They are few; the in-memory list is capped.)
-        {
-            let bytes = fs::read(&path).map_err(|e| io_error(&path, e))?;
-            let mut ignored = Vec::new();
-            let buf = &mut self.buf;
-            scan(&path, &bytes, &mut ignored, |kind, body| {
-                if let Some(Record::DeadLetter { id, sub, json }) = decode(kind, body) {
-                    encode_resolution(buf, KIND_DEAD_LETTER, id, sub, json);
-                }
-            });
         }
         self.commit()?;
         // Make sure the copies are durable even with fsync off before the
