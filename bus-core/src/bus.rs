@@ -454,11 +454,18 @@ impl Settler {
         if exactly_once {
             lock(&sub.dedupe).insert(envelope.id);
         }
-        if let (Some(store), Some(name)) = (&self.bus.store, &sub.durable) {
-            if envelope.delivery_mode != DeliveryMode::FireAndForget {
-                store.ack(envelope.id, name, exactly_once);
-            }
+        if let Some((store, name)) = self.journal(envelope) {
+            store.ack(envelope.id, name, exactly_once);
         }
+    }
+
+    /// The store and this subscription's durable name, when what happens
+    /// to `envelope` here must be journaled: a durable bus, a named
+    /// subscription, a reliable message.
+    fn journal(&self, envelope: &Envelope) -> Option<(&Store, &Arc<str>)> {
+        let store = self.bus.store.as_ref()?;
+        let name = self.sub.durable.as_ref()?;
+        (envelope.delivery_mode != DeliveryMode::FireAndForget).then_some((store, name))
     }
 
     /// A reliable delivery failed: redeliver later, or give up.
@@ -494,7 +501,7 @@ impl Settler {
             dead_lettered_at_ms: now_ms(),
         };
         tracing::error!(subscription = %self.sub.name, message_id = %envelope.id, attempts, %error, "dead-lettered");
-        if let (Some(store), Some(name)) = (&self.bus.store, &self.sub.durable) {
+        if let Some((store, name)) = self.journal(envelope) {
             store.dead_letter(envelope.id, name, &letter);
         }
         {
@@ -527,10 +534,8 @@ impl Settler {
     /// The message ran out of time before its handler ran.
     fn expired(&self, envelope: &Envelope) {
         self.sub.consumed.expired.fetch_add(1, Ordering::Relaxed);
-        if let (Some(store), Some(name)) = (&self.bus.store, &self.sub.durable) {
-            if envelope.delivery_mode != DeliveryMode::FireAndForget {
-                store.expire(envelope.id, name);
-            }
+        if let Some((store, name)) = self.journal(envelope) {
+            store.expire(envelope.id, name);
         }
     }
 
@@ -663,7 +668,7 @@ impl Consumer {
             && lock(&self.sub.dedupe).contains(&envelope.id);
         if duplicate {
             self.sub.consumed.duplicates.fetch_add(1, Ordering::Relaxed);
-            if let (Some(store), Some(name)) = (&self.settler.bus.store, &self.sub.durable) {
+            if let Some((store, name)) = self.settler.journal(envelope) {
                 store.ack(envelope.id, name, true);
             }
         }
