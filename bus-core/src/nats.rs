@@ -156,29 +156,31 @@ async fn publish_all(
     requester: Option<&Requester>,
 ) -> Result<(), NatsError> {
     for message in out.drain() {
-        let subject = subject(prefix, message.topic.as_str());
         let json = message.to_json_bytes();
         if let Some((request_id, inbox)) = requester {
             if message.correlation_id == Some(*request_id) {
-                client
-                    .publish(inbox.clone(), json.clone().into())
-                    .await
-                    .map_err(|e| NatsError::Publish {
-                        subject: inbox.to_string(),
-                        reason: e.to_string(),
-                    })?;
+                send(client, inbox.clone(), json.clone()).await?;
             }
         }
-        client
-            .publish(subject.clone(), json.into())
-            .await
-            .map_err(|e| NatsError::Publish {
-                subject,
-                reason: e.to_string(),
-            })?;
+        send(client, subject(prefix, message.topic.as_str()).into(), json).await?;
         published.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Publishes bytes on a subject.
+async fn send(
+    client: &async_nats::Client,
+    subject: async_nats::Subject,
+    bytes: Vec<u8>,
+) -> Result<(), NatsError> {
+    client
+        .publish(subject.clone(), bytes.into())
+        .await
+        .map_err(|e| NatsError::Publish {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Sends `request` with NATS request-reply and waits up to `timeout` for
@@ -352,12 +354,10 @@ pub async fn publish(
     prefix: &str,
     envelope: &Envelope,
 ) -> Result<(), NatsError> {
-    let subject = subject(prefix, envelope.topic.as_str());
-    client
-        .publish(subject.clone(), envelope.to_json_bytes().into())
-        .await
-        .map_err(|e| NatsError::Publish {
-            subject,
-            reason: e.to_string(),
-        })
+    send(
+        client,
+        subject(prefix, envelope.topic.as_str()).into(),
+        envelope.to_json_bytes(),
+    )
+    .await
 }
