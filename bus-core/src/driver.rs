@@ -239,6 +239,35 @@ async fn publish_queued(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Resu
     Ok(())
 }
 
+/// How a queued run goes, beyond its agents.
+#[derive(Debug, Clone, Default)]
+pub struct QueuedOptions {
+    /// Ask every agent for its health this often; those that do not answer
+    /// in time are reported unhealthy.
+    pub health: Option<HealthCheckSettings>,
+    /// Sources wait for the bus to be quiet (every message handled,
+    /// everything that caused handled too) before each step. A step of
+    /// market data is then fully worked through — signals, orders, risk
+    /// checks, fills, a risk stop — before the next one is published, as in
+    /// a backtest, while the agents still run on their own threads.
+    /// Without it a fast source runs ahead of its consumers, and feedback
+    /// such as an emergency stop lands late.
+    pub lockstep: bool,
+}
+
+/// Waits until the bus is quiet or `abort` is raised.
+fn wait_until_quiet(bus: &MessageBus, abort: &AtomicBool) {
+    let mut looks = 0u32;
+    while !bus.is_quiet() && !abort.load(Ordering::SeqCst) {
+        looks += 1;
+        if looks < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    }
+}
+
 /// Waits until no message is queued or being handled, twice in a row.
 async fn settle(bus: &MessageBus) {
     let mut quiet = 0;
@@ -259,7 +288,8 @@ pub async fn run_queued(
     agents: Vec<AgentSpec>,
     shutdown_deadline: Duration,
 ) -> Result<QueuedRun, RunError> {
-    run_queued_until(bus, agents, shutdown_deadline, StopSignal::new(), None).await
+    let options = QueuedOptions::default();
+    run_queued_until(bus, agents, shutdown_deadline, StopSignal::new(), options).await
 }
 
 /// [`run_queued`], ending early (gracefully) when `stop` is raised: sources
@@ -269,8 +299,9 @@ pub async fn run_queued_until(
     agents: Vec<AgentSpec>,
     shutdown_deadline: Duration,
     stop: StopSignal,
-    health: Option<HealthCheckSettings>,
+    options: QueuedOptions,
 ) -> Result<QueuedRun, RunError> {
+    let QueuedOptions { health, lockstep } = options;
     // Raised by a failing agent (policy `shutdown`) or by the caller.
     let abort = stop.0.clone();
     let shared: Vec<SharedAgent> = agents
@@ -372,6 +403,9 @@ pub async fn run_queued_until(
             move || -> Result<(), RunError> {
                 let mut out = Outbox::new();
                 loop {
+                    if lockstep {
+                        wait_until_quiet(&bus, &abort);
+                    }
                     if abort.load(Ordering::SeqCst) {
                         return Ok(());
                     }

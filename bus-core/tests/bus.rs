@@ -721,3 +721,52 @@ async fn one_subscription_with_several_patterns_gets_each_message_once() {
     assert_eq!(bus.stats().unrouted, 2, "gone from every pattern");
     assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_means_everything_caused_was_handled_too() {
+    // a -> b -> c, each handler publishing the next hop before returning;
+    // b is slow. Once the bus says it is quiet, the whole chain is done.
+    let bus = MessageBus::new();
+    let reached_c = Arc::new(AtomicUsize::new(0));
+    let forward = |bus: &MessageBus, to: &'static str, pause: Duration| {
+        let bus = bus.clone();
+        Handler::blocking(move |e| {
+            std::thread::sleep(pause);
+            bus.publish_blocking(price(to, tag_of(e)))
+                .map(|_| ())
+                .map_err(HandlerError::new)
+        })
+    };
+    bus.subscribe(
+        "a",
+        forward(&bus, "b", Duration::ZERO),
+        SubscribeOptions::named("a"),
+    )
+    .unwrap();
+    bus.subscribe(
+        "b",
+        forward(&bus, "c", Duration::from_micros(300)),
+        SubscribeOptions::named("b"),
+    )
+    .unwrap();
+    let c = reached_c.clone();
+    bus.subscribe(
+        "c",
+        Handler::blocking(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }),
+        SubscribeOptions::named("c"),
+    )
+    .unwrap();
+    assert!(bus.is_quiet(), "nothing published yet");
+    for n in 1..=200 {
+        bus.publish(price("a", n)).await.unwrap();
+        assert!(!bus.is_quiet(), "just published {n}");
+        while !bus.is_quiet() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(reached_c.load(Ordering::SeqCst), n as usize);
+    }
+    bus.shutdown(Duration::from_secs(5)).await;
+}

@@ -309,7 +309,10 @@ async fn an_agent_stuck_in_a_handler_misses_its_heartbeat() {
         specs,
         Duration::from_secs(5),
         bus_core::driver::StopSignal::new(),
-        Some(settings),
+        bus_core::driver::QueuedOptions {
+            health: Some(settings),
+            lockstep: false,
+        },
     )
     .await
     .unwrap();

@@ -241,6 +241,10 @@ pub struct RunConfig {
     /// `run` only: an agent silent for this long is unhealthy.
     #[serde(default)]
     pub heartbeat_ttl_ms: u64,
+    /// `run` only: the collector publishes the next time step only once
+    /// every agent has worked through the last one (see
+    /// [`QueuedOptions::lockstep`](bus_core::driver::QueuedOptions)).
+    pub lockstep: bool,
 }
 
 /// `[log]`.

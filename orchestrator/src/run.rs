@@ -11,7 +11,9 @@ use agent_collector::{CandleSource, CollectorAgent, FileSource, ReadAhead, Synth
 use agent_risk::RiskAgent;
 use agent_signals::SignalAgent;
 use agent_trader::TraderAgent;
-use bus_core::driver::{run_inline_until, run_queued_until, Finished, RunError, StopSignal};
+use bus_core::driver::{
+    run_inline_until, run_queued_until, Finished, QueuedOptions, RunError, StopSignal,
+};
 use bus_core::health::HealthCheckSettings;
 use bus_core::supervision::{AgentSpec, Rebuild};
 use bus_core::{Agent, AgentId, MessageBus};
@@ -297,7 +299,11 @@ pub async fn run_with(
         interval: Duration::from_millis(config.run.health_check_interval_ms),
         ttl: Duration::from_millis(config.run.heartbeat_ttl_ms),
     });
-    let run = run_queued_until(bus, agents, deadline, control.stop.clone(), health).await?;
+    let options = QueuedOptions {
+        health,
+        lockstep: config.run.lockstep,
+    };
+    let run = run_queued_until(bus, agents, deadline, control.stop.clone(), options).await?;
     let unhealthy = run.unhealthy.clone();
     let mut outcome = conclude(Mode::Run, run.finished, trade_log, started)?;
     outcome.stopped_early = control.stop.is_stopped();

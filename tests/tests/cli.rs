@@ -120,10 +120,21 @@ fn run_mode_on_the_queued_bus_completes_with_a_consistent_report() {
 
 #[test]
 fn tight_drawdown_limit_stops_trading() {
+    tight_drawdown_limit_stops_trading_in("backtest");
+}
+
+/// In `run` the agents work concurrently; lockstep (the default) still
+/// makes the emergency stop take effect before the next candle.
+#[test]
+fn tight_drawdown_limit_stops_trading_in_run_mode() {
+    tight_drawdown_limit_stops_trading_in("run");
+}
+
+fn tight_drawdown_limit_stops_trading_in(mode: &str) {
     let config = format!(
         "{SMALL}\n[risk]\nmax_drawdown = \"0.002\"\n\n[trader]\nclose_on_emergency_stop = false\n"
     );
-    let (report, dir, _) = run_report("backtest", &config.replace("stop_loss", "x"), "r.json");
+    let (report, dir, _) = run_report(mode, &config, "r.json");
     let stop = report["emergency_stop_at_ms"]
         .as_i64()
         .expect("the emergency stop fired");
