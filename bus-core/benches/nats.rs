@@ -21,6 +21,7 @@ use bus_core::agent::Agent;
 use bus_core::driver::StopSignal;
 use bus_core::inline::Outbox;
 use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
 use bus_core::supervision::AgentSpec;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -105,11 +106,7 @@ impl Agent for Counter {
     }
 }
 
-fn agent(
-    rt: &tokio::runtime::Runtime,
-    client: async_nats::Client,
-    echo: bool,
-) -> (Arc<AtomicU64>, StopSignal) {
+fn agent(rt: &tokio::runtime::Runtime, bus: NatsBus, echo: bool) -> (Arc<AtomicU64>, StopSignal) {
     let seen = Arc::new(AtomicU64::new(0));
     let stop = StopSignal::new();
     let counter = Counter {
@@ -122,8 +119,7 @@ fn agent(
     rt.spawn(async move {
         let _ = bus_core::nats::run_agent(
             AgentSpec::new(Box::new(counter)),
-            client,
-            "bench",
+            &bus,
             stop_agent,
             Some(ready),
         )
@@ -151,6 +147,15 @@ fn transport(c: &mut Criterion) {
         .build()
         .unwrap();
     let connect = || rt.block_on(async_nats::connect(&url)).unwrap();
+    let core_bus = || {
+        let settings = NatsSettings {
+            url: url.clone(),
+            prefix: "bench".into(),
+            token: None,
+            jetstream: None,
+        };
+        rt.block_on(NatsBus::connect(&settings)).unwrap()
+    };
     let publisher = connect();
 
     let mut group = c.benchmark_group("fire_and_forget");
@@ -196,7 +201,7 @@ fn transport(c: &mut Criterion) {
 
     // Ours: envelopes encoded by `nats::publish`, decoded and delivered to
     // an agent by `nats::run_agent`.
-    let (seen, stop) = agent(&rt, connect(), false);
+    let (seen, stop) = agent(&rt, core_bus(), false);
     let envelopes: Vec<Envelope> = (0..N).map(message).collect();
     group.bench_function("bus_core_nats", |b| {
         b.iter_custom(|iters| {
@@ -223,7 +228,7 @@ fn transport(c: &mut Criterion) {
 
     // Round trips, printed.
     let rounds = 2_000;
-    let (_echo_seen, echo_stop) = agent(&rt, connect(), true);
+    let (_echo_seen, echo_stop) = agent(&rt, core_bus(), true);
     let responder = connect();
     let mut raw_requests = rt.block_on(responder.subscribe("bench.raw.echo")).unwrap();
     rt.spawn(async move {

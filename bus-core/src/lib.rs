@@ -156,6 +156,8 @@ pub mod handler;
 pub mod health;
 pub mod ids;
 pub mod inline;
+#[cfg(feature = "nats")]
+pub mod jetstream;
 pub mod message;
 #[cfg(feature = "nats")]
 pub mod nats;

@@ -20,13 +20,11 @@
 //! re-subscribes; the agent keeps running meanwhile. Core NATS is
 //! fire-and-forget: what is published while no server is reachable is
 //! buffered by the client (up to its buffer) and what the server could not
-//! deliver is gone — the reliable modes need JetStream.
-//!
-//! What is not here yet (issue 6): JetStream for the reliable modes, queue
-//! groups, a reconnection policy of our own (buffer or block), starting
-//! agents as child processes.
+//! deliver is gone. Topic families listed in
+//! [`JetStreamSettings::families`] travel through JetStream instead
+//! (see [`crate::jetstream`]): publishing there blocks, retrying, until the
+//! stream has the message, and consumers resume from their last ack.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::stream::{select_all, StreamExt};
@@ -35,8 +33,10 @@ use crate::agent::Produce;
 use crate::driver::{RunError, StopSignal};
 use crate::ids::MessageId;
 use crate::inline::Outbox;
+use crate::jetstream::{consumer_name, plan, JetStreamSettings, Reliable};
 use crate::message::payload::DeadLetter;
-use crate::message::{Envelope, Payload, Priority};
+use crate::message::{DeliveryMode, Envelope, Payload, Priority};
+use crate::reliability::DedupeWindow;
 use crate::supervision::{AgentSpec, Supervised};
 use crate::topic::{Topic, TopicPattern};
 
@@ -49,6 +49,9 @@ pub struct NatsSettings {
     pub prefix: String,
     /// Authentication token, if the server wants one. Never logged.
     pub token: Option<String>,
+    /// The topic families carried by JetStream, and how (none: everything
+    /// on core NATS).
+    pub jetstream: Option<JetStreamSettings>,
 }
 
 impl std::fmt::Debug for NatsSettings {
@@ -57,6 +60,7 @@ impl std::fmt::Debug for NatsSettings {
             .field("url", &self.url)
             .field("prefix", &self.prefix)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("jetstream", &self.jetstream)
             .finish()
     }
 }
@@ -88,6 +92,14 @@ pub enum NatsError {
         /// Why.
         reason: String,
     },
+    /// A JetStream stream or consumer could not be set up.
+    #[error("JetStream {what}: {reason}")]
+    JetStream {
+        /// The stream or consumer.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// A request got no usable answer.
     #[error("request on {subject} failed: {reason}")]
     Request {
@@ -115,7 +127,62 @@ pub fn subjects(prefix: &str, pattern: &TopicPattern) -> Vec<String> {
         .collect()
 }
 
-/// Connects to the server named in `settings`.
+/// A connection to the NATS server as the agents' bus: core NATS, plus the
+/// JetStream streams of the families configured to be reliable.
+#[derive(Clone, Debug)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    prefix: String,
+    reliable: Option<Reliable>,
+}
+
+impl NatsBus {
+    /// Connects and, when JetStream families are configured, makes sure
+    /// their streams exist.
+    pub async fn connect(settings: &NatsSettings) -> Result<Self, NatsError> {
+        let client = connect(settings).await?;
+        let reliable = match &settings.jetstream {
+            Some(js) if !js.families.is_empty() => {
+                Some(Reliable::open(client.clone(), &settings.prefix, js.clone()).await?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            client,
+            prefix: settings.prefix.clone(),
+            reliable,
+        })
+    }
+
+    /// The core NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The subject prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The JetStream side, if any family is reliable.
+    pub fn reliable(&self) -> Option<&Reliable> {
+        self.reliable.as_ref()
+    }
+
+    /// Publishes one envelope: through JetStream (waiting for the stream's
+    /// acknowledgement, retrying until `stop`) when its family is reliable,
+    /// else on core NATS.
+    pub async fn publish(&self, envelope: &Envelope, stop: &StopSignal) -> Result<(), NatsError> {
+        match &self.reliable {
+            Some(reliable) if reliable.settings().carries(envelope.topic.as_str()) => {
+                reliable.publish(envelope, stop).await.map(|_| ())
+            }
+            _ => publish(&self.client, &self.prefix, envelope).await,
+        }
+    }
+}
+
+/// Connects to the server named in `settings` (core NATS only).
 pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
     let options = match &settings.token {
         Some(token) => async_nats::ConnectOptions::with_token(token.clone()),
@@ -142,6 +209,13 @@ pub struct NatsRunStats {
     /// payload); each is logged and dead-lettered on
     /// `<prefix>.system.dead_letter` with the reason and the raw bytes.
     pub undecodable: u64,
+    /// JetStream deliveries of exactly-once messages this consumer had
+    /// already handled (acknowledged, not handled again).
+    pub duplicates: u64,
+    /// JetStream messages handed back for redelivery after a failure.
+    pub redeliveries_requested: u64,
+    /// JetStream messages dead-lettered after `max_deliver` deliveries.
+    pub dead_lettered: u64,
 }
 
 /// A request that arrived with a NATS reply inbox: answers to it (by
@@ -149,21 +223,38 @@ pub struct NatsRunStats {
 type Requester = (MessageId, async_nats::Subject);
 
 async fn publish_all(
-    client: &async_nats::Client,
-    prefix: &str,
+    bus: &NatsBus,
     out: &mut Outbox,
-    published: &AtomicU64,
+    stats: &mut NatsRunStats,
     requester: Option<&Requester>,
+    stop: &StopSignal,
 ) -> Result<(), NatsError> {
+    let mut in_flight = Vec::new();
     for message in out.drain() {
         let json = message.to_json_bytes();
         if let Some((request_id, inbox)) = requester {
             if message.correlation_id == Some(*request_id) {
-                send(client, inbox.clone(), json.clone()).await?;
+                send(&bus.client, inbox.clone(), json.clone()).await?;
             }
         }
-        send(client, subject(prefix, message.topic.as_str()).into(), json).await?;
-        published.fetch_add(1, Ordering::Relaxed);
+        let subject = subject(&bus.prefix, message.topic.as_str());
+        match &bus.reliable {
+            Some(reliable) if reliable.settings().carries(message.topic.as_str()) => {
+                in_flight.push(
+                    reliable
+                        .start_publish(subject, message.id, json.into())
+                        .await,
+                );
+            }
+            _ => send(&bus.client, subject.into(), json).await?,
+        }
+        stats.published += 1;
+    }
+    // Everything was sent in one go; now wait for the streams to have it.
+    if let Some(reliable) = &bus.reliable {
+        for publish in in_flight {
+            reliable.confirm(publish, stop).await?;
+        }
     }
     Ok(())
 }
@@ -206,6 +297,102 @@ pub async fn request(
     Envelope::from_json(&answer.payload).map_err(|e| failed(format!("undecodable answer: {e}")))
 }
 
+/// A message as it arrived: from a core subscription or a durable
+/// JetStream consumer (to be acknowledged).
+enum Incoming {
+    Core(async_nats::Message),
+    Durable(Box<async_nats::jetstream::Message>),
+}
+
+/// Subscribes to everything `agent` wants: core subscriptions, and one
+/// durable consumer per subject of a JetStream family, each read by a task
+/// feeding `durable` (the tasks are returned, to be aborted at the end).
+async fn subscribe(
+    bus: &NatsBus,
+    agent: &str,
+    mut patterns: Vec<TopicPattern>,
+    durable: flume::Sender<Incoming>,
+    stop: &StopSignal,
+) -> Result<
+    (
+        Vec<async_nats::Subscriber>,
+        Vec<tokio::task::JoinHandle<()>>,
+    ),
+    NatsError,
+> {
+    patterns.push(TopicPattern::new("system.health_check").expect("valid pattern"));
+    let settings = bus.reliable.as_ref().map(|r| r.settings());
+    let (mut core, mut readers) = (Vec::new(), Vec::new());
+    for pattern in &patterns {
+        for nats_subject in subjects(&bus.prefix, pattern) {
+            let plan = plan(settings, &bus.prefix, &nats_subject);
+            if let Some(subject) = plan.core {
+                let subscriber = bus.client.subscribe(subject.clone()).await.map_err(|e| {
+                    NatsError::Subscribe {
+                        subject: subject.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                core.push(subscriber);
+            }
+            for (family, filter) in plan.durable {
+                let reliable = bus.reliable.as_ref().expect("durable plans need JetStream");
+                let name = consumer_name(agent, &filter);
+                let consumer = reliable.consumer(&family, &name, &filter).await?;
+                readers.push(tokio::spawn(read_consumer(
+                    consumer,
+                    name,
+                    durable.clone(),
+                    stop.clone(),
+                )));
+            }
+        }
+    }
+    Ok((core, readers))
+}
+
+/// Pulls from a durable consumer into `to`, starting over after errors (the
+/// server restarting, missed heartbeats) with backoff.
+async fn read_consumer(
+    consumer: async_nats::jetstream::consumer::Consumer<
+        async_nats::jetstream::consumer::pull::Config,
+    >,
+    name: String,
+    to: flume::Sender<Incoming>,
+    stop: StopSignal,
+) {
+    let mut wait = Duration::from_millis(50);
+    while !stop.is_stopped() {
+        match consumer.messages().await {
+            Ok(mut messages) => {
+                while let Some(item) = messages.next().await {
+                    match item {
+                        Ok(message) => {
+                            wait = Duration::from_millis(50);
+                            if to
+                                .send_async(Incoming::Durable(Box::new(message)))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(consumer = %name, %error, "JetStream consumer interrupted");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %name, %error, retry_in = ?wait, "cannot read JetStream consumer");
+            }
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// Runs one agent against a NATS server until it is a finished source, or
 /// `stop` is raised. The agent is supervised as on the other buses.
 /// `ready`, if given, is told once the agent's subscriptions are in place
@@ -213,39 +400,59 @@ pub async fn request(
 /// agents that publish to it.
 pub async fn run_agent(
     spec: AgentSpec,
-    client: async_nats::Client,
-    prefix: &str,
+    bus: &NatsBus,
     stop: StopSignal,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(crate::supervision::Supervised, NatsRunStats), NatsError> {
     let mut agent = Supervised::new(spec, false);
-    let published = AtomicU64::new(0);
     let mut stats = NatsRunStats::default();
-    let mut patterns = agent.agent().subscriptions();
-    patterns.push(TopicPattern::new("system.health_check").expect("valid pattern"));
-    let mut streams = Vec::new();
-    for pattern in &patterns {
-        for subject in subjects(prefix, pattern) {
-            let subscriber =
-                client
-                    .subscribe(subject.clone())
-                    .await
-                    .map_err(|e| NatsError::Subscribe {
-                        subject: subject.clone(),
-                        reason: e.to_string(),
-                    })?;
-            streams.push(subscriber);
-        }
-    }
+    let (durable_tx, durable_rx) = flume::bounded(256);
+    let (id, patterns) = (agent.id().to_string(), agent.agent().subscriptions());
+    let (core, readers) = subscribe(bus, &id, patterns, durable_tx, &stop).await?;
     // Make sure the server has the subscriptions before anything is produced.
-    let _ = client.flush().await;
+    let _ = bus.client.flush().await;
     if let Some(ready) = ready {
         let _ = ready.send(());
     }
-    let mut incoming = select_all(streams);
+    let mut incoming = futures_util::stream::select(
+        select_all(core).map(Incoming::Core),
+        durable_rx.into_stream(),
+    );
+    let mut processed = DedupeWindow::new(
+        bus.reliable
+            .as_ref()
+            .map_or(1, |r| r.settings().dedupe_window.max(1)),
+    );
+    let result = drive(
+        &mut agent,
+        bus,
+        &stop,
+        &mut incoming,
+        &mut processed,
+        &mut stats,
+    )
+    .await;
+    for reader in readers {
+        reader.abort();
+    }
+    result?;
+    if let Some(failure) = agent.failure() {
+        return Err(RunError::AgentFailed(failure.to_string()).into());
+    }
+    Ok((agent, stats))
+}
+
+async fn drive(
+    agent: &mut Supervised,
+    bus: &NatsBus,
+    stop: &StopSignal,
+    incoming: &mut (impl futures_util::Stream<Item = Incoming> + Unpin),
+    processed: &mut DedupeWindow,
+    stats: &mut NatsRunStats,
+) -> Result<(), NatsError> {
     let mut out = Outbox::new();
     let started = agent.start(&mut out);
-    publish_all(&client, prefix, &mut out, &published, None).await?;
+    publish_all(bus, &mut out, stats, None, stop).await?;
     started.map_err(|error| RunError::StartFailed {
         agent: agent.id().to_string(),
         error,
@@ -260,10 +467,10 @@ pub async fn run_agent(
         if producing {
             // A source: produce a step, then take whatever arrived meanwhile.
             let step = agent.produce(&mut out);
-            publish_all(&client, prefix, &mut out, &published, None).await?;
+            publish_all(bus, &mut out, stats, None, stop).await?;
             if step == Produce::Done {
                 producing = false;
-                let _ = client.flush().await;
+                let _ = bus.client.flush().await;
                 // A source that has finished has nothing left to do in its
                 // own process (its commands would start nothing): it exits.
                 // (An agent that never produced is not a source.)
@@ -274,8 +481,7 @@ pub async fn run_agent(
                 produced = true;
             }
             while let Some(Some(message)) = futures_util::FutureExt::now_or_never(incoming.next()) {
-                let requester = handle(&mut agent, &message, &mut out, &mut stats);
-                publish_all(&client, prefix, &mut out, &published, requester.as_ref()).await?;
+                take(agent, bus, message, &mut out, processed, stats, stop).await?;
             }
             if step == Produce::Idle {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -284,23 +490,163 @@ pub async fn run_agent(
         }
         tokio::select! {
             message = incoming.next() => match message {
-                Some(message) => {
-                    let requester = handle(&mut agent, &message, &mut out, &mut stats);
-                    publish_all(&client, prefix, &mut out, &published, requester.as_ref()).await?;
-                }
+                Some(message) => take(agent, bus, message, &mut out, processed, stats, stop).await?,
                 None => break,
             },
             _ = tick.tick() => {}
         }
     }
     agent.stop(&mut out);
-    publish_all(&client, prefix, &mut out, &published, None).await?;
-    let _ = client.flush().await;
-    stats.published = published.load(Ordering::Relaxed);
-    if let Some(failure) = agent.failure() {
-        return Err(RunError::AgentFailed(failure.to_string()).into());
+    publish_all(bus, &mut out, stats, None, stop).await?;
+    let _ = bus.client.flush().await;
+    Ok(())
+}
+
+/// Hands one arrival to the agent, publishes what it answered, and settles
+/// a JetStream delivery (ack, nak with backoff, or dead letter).
+async fn take(
+    agent: &mut Supervised,
+    bus: &NatsBus,
+    message: Incoming,
+    out: &mut Outbox,
+    processed: &mut DedupeWindow,
+    stats: &mut NatsRunStats,
+    stop: &StopSignal,
+) -> Result<(), NatsError> {
+    let message = match message {
+        Incoming::Core(message) => {
+            if let Some(reliable) = &bus.reliable {
+                // A wildcard subscription also hears JetStream families;
+                // their consumers deliver those.
+                let topic = message
+                    .subject
+                    .strip_prefix(bus.prefix.as_str())
+                    .and_then(|t| t.strip_prefix('.'))
+                    .unwrap_or("");
+                if reliable.settings().carries(topic) {
+                    return Ok(());
+                }
+            }
+            let requester = handle(agent, &message, out, stats);
+            return publish_all(bus, out, stats, requester.as_ref(), stop).await;
+        }
+        Incoming::Durable(message) => message,
+    };
+    let settings = bus
+        .reliable
+        .as_ref()
+        .expect("durable messages need JetStream")
+        .settings();
+    let envelope = match Envelope::from_json(&message.payload) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            stats.undecodable += 1;
+            tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
+            out.publish(dead_letter(
+                agent,
+                &message.subject,
+                &message.payload,
+                None,
+                error.to_string(),
+                1,
+            ));
+            publish_all(bus, out, stats, None, stop).await?;
+            settle(&message, AckKind::Term, false).await;
+            return Ok(());
+        }
+    };
+    let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
+    if exactly_once && processed.contains(&envelope.id) {
+        stats.duplicates += 1;
+        settle(&message, AckKind::Ack, true).await;
+        return Ok(());
     }
-    Ok((agent, stats))
+    stats.received += 1;
+    let handled = agent.deliver(&envelope, out);
+    // What the agent published is safe before its cause is acknowledged.
+    publish_all(bus, out, stats, None, stop).await?;
+    match handled {
+        Ok(()) => {
+            if exactly_once {
+                processed.insert(envelope.id);
+            }
+            settle(&message, AckKind::Ack, exactly_once).await;
+        }
+        Err(error) => {
+            let delivered = message.info().map_or(1, |info| info.delivered);
+            if delivered >= settings.max_deliver {
+                stats.dead_lettered += 1;
+                tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "dead-lettered after max deliveries");
+                let letter = dead_letter(
+                    agent,
+                    &message.subject,
+                    &message.payload,
+                    Some(envelope),
+                    error.to_string(),
+                    delivered as u32,
+                );
+                out.publish(letter);
+                publish_all(bus, out, stats, None, stop).await?;
+                settle(&message, AckKind::Term, false).await;
+            } else {
+                stats.redeliveries_requested += 1;
+                tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "handler failed; redelivery requested");
+                let delay = settings.redelivery_delay(delivered);
+                settle(&message, AckKind::Nak(Some(delay)), false).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+use async_nats::jetstream::AckKind;
+
+/// Acknowledges (or naks, or terminates) a JetStream delivery. `confirmed`
+/// waits for the server to confirm it has the ack (double ack). A lost ack
+/// means a redelivery, which at-least-once allows and exactly-once's id
+/// window absorbs: it is logged, not fatal.
+async fn settle(message: &async_nats::jetstream::Message, kind: AckKind, confirmed: bool) {
+    let result = if confirmed {
+        message.double_ack_with(kind).await
+    } else {
+        message.ack_with(kind).await
+    };
+    if let Err(error) = result {
+        tracing::warn!(subject = %message.subject, %error, "JetStream ack not delivered; the message will come again");
+    }
+}
+
+/// A dead letter for a message an agent could not take.
+fn dead_letter(
+    agent: &Supervised,
+    subject: &async_nats::Subject,
+    payload: &[u8],
+    original: Option<Envelope>,
+    error: String,
+    attempts: u32,
+) -> Envelope {
+    let raw = original.is_none().then(|| {
+        let mut raw = String::from_utf8_lossy(payload).into_owned();
+        if raw.len() > 4096 {
+            let mut cut = 4096;
+            while !raw.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            raw.truncate(cut);
+        }
+        raw
+    });
+    let letter = DeadLetter {
+        original: original.map(Box::new),
+        raw,
+        subscription: format!("{} on {}", agent.id(), subject),
+        error,
+        attempts,
+        dead_lettered_at_ms: crate::message::now_ms(),
+    };
+    let topic = Topic::new("system.dead_letter").expect("valid topic");
+    Envelope::new(agent.id().clone(), topic, Payload::SystemDeadLetter(letter))
+        .with_priority(Priority::High)
 }
 
 /// Hands one wire message to the agent; returns the requester to answer
@@ -322,27 +668,14 @@ fn handle(
         Err(error) => {
             stats.undecodable += 1;
             tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
-            let mut raw = String::from_utf8_lossy(&message.payload).into_owned();
-            if raw.len() > 4096 {
-                let mut cut = 4096;
-                while !raw.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                raw.truncate(cut);
-            }
-            let letter = DeadLetter {
-                original: None,
-                raw: Some(raw),
-                subscription: format!("{} on {}", agent.id(), message.subject),
-                error: error.to_string(),
-                attempts: 1,
-                dead_lettered_at_ms: crate::message::now_ms(),
-            };
-            let topic = Topic::new("system.dead_letter").expect("valid topic");
-            out.publish(
-                Envelope::new(agent.id().clone(), topic, Payload::SystemDeadLetter(letter))
-                    .with_priority(Priority::High),
-            );
+            out.publish(dead_letter(
+                agent,
+                &message.subject,
+                &message.payload,
+                None,
+                error.to_string(),
+                1,
+            ));
             None
         }
     }

@@ -241,7 +241,7 @@ fn run_one_agent(
         }
     };
     let result = runtime.block_on(async {
-        let client = bus_core::nats::connect(&nats).await?;
+        let bus = bus_core::nats::NatsBus::connect(&nats).await?;
         let (ready, subscribed) = tokio::sync::oneshot::channel();
         let announce = async {
             // Said once the subscriptions are in place: `bistoury run`
@@ -254,7 +254,7 @@ fn run_one_agent(
             }
         };
         let (result, ()) = tokio::join!(
-            bus_core::nats::run_agent(spec, client, &nats.prefix, stop, Some(ready)),
+            bus_core::nats::run_agent(spec, &bus, stop, Some(ready)),
             announce
         );
         result
@@ -262,8 +262,14 @@ fn run_one_agent(
     match result {
         Ok((agent, stats)) => {
             println!(
-                "agent {name} stopped: {} messages received, {} published, {} undecodable",
-                stats.received, stats.published, stats.undecodable
+                "agent {name} stopped: {} messages received, {} published, {} undecodable, \
+                 {} duplicates, {} redeliveries requested, {} dead-lettered",
+                stats.received,
+                stats.published,
+                stats.undecodable,
+                stats.duplicates,
+                stats.redeliveries_requested,
+                stats.dead_lettered
             );
             let mut agent = agent.into_agent();
             if let Some(report) = agent

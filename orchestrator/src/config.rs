@@ -6,6 +6,7 @@
 //! section's validation, and reports everything together with its key.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use agent_collector::{BadRowPolicy, SymbolSpec, SyntheticSpec};
 use agent_risk::RiskConfig;
@@ -69,6 +70,75 @@ pub struct BusConfig {
     /// File holding the NATS token (used when the variable is not set);
     /// empty: none.
     pub token_file: String,
+    /// `[bus.jetstream]`: the topic families carried by JetStream.
+    pub jetstream: JetStreamConfig,
+}
+
+/// `[bus.jetstream]`: which topic families travel through JetStream
+/// (at-least-once, durable consumers) when the transport is NATS.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JetStreamConfig {
+    /// First topic segments (`data`, `signal`, `trade`, `risk`...); empty:
+    /// everything on core NATS.
+    pub families: Vec<String>,
+    /// A delivered message not acknowledged within this is delivered again.
+    pub ack_wait_ms: u64,
+    /// Deliveries before a message is dead-lettered.
+    pub max_deliver: i64,
+    /// Waits before successive redeliveries after a failure.
+    pub backoff_ms: Vec<u64>,
+    /// How long a stream drops a republished message id.
+    pub duplicate_window_secs: u64,
+    /// Messages a consumer may hold unacknowledged.
+    pub max_ack_pending: i64,
+}
+
+impl JetStreamConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (i, family) in self.families.iter().enumerate() {
+            let valid = !family.is_empty()
+                && family
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid {
+                errors.push(format!(
+                    "bus.jetstream.families[{i}]: {family:?} must be one topic segment (letters, digits, _ or -)"
+                ));
+            }
+        }
+        if self.ack_wait_ms == 0 {
+            errors.push("bus.jetstream.ack_wait_ms: must be positive".into());
+        }
+        if self.max_deliver < 1 {
+            errors.push("bus.jetstream.max_deliver: must be at least 1".into());
+        }
+        if self.duplicate_window_secs == 0 {
+            errors.push("bus.jetstream.duplicate_window_secs: must be positive".into());
+        }
+        if self.max_ack_pending < 1 {
+            errors.push("bus.jetstream.max_ack_pending: must be at least 1".into());
+        }
+        errors
+    }
+
+    /// The settings the NATS transport takes; `None` with no families.
+    pub fn settings(&self) -> Option<bus_core::jetstream::JetStreamSettings> {
+        (!self.families.is_empty()).then(|| bus_core::jetstream::JetStreamSettings {
+            families: self.families.clone(),
+            duplicate_window: Duration::from_secs(self.duplicate_window_secs),
+            ack_wait: Duration::from_millis(self.ack_wait_ms),
+            max_deliver: self.max_deliver,
+            backoff: self
+                .backoff_ms
+                .iter()
+                .map(|&ms| Duration::from_millis(ms))
+                .collect(),
+            max_ack_pending: self.max_ack_pending,
+            ..Default::default()
+        })
+    }
 }
 
 impl BusConfig {
@@ -95,6 +165,7 @@ impl BusConfig {
             url: self.nats_url.clone(),
             prefix: self.subject_prefix.clone(),
             token,
+            jetstream: self.jetstream.settings(),
         })
     }
 }
@@ -490,6 +561,7 @@ impl BistouryConfig {
                 self.bus.subject_prefix
             ));
         }
+        errors.extend(self.bus.jetstream.validate());
         if self.run.health_check_interval_ms > 0
             && self.run.heartbeat_ttl_ms <= self.run.health_check_interval_ms
         {

@@ -63,14 +63,20 @@ fn port_of(url: &str) -> Option<u16> {
     url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
 }
 
-fn start_server(path: &str, url: &str) -> Result<LocalServer, WiringError> {
+/// Starts `nats-server` on the loopback port of `url`; with `store`, with
+/// JetStream keeping its streams there.
+fn start_server(path: &str, url: &str, store: Option<&Path>) -> Result<LocalServer, WiringError> {
     let port = port_of(url).ok_or_else(|| {
         failed(format!(
             "bus.nats_url: no port in {url:?} to start nats-server on"
         ))
     })?;
-    let child = Command::new(path)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+    let mut command = Command::new(path);
+    command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    if let Some(store) = store {
+        command.arg("-js").arg("-sd").arg(store);
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -184,12 +190,21 @@ pub async fn run_processes(
     let started = Instant::now();
     let _server = match config.bus.nats_server.trim() {
         "" => None,
-        path => Some(start_server(path, &config.bus.nats_url)?),
+        path => {
+            let store = config.run.output_dir.join("jetstream");
+            let jetstream = !config.bus.jetstream.families.is_empty();
+            Some(start_server(
+                path,
+                &config.bus.nats_url,
+                jetstream.then_some(store.as_path()),
+            )?)
+        }
     };
     let nats = config.bus.nats().map_err(WiringError::Config)?;
-    let client = bus_core::nats::connect(&nats)
+    let bus = bus_core::nats::NatsBus::connect(&nats)
         .await
         .map_err(|e| failed(e.to_string()))?;
+    let client = bus.client().clone();
 
     // All traffic, to know when the pipeline has drained.
     let traffic = Arc::new(AtomicU64::new(0));
@@ -210,10 +225,9 @@ pub async fn run_processes(
     let report_stop = StopSignal::new();
     let (ready, subscribed) = tokio::sync::oneshot::channel();
     let report_task = {
-        let (client, prefix, stop) = (client.clone(), nats.prefix.clone(), report_stop.clone());
+        let (bus, stop) = (bus.clone(), report_stop.clone());
         tokio::spawn(async move {
-            bus_core::nats::run_agent(AgentSpec::new(report), client, &prefix, stop, Some(ready))
-                .await
+            bus_core::nats::run_agent(AgentSpec::new(report), &bus, stop, Some(ready)).await
         })
     };
     subscribed
@@ -243,12 +257,27 @@ pub async fn run_processes(
         let drain_started = Instant::now();
         let mut last = traffic.load(Ordering::Relaxed);
         let mut quiet_since = Instant::now();
-        while drain_started.elapsed() < DRAIN_LIMIT && quiet_since.elapsed() < QUIET {
+        while drain_started.elapsed() < DRAIN_LIMIT {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let now = traffic.load(Ordering::Relaxed);
             if now != last {
                 last = now;
                 quiet_since = Instant::now();
+            }
+            if quiet_since.elapsed() >= QUIET {
+                // JetStream families: quiet is not enough (a redelivery may
+                // be waiting out its ack wait); every consumer must have
+                // acknowledged everything.
+                match bus.reliable() {
+                    None => break,
+                    Some(reliable) => match reliable.unacknowledged().await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            tracing::info!(unacknowledged = n, "waiting for JetStream consumers")
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot read JetStream streams"),
+                    },
+                }
             }
         }
     }

@@ -4,7 +4,6 @@
 //! JSON wire format drives it.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,82 +11,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-/// A nats-server on a free loopback port, stopped on drop.
-struct NatsServer {
-    child: Child,
-    port: u16,
-    args: Vec<String>,
-}
-
-impl NatsServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_with(port, Vec::new())
-    }
-
-    /// A server that wants `token` from its clients.
-    fn start_with_token(token: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_with(port, vec!["--auth".into(), token.into()])
-    }
-
-    fn start_with(port: u16, args: Vec<String>) -> Self {
-        Self {
-            child: Self::spawn(port, &args),
-            port,
-            args,
-        }
-    }
-
-    /// Stops the server (SIGKILL) and starts a fresh one on the same port.
-    fn restart_after(&mut self, outage: Duration) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::thread::sleep(outage);
-        self.child = Self::spawn(self.port, &self.args);
-    }
-
-    /// Starts nats-server on `port` and waits until it accepts connections.
-    fn spawn(port: u16, args: &[String]) -> Child {
-        let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "nats-server not found on PATH: run the README's test command, which installs it",
-            );
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "nats-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod support;
+use support::{free_port, NatsServer};
 
 /// Starts `bistoury ARGS` in `dir`; its stdout lines arrive on the channel,
 /// which closes when the process's stdout does (so after the process has
@@ -370,14 +295,6 @@ async fn an_agent_process_survives_a_nats_server_restart_and_resumes() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `bistoury run` in distributed mode: it starts nats-server itself (on a

@@ -1,0 +1,456 @@
+//! The reliable modes over NATS: JetStream streams and durable consumers.
+//!
+//! Which topics travel through JetStream is configuration: a list of topic
+//! *families* (first topic segment: `data`, `signal`, `trade`...). Each
+//! family gets one stream, `<PREFIX>_<FAMILY>` (upper case), holding the
+//! subjects `<prefix>.<family>.>`, file storage, interest retention (a
+//! message is kept until every consumer that was there when it arrived has
+//! acknowledged it), and a duplicate window. Families not listed stay on
+//! core NATS (fire-and-forget).
+//!
+//! * Publishing on a JetStream family goes through the JetStream API with
+//!   the envelope id as `Nats-Msg-Id`: a publish counts as done only when
+//!   the stream has acknowledged it, and one retried after a lost
+//!   acknowledgement is dropped by the stream as a duplicate (inside the
+//!   duplicate window). While the server is away publishing retries with
+//!   backoff: the publisher blocks rather than losing anything.
+//! * An agent subscribing to a JetStream family gets one durable pull
+//!   consumer per subject (`<agent>_<subject>`, sanitised), with explicit
+//!   acks. A message is acknowledged only after the agent has handled it
+//!   and everything the agent published in answer has been acknowledged in
+//!   turn, so a crash anywhere repeats work rather than losing it. A failed
+//!   handler naks with the configured backoff; after `max_deliver`
+//!   deliveries the message is dead-lettered on `system.dead_letter` and
+//!   terminated. An unacknowledged message comes back after `ack_wait`
+//!   (the agent died, or the server lost the ack).
+//! * Exactly-once envelopes (`delivery_mode = exactly_once`) are also
+//!   checked against a window of ids this consumer already handled, and
+//!   acknowledged with a double ack (the server confirms it has the ack),
+//!   so a redelivery after a lost ack is not handled twice. The window is
+//!   in memory: a consumer process that dies between handling and acking
+//!   handles that message again when restarted.
+//! * Several processes running the same agent share its durable consumers:
+//!   each message goes to one of them (JetStream's queue group).
+//!
+//! Requests (NATS request-reply) must stay on core families: a stream
+//! answers a request on its subjects with its own publish acknowledgement.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+
+use crate::driver::StopSignal;
+use crate::ids::MessageId;
+use crate::nats::{subject, NatsError};
+
+/// How the reliable modes use JetStream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JetStreamSettings {
+    /// Topic families (first topic segment) carried by JetStream.
+    pub families: Vec<String>,
+    /// How long a stream remembers message ids to drop republished ones.
+    pub duplicate_window: Duration,
+    /// How long a delivered message may stay unacknowledged before it is
+    /// delivered again.
+    pub ack_wait: Duration,
+    /// Deliveries before a message is dead-lettered.
+    pub max_deliver: i64,
+    /// Waits before the 1st, 2nd... redelivery after a failure (the last
+    /// repeats). Empty: `ack_wait`.
+    pub backoff: Vec<Duration>,
+    /// Messages a consumer may have delivered and not yet acknowledged.
+    pub max_ack_pending: i64,
+    /// Ids of exactly-once messages each consumer remembers.
+    pub dedupe_window: usize,
+}
+
+impl Default for JetStreamSettings {
+    fn default() -> Self {
+        Self {
+            families: Vec::new(),
+            duplicate_window: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            backoff: vec![Duration::from_millis(100), Duration::from_secs(1)],
+            max_ack_pending: 1000,
+            dedupe_window: 100_000,
+        }
+    }
+}
+
+impl JetStreamSettings {
+    /// True when messages on `topic` travel through JetStream.
+    pub fn carries(&self, topic: &str) -> bool {
+        let family = topic.split('.').next().unwrap_or("");
+        self.families.iter().any(|f| f == family)
+    }
+
+    /// The wait before redelivering a message that failed on its
+    /// `delivered`-th delivery.
+    pub fn redelivery_delay(&self, delivered: i64) -> Duration {
+        let index = (delivered.max(1) - 1) as usize;
+        match self.backoff.get(index).or(self.backoff.last()) {
+            Some(delay) => *delay,
+            None => self.ack_wait,
+        }
+    }
+}
+
+/// The stream that holds a family: `<PREFIX>_<FAMILY>` in upper case, with
+/// any character a stream name cannot have replaced by `_`.
+pub fn stream_name(prefix: &str, family: &str) -> String {
+    sanitise(&format!("{prefix}_{family}")).to_uppercase()
+}
+
+/// The durable consumer of `agent` for `subject`.
+pub fn consumer_name(agent: &str, subject: &str) -> String {
+    sanitise(&format!("{agent}_{subject}"))
+}
+
+fn sanitise(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            '*' => 'S',
+            '>' => 'G',
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// A connection's JetStream side: the context and the settings.
+#[derive(Clone)]
+pub struct Reliable {
+    context: jetstream::Context,
+    settings: JetStreamSettings,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Reliable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reliable")
+            .field("settings", &self.settings)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// One JetStream publish waiting for its acknowledgement.
+pub(crate) struct InFlight {
+    subject: String,
+    id: MessageId,
+    bytes: Bytes,
+    ack: Option<jetstream::context::PublishAckFuture>,
+}
+
+impl Reliable {
+    /// Makes sure every family's stream exists (creating missing ones) and
+    /// returns the JetStream side of `client`.
+    pub async fn open(
+        client: async_nats::Client,
+        prefix: &str,
+        settings: JetStreamSettings,
+    ) -> Result<Self, NatsError> {
+        let context = jetstream::new(client);
+        for family in &settings.families {
+            let name = stream_name(prefix, family);
+            let config = stream::Config {
+                name: name.clone(),
+                subjects: vec![subject(prefix, &format!("{family}.>"))],
+                retention: stream::RetentionPolicy::Interest,
+                storage: stream::StorageType::File,
+                duplicate_window: settings.duplicate_window,
+                ..Default::default()
+            };
+            context
+                .get_or_create_stream(config)
+                .await
+                .map_err(|e| NatsError::JetStream {
+                    what: format!("stream {name}"),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(Self {
+            context,
+            settings,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &JetStreamSettings {
+        &self.settings
+    }
+
+    /// The JetStream context (for tools and tests).
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+
+    /// Starts publishing `bytes` (an envelope with id `id`) on `subject`;
+    /// [`Reliable::confirm`] waits for the stream's acknowledgement.
+    pub(crate) async fn start_publish(
+        &self,
+        subject: String,
+        id: MessageId,
+        bytes: Bytes,
+    ) -> InFlight {
+        let ack = self.send(&subject, id, bytes.clone()).await.ok();
+        InFlight {
+            subject,
+            id,
+            bytes,
+            ack,
+        }
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        id: MessageId,
+        bytes: Bytes,
+    ) -> Result<jetstream::context::PublishAckFuture, String> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(bytes)
+            .message_id(id.to_string());
+        self.context
+            .send_publish(subject.to_string(), message)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Waits until the stream has acknowledged `publish`, publishing it
+    /// again (same `Nats-Msg-Id`, so never stored twice within the
+    /// duplicate window) with backoff while the server is away. Gives up
+    /// only when `stop` is raised. Returns whether the stream already had
+    /// it (a duplicate).
+    pub(crate) async fn confirm(
+        &self,
+        mut publish: InFlight,
+        stop: &StopSignal,
+    ) -> Result<bool, NatsError> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let outcome = match publish.ack.take() {
+                Some(ack) => ack.await.map_err(|e| e.to_string()),
+                None => Err("not sent".to_string()),
+            };
+            match outcome {
+                Ok(ack) => return Ok(ack.duplicate),
+                Err(reason) => {
+                    if stop.is_stopped() {
+                        return Err(NatsError::Publish {
+                            subject: publish.subject,
+                            reason,
+                        });
+                    }
+                    tracing::warn!(subject = %publish.subject, message_id = %publish.id, %reason, retry_in = ?wait, "JetStream publish not acknowledged; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                    publish.ack = self
+                        .send(&publish.subject, publish.id, publish.bytes.clone())
+                        .await
+                        .ok();
+                }
+            }
+        }
+    }
+
+    /// Publishes an envelope's JSON on the subject of its topic and waits
+    /// for the stream's acknowledgement (retrying while the server is
+    /// away, until `stop`). Returns whether it was a duplicate.
+    pub async fn publish(
+        &self,
+        envelope: &crate::message::Envelope,
+        stop: &StopSignal,
+    ) -> Result<bool, NatsError> {
+        let publish = self
+            .start_publish(
+                subject(&self.prefix, envelope.topic.as_str()),
+                envelope.id,
+                envelope.to_json_bytes().into(),
+            )
+            .await;
+        self.confirm(publish, stop).await
+    }
+
+    /// Messages the family streams still hold: with interest retention,
+    /// those some consumer has not acknowledged yet (zero: every durable
+    /// consumer has caught up).
+    pub async fn unacknowledged(&self) -> Result<u64, NatsError> {
+        let mut total = 0;
+        for family in &self.settings.families {
+            let name = stream_name(&self.prefix, family);
+            let failed = |e: String| NatsError::JetStream {
+                what: format!("stream {name}"),
+                reason: e,
+            };
+            let mut stream = self
+                .context
+                .get_stream(&name)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            total += stream
+                .info()
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .state
+                .messages;
+        }
+        Ok(total)
+    }
+
+    /// The durable consumer `name` on the stream of `family`, reading
+    /// `filter` (created if missing).
+    pub(crate) async fn consumer(
+        &self,
+        family: &str,
+        name: &str,
+        filter: &str,
+    ) -> Result<consumer::Consumer<consumer::pull::Config>, NatsError> {
+        let failed = |e: String| NatsError::JetStream {
+            what: format!("consumer {name}"),
+            reason: e,
+        };
+        let stream = self
+            .context
+            .get_stream(stream_name(&self.prefix, family))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // The server refuses a backoff list unless max_deliver exceeds its
+        // length; the first entry also replaces ack_wait for the first
+        // redelivery, so backoff here only governs naks (sent by us).
+        let config = consumer::pull::Config {
+            durable_name: Some(name.to_string()),
+            filter_subject: filter.to_string(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.settings.ack_wait,
+            max_deliver: self.settings.max_deliver,
+            max_ack_pending: self.settings.max_ack_pending,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(name, config)
+            .await
+            .map_err(|e| failed(e.to_string()))
+    }
+}
+
+/// What an agent subscribing to `nats_subject` (under `prefix`) needs: a
+/// core subscription, durable consumers on JetStream families, or both
+/// (a wildcard in the family position spans both kinds).
+pub(crate) struct Plan {
+    /// Subscribe on core NATS (messages of JetStream families that arrive
+    /// here are skipped: their consumers deliver them).
+    pub core: Option<String>,
+    /// (family, filter subject) pairs to read through durable consumers.
+    pub durable: Vec<(String, String)>,
+}
+
+pub(crate) fn plan(settings: Option<&JetStreamSettings>, prefix: &str, nats_subject: &str) -> Plan {
+    let Some(settings) = settings else {
+        return Plan {
+            core: Some(nats_subject.to_string()),
+            durable: Vec::new(),
+        };
+    };
+    let rest = nats_subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+        .unwrap_or(nats_subject);
+    let (family, tail) = match rest.split_once('.') {
+        Some((family, tail)) => (family, Some(tail)),
+        None => (rest, None),
+    };
+    match family {
+        "*" | ">" => {
+            let durable = settings
+                .families
+                .iter()
+                .map(|f| {
+                    let filter = match (family, tail) {
+                        (">", _) => format!("{prefix}.{f}.>"),
+                        (_, Some(tail)) => format!("{prefix}.{f}.{tail}"),
+                        (_, None) => format!("{prefix}.{f}"),
+                    };
+                    (f.clone(), filter)
+                })
+                .collect();
+            Plan {
+                core: Some(nats_subject.to_string()),
+                durable,
+            }
+        }
+        family if settings.families.iter().any(|f| f == family) => Plan {
+            core: None,
+            durable: vec![(family.to_string(), nats_subject.to_string())],
+        },
+        _ => Plan {
+            core: Some(nats_subject.to_string()),
+            durable: Vec::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> JetStreamSettings {
+        JetStreamSettings {
+            families: vec!["data".into(), "trade".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn families_choose_core_or_durable() {
+        let s = settings();
+        assert!(s.carries("data.candle.BTC.1m"));
+        assert!(!s.carries("signal.aggregated"));
+        let p = plan(Some(&s), "bx", "bx.data.candle.>");
+        assert!(p.core.is_none());
+        assert_eq!(p.durable, vec![("data".into(), "bx.data.candle.>".into())]);
+        let p = plan(Some(&s), "bx", "bx.signal.aggregated");
+        assert_eq!(p.core.as_deref(), Some("bx.signal.aggregated"));
+        assert!(p.durable.is_empty());
+        let p = plan(Some(&s), "bx", "bx.*.fill");
+        assert_eq!(p.core.as_deref(), Some("bx.*.fill"));
+        assert_eq!(
+            p.durable,
+            vec![
+                ("data".into(), "bx.data.fill".into()),
+                ("trade".into(), "bx.trade.fill".into())
+            ]
+        );
+        let p = plan(Some(&s), "bx", "bx.>");
+        assert_eq!(p.durable[1], ("trade".into(), "bx.trade.>".into()));
+        let p = plan(None, "bx", "bx.data.candle.>");
+        assert_eq!(p.core.as_deref(), Some("bx.data.candle.>"));
+    }
+
+    #[test]
+    fn names_are_what_jetstream_accepts() {
+        assert_eq!(stream_name("bistoury", "data"), "BISTOURY_DATA");
+        assert_eq!(stream_name("a.b", "trade"), "A_B_TRADE");
+        assert_eq!(
+            consumer_name("signals", "bistoury.data.candle.>"),
+            "signals_bistoury_data_candle_G"
+        );
+        assert_eq!(consumer_name("x", "p.*.y"), "x_p_S_y");
+    }
+
+    #[test]
+    fn redelivery_waits_follow_the_backoff_list() {
+        let s = settings();
+        assert_eq!(s.redelivery_delay(1), Duration::from_millis(100));
+        assert_eq!(s.redelivery_delay(2), Duration::from_secs(1));
+        assert_eq!(s.redelivery_delay(9), Duration::from_secs(1));
+        let none = JetStreamSettings {
+            backoff: vec![],
+            ..settings()
+        };
+        assert_eq!(none.redelivery_delay(3), none.ack_wait);
+    }
+}
