@@ -530,3 +530,84 @@ fn agents_authenticate_with_a_token_from_the_environment_or_a_file_and_never_sho
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_resumes_its_durable_jetstream_consumer_without_loss() {
+    let store = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream(store.path());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jetstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\ntransport = \"nats\"\nnats_url = \"{}\"\nsubject_prefix = \"jsrun\"\n\n\
+             [bus.jetstream]\nfamilies = [\"data\", \"signal\"]\nack_wait_ms = 2000\n\n\
+             [data]\ncandles = 4000\nspeed = 60000.0\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let (mut child, lines) = run_distributed(dir.path(), &config);
+    let mut seen = Vec::new();
+    let mut started = |agent: &str| -> u32 {
+        let prefix = format!("started agent {agent} (pid ");
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("{agent} never started: {seen:?}"));
+            seen.push(line.clone());
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                return rest.trim_end_matches(')').parse().unwrap();
+            }
+        }
+    };
+    let signals = started("signals");
+    started("collector");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(Command::new("kill")
+        .args(["-9", &signals.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let again = started("signals");
+    assert_ne!(again, signals);
+    let status = tokio::task::block_in_place(|| child.wait().unwrap());
+    seen.extend(lines.iter());
+    let output = seen.join("\n");
+    assert!(status.success(), "{output}");
+    assert!(output.contains("restart 1 of 3"), "{output}");
+    let report = report(dir.path());
+    assert_eq!(report["candles"], 12_000, "{output}");
+    assert_eq!(report["accounting_identity_holds"], true);
+
+    // Every candle is in the stream, and every durable consumer — the
+    // restarted signals agent's among them — acknowledged all of them.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut stream = js.get_stream("JSRUN_DATA").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert!(state.last_sequence >= 12_000, "{state:?}");
+    assert_eq!(state.messages, 0, "unacknowledged messages left: {state:?}");
+    let mut names = stream.consumer_names();
+    let mut consumers = Vec::new();
+    while let Some(name) = names.next().await {
+        consumers.push(name.unwrap());
+    }
+    assert!(
+        consumers.iter().any(|c| c.starts_with("signals_")),
+        "{consumers:?}"
+    );
+    for name in consumers {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+            stream.get_consumer(&name).await.unwrap();
+        let info = consumer.info().await.unwrap();
+        assert_eq!(info.num_pending, 0, "{name}");
+        assert_eq!(info.num_ack_pending, 0, "{name}");
+        if name.ends_with("_data_candle_G") {
+            // Subscribed to `data.candle.>`: every candle, acknowledged.
+            assert_eq!(
+                info.ack_floor.stream_sequence, state.last_sequence,
+                "{name}"
+            );
+        }
+    }
+}
