@@ -10,6 +10,10 @@
 //!   subscriber that only counts them.
 //! * Request round trips (p50/p99, printed): `bus_core::nats::request` to
 //!   an echoing agent vs `Client::request` to a raw echo responder.
+//! * `jetstream_publish/*`: 5,000 at-least-once envelopes published into a
+//!   file-backed stream and confirmed, 256 in flight at a time:
+//!   `NatsBus::publish_many` (JSON, `Nats-Msg-Id`, retry on failure) vs
+//!   raw `jetstream::Context::publish` of the same bytes.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -54,14 +58,15 @@ impl Drop for Server {
     }
 }
 
-fn server() -> Option<Server> {
+fn server(store: &std::path::Path) -> Option<Server> {
     let port = TcpListener::bind("127.0.0.1:0")
         .ok()?
         .local_addr()
         .ok()?
         .port();
     let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(store)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -136,7 +141,8 @@ async fn wait_for(seen: &AtomicU64, n: u64) {
 }
 
 fn transport(c: &mut Criterion) {
-    let Some(server) = server() else {
+    let store = tempfile::tempdir().unwrap();
+    let Some(server) = server(store.path()) else {
         eprintln!("nats-server not found: NATS benches skipped");
         return;
     };
@@ -272,7 +278,117 @@ fn transport(c: &mut Criterion) {
         );
     }
     echo_stop.stop();
+    jetstream_publish(c, &rt, &url);
     drop(server);
+}
+
+/// Confirmed publishes into a stream: ours vs raw, same bytes, same window.
+fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
+    const JS_N: u64 = 5_000;
+    const WINDOW: usize = 256;
+    let settings = NatsSettings {
+        url: url.to_string(),
+        prefix: "bench".into(),
+        token: None,
+        jetstream: Some(bus_core::jetstream::JetStreamSettings {
+            families: vec!["js".into()],
+            ..Default::default()
+        }),
+    };
+    let bus = rt.block_on(NatsBus::connect(&settings)).unwrap();
+    let raw =
+        rt.block_on(async { async_nats::jetstream::new(async_nats::connect(url).await.unwrap()) });
+    rt.block_on(
+        raw.get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "RAW_JS".into(),
+            duplicate_window: Duration::from_secs(120),
+            subjects: vec!["raw.js.>".into()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        }),
+    )
+    .unwrap();
+    // Interest retention keeps nothing without consumers: give both
+    // streams one, so every message is really stored.
+    for (stream, name) in [("BENCH_JS", "keep"), ("RAW_JS", "keep")] {
+        let stream = rt.block_on(raw.get_stream(stream)).unwrap();
+        rt.block_on(stream.get_or_create_consumer(
+            name,
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some(name.into()),
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    }
+    let stop = StopSignal::new();
+    let mut group = c.benchmark_group("jetstream_publish");
+    group.throughput(Throughput::Elements(JS_N));
+    group.sample_size(10);
+    let fresh = |i: u64| {
+        let mut e = message(i).with_delivery_mode(DeliveryMode::AtLeastOnce);
+        e.topic = Topic::new("js.prices.btc").unwrap();
+        e
+    };
+    // Raw, plain; and raw with a `Nats-Msg-Id` per message (the stream
+    // then checks each against its duplicate window, as it does ours).
+    for (name, with_id) in [("raw_async_nats", false), ("raw_async_nats_msg_id", true)] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // New messages each round, encoded untimed.
+                    let bodies: Vec<(bytes::Bytes, String)> = (0..JS_N)
+                        .map(|i| {
+                            let e = fresh(i);
+                            (e.to_json_bytes().into(), e.id.to_string())
+                        })
+                        .collect();
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for chunk in bodies.chunks(WINDOW) {
+                            let mut acks = Vec::with_capacity(WINDOW);
+                            for (body, id) in chunk {
+                                let mut message =
+                                    async_nats::jetstream::message::PublishMessage::build()
+                                        .payload(body.clone());
+                                if with_id {
+                                    message = message.message_id(id);
+                                }
+                                acks.push(
+                                    raw.send_publish("raw.js.prices.btc", message)
+                                        .await
+                                        .unwrap(),
+                                );
+                            }
+                            for ack in acks {
+                                ack.await.unwrap();
+                            }
+                        }
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
+    group.bench_function("bus_core_nats", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let envelopes: Vec<Envelope> = (0..JS_N).map(fresh).collect();
+                let start = Instant::now();
+                rt.block_on(async {
+                    for chunk in envelopes.chunks(WINDOW) {
+                        bus.publish_many(chunk, &stop).await.unwrap();
+                    }
+                });
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, transport);

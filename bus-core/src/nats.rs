@@ -169,6 +169,37 @@ impl NatsBus {
         self.reliable.as_ref()
     }
 
+    /// Publishes envelopes in order, all sent before any acknowledgement is
+    /// awaited (as an agent's outbox is): JetStream families are confirmed
+    /// (retrying until `stop`), core ones flushed.
+    pub async fn publish_many(
+        &self,
+        envelopes: &[Envelope],
+        stop: &StopSignal,
+    ) -> Result<(), NatsError> {
+        let mut in_flight = Vec::new();
+        for envelope in envelopes {
+            let subject = subject(&self.prefix, envelope.topic.as_str());
+            let json = envelope.to_json_bytes();
+            match &self.reliable {
+                Some(reliable) if reliable.settings().carries(envelope.topic.as_str()) => {
+                    in_flight.push(
+                        reliable
+                            .start_publish(subject, envelope.id, json.into())
+                            .await,
+                    );
+                }
+                _ => send(&self.client, subject.into(), json).await?,
+            }
+        }
+        if let Some(reliable) = &self.reliable {
+            for publish in in_flight {
+                reliable.confirm(publish, stop).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes one envelope: through JetStream (waiting for the stream's
     /// acknowledgement, retrying until `stop`) when its family is reliable,
     /// else on core NATS.
@@ -229,33 +260,20 @@ async fn publish_all(
     requester: Option<&Requester>,
     stop: &StopSignal,
 ) -> Result<(), NatsError> {
-    let mut in_flight = Vec::new();
-    for message in out.drain() {
-        let json = message.to_json_bytes();
-        if let Some((request_id, inbox)) = requester {
-            if message.correlation_id == Some(*request_id) {
-                send(&bus.client, inbox.clone(), json.clone()).await?;
-            }
-        }
-        let subject = subject(&bus.prefix, message.topic.as_str());
-        match &bus.reliable {
-            Some(reliable) if reliable.settings().carries(message.topic.as_str()) => {
-                in_flight.push(
-                    reliable
-                        .start_publish(subject, message.id, json.into())
-                        .await,
-                );
-            }
-            _ => send(&bus.client, subject.into(), json).await?,
-        }
-        stats.published += 1;
+    if out.is_empty() {
+        return Ok(());
     }
-    // Everything was sent in one go; now wait for the streams to have it.
-    if let Some(reliable) = &bus.reliable {
-        for publish in in_flight {
-            reliable.confirm(publish, stop).await?;
+    let messages: Vec<Envelope> = out.drain().collect();
+    if let Some((request_id, inbox)) = requester {
+        for answer in messages
+            .iter()
+            .filter(|m| m.correlation_id == Some(*request_id))
+        {
+            send(&bus.client, inbox.clone(), answer.to_json_bytes()).await?;
         }
     }
+    bus.publish_many(&messages, stop).await?;
+    stats.published += messages.len() as u64;
     Ok(())
 }
 
