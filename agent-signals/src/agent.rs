@@ -176,6 +176,14 @@ impl Agent for SignalAgent {
         }
         Ok(())
     }
+
+    /// Indicators are kept per symbol: instances split the symbols.
+    fn partition_key<'e>(&self, envelope: &'e Envelope) -> Option<&'e str> {
+        match envelope.payload() {
+            Payload::DataCandle(candle) => Some(candle.symbol.as_str()),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]

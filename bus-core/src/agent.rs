@@ -81,6 +81,16 @@ pub trait Agent: AsAny + Send + 'static {
         Ok(())
     }
 
+    /// What ties a message to this agent's state, for running several
+    /// instances side by side: each instance handles the messages whose key
+    /// falls in its partition (see `nats::Partition`), so everything with
+    /// one key (a symbol, say) goes to one instance, in order. `None` (the
+    /// default): the message is not keyed, and every instance handles it;
+    /// an agent that keys nothing cannot be split into instances.
+    fn partition_key<'e>(&self, _envelope: &'e Envelope) -> Option<&'e str> {
+        None
+    }
+
     /// Whether it is healthy, and a short detail.
     fn health(&self) -> (bool, String) {
         (true, String::new())

@@ -229,6 +229,48 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
         })
 }
 
+/// Which share of a keyed message stream one instance of an agent takes:
+/// instance `index` of `count` handles the messages whose
+/// [`Agent::partition_key`](crate::agent::Agent::partition_key) hashes
+/// (FNV-1a) to `index` modulo `count`; unkeyed messages go to every
+/// instance. So several processes running one agent share the load, each
+/// message is handled by exactly one of them, and everything with one key
+/// (one symbol) is handled by the same instance in order — what a plain
+/// NATS queue group cannot promise for an agent that keeps state per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partition {
+    /// This instance, from 0.
+    pub index: u32,
+    /// Instances in all (at least 1).
+    pub count: u32,
+}
+
+impl Partition {
+    /// The only instance: everything.
+    pub const WHOLE: Partition = Partition { index: 0, count: 1 };
+
+    /// Instance `index` of `count`; `None` unless `index < count`.
+    pub fn new(index: u32, count: u32) -> Option<Self> {
+        (index < count).then_some(Self { index, count })
+    }
+
+    /// Whether this instance handles messages with `key`.
+    pub fn owns(&self, key: &str) -> bool {
+        use std::hash::Hasher;
+        if self.count <= 1 {
+            return true;
+        }
+        let mut hasher = crate::ids::Fnv1a::default();
+        hasher.write(key.as_bytes());
+        hasher.finish() % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// `index/count`, 1-based, for names and logs: `1of2`.
+    pub fn label(&self) -> String {
+        format!("{}of{}", self.index + 1, self.count)
+    }
+}
+
 /// What a NATS run saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NatsRunStats {
@@ -247,6 +289,8 @@ pub struct NatsRunStats {
     pub redeliveries_requested: u64,
     /// JetStream messages dead-lettered after `max_deliver` deliveries.
     pub dead_lettered: u64,
+    /// Keyed messages left to the other instances (see [`Partition`]).
+    pub other_partitions: u64,
 }
 
 /// A request that arrived with a NATS reply inbox: answers to it (by
@@ -328,6 +372,7 @@ enum Incoming {
 async fn subscribe(
     bus: &NatsBus,
     agent: &str,
+    partition: Partition,
     mut patterns: Vec<TopicPattern>,
     durable: flume::Sender<Incoming>,
     stop: &StopSignal,
@@ -355,7 +400,12 @@ async fn subscribe(
             }
             for (family, filter) in plan.durable {
                 let reliable = bus.reliable.as_ref().expect("durable plans need JetStream");
-                let name = consumer_name(agent, &filter);
+                // Every instance sees every message (and keeps its own
+                // share), so each needs a consumer of its own.
+                let name = match partition.count {
+                    1 => consumer_name(agent, &filter),
+                    _ => consumer_name(&format!("{agent}_{}", partition.label()), &filter),
+                };
                 let consumer = reliable.consumer(&family, &name, &filter).await?;
                 readers.push(tokio::spawn(read_consumer(
                     consumer,
@@ -422,11 +472,23 @@ pub async fn run_agent(
     stop: StopSignal,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(crate::supervision::Supervised, NatsRunStats), NatsError> {
+    run_agent_instance(spec, bus, Partition::WHOLE, stop, ready).await
+}
+
+/// [`run_agent`] for one instance of an agent run as several: it handles
+/// only the keyed messages of its [`Partition`].
+pub async fn run_agent_instance(
+    spec: AgentSpec,
+    bus: &NatsBus,
+    partition: Partition,
+    stop: StopSignal,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(crate::supervision::Supervised, NatsRunStats), NatsError> {
     let mut agent = Supervised::new(spec, false);
     let mut stats = NatsRunStats::default();
     let (durable_tx, durable_rx) = flume::bounded(256);
     let (id, patterns) = (agent.id().to_string(), agent.agent().subscriptions());
-    let (core, readers) = subscribe(bus, &id, patterns, durable_tx, &stop).await?;
+    let (core, readers) = subscribe(bus, &id, partition, patterns, durable_tx, &stop).await?;
     // Make sure the server has the subscriptions before anything is produced.
     let _ = bus.client.flush().await;
     if let Some(ready) = ready {
@@ -436,20 +498,19 @@ pub async fn run_agent(
         select_all(core).map(Incoming::Core),
         durable_rx.into_stream(),
     );
-    let mut processed = DedupeWindow::new(
-        bus.reliable
-            .as_ref()
-            .map_or(1, |r| r.settings().dedupe_window.max(1)),
-    );
-    let result = drive(
-        &mut agent,
+    let mut runner = Runner {
         bus,
-        &stop,
-        &mut incoming,
-        &mut processed,
-        &mut stats,
-    )
-    .await;
+        partition,
+        stop: &stop,
+        processed: DedupeWindow::new(
+            bus.reliable
+                .as_ref()
+                .map_or(1, |r| r.settings().dedupe_window.max(1)),
+        ),
+        stats: &mut stats,
+        out: Outbox::new(),
+    };
+    let result = runner.drive(&mut agent, &mut incoming).await;
     for reader in readers {
         reader.abort();
     }
@@ -460,161 +521,218 @@ pub async fn run_agent(
     Ok((agent, stats))
 }
 
-async fn drive(
-    agent: &mut Supervised,
-    bus: &NatsBus,
-    stop: &StopSignal,
-    incoming: &mut (impl futures_util::Stream<Item = Incoming> + Unpin),
-    processed: &mut DedupeWindow,
-    stats: &mut NatsRunStats,
-) -> Result<(), NatsError> {
-    let mut out = Outbox::new();
-    let started = agent.start(&mut out);
-    publish_all(bus, &mut out, stats, None, stop).await?;
-    started.map_err(|error| RunError::StartFailed {
-        agent: agent.id().to_string(),
-        error,
-    })?;
-    let mut producing = true;
-    let mut produced = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    loop {
-        if stop.is_stopped() || agent.failure().is_some() {
-            break;
-        }
-        if producing {
-            // A source: produce a step, then take whatever arrived meanwhile.
-            let step = agent.produce(&mut out);
-            publish_all(bus, &mut out, stats, None, stop).await?;
-            if step == Produce::Done {
-                producing = false;
-                let _ = bus.client.flush().await;
-                // A source that has finished has nothing left to do in its
-                // own process (its commands would start nothing): it exits.
-                // (An agent that never produced is not a source.)
-                if produced || agent.agent().subscriptions().is_empty() {
-                    break;
-                }
-            } else {
-                produced = true;
-            }
-            while let Some(Some(message)) = futures_util::FutureExt::now_or_never(incoming.next()) {
-                take(agent, bus, message, &mut out, processed, stats, stop).await?;
-            }
-            if step == Produce::Idle {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            continue;
-        }
-        tokio::select! {
-            message = incoming.next() => match message {
-                Some(message) => take(agent, bus, message, &mut out, processed, stats, stop).await?,
-                None => break,
-            },
-            _ = tick.tick() => {}
-        }
-    }
-    agent.stop(&mut out);
-    publish_all(bus, &mut out, stats, None, stop).await?;
-    let _ = bus.client.flush().await;
-    Ok(())
+/// What one agent's run on NATS works with.
+struct Runner<'a> {
+    bus: &'a NatsBus,
+    partition: Partition,
+    stop: &'a StopSignal,
+    /// Ids of exactly-once JetStream messages handled.
+    processed: DedupeWindow,
+    stats: &'a mut NatsRunStats,
+    out: Outbox,
 }
 
-/// Hands one arrival to the agent, publishes what it answered, and settles
-/// a JetStream delivery (ack, nak with backoff, or dead letter).
-async fn take(
-    agent: &mut Supervised,
-    bus: &NatsBus,
-    message: Incoming,
-    out: &mut Outbox,
-    processed: &mut DedupeWindow,
-    stats: &mut NatsRunStats,
-    stop: &StopSignal,
-) -> Result<(), NatsError> {
-    let message = match message {
-        Incoming::Core(message) => {
-            if let Some(reliable) = &bus.reliable {
-                // A wildcard subscription also hears JetStream families;
-                // their consumers deliver those.
-                let topic = message
-                    .subject
-                    .strip_prefix(bus.prefix.as_str())
-                    .and_then(|t| t.strip_prefix('.'))
-                    .unwrap_or("");
-                if reliable.settings().carries(topic) {
-                    return Ok(());
-                }
-            }
-            let requester = handle(agent, &message, out, stats);
-            return publish_all(bus, out, stats, requester.as_ref(), stop).await;
-        }
-        Incoming::Durable(message) => message,
-    };
-    let settings = bus
-        .reliable
-        .as_ref()
-        .expect("durable messages need JetStream")
-        .settings();
-    let envelope = match Envelope::from_json(&message.payload) {
-        Ok(envelope) => envelope,
-        Err(error) => {
-            stats.undecodable += 1;
-            tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
-            out.publish(dead_letter(
-                agent,
-                &message.subject,
-                &message.payload,
-                None,
-                error.to_string(),
-                1,
-            ));
-            publish_all(bus, out, stats, None, stop).await?;
-            settle(&message, AckKind::Term, false).await;
-            return Ok(());
-        }
-    };
-    let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
-    if exactly_once && processed.contains(&envelope.id) {
-        stats.duplicates += 1;
-        settle(&message, AckKind::Ack, true).await;
-        return Ok(());
+impl Runner<'_> {
+    async fn publish(&mut self, requester: Option<&Requester>) -> Result<(), NatsError> {
+        publish_all(self.bus, &mut self.out, self.stats, requester, self.stop).await
     }
-    stats.received += 1;
-    let handled = agent.deliver(&envelope, out);
-    // What the agent published is safe before its cause is acknowledged.
-    publish_all(bus, out, stats, None, stop).await?;
-    match handled {
-        Ok(()) => {
-            if exactly_once {
-                processed.insert(envelope.id);
+
+    async fn drive(
+        &mut self,
+        agent: &mut Supervised,
+        incoming: &mut (impl futures_util::Stream<Item = Incoming> + Unpin),
+    ) -> Result<(), NatsError> {
+        let (bus, stop) = (self.bus, self.stop);
+        let started = agent.start(&mut self.out);
+        self.publish(None).await?;
+        started.map_err(|error| RunError::StartFailed {
+            agent: agent.id().to_string(),
+            error,
+        })?;
+        let mut producing = true;
+        let mut produced = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            if stop.is_stopped() || agent.failure().is_some() {
+                break;
             }
-            settle(&message, AckKind::Ack, exactly_once).await;
+            if producing {
+                // A source: produce a step, then take whatever arrived meanwhile.
+                let step = agent.produce(&mut self.out);
+                self.publish(None).await?;
+                if step == Produce::Done {
+                    producing = false;
+                    let _ = bus.client.flush().await;
+                    // A source that has finished has nothing left to do in its
+                    // own process (its commands would start nothing): it exits.
+                    // (An agent that never produced is not a source.)
+                    if produced || agent.agent().subscriptions().is_empty() {
+                        break;
+                    }
+                } else {
+                    produced = true;
+                }
+                while let Some(Some(message)) =
+                    futures_util::FutureExt::now_or_never(incoming.next())
+                {
+                    self.take(agent, message).await?;
+                }
+                if step == Produce::Idle {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
+            }
+            tokio::select! {
+                message = incoming.next() => match message {
+                    Some(message) => self.take(agent, message).await?,
+                    None => break,
+                },
+                _ = tick.tick() => {}
+            }
         }
-        Err(error) => {
-            let delivered = message.info().map_or(1, |info| info.delivered);
-            if delivered >= settings.max_deliver {
-                stats.dead_lettered += 1;
-                tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "dead-lettered after max deliveries");
-                let letter = dead_letter(
+        agent.stop(&mut self.out);
+        self.publish(None).await?;
+        let _ = bus.client.flush().await;
+        Ok(())
+    }
+
+    /// Hands one arrival to the agent, publishes what it answered, and settles
+    /// a JetStream delivery (ack, nak with backoff, or dead letter).
+    async fn take(&mut self, agent: &mut Supervised, message: Incoming) -> Result<(), NatsError> {
+        let bus = self.bus;
+        let message = match message {
+            Incoming::Core(message) => {
+                if let Some(reliable) = &bus.reliable {
+                    // A wildcard subscription also hears JetStream families;
+                    // their consumers deliver those.
+                    let topic = message
+                        .subject
+                        .strip_prefix(bus.prefix.as_str())
+                        .and_then(|t| t.strip_prefix('.'))
+                        .unwrap_or("");
+                    if reliable.settings().carries(topic) {
+                        return Ok(());
+                    }
+                }
+                let requester = self.handle(agent, &message);
+                return self.publish(requester.as_ref()).await;
+            }
+            Incoming::Durable(message) => message,
+        };
+        let settings = bus
+            .reliable
+            .as_ref()
+            .expect("durable messages need JetStream")
+            .settings();
+        let envelope = match Envelope::from_json(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                self.stats.undecodable += 1;
+                tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
+                self.out.publish(dead_letter(
                     agent,
                     &message.subject,
                     &message.payload,
-                    Some(envelope),
+                    None,
                     error.to_string(),
-                    delivered as u32,
-                );
-                out.publish(letter);
-                publish_all(bus, out, stats, None, stop).await?;
+                    1,
+                ));
+                self.publish(None).await?;
                 settle(&message, AckKind::Term, false).await;
-            } else {
-                stats.redeliveries_requested += 1;
-                tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "handler failed; redelivery requested");
-                let delay = settings.redelivery_delay(delivered);
-                settle(&message, AckKind::Nak(Some(delay)), false).await;
+                return Ok(());
+            }
+        };
+        if !self.mine(agent, &envelope) {
+            self.stats.other_partitions += 1;
+            settle(&message, AckKind::Ack, false).await;
+            return Ok(());
+        }
+        let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
+        if exactly_once && self.processed.contains(&envelope.id) {
+            self.stats.duplicates += 1;
+            settle(&message, AckKind::Ack, true).await;
+            return Ok(());
+        }
+        self.stats.received += 1;
+        let handled = agent.deliver(&envelope, &mut self.out);
+        // What the agent published is safe before its cause is acknowledged.
+        self.publish(None).await?;
+        match handled {
+            Ok(()) => {
+                if exactly_once {
+                    self.processed.insert(envelope.id);
+                }
+                settle(&message, AckKind::Ack, exactly_once).await;
+            }
+            Err(error) => {
+                let delivered = message.info().map_or(1, |info| info.delivered);
+                if delivered >= settings.max_deliver {
+                    self.stats.dead_lettered += 1;
+                    tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "dead-lettered after max deliveries");
+                    let letter = dead_letter(
+                        agent,
+                        &message.subject,
+                        &message.payload,
+                        Some(envelope),
+                        error.to_string(),
+                        delivered as u32,
+                    );
+                    self.out.publish(letter);
+                    self.publish(None).await?;
+                    settle(&message, AckKind::Term, false).await;
+                } else {
+                    self.stats.redeliveries_requested += 1;
+                    tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "handler failed; redelivery requested");
+                    let delay = settings.redelivery_delay(delivered);
+                    settle(&message, AckKind::Nak(Some(delay)), false).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this instance handles `envelope` (see [`Partition`]).
+    fn mine(&self, agent: &Supervised, envelope: &Envelope) -> bool {
+        match agent.agent().partition_key(envelope) {
+            Some(key) => self.partition.owns(key),
+            None => true,
+        }
+    }
+
+    /// Hands one wire message to the agent; returns the requester to answer
+    /// when the message came with a reply inbox.
+    fn handle(
+        &mut self,
+        agent: &mut Supervised,
+        message: &async_nats::Message,
+    ) -> Option<Requester> {
+        match Envelope::from_json(&message.payload) {
+            Ok(envelope) if !self.mine(agent, &envelope) => {
+                self.stats.other_partitions += 1;
+                None
+            }
+            Ok(envelope) => {
+                self.stats.received += 1;
+                if let Err(error) = agent.deliver(&envelope, &mut self.out) {
+                    tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
+                }
+                message.reply.clone().map(|inbox| (envelope.id, inbox))
+            }
+            Err(error) => {
+                self.stats.undecodable += 1;
+                tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
+                self.out.publish(dead_letter(
+                    agent,
+                    &message.subject,
+                    &message.payload,
+                    None,
+                    error.to_string(),
+                    1,
+                ));
+                None
             }
         }
     }
-    Ok(())
 }
 
 use async_nats::jetstream::AckKind;
@@ -665,38 +783,6 @@ fn dead_letter(
     let topic = Topic::new("system.dead_letter").expect("valid topic");
     Envelope::new(agent.id().clone(), topic, Payload::SystemDeadLetter(letter))
         .with_priority(Priority::High)
-}
-
-/// Hands one wire message to the agent; returns the requester to answer
-/// when the message came with a reply inbox.
-fn handle(
-    agent: &mut Supervised,
-    message: &async_nats::Message,
-    out: &mut Outbox,
-    stats: &mut NatsRunStats,
-) -> Option<Requester> {
-    match Envelope::from_json(&message.payload) {
-        Ok(envelope) => {
-            stats.received += 1;
-            if let Err(error) = agent.deliver(&envelope, out) {
-                tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
-            }
-            message.reply.clone().map(|inbox| (envelope.id, inbox))
-        }
-        Err(error) => {
-            stats.undecodable += 1;
-            tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
-            out.publish(dead_letter(
-                agent,
-                &message.subject,
-                &message.payload,
-                None,
-                error.to_string(),
-                1,
-            ));
-            None
-        }
-    }
 }
 
 /// Publishes one envelope on the subject of its topic (for tools and tests).

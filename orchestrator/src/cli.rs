@@ -39,6 +39,11 @@ enum Command {
         /// holds the other end, so its agents never outlive it.
         #[arg(long, hide = true)]
         exit_with_parent: bool,
+        /// Run as instance K of N (`K/N`, from 1) of an agent run as
+        /// several: it handles only its share of the keyed messages (signals:
+        /// its share of the symbols).
+        #[arg(long, value_name = "K/N")]
+        instance: Option<String>,
     },
     /// Check a configuration file and report every problem.
     ValidateConfig {
@@ -81,7 +86,24 @@ pub fn main() -> ExitCode {
             config,
             output_dir,
             exit_with_parent,
-        }) => return run_one_agent(&name, config.as_deref(), output_dir, exit_with_parent),
+            instance,
+        }) => {
+            let partition = match instance.as_deref().map(parse_instance) {
+                None => bus_core::nats::Partition::WHOLE,
+                Some(Ok(partition)) => partition,
+                Some(Err(message)) => {
+                    eprintln!("--instance: {message}");
+                    return ExitCode::from(2);
+                }
+            };
+            return run_one_agent(
+                &name,
+                config.as_deref(),
+                output_dir,
+                exit_with_parent,
+                partition,
+            );
+        }
         Some(Command::ValidateConfig { file }) => {
             return match load(Some(&file)) {
                 Ok(_) => {
@@ -178,11 +200,22 @@ fn prepare(
     }
 }
 
+/// `K/N`, 1 <= K <= N.
+fn parse_instance(text: &str) -> Result<bus_core::nats::Partition, String> {
+    let parse = |part: &str| part.trim().parse::<u32>().ok();
+    text.split_once('/')
+        .and_then(|(k, n)| Some((parse(k)?, parse(n)?)))
+        .filter(|&(k, _)| k >= 1)
+        .and_then(|(k, n)| bus_core::nats::Partition::new(k - 1, n))
+        .ok_or_else(|| format!("{text:?} is not K/N with 1 <= K <= N (e.g. 2/4)"))
+}
+
 fn run_one_agent(
     name: &str,
     file: Option<&std::path::Path>,
     output_dir: Option<PathBuf>,
     exit_with_parent: bool,
+    partition: bus_core::nats::Partition,
 ) -> ExitCode {
     let (config, _guard) = match prepare(file, output_dir) {
         Ok(prepared) => prepared,
@@ -254,7 +287,7 @@ fn run_one_agent(
             }
         };
         let (result, ()) = tokio::join!(
-            bus_core::nats::run_agent(spec, &bus, stop, Some(ready)),
+            bus_core::nats::run_agent_instance(spec, &bus, partition, stop, Some(ready)),
             announce
         );
         result
@@ -263,13 +296,15 @@ fn run_one_agent(
         Ok((agent, stats)) => {
             println!(
                 "agent {name} stopped: {} messages received, {} published, {} undecodable, \
-                 {} duplicates, {} redeliveries requested, {} dead-lettered",
+                 {} duplicates, {} redeliveries requested, {} dead-lettered, \
+                 {} left to other instances",
                 stats.received,
                 stats.published,
                 stats.undecodable,
                 stats.duplicates,
                 stats.redeliveries_requested,
-                stats.dead_lettered
+                stats.dead_lettered,
+                stats.other_partitions
             );
             let mut agent = agent.into_agent();
             if let Some(report) = agent

@@ -200,6 +200,14 @@ pub struct AgentSettings {
     /// Agents that must start first.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Processes running this agent side by side (distributed mode; agents
+    /// that key their state, such as signals by symbol, split the keys).
+    #[serde(default = "one")]
+    pub instances: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_restarts() -> u32 {
@@ -562,6 +570,23 @@ impl BistouryConfig {
             ));
         }
         errors.extend(self.bus.jetstream.validate());
+        for (name, settings) in self.agents.all() {
+            let key = format!("agents.{name}.instances");
+            if settings.instances == 0 {
+                errors.push(format!("{key}: must be at least 1"));
+            } else if settings.instances > 1 {
+                if !crate::run::PARTITIONED.contains(&name) {
+                    errors.push(format!(
+                        "{key}: {name} keeps state that instances cannot split; only {} can run as several instances",
+                        crate::run::PARTITIONED.join(", ")
+                    ));
+                } else if self.bus.transport != Transport::Nats {
+                    errors.push(format!(
+                        "{key}: several instances need bus.transport = \"nats\" (one process each)"
+                    ));
+                }
+            }
+        }
         if self.run.health_check_interval_ms > 0
             && self.run.heartbeat_ttl_ms <= self.run.health_check_interval_ms
         {

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_core::driver::StopSignal;
+use bus_core::nats::Partition;
 use bus_core::supervision::{AgentSpec, RestartPolicy};
 use futures_util::StreamExt;
 
@@ -98,6 +99,8 @@ fn start_server(path: &str, url: &str, store: Option<&Path>) -> Result<LocalServ
 /// One agent process.
 struct AgentProcess {
     name: String,
+    /// Which instance, when the agent runs as several.
+    instance: Partition,
     child: Child,
     restarts: u32,
     /// Died, and its policy said to carry on without it.
@@ -113,9 +116,15 @@ struct Launcher {
 
 impl Launcher {
     /// Starts `bistoury agent NAME` and waits until it is subscribed.
-    fn start(&self, name: &str) -> Result<Child, WiringError> {
+    fn start(&self, name: &str, instance: Partition) -> Result<Child, WiringError> {
         let mut command = Command::new(&self.exe);
         command.arg("agent").arg(name);
+        let name = &label(name, instance);
+        if instance.count > 1 {
+            command
+                .arg("--instance")
+                .arg(format!("{}/{}", instance.index + 1, instance.count));
+        }
         if let Some(file) = &self.config_file {
             command.arg("--config").arg(file);
         }
@@ -157,6 +166,14 @@ impl Launcher {
                 )))
             }
         }
+    }
+}
+
+/// `signals`, or `signals[2of4]` for one of several instances.
+fn label(name: &str, instance: Partition) -> String {
+    match instance.count {
+        1 => name.to_string(),
+        _ => format!("{name}[{}]", instance.label()),
     }
 }
 
@@ -243,6 +260,22 @@ pub async fn run_processes(
     let mut order = config.agents.start_order().map_err(WiringError::Config)?;
     order.retain(|n| n != "report");
     order.sort_by_key(|n| n == "collector");
+    let instances: std::collections::BTreeMap<&str, u32> = config
+        .agents
+        .all()
+        .into_iter()
+        .map(|(n, s)| (n, s.instances))
+        .collect();
+    let order: Vec<(String, Partition)> = order
+        .into_iter()
+        .flat_map(|name| {
+            let count = instances.get(name.as_str()).copied().unwrap_or(1).max(1);
+            (0..count).map(move |index| {
+                let instance = Partition::new(index, count).expect("index < count");
+                (name.clone(), instance)
+            })
+        })
+        .collect();
     let policies: std::collections::BTreeMap<String, RestartPolicy> = config
         .agents
         .all()
@@ -289,7 +322,7 @@ pub async fn run_processes(
         if outcome.is_ok() && !agent.isolated && !status.is_some_and(|s| s.success()) {
             outcome = Err(failed(format!(
                 "agent {} did not stop cleanly ({status:?})",
-                agent.name
+                label(&agent.name, agent.instance)
             )));
         }
     }
@@ -328,15 +361,16 @@ pub async fn run_processes(
 /// the run is stopped); restarts crashed ones per policy.
 async fn supervise(
     launcher: &Launcher,
-    order: &[String],
+    order: &[(String, Partition)],
     policies: &std::collections::BTreeMap<String, RestartPolicy>,
     agents: &mut Vec<AgentProcess>,
     control: &RunControl,
 ) -> Result<(), WiringError> {
-    for name in order {
-        let child = tokio::task::block_in_place(|| launcher.start(name))?;
+    for (name, instance) in order {
+        let child = tokio::task::block_in_place(|| launcher.start(name, *instance))?;
         agents.push(AgentProcess {
             name: name.clone(),
+            instance: *instance,
             child,
             restarts: 0,
             isolated: false,
@@ -366,22 +400,25 @@ async fn supervise(
                     let wait = policy.backoff(agent.restarts);
                     println!(
                         "agent {} exited ({status}); restart {} of {max_restarts} in {wait:?}",
-                        agent.name, agent.restarts
+                        label(&agent.name, agent.instance),
+                        agent.restarts
                     );
                     tokio::time::sleep(wait).await;
-                    agent.child = tokio::task::block_in_place(|| launcher.start(&agent.name))?;
+                    agent.child = tokio::task::block_in_place(|| {
+                        launcher.start(&agent.name, agent.instance)
+                    })?;
                 }
                 RestartPolicy::Isolate if agent.name != "collector" => {
                     println!(
                         "agent {} exited ({status}); isolated, the run carries on",
-                        agent.name
+                        label(&agent.name, agent.instance)
                     );
                     agent.isolated = true;
                 }
                 _ => {
                     return Err(failed(format!(
                         "agent {} exited ({status}) and its policy does not restart it",
-                        agent.name
+                        label(&agent.name, agent.instance)
                     )))
                 }
             }

@@ -160,6 +160,10 @@ pub fn build_agent(
     })
 }
 
+/// Agents that can run as several instances, each handling its share of
+/// the keys its state is kept by (`Agent::partition_key`).
+pub(crate) const PARTITIONED: [&str; 1] = ["signals"];
+
 /// Names of the agents [`restartable_agent`] builds.
 pub(crate) const RESTARTABLE: [&str; 2] = ["signals", "risk"];
 

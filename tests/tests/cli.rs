@@ -179,6 +179,36 @@ fn bad_configs_exit_2_and_name_every_key() {
             assert!(message.contains(key), "{key} not reported in:\n{message}");
         }
     }
+    let distributed = write(
+        dir.path(),
+        "distributed.toml",
+        "[agents.trader]\ninstances = 2\n\n[agents.signals]\ninstances = 3\n\n\
+         [bus.jetstream]\nfamilies = [\"data.x\"]\nmax_deliver = 0\n",
+    );
+    let out = bistoury(
+        &["validate-config", distributed.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    for key in [
+        "agents.trader.instances: trader keeps state",
+        "agents.signals.instances: several instances need bus.transport = \"nats\"",
+        "bus.jetstream.families[0]",
+        "bus.jetstream.max_deliver",
+    ] {
+        assert!(
+            text(&out).contains(key),
+            "{key} not reported in:\n{}",
+            text(&out)
+        );
+    }
+    let bad_instance = bistoury(&["agent", "signals", "--instance", "3/2"], dir.path());
+    assert_eq!(bad_instance.status.code(), Some(2));
+    assert!(
+        text(&bad_instance).contains("--instance: \"3/2\""),
+        "{}",
+        text(&bad_instance)
+    );
     let missing = bistoury(&["backtest", "--config", "/no/such.toml"], dir.path());
     assert_eq!(missing.status.code(), Some(2));
     assert!(text(&missing).contains("/no/such.toml"));

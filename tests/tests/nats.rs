@@ -66,14 +66,18 @@ fn start_agent(
 
 /// A candle envelope built by hand, as a client in another language would.
 fn raw_candle(i: i64, close: f64) -> Vec<u8> {
+    raw_candle_for("BTC", i, close)
+}
+
+fn raw_candle_for(symbol: &str, i: i64, close: f64) -> Vec<u8> {
     json!({
-        "id": format!("00000000-0000-4000-8000-{i:012}"),
+        "id": uuid_like(i, symbol),
         "type": "data.candle",
-        "topic": "data.candle.BTC.1m",
+        "topic": format!("data.candle.{symbol}.1m"),
         "sender": "python-feed",
         "created_at_ms": i * 60_000,
         "payload": {
-            "symbol": "BTC", "interval": "1m", "open_time_ms": i * 60_000,
+            "symbol": symbol, "interval": "1m", "open_time_ms": i * 60_000,
             "open": format!("{close:.2}"), "high": format!("{:.2}", close + 1.0),
             "low": format!("{:.2}", close - 1.0), "close": format!("{close:.2}"), "volume": "1"
         }
@@ -179,6 +183,107 @@ fn order_request(quantity: i64) -> bus_core::Envelope {
         Topic::new("trade.order_request.BTC").unwrap(),
         Payload::TradeOrderRequest(order),
     )
+}
+
+/// A distinct, valid UUID per (candle, symbol).
+fn uuid_like(i: i64, symbol: &str) -> String {
+    let tag: u64 = symbol.bytes().fold(0, |h, b| h * 131 + u64::from(b)) % 0xffff;
+    format!("00000000-{tag:04x}-4000-8000-{i:012}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_signal_instances_split_the_symbols_and_handle_every_candle_once() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = nats_config(dir.path(), &server, "part", "");
+    let start = |k: u32| {
+        let (child, rx) = bistoury(
+            &[
+                "agent",
+                "signals",
+                "--config",
+                config.to_str().unwrap(),
+                "--instance",
+                &format!("{k}/2"),
+            ],
+            dir.path(),
+        );
+        let first = rx.recv_timeout(Duration::from_secs(20)).expect("starts");
+        assert!(first.contains("connected"), "{first}");
+        (child, rx)
+    };
+    let instances = [start(1), start(2)];
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut complete = client
+        .subscribe("part.signal.analysis_complete.>")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let symbols = ["BTC", "ETH", "SOL", "ADA", "XRP", "DOT"];
+    let bars = 30;
+    for i in 0..bars {
+        for (n, symbol) in symbols.iter().enumerate() {
+            let subject = format!("part.data.candle.{symbol}.1m");
+            let close = 100.0 + (n as f64) * 10.0 + (i as f64 * 0.7).sin();
+            client
+                .publish(subject, raw_candle_for(symbol, i, close).into())
+                .await
+                .unwrap();
+        }
+    }
+    client.flush().await.unwrap();
+    let mut per_symbol = std::collections::BTreeMap::<String, i64>::new();
+    let total = bars * symbols.len() as i64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for _ in 0..total {
+        let message = tokio::time::timeout_at(deadline, complete.next())
+            .await
+            .expect("one analysis per candle")
+            .unwrap();
+        let value: Value = serde_json::from_slice(&message.payload).unwrap();
+        let symbol = value["payload"]["symbol"].as_str().unwrap().to_string();
+        *per_symbol.entry(symbol).or_default() += 1;
+    }
+    // Nothing more: no candle was handled by both.
+    let extra = tokio::time::timeout(Duration::from_millis(500), complete.next()).await;
+    assert!(extra.is_err(), "a candle was analysed twice");
+    assert_eq!(per_symbol.len(), symbols.len());
+    assert!(per_symbol.values().all(|&n| n == bars), "{per_symbol:?}");
+
+    let mut received = Vec::new();
+    for (mut child, lines) in instances {
+        assert!(Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        assert!(child.wait().unwrap().success());
+        let summary: String = lines.iter().collect::<Vec<_>>().join("\n");
+        let count = |what: &str| -> i64 {
+            let at = summary.find(what).unwrap_or_else(|| panic!("{summary}"));
+            summary[..at]
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (mine, others) = (
+            count(" messages received"),
+            count(" left to other instances"),
+        );
+        assert_eq!(
+            mine + others,
+            total,
+            "every instance sees every candle: {summary}"
+        );
+        received.push(mine);
+    }
+    assert_eq!(received.iter().sum::<i64>(), total, "{received:?}");
+    assert!(
+        received.iter().all(|&n| n > 0),
+        "both share the load: {received:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
