@@ -177,12 +177,10 @@ impl Agent for SignalAgent {
         Ok(())
     }
 
-    /// Indicators are kept per symbol: instances split the symbols.
-    fn partition_key<'e>(&self, envelope: &'e Envelope) -> Option<&'e str> {
-        match envelope.payload() {
-            Payload::DataCandle(candle) => Some(candle.symbol.as_str()),
-            _ => None,
-        }
+    /// Indicators are kept per symbol (`data.candle.<symbol>.<interval>`):
+    /// instances split the symbols.
+    fn partition_segment(&self) -> Option<usize> {
+        Some(2)
     }
 }
 

@@ -20,12 +20,11 @@
 //! Publish latency percentiles under the same load are printed before the
 //! criterion groups run.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bus_core::local_server::LocalServer;
 use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
 use bus_core::store::{Store, StoreConfig};
@@ -214,43 +213,11 @@ async fn publish_all(
 
 // --------------------------------------------------------------- JetStream
 
-struct NatsServer {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_jetstream() -> Option<NatsServer> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// nats-server with JetStream, its store in a temp dir (kept with it).
+fn start_jetstream() -> Option<(LocalServer, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(NatsServer {
-        child,
-        url: format!("nats://127.0.0.1:{port}"),
-        _dir: dir,
-    })
+    let server = LocalServer::jetstream(dir.path()).ok()?;
+    Some((server, dir))
 }
 
 async fn jetstream_context(url: &str) -> async_nats::jetstream::Context {
@@ -322,8 +289,8 @@ fn durable_publish(c: &mut Criterion) {
     }
 
     match start_jetstream() {
-        Some(server) => {
-            let js = rt.block_on(jetstream_context(&server.url));
+        Some((server, _store)) => {
+            let js = rt.block_on(jetstream_context(&server.url()));
             let h = Arc::new(Mutex::new(Histogram::new(3).unwrap()));
             rt.block_on(jetstream_publish_all(&js, n, Some(h.clone())));
             percentiles("jetstream_file", &h.lock().unwrap());

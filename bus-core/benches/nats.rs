@@ -15,8 +15,6 @@
 //!   `NatsBus::publish_many` (JSON, `Nats-Msg-Id`, retry on failure) vs
 //!   raw `jetstream::Context::publish` of the same bytes.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +22,7 @@ use std::time::{Duration, Instant};
 use bus_core::agent::Agent;
 use bus_core::driver::StopSignal;
 use bus_core::inline::Outbox;
+use bus_core::local_server::LocalServer;
 use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
@@ -47,39 +46,6 @@ fn message(i: u64) -> Envelope {
         Topic::new("prices.btc").unwrap(),
         Payload::DataPriceUpdate(update),
     )
-}
-
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server(store: &std::path::Path) -> Option<Server> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
-    let child = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nats-server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Some(Server(child, port))
 }
 
 /// Counts what it receives; answers requests with a copy.
@@ -142,11 +108,14 @@ async fn wait_for(seen: &AtomicU64, n: u64) {
 
 fn transport(c: &mut Criterion) {
     let store = tempfile::tempdir().unwrap();
-    let Some(server) = server(store.path()) else {
-        eprintln!("nats-server not found: NATS benches skipped");
-        return;
+    let server = match LocalServer::jetstream(store.path()) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("{e}: NATS benches skipped");
+            return;
+        }
     };
-    let url = format!("nats://127.0.0.1:{}", server.1);
+    let url = server.url();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -81,13 +81,15 @@ pub trait Agent: AsAny + Send + 'static {
         Ok(())
     }
 
-    /// What ties a message to this agent's state, for running several
-    /// instances side by side: each instance handles the messages whose key
-    /// falls in its partition (see `nats::Partition`), so everything with
-    /// one key (a symbol, say) goes to one instance, in order. `None` (the
-    /// default): the message is not keyed, and every instance handles it;
-    /// an agent that keys nothing cannot be split into instances.
-    fn partition_key<'e>(&self, _envelope: &'e Envelope) -> Option<&'e str> {
+    /// Which topic segment keys this agent's state (from 0: the symbol
+    /// of `data.candle.BTC.1m` is segment 2), for running several
+    /// instances side by side: each instance handles the messages whose
+    /// key falls in its partition (see `nats::Partition`), so everything
+    /// with one key goes to one instance, in order, and an instance can
+    /// tell from the subject alone, before decoding, whether a message is
+    /// its own. Topics too short to have the segment go to every instance.
+    /// `None` (the default): the agent cannot be split into instances.
+    fn partition_segment(&self) -> Option<usize> {
         None
     }
 

@@ -158,6 +158,8 @@ pub mod ids;
 pub mod inline;
 #[cfg(feature = "nats")]
 pub mod jetstream;
+#[cfg(feature = "nats")]
+pub mod local_server;
 pub mod message;
 #[cfg(feature = "nats")]
 pub mod nats;

@@ -230,10 +230,12 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
 }
 
 /// Which share of a keyed message stream one instance of an agent takes:
-/// instance `index` of `count` handles the messages whose
-/// [`Agent::partition_key`](crate::agent::Agent::partition_key) hashes
-/// (FNV-1a) to `index` modulo `count`; unkeyed messages go to every
-/// instance. So several processes running one agent share the load, each
+/// instance `index` of `count` handles the messages whose key — the topic
+/// segment named by
+/// [`Agent::partition_segment`](crate::agent::Agent::partition_segment) —
+/// hashes (FNV-1a) to `index` modulo `count`; unkeyed messages go to every
+/// instance. The check reads the subject only: another instance's
+/// messages are skipped without being decoded. So several processes running one agent share the load, each
 /// message is handled by exactly one of them, and everything with one key
 /// (one symbol) is handled by the same instance in order — what a plain
 /// NATS queue group cannot promise for an agent that keeps state per key.
@@ -501,6 +503,7 @@ pub async fn run_agent_instance(
     let mut runner = Runner {
         bus,
         partition,
+        partition_segment: agent.agent().partition_segment(),
         stop: &stop,
         processed: DedupeWindow::new(
             bus.reliable
@@ -525,6 +528,8 @@ pub async fn run_agent_instance(
 struct Runner<'a> {
     bus: &'a NatsBus,
     partition: Partition,
+    /// The topic segment that keys the agent's state, if any.
+    partition_segment: Option<usize>,
     stop: &'a StopSignal,
     /// Ids of exactly-once JetStream messages handled.
     processed: DedupeWindow,
@@ -614,11 +619,20 @@ impl Runner<'_> {
                         return Ok(());
                     }
                 }
+                if !self.mine(&message.subject) {
+                    self.stats.other_partitions += 1;
+                    return Ok(());
+                }
                 let requester = self.handle(agent, &message);
                 return self.publish(requester.as_ref()).await;
             }
             Incoming::Durable(message) => message,
         };
+        if !self.mine(&message.subject) {
+            self.stats.other_partitions += 1;
+            settle(&message, AckKind::Ack, false).await;
+            return Ok(());
+        }
         let settings = bus
             .reliable
             .as_ref()
@@ -642,11 +656,6 @@ impl Runner<'_> {
                 return Ok(());
             }
         };
-        if !self.mine(agent, &envelope) {
-            self.stats.other_partitions += 1;
-            settle(&message, AckKind::Ack, false).await;
-            return Ok(());
-        }
         let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
         if exactly_once && self.processed.contains(&envelope.id) {
             self.stats.duplicates += 1;
@@ -691,9 +700,20 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Whether this instance handles `envelope` (see [`Partition`]).
-    fn mine(&self, agent: &Supervised, envelope: &Envelope) -> bool {
-        match agent.agent().partition_key(envelope) {
+    /// Whether this instance handles what arrives on `subject` (see
+    /// [`Partition`]).
+    fn mine(&self, subject: &str) -> bool {
+        if self.partition.count <= 1 {
+            return true;
+        }
+        let Some(segment) = self.partition_segment else {
+            return true;
+        };
+        let topic = subject
+            .strip_prefix(self.bus.prefix.as_str())
+            .and_then(|t| t.strip_prefix('.'))
+            .unwrap_or(subject);
+        match topic.split('.').nth(segment) {
             Some(key) => self.partition.owns(key),
             None => true,
         }
@@ -707,10 +727,6 @@ impl Runner<'_> {
         message: &async_nats::Message,
     ) -> Option<Requester> {
         match Envelope::from_json(&message.payload) {
-            Ok(envelope) if !self.mine(agent, &envelope) => {
-                self.stats.other_partitions += 1;
-                None
-            }
             Ok(envelope) => {
                 self.stats.received += 1;
                 if let Err(error) = agent.deliver(&envelope, &mut self.out) {

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_core::driver::StopSignal;
+use bus_core::local_server::LocalServer;
 use bus_core::nats::Partition;
 use bus_core::supervision::{AgentSpec, RestartPolicy};
 use futures_util::StreamExt;
@@ -49,16 +50,6 @@ fn failed(message: impl Into<String>) -> WiringError {
     WiringError::Distributed(message.into())
 }
 
-/// A `nats-server` this run started; stopped on drop.
-struct LocalServer(Child);
-
-impl Drop for LocalServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The loopback port in a `nats://host:port` URL.
 fn port_of(url: &str) -> Option<u16> {
     url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
@@ -72,26 +63,12 @@ fn start_server(path: &str, url: &str, store: Option<&Path>) -> Result<LocalServ
             "bus.nats_url: no port in {url:?} to start nats-server on"
         ))
     })?;
-    let mut command = Command::new(path);
-    command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-    if let Some(store) = store {
-        command.arg("-js").arg("-sd").arg(store);
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| failed(format!("bus.nats_server: cannot start {path}: {e}")))?;
-    let server = LocalServer(child);
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err(failed(format!(
-                "bus.nats_server: {path} did not accept connections on port {port} within 10 s"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let args = match store {
+        Some(store) => vec!["-js".into(), "-sd".into(), store.display().to_string()],
+        None => Vec::new(),
+    };
+    let server = LocalServer::start(path, port, &args)
+        .map_err(|e| failed(format!("bus.nats_server: {e}")))?;
     println!("started nats-server on 127.0.0.1:{port}");
     Ok(server)
 }
