@@ -67,7 +67,7 @@ pub enum RunError {
     },
 }
 
-fn health_check_pattern() -> crate::topic::TopicPattern {
+pub(crate) fn health_check_pattern() -> crate::topic::TopicPattern {
     crate::topic::TopicPattern::new("system.health_check").expect("valid pattern")
 }
 

@@ -172,6 +172,7 @@ pub mod stats;
 pub mod store;
 pub mod supervision;
 pub mod topic;
+pub mod transport;
 
 pub use agent::{Agent, Lifecycle, MessageFactory, Produce};
 pub use bus::{

@@ -29,16 +29,18 @@ use std::time::Duration;
 
 use futures_util::stream::{select_all, StreamExt};
 
-use crate::agent::Produce;
+use std::sync::Arc;
+
 use crate::driver::{RunError, StopSignal};
-use crate::ids::MessageId;
-use crate::inline::Outbox;
+use crate::error::HandlerResult;
+use crate::ids::{AgentId, MessageId};
 use crate::jetstream::{consumer_name, plan, JetStreamSettings, Reliable};
 use crate::message::payload::DeadLetter;
 use crate::message::{DeliveryMode, Envelope, Payload, Priority};
 use crate::reliability::DedupeWindow;
-use crate::supervision::{AgentSpec, Supervised};
+use crate::supervision::AgentSpec;
 use crate::topic::{Topic, TopicPattern};
+use crate::transport::{AgentRunError, Inbox, Opened, Transport};
 
 /// How to reach the NATS server.
 #[derive(Clone)]
@@ -295,34 +297,6 @@ pub struct NatsRunStats {
     pub other_partitions: u64,
 }
 
-/// A request that arrived with a NATS reply inbox: answers to it (by
-/// correlation id) go to the inbox too.
-type Requester = (MessageId, async_nats::Subject);
-
-async fn publish_all(
-    bus: &NatsBus,
-    out: &mut Outbox,
-    stats: &mut NatsRunStats,
-    requester: Option<&Requester>,
-    stop: &StopSignal,
-) -> Result<(), NatsError> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let messages: Vec<Envelope> = out.drain().collect();
-    if let Some((request_id, inbox)) = requester {
-        for answer in messages
-            .iter()
-            .filter(|m| m.correlation_id == Some(*request_id))
-        {
-            send(&bus.client, inbox.clone(), answer.to_json_bytes()).await?;
-        }
-    }
-    bus.publish_many(&messages, stop).await?;
-    stats.published += messages.len() as u64;
-    Ok(())
-}
-
 /// Publishes bytes on a subject.
 async fn send(
     client: &async_nats::Client,
@@ -369,22 +343,16 @@ enum Incoming {
 }
 
 /// Subscribes to everything `agent` wants: core subscriptions, and one
-/// durable consumer per subject of a JetStream family, each read by a task
-/// feeding `durable` (the tasks are returned, to be aborted at the end).
+/// durable consumer per subject of a JetStream family; tasks (returned, to
+/// be aborted at the end) feed what arrives to `to`.
 async fn subscribe(
     bus: &NatsBus,
     agent: &str,
     partition: Partition,
     mut patterns: Vec<TopicPattern>,
-    durable: flume::Sender<Incoming>,
+    to: flume::Sender<Incoming>,
     stop: &StopSignal,
-) -> Result<
-    (
-        Vec<async_nats::Subscriber>,
-        Vec<tokio::task::JoinHandle<()>>,
-    ),
-    NatsError,
-> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, NatsError> {
     patterns.push(TopicPattern::new("system.health_check").expect("valid pattern"));
     let settings = bus.reliable.as_ref().map(|r| r.settings());
     let (mut core, mut readers) = (Vec::new(), Vec::new());
@@ -412,13 +380,21 @@ async fn subscribe(
                 readers.push(tokio::spawn(read_consumer(
                     consumer,
                     name,
-                    durable.clone(),
+                    to.clone(),
                     stop.clone(),
                 )));
             }
         }
     }
-    Ok((core, readers))
+    let mut core = select_all(core);
+    readers.push(tokio::spawn(async move {
+        while let Some(message) = core.next().await {
+            if to.send_async(Incoming::Core(message)).await.is_err() {
+                return;
+            }
+        }
+    }));
+    Ok(readers)
 }
 
 /// Pulls from a durable consumer into `to`, starting over after errors (the
@@ -464,10 +440,11 @@ async fn read_consumer(
 }
 
 /// Runs one agent against a NATS server until it is a finished source, or
-/// `stop` is raised. The agent is supervised as on the other buses.
-/// `ready`, if given, is told once the agent's subscriptions are in place
-/// on the server (before the agent starts), so a caller can start the
-/// agents that publish to it.
+/// `stop` is raised. The agent is supervised as on the other buses (it is
+/// [`transport::run_agent`](crate::transport::run_agent) on a
+/// [`NatsTransport`]). `ready`, if given, is told once the agent's
+/// subscriptions are in place on the server (before the agent starts), so
+/// a caller can start the agents that publish to it.
 pub async fn run_agent(
     spec: AgentSpec,
     bus: &NatsBus,
@@ -486,218 +463,64 @@ pub async fn run_agent_instance(
     stop: StopSignal,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(crate::supervision::Supervised, NatsRunStats), NatsError> {
-    let mut agent = Supervised::new(spec, false);
-    let mut stats = NatsRunStats::default();
-    let (durable_tx, durable_rx) = flume::bounded(256);
-    let (id, patterns) = (agent.id().to_string(), agent.agent().subscriptions());
-    let (core, readers) = subscribe(bus, &id, partition, patterns, durable_tx, &stop).await?;
-    // Make sure the server has the subscriptions before anything is produced.
-    let _ = bus.client.flush().await;
-    if let Some(ready) = ready {
-        let _ = ready.send(());
-    }
-    let mut incoming = futures_util::stream::select(
-        select_all(core).map(Incoming::Core),
-        durable_rx.into_stream(),
-    );
-    let mut runner = Runner {
-        bus,
-        partition,
-        partition_segment: agent.agent().partition_segment(),
-        stop: &stop,
-        processed: DedupeWindow::new(
-            bus.reliable
-                .as_ref()
-                .map_or(1, |r| r.settings().dedupe_window.max(1)),
-        ),
-        stats: &mut stats,
-        out: Outbox::new(),
-    };
-    let result = runner.drive(&mut agent, &mut incoming).await;
-    for reader in readers {
-        reader.abort();
-    }
-    result?;
-    if let Some(failure) = agent.failure() {
-        return Err(RunError::AgentFailed(failure.to_string()).into());
-    }
+    let segment = spec.agent.partition_segment();
+    let transport = NatsTransport::new(bus.clone(), partition, segment, stop.clone());
+    let (agent, run) = crate::transport::run_agent(spec, &transport, stop, ready)
+        .await
+        .map_err(|e| match e {
+            AgentRunError::Transport(e) => e,
+            AgentRunError::Run(e) => NatsError::Run(e),
+        })?;
+    let mut stats = *lock(&transport.stats);
+    stats.received = run.received;
+    stats.published = run.published;
     Ok((agent, stats))
 }
 
-/// What one agent's run on NATS works with.
-struct Runner<'a> {
-    bus: &'a NatsBus,
+/// NATS as the [`Transport`] of one agent (or one instance of it): core
+/// NATS, and JetStream for the families configured reliable.
+pub struct NatsTransport {
+    bus: NatsBus,
     partition: Partition,
     /// The topic segment that keys the agent's state, if any.
     partition_segment: Option<usize>,
-    stop: &'a StopSignal,
+    /// Ends retries of JetStream publishes while the server is away.
+    stop: StopSignal,
     /// Ids of exactly-once JetStream messages handled.
-    processed: DedupeWindow,
-    stats: &'a mut NatsRunStats,
-    out: Outbox,
+    processed: std::sync::Mutex<DedupeWindow>,
+    stats: std::sync::Mutex<NatsRunStats>,
 }
 
-impl Runner<'_> {
-    async fn publish(&mut self, requester: Option<&Requester>) -> Result<(), NatsError> {
-        publish_all(self.bus, &mut self.out, self.stats, requester, self.stop).await
-    }
-
-    async fn drive(
-        &mut self,
-        agent: &mut Supervised,
-        incoming: &mut (impl futures_util::Stream<Item = Incoming> + Unpin),
-    ) -> Result<(), NatsError> {
-        let (bus, stop) = (self.bus, self.stop);
-        let started = agent.start(&mut self.out);
-        self.publish(None).await?;
-        started.map_err(|error| RunError::StartFailed {
-            agent: agent.id().to_string(),
-            error,
-        })?;
-        let mut producing = true;
-        let mut produced = false;
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        loop {
-            if stop.is_stopped() || agent.failure().is_some() {
-                break;
-            }
-            if producing {
-                // A source: produce a step, then take whatever arrived meanwhile.
-                let step = agent.produce(&mut self.out);
-                self.publish(None).await?;
-                if step == Produce::Done {
-                    producing = false;
-                    let _ = bus.client.flush().await;
-                    // A source that has finished has nothing left to do in its
-                    // own process (its commands would start nothing): it exits.
-                    // (An agent that never produced is not a source.)
-                    if produced || agent.agent().subscriptions().is_empty() {
-                        break;
-                    }
-                } else {
-                    produced = true;
-                }
-                while let Some(Some(message)) =
-                    futures_util::FutureExt::now_or_never(incoming.next())
-                {
-                    self.take(agent, message).await?;
-                }
-                if step == Produce::Idle {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                continue;
-            }
-            tokio::select! {
-                message = incoming.next() => match message {
-                    Some(message) => self.take(agent, message).await?,
-                    None => break,
-                },
-                _ = tick.tick() => {}
-            }
-        }
-        agent.stop(&mut self.out);
-        self.publish(None).await?;
-        let _ = bus.client.flush().await;
-        Ok(())
-    }
-
-    /// Hands one arrival to the agent, publishes what it answered, and settles
-    /// a JetStream delivery (ack, nak with backoff, or dead letter).
-    async fn take(&mut self, agent: &mut Supervised, message: Incoming) -> Result<(), NatsError> {
-        let bus = self.bus;
-        let message = match message {
-            Incoming::Core(message) => {
-                if let Some(reliable) = &bus.reliable {
-                    // A wildcard subscription also hears JetStream families;
-                    // their consumers deliver those.
-                    let topic = message
-                        .subject
-                        .strip_prefix(bus.prefix.as_str())
-                        .and_then(|t| t.strip_prefix('.'))
-                        .unwrap_or("");
-                    if reliable.settings().carries(topic) {
-                        return Ok(());
-                    }
-                }
-                if !self.mine(&message.subject) {
-                    self.stats.other_partitions += 1;
-                    return Ok(());
-                }
-                let requester = self.handle(agent, &message);
-                return self.publish(requester.as_ref()).await;
-            }
-            Incoming::Durable(message) => message,
-        };
-        if !self.mine(&message.subject) {
-            self.stats.other_partitions += 1;
-            settle(&message, AckKind::Ack, false).await;
-            return Ok(());
-        }
-        let settings = bus
+impl NatsTransport {
+    /// Carries one agent (instance `partition`, keyed by topic segment
+    /// `partition_segment`) on `bus`.
+    pub fn new(
+        bus: NatsBus,
+        partition: Partition,
+        partition_segment: Option<usize>,
+        stop: StopSignal,
+    ) -> Self {
+        let window = bus
             .reliable
             .as_ref()
-            .expect("durable messages need JetStream")
-            .settings();
-        let envelope = match Envelope::from_json(&message.payload) {
-            Ok(envelope) => envelope,
-            Err(error) => {
-                self.stats.undecodable += 1;
-                tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
-                self.out.publish(dead_letter(
-                    agent,
-                    &message.subject,
-                    &message.payload,
-                    None,
-                    error.to_string(),
-                    1,
-                ));
-                self.publish(None).await?;
-                settle(&message, AckKind::Term, false).await;
-                return Ok(());
-            }
-        };
-        let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
-        if exactly_once && self.processed.contains(&envelope.id) {
-            self.stats.duplicates += 1;
-            settle(&message, AckKind::Ack, true).await;
-            return Ok(());
+            .map_or(1, |r| r.settings().dedupe_window.max(1));
+        Self {
+            bus,
+            partition,
+            partition_segment,
+            stop,
+            processed: std::sync::Mutex::new(DedupeWindow::new(window)),
+            stats: std::sync::Mutex::new(NatsRunStats::default()),
         }
-        self.stats.received += 1;
-        let handled = agent.deliver(&envelope, &mut self.out);
-        // What the agent published is safe before its cause is acknowledged.
-        self.publish(None).await?;
-        match handled {
-            Ok(()) => {
-                if exactly_once {
-                    self.processed.insert(envelope.id);
-                }
-                settle(&message, AckKind::Ack, exactly_once).await;
-            }
-            Err(error) => {
-                let delivered = message.info().map_or(1, |info| info.delivered);
-                if delivered >= settings.max_deliver {
-                    self.stats.dead_lettered += 1;
-                    tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "dead-lettered after max deliveries");
-                    let letter = dead_letter(
-                        agent,
-                        &message.subject,
-                        &message.payload,
-                        Some(envelope),
-                        error.to_string(),
-                        delivered as u32,
-                    );
-                    self.out.publish(letter);
-                    self.publish(None).await?;
-                    settle(&message, AckKind::Term, false).await;
-                } else {
-                    self.stats.redeliveries_requested += 1;
-                    tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, delivered, "handler failed; redelivery requested");
-                    let delay = settings.redelivery_delay(delivered);
-                    settle(&message, AckKind::Nak(Some(delay)), false).await;
-                }
-            }
-        }
-        Ok(())
+    }
+
+    /// What the transport counted (received and published are the driver's).
+    pub fn stats(&self) -> NatsRunStats {
+        *lock(&self.stats)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut NatsRunStats)) {
+        f(&mut lock(&self.stats));
     }
 
     /// Whether this instance handles what arrives on `subject` (see
@@ -709,45 +532,210 @@ impl Runner<'_> {
         let Some(segment) = self.partition_segment else {
             return true;
         };
-        let topic = subject
-            .strip_prefix(self.bus.prefix.as_str())
-            .and_then(|t| t.strip_prefix('.'))
-            .unwrap_or(subject);
-        match topic.split('.').nth(segment) {
+        match self.topic_of(subject).split('.').nth(segment) {
             Some(key) => self.partition.owns(key),
             None => true,
         }
     }
 
-    /// Hands one wire message to the agent; returns the requester to answer
-    /// when the message came with a reply inbox.
-    fn handle(
-        &mut self,
-        agent: &mut Supervised,
-        message: &async_nats::Message,
-    ) -> Option<Requester> {
-        match Envelope::from_json(&message.payload) {
-            Ok(envelope) => {
-                self.stats.received += 1;
-                if let Err(error) = agent.deliver(&envelope, &mut self.out) {
-                    tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
+    fn topic_of<'s>(&self, subject: &'s str) -> &'s str {
+        subject
+            .strip_prefix(self.bus.prefix.as_str())
+            .and_then(|t| t.strip_prefix('.'))
+            .unwrap_or(subject)
+    }
+
+    /// Publishes a dead letter for what `agent` could not take.
+    async fn dead_letter(
+        &self,
+        agent: &AgentId,
+        subject: &async_nats::Subject,
+        payload: &[u8],
+        original: Option<Envelope>,
+        error: String,
+        attempts: u32,
+    ) -> Result<(), NatsError> {
+        let letter = dead_letter(agent, subject, payload, original, error, attempts);
+        self.bus.publish_many(&[letter], &self.stop).await
+    }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A NATS message as it arrived, and once opened, the id of the envelope
+/// in it and whether it is exactly-once.
+pub struct NatsDelivery {
+    incoming: Incoming,
+    opened: Option<(MessageId, bool)>,
+}
+
+impl Transport for NatsTransport {
+    type Delivery = NatsDelivery;
+    type Error = NatsError;
+
+    async fn subscribe(
+        &self,
+        agent: &AgentId,
+        patterns: Vec<TopicPattern>,
+    ) -> Result<Inbox<NatsDelivery>, NatsError> {
+        let (tx, rx) = flume::bounded(256);
+        let readers = subscribe(
+            &self.bus,
+            agent.as_str(),
+            self.partition,
+            patterns,
+            tx,
+            &self.stop,
+        )
+        .await?;
+        // Make sure the server has the subscriptions before anything is produced.
+        let _ = self.bus.client.flush().await;
+        let (to_driver, deliveries) = flume::bounded(1);
+        // Wrap each arrival for the driver.
+        let wrapper = tokio::spawn(async move {
+            while let Ok(incoming) = rx.recv_async().await {
+                let delivery = NatsDelivery {
+                    incoming,
+                    opened: None,
+                };
+                if to_driver.send_async(delivery).await.is_err() {
+                    return;
                 }
-                message.reply.clone().map(|inbox| (envelope.id, inbox))
             }
-            Err(error) => {
-                self.stats.undecodable += 1;
-                tracing::warn!(agent = %agent.id(), subject = %message.subject, %error, "undecodable message dead-lettered");
-                self.out.publish(dead_letter(
-                    agent,
-                    &message.subject,
-                    &message.payload,
-                    None,
-                    error.to_string(),
-                    1,
-                ));
-                None
+        });
+        Ok(Inbox::new(deliveries, move || {
+            wrapper.abort();
+            for reader in readers {
+                reader.abort();
+            }
+        }))
+    }
+
+    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), NatsError> {
+        self.bus.publish_many(envelopes, &self.stop).await
+    }
+
+    async fn open(
+        &self,
+        delivery: NatsDelivery,
+        agent: &AgentId,
+    ) -> Result<Option<Opened<NatsDelivery>>, NatsError> {
+        let (subject, payload) = match &delivery.incoming {
+            Incoming::Core(m) => (&m.subject, &m.payload),
+            Incoming::Durable(m) => (&m.subject, &m.payload),
+        };
+        if let (Incoming::Core(_), Some(reliable)) = (&delivery.incoming, &self.bus.reliable) {
+            // A wildcard subscription also hears JetStream families; their
+            // consumers deliver those.
+            if reliable.settings().carries(self.topic_of(subject)) {
+                return Ok(None);
             }
         }
+        let durable = match &delivery.incoming {
+            Incoming::Durable(m) => Some(m),
+            Incoming::Core(_) => None,
+        };
+        if !self.mine(subject) {
+            self.count(|s| s.other_partitions += 1);
+            if let Some(message) = durable {
+                ack(message, AckKind::Ack, false).await;
+            }
+            return Ok(None);
+        }
+        let envelope = match Envelope::from_json(payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                self.count(|s| s.undecodable += 1);
+                tracing::warn!(agent = %agent, %subject, %error, "undecodable message dead-lettered");
+                self.dead_letter(agent, subject, payload, None, error.to_string(), 1)
+                    .await?;
+                if let Some(message) = durable {
+                    ack(message, AckKind::Term, false).await;
+                }
+                return Ok(None);
+            }
+        };
+        let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
+        if let Some(message) = durable {
+            if exactly_once && lock(&self.processed).contains(&envelope.id) {
+                self.count(|s| s.duplicates += 1);
+                ack(message, AckKind::Ack, true).await;
+                return Ok(None);
+            }
+        }
+        let opened = Some((envelope.id, exactly_once));
+        Ok(Some((
+            Arc::new(envelope),
+            NatsDelivery { opened, ..delivery },
+        )))
+    }
+
+    async fn settle(
+        &self,
+        delivery: NatsDelivery,
+        agent: &AgentId,
+        outcome: &HandlerResult,
+        answers: &[Envelope],
+    ) -> Result<(), NatsError> {
+        let Some((id, exactly_once)) = delivery.opened else {
+            return Ok(());
+        };
+        let message = match delivery.incoming {
+            Incoming::Core(message) => {
+                // A request with a reply inbox: its answers go there too.
+                if let Some(inbox) = &message.reply {
+                    for answer in answers.iter().filter(|a| a.correlation_id == Some(id)) {
+                        send(&self.bus.client, inbox.clone(), answer.to_json_bytes()).await?;
+                    }
+                }
+                return Ok(());
+            }
+            Incoming::Durable(message) => message,
+        };
+        let error = match outcome {
+            Ok(()) => {
+                if exactly_once {
+                    lock(&self.processed).insert(id);
+                }
+                ack(&message, AckKind::Ack, exactly_once).await;
+                return Ok(());
+            }
+            Err(error) => error,
+        };
+        let settings = self
+            .bus
+            .reliable
+            .as_ref()
+            .expect("durable messages need JetStream")
+            .settings();
+        let delivered = message.info().map_or(1, |info| info.delivered);
+        if delivered >= settings.max_deliver {
+            self.count(|s| s.dead_lettered += 1);
+            tracing::warn!(%agent, message_id = %id, %error, delivered, "dead-lettered after max deliveries");
+            let original = Envelope::from_json(&message.payload).ok();
+            self.dead_letter(
+                agent,
+                &message.subject,
+                &message.payload,
+                original,
+                error.to_string(),
+                delivered as u32,
+            )
+            .await?;
+            ack(&message, AckKind::Term, false).await;
+        } else {
+            self.count(|s| s.redeliveries_requested += 1);
+            tracing::warn!(%agent, message_id = %id, %error, delivered, "handler failed; redelivery requested");
+            let delay = settings.redelivery_delay(delivered);
+            ack(&message, AckKind::Nak(Some(delay)), false).await;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) {
+        let _ = self.bus.client.flush().await;
     }
 }
 
@@ -757,7 +745,7 @@ use async_nats::jetstream::AckKind;
 /// waits for the server to confirm it has the ack (double ack). A lost ack
 /// means a redelivery, which at-least-once allows and exactly-once's id
 /// window absorbs: it is logged, not fatal.
-async fn settle(message: &async_nats::jetstream::Message, kind: AckKind, confirmed: bool) {
+async fn ack(message: &async_nats::jetstream::Message, kind: AckKind, confirmed: bool) {
     let result = if confirmed {
         message.double_ack_with(kind).await
     } else {
@@ -770,7 +758,7 @@ async fn settle(message: &async_nats::jetstream::Message, kind: AckKind, confirm
 
 /// A dead letter for a message an agent could not take.
 fn dead_letter(
-    agent: &Supervised,
+    agent: &AgentId,
     subject: &async_nats::Subject,
     payload: &[u8],
     original: Option<Envelope>,
@@ -791,13 +779,13 @@ fn dead_letter(
     let letter = DeadLetter {
         original: original.map(Box::new),
         raw,
-        subscription: format!("{} on {}", agent.id(), subject),
+        subscription: format!("{agent} on {subject}"),
         error,
         attempts,
         dead_lettered_at_ms: crate::message::now_ms(),
     };
     let topic = Topic::new("system.dead_letter").expect("valid topic");
-    Envelope::new(agent.id().clone(), topic, Payload::SystemDeadLetter(letter))
+    Envelope::new(agent.clone(), topic, Payload::SystemDeadLetter(letter))
         .with_priority(Priority::High)
 }
 

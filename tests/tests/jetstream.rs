@@ -285,3 +285,142 @@ async fn failures_are_redelivered_with_backoff_then_dead_lettered_after_max_deli
     assert_eq!(gave_up.redeliveries_requested, 2);
     assert_eq!(gave_up.dead_lettered, 1);
 }
+
+/// Doubles prices onto `derived.price.<SYM>`; the first delivery of every
+/// fifth price fails (so both transports must redeliver).
+struct Doubler {
+    id: AgentId,
+    failed_once: BTreeSet<MessageId>,
+}
+
+impl Agent for Doubler {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new("data.price.>").unwrap()]
+    }
+    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        let Payload::DataPriceUpdate(p) = envelope.payload() else {
+            return Ok(());
+        };
+        if p.timestamp_ms % 5 == 0 && self.failed_once.insert(envelope.id) {
+            return Err(bus_core::HandlerError::new("first try fails"));
+        }
+        let doubled = PriceUpdate::new(PriceUpdateFields {
+            symbol: p.symbol.clone(),
+            price: p.price * Decimal::TWO,
+            timestamp_ms: p.timestamp_ms,
+        })
+        .unwrap();
+        out.publish(Envelope::new(
+            self.id.clone(),
+            Topic::new(format!("derived.price.{}", p.symbol)).unwrap(),
+            Payload::DataPriceUpdate(doubled),
+        ));
+        Ok(())
+    }
+}
+
+fn doubler() -> AgentSpec {
+    AgentSpec::new(Box::new(Doubler {
+        id: AgentId::new("doubler"),
+        failed_once: BTreeSet::new(),
+    }))
+}
+
+fn timestamps_and_prices(envelopes: &[Envelope]) -> Vec<(i64, Decimal)> {
+    let mut seen: Vec<(i64, Decimal)> = envelopes
+        .iter()
+        .filter_map(|e| match e.payload() {
+            Payload::DataPriceUpdate(p) => Some((p.timestamp_ms, p.price)),
+            _ => None,
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_agent_runs_unchanged_on_either_transport() {
+    use bus_core::transport::{run_agent, InProcess};
+    let inputs: Vec<Envelope> = (1..=40)
+        .map(|n| price(n, DeliveryMode::AtLeastOnce))
+        .collect();
+    let expected: Vec<(i64, Decimal)> = (1..=40)
+        .map(|n| (n, Decimal::new(1000 + n, 0) * Decimal::TWO))
+        .collect();
+
+    // In process: the queued bus, redelivery by the bus's retry policy.
+    let bus = bus_core::MessageBus::new();
+    let outputs = Arc::new(Mutex::new(Vec::new()));
+    let seen = outputs.clone();
+    bus.subscribe(
+        "derived.>",
+        bus_core::Handler::blocking(move |e| {
+            seen.lock().unwrap().push(e.clone());
+            Ok(())
+        }),
+        bus_core::bus::SubscribeOptions::named("watch"),
+    )
+    .unwrap();
+    let transport = InProcess::new(bus.clone(), Duration::from_secs(5));
+    let stop = StopSignal::new();
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let agent = {
+        let stop = stop.clone();
+        tokio::spawn(async move { run_agent(doubler(), &transport, stop, Some(ready)).await })
+    };
+    subscribed.await.unwrap();
+    for input in &inputs {
+        bus.publish(input.clone()).await.unwrap();
+    }
+    let started = Instant::now();
+    while outputs.lock().unwrap().len() < 40 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "in-process outputs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.stop();
+    let (_, in_process) = agent.await.unwrap().unwrap();
+    assert_eq!(timestamps_and_prices(&outputs.lock().unwrap()), expected);
+    assert_eq!(in_process.received, 48, "40 prices + 8 redeliveries");
+
+    // NATS, with `data` on JetStream: redelivery by the consumer.
+    let store = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream(store.path());
+    let settings = settings(&server, "tr");
+    let nats = NatsBus::connect(&settings).await.unwrap();
+    let mut derived = nats.client().subscribe("tr.derived.>").await.unwrap();
+    nats.client().flush().await.unwrap();
+    let stop = StopSignal::new();
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let agent = {
+        let (nats, stop) = (nats.clone(), stop.clone());
+        tokio::spawn(
+            async move { bus_core::nats::run_agent(doubler(), &nats, stop, Some(ready)).await },
+        )
+    };
+    subscribed.await.unwrap();
+    nats.publish_many(&inputs, &StopSignal::new())
+        .await
+        .unwrap();
+    let mut outputs = Vec::new();
+    while outputs.len() < 40 {
+        let message = tokio::time::timeout(
+            Duration::from_secs(20),
+            futures_util::StreamExt::next(&mut derived),
+        )
+        .await
+        .expect("NATS outputs")
+        .unwrap();
+        outputs.push(Envelope::from_json(&message.payload).unwrap());
+    }
+    stop.stop();
+    let (_, over_nats) = agent.await.unwrap().unwrap();
+    assert_eq!(timestamps_and_prices(&outputs), expected);
+    assert_eq!(over_nats.received, 48, "40 prices + 8 redeliveries");
+    assert_eq!(over_nats.redeliveries_requested, 8);
+}

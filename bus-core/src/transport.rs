@@ -1,0 +1,376 @@
+//! Transports: what carries one agent's messages, and the driver that runs
+//! an agent on any of them.
+//!
+//! A [`Transport`] subscribes an agent to its patterns, hands its
+//! deliveries over one at a time, publishes what the agent sends, and
+//! settles each delivery once the agent has handled it (and what it sent
+//! because of it has been published). Two implement it:
+//!
+//! * [`InProcess`]: the [`MessageBus`] of this process. The agent's
+//!   subscription is a named (so, on a durable bus, durable) manual-ack
+//!   subscription; a delivery is acknowledged after the agent handled it,
+//!   and a failure is nacked — redelivered with backoff, then
+//!   dead-lettered, per the bus's retry policy.
+//! * `nats::NatsTransport` (feature `nats`): core NATS, and JetStream for
+//!   the families configured reliable.
+//!
+//! [`run_agent`] drives any agent on either, unchanged: the agents never
+//! see the transport, and which one carries them is configuration.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::Produce;
+use crate::bus::{Acknowledgement, MessageBus, SubscribeOptions};
+use crate::driver::{RunError, StopSignal};
+use crate::error::{HandlerError, HandlerResult};
+use crate::handler::Handler;
+use crate::ids::{AgentId, SubscriptionId};
+use crate::inline::Outbox;
+use crate::message::Envelope;
+use crate::supervision::{AgentSpec, Supervised};
+use crate::topic::TopicPattern;
+
+/// Deliveries for one subscriber, and what keeps them coming (dropping the
+/// inbox ends the subscription).
+pub struct Inbox<D> {
+    /// Deliveries, in arrival order.
+    pub deliveries: flume::Receiver<D>,
+    /// Runs `on_drop` when the inbox goes (unsubscribe, stop readers).
+    on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl<D> Inbox<D> {
+    /// An inbox reading `deliveries`; `on_drop` runs when it is dropped.
+    pub fn new(
+        deliveries: flume::Receiver<D>,
+        on_drop: impl FnOnce() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            deliveries,
+            on_drop: Some(Box::new(on_drop)),
+        }
+    }
+}
+
+impl<D> Drop for Inbox<D> {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.on_drop.take() {
+            on_drop();
+        }
+    }
+}
+
+/// A delivery opened: the envelope to hand over, and the delivery to
+/// settle afterwards.
+pub type Opened<D> = (Arc<Envelope>, D);
+
+/// What carries one agent's messages.
+pub trait Transport: Send + Sync {
+    /// A message as it arrived, not yet opened.
+    type Delivery: Send + 'static;
+    /// What goes wrong.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Subscribes `agent` to `patterns` (plus the health checks every agent
+    /// answers). Returns once the subscription is in place, so what is
+    /// published afterwards reaches it.
+    fn subscribe(
+        &self,
+        agent: &AgentId,
+        patterns: Vec<TopicPattern>,
+    ) -> impl Future<Output = Result<Inbox<Self::Delivery>, Self::Error>> + Send;
+
+    /// Publishes `envelopes` in order; returns once the transport has them
+    /// (for reliable delivery: stored).
+    fn publish(
+        &self,
+        envelopes: &[Envelope],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The envelope in a delivery, to hand to `agent`; `None` when it is not
+    /// the agent's to handle (another instance's share, a duplicate, or
+    /// undecodable — dead-lettered), in which case it is settled here.
+    fn open(
+        &self,
+        delivery: Self::Delivery,
+        agent: &AgentId,
+    ) -> impl Future<Output = Result<Option<Opened<Self::Delivery>>, Self::Error>> + Send;
+
+    /// Settles a delivery `agent` handled with `outcome`, after `answers`
+    /// (what it published because of it) were published.
+    fn settle(
+        &self,
+        delivery: Self::Delivery,
+        agent: &AgentId,
+        outcome: &HandlerResult,
+        answers: &[Envelope],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Makes sure what was published has left this process.
+    fn flush(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// What [`run_agent`] saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentRunStats {
+    /// Messages handed to the agent.
+    pub received: u64,
+    /// Messages the agent published.
+    pub published: u64,
+}
+
+/// Why [`run_agent`] stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentRunError<E: std::error::Error + 'static> {
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(E),
+    /// The agent could not start, or failed for good.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Runs one agent on `transport` until it is a finished source, its inbox
+/// closes, or `stop` is raised; the agent is supervised as on the other
+/// drivers. `ready`, if given, is told once the subscriptions are in place
+/// (before the agent starts), so a caller can start what publishes to it.
+pub async fn run_agent<T: Transport>(
+    spec: AgentSpec,
+    transport: &T,
+    stop: StopSignal,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(Supervised, AgentRunStats), AgentRunError<T::Error>> {
+    let mut agent = Supervised::new(spec, false);
+    let id = agent.id().clone();
+    let inbox = transport
+        .subscribe(&id, agent.agent().subscriptions())
+        .await
+        .map_err(AgentRunError::Transport)?;
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
+    let mut driver = Driver {
+        transport,
+        stats: AgentRunStats::default(),
+        out: Outbox::new(),
+    };
+    driver.drive(&mut agent, &inbox, &stop).await?;
+    drop(inbox);
+    if let Some(failure) = agent.failure() {
+        return Err(RunError::AgentFailed(failure.to_string()).into());
+    }
+    Ok((agent, driver.stats))
+}
+
+struct Driver<'a, T> {
+    transport: &'a T,
+    stats: AgentRunStats,
+    out: Outbox,
+}
+
+impl<T: Transport> Driver<'_, T> {
+    /// Publishes what the agent put in its outbox; returns it.
+    async fn publish(&mut self) -> Result<Vec<Envelope>, AgentRunError<T::Error>> {
+        if self.out.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sent: Vec<Envelope> = self.out.drain().collect();
+        self.transport
+            .publish(&sent)
+            .await
+            .map_err(AgentRunError::Transport)?;
+        self.stats.published += sent.len() as u64;
+        Ok(sent)
+    }
+
+    async fn drive(
+        &mut self,
+        agent: &mut Supervised,
+        inbox: &Inbox<T::Delivery>,
+        stop: &StopSignal,
+    ) -> Result<(), AgentRunError<T::Error>> {
+        let started = agent.start(&mut self.out);
+        self.publish().await?;
+        started.map_err(|error| RunError::StartFailed {
+            agent: agent.id().to_string(),
+            error,
+        })?;
+        let mut producing = true;
+        let mut produced = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            if stop.is_stopped() || agent.failure().is_some() {
+                break;
+            }
+            if producing {
+                // A source: produce a step, then take whatever arrived meanwhile.
+                let step = agent.produce(&mut self.out);
+                self.publish().await?;
+                if step == Produce::Done {
+                    producing = false;
+                    self.transport.flush().await;
+                    // A source that has finished has nothing left to do on
+                    // its own (its commands would start nothing): it ends.
+                    // (An agent that never produced is not a source.)
+                    if produced || agent.agent().subscriptions().is_empty() {
+                        break;
+                    }
+                } else {
+                    produced = true;
+                }
+                while let Ok(delivery) = inbox.deliveries.try_recv() {
+                    self.take(agent, delivery).await?;
+                }
+                if step == Produce::Idle {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
+            }
+            tokio::select! {
+                delivery = inbox.deliveries.recv_async() => match delivery {
+                    Ok(delivery) => self.take(agent, delivery).await?,
+                    Err(_) => break,
+                },
+                _ = tick.tick() => {}
+            }
+        }
+        agent.stop(&mut self.out);
+        self.publish().await?;
+        self.transport.flush().await;
+        Ok(())
+    }
+
+    /// Opens a delivery, hands it to the agent, publishes the answers, then
+    /// settles it.
+    async fn take(
+        &mut self,
+        agent: &mut Supervised,
+        delivery: T::Delivery,
+    ) -> Result<(), AgentRunError<T::Error>> {
+        let opened = self
+            .transport
+            .open(delivery, agent.id())
+            .await
+            .map_err(AgentRunError::Transport)?;
+        let Some((envelope, delivery)) = opened else {
+            return Ok(());
+        };
+        self.stats.received += 1;
+        let outcome = agent.deliver(&envelope, &mut self.out);
+        if let Err(error) = &outcome {
+            tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
+        }
+        // What the agent published is out before its cause is settled.
+        let answers = self.publish().await?;
+        self.transport
+            .settle(delivery, agent.id(), &outcome, &answers)
+            .await
+            .map_err(AgentRunError::Transport)
+    }
+}
+
+/// The in-process [`MessageBus`] as a transport.
+#[derive(Clone)]
+pub struct InProcess {
+    bus: MessageBus,
+    ack_wait: Duration,
+}
+
+impl InProcess {
+    /// Carries agents on `bus`; a delivery not settled within `ack_wait`
+    /// of reaching the agent's inbox counts as failed.
+    pub fn new(bus: MessageBus, ack_wait: Duration) -> Self {
+        Self { bus, ack_wait }
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &MessageBus {
+        &self.bus
+    }
+}
+
+/// Why the in-process transport failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InProcessError {
+    /// A publish was refused.
+    #[error(transparent)]
+    Publish(#[from] crate::error::PublishError),
+    /// The subscription was refused.
+    #[error("cannot subscribe {agent}: {reason}")]
+    Subscribe {
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Messages an agent's inbox holds before the bus waits for it.
+const INBOX_DEPTH: usize = 64;
+
+impl Transport for InProcess {
+    type Delivery = (Arc<Envelope>, Acknowledgement);
+    type Error = InProcessError;
+
+    async fn subscribe(
+        &self,
+        agent: &AgentId,
+        mut patterns: Vec<TopicPattern>,
+    ) -> Result<Inbox<Self::Delivery>, Self::Error> {
+        patterns.push(crate::driver::health_check_pattern());
+        let (tx, rx) = flume::bounded(INBOX_DEPTH);
+        let handler = Handler::manual_ack(self.ack_wait, move |envelope, ack| {
+            let tx = tx.clone();
+            async move {
+                tx.send_async((envelope, ack))
+                    .await
+                    .map_err(|_| HandlerError::new("the agent's inbox is closed"))
+            }
+        });
+        let patterns: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
+        let id: SubscriptionId = self
+            .bus
+            .subscribe_many(&patterns, handler, SubscribeOptions::named(agent.as_str()))
+            .map_err(|e| InProcessError::Subscribe {
+                agent: agent.to_string(),
+                reason: e.to_string(),
+            })?;
+        let bus = self.bus.clone();
+        Ok(Inbox::new(rx, move || {
+            bus.unsubscribe(id);
+        }))
+    }
+
+    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), Self::Error> {
+        for envelope in envelopes {
+            self.bus.publish(envelope.clone()).await?;
+        }
+        Ok(())
+    }
+
+    async fn open(
+        &self,
+        delivery: Self::Delivery,
+        _agent: &AgentId,
+    ) -> Result<Option<Opened<Self::Delivery>>, Self::Error> {
+        Ok(Some((delivery.0.clone(), delivery)))
+    }
+
+    async fn settle(
+        &self,
+        (_, ack): Self::Delivery,
+        _agent: &AgentId,
+        outcome: &HandlerResult,
+        _answers: &[Envelope],
+    ) -> Result<(), Self::Error> {
+        match outcome {
+            Ok(()) => ack.ack(),
+            Err(error) => ack.nack(error.to_string()),
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) {}
+}
