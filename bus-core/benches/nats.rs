@@ -206,6 +206,8 @@ fn transport(c: &mut Criterion) {
     let (_echo_seen, echo_stop) = agent(&rt, core_bus(), true);
     let responder = connect();
     let mut raw_requests = rt.block_on(responder.subscribe("bench.raw.echo")).unwrap();
+    // The server must have the subscription before the first request.
+    rt.block_on(responder.flush()).unwrap();
     rt.spawn(async move {
         while let Some(request) = raw_requests.next().await {
             if let Some(reply) = request.reply {
