@@ -18,7 +18,11 @@
 //! * [`inline`]: the synchronous, deterministic bus for backtests ([`InlineBus`]);
 //! * [`stats`]: counters and snapshots;
 //! * [`agent`]: the [`Agent`] trait, the lifecycle state machine and message stamping;
-//! * [`driver`]: runs agents on the inline bus (backtests) or the queued bus.
+//! * [`driver`]: runs agents on the inline bus (backtests) or the queued bus;
+//! * [`transport`]: the [`Transport`](transport::Transport) trait and the one
+//!   driver that runs an agent on any transport: the in-process bus, or
+//!   (feature `nats`) `nats` — core NATS plus `jetstream` for the
+//!   reliable families — with agent instances that split keyed work.
 //!
 //! ## Example
 //!

@@ -1,5 +1,7 @@
 //! The NATS transport: one agent per process, the bus carried by a NATS
-//! server (core NATS, fire-and-forget).
+//! server — core NATS for fire-and-forget, JetStream for the topic families
+//! configured reliable. [`run_agent`] is the generic driver of
+//! [`crate::transport`] on a [`NatsTransport`].
 //!
 //! Topics map one-to-one to subjects under a prefix: topic
 //! `data.candle.BTC.1m` is subject `<prefix>.data.candle.BTC.1m`. Patterns
