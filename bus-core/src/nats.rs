@@ -546,7 +546,28 @@ impl NatsTransport {
         error: String,
         attempts: u32,
     ) -> Result<(), NatsError> {
-        let letter = dead_letter(agent, subject, payload, original, error, attempts);
+        let raw = original.is_none().then(|| {
+            let mut raw = String::from_utf8_lossy(payload).into_owned();
+            if raw.len() > 4096 {
+                let mut cut = 4096;
+                while !raw.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                raw.truncate(cut);
+            }
+            raw
+        });
+        let letter = DeadLetter {
+            original: original.map(Box::new),
+            raw,
+            subscription: format!("{agent} on {subject}"),
+            error,
+            attempts,
+            dead_lettered_at_ms: crate::message::now_ms(),
+        };
+        let topic = Topic::new("system.dead_letter").expect("valid topic");
+        let letter = Envelope::new(agent.clone(), topic, Payload::SystemDeadLetter(letter))
+            .with_priority(Priority::High);
         self.bus.publish_many(&[letter], &self.stop).await
     }
 }
@@ -790,39 +811,6 @@ async fn ack(message: &async_nats::jetstream::Message, kind: AckKind, confirmed:
     if let Err(error) = result {
         tracing::warn!(subject = %message.subject, %error, "JetStream ack not delivered; the message will come again");
     }
-}
-
-/// A dead letter for a message an agent could not take.
-fn dead_letter(
-    agent: &AgentId,
-    subject: &async_nats::Subject,
-    payload: &[u8],
-    original: Option<Envelope>,
-    error: String,
-    attempts: u32,
-) -> Envelope {
-    let raw = original.is_none().then(|| {
-        let mut raw = String::from_utf8_lossy(payload).into_owned();
-        if raw.len() > 4096 {
-            let mut cut = 4096;
-            while !raw.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            raw.truncate(cut);
-        }
-        raw
-    });
-    let letter = DeadLetter {
-        original: original.map(Box::new),
-        raw,
-        subscription: format!("{agent} on {subject}"),
-        error,
-        attempts,
-        dead_lettered_at_ms: crate::message::now_ms(),
-    };
-    let topic = Topic::new("system.dead_letter").expect("valid topic");
-    Envelope::new(agent.clone(), topic, Payload::SystemDeadLetter(letter))
-        .with_priority(Priority::High)
 }
 
 /// Publishes one envelope on the subject of its topic (for tools and tests).

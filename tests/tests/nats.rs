@@ -455,41 +455,69 @@ fn bistoury_run_starts_every_agent_as_its_own_process_over_nats() {
     assert_eq!(report["accounting_identity_holds"], true);
 }
 
-#[test]
-fn a_killed_agent_process_is_restarted_and_the_run_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    // 1-minute bars replayed 60,000x: one bar per millisecond, ~4 s in all.
-    let config = distributed_config(dir.path(), 4000, 60_000.0);
-    let (mut child, lines) = run_distributed(dir.path(), &config);
-    let mut seen = Vec::new();
-    let mut started = |agent: &str| -> u32 {
+/// Reads a `bistoury run`'s output lines, keeping them for the failure
+/// message.
+struct RunOutput {
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl RunOutput {
+    /// Waits for `started agent AGENT (pid N)` and returns N.
+    fn started(&mut self, agent: &str) -> u32 {
         let prefix = format!("started agent {agent} (pid ");
         loop {
-            let line = lines
+            let line = self
+                .lines
                 .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("{agent} never started"));
-            seen.push(line.clone());
+                .unwrap_or_else(|_| panic!("{agent} never started: {:?}", self.seen));
+            self.seen.push(line.clone());
             if let Some(rest) = line.strip_prefix(&prefix) {
                 return rest.trim_end_matches(')').parse().unwrap();
             }
         }
+    }
+
+    /// Everything, once the process has exited.
+    fn rest(mut self) -> String {
+        self.seen.extend(self.lines.iter());
+        self.seen.join("\n")
+    }
+}
+
+/// Runs `bistoury run` distributed, kills the signals process with
+/// SIGKILL `after` the collector has started, waits for its restart and
+/// for the run to end; returns the killed and the new pid, and the output.
+fn kill_signals_mid_run(dir: &Path, config: &Path, after: Duration) -> (u32, u32, String) {
+    let (mut child, lines) = run_distributed(dir, config);
+    let mut out = RunOutput {
+        lines,
+        seen: Vec::new(),
     };
-    let signals = started("signals");
-    started("collector");
-    std::thread::sleep(Duration::from_millis(800));
+    let signals = out.started("signals");
+    out.started("collector");
+    std::thread::sleep(after);
     assert!(Command::new("kill")
         .args(["-9", &signals.to_string()])
         .status()
         .unwrap()
         .success());
-    let again = started("signals");
+    let again = out.started("signals");
     assert_ne!(again, signals);
     let status = child.wait().unwrap();
-    seen.extend(lines.iter());
-    let output = seen.join("\n");
+    let output = out.rest();
     assert!(status.success(), "{output}");
     assert!(output.contains("agent signals exited"), "{output}");
     assert!(output.contains("restart 1 of 3"), "{output}");
+    (signals, again, output)
+}
+
+#[test]
+fn a_killed_agent_process_is_restarted_and_the_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1-minute bars replayed 60,000x: one bar per millisecond, ~4 s in all.
+    let config = distributed_config(dir.path(), 4000, 60_000.0);
+    let (signals, again, _) = kill_signals_mid_run(dir.path(), &config, Duration::from_millis(800));
     let report = report(dir.path());
     assert_eq!(
         report["candles"], 12_000,
@@ -652,35 +680,9 @@ async fn a_killed_agent_resumes_its_durable_jetstream_consumer_without_loss() {
         ),
     )
     .unwrap();
-    let (mut child, lines) = run_distributed(dir.path(), &config);
-    let mut seen = Vec::new();
-    let mut started = |agent: &str| -> u32 {
-        let prefix = format!("started agent {agent} (pid ");
-        loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("{agent} never started: {seen:?}"));
-            seen.push(line.clone());
-            if let Some(rest) = line.strip_prefix(&prefix) {
-                return rest.trim_end_matches(')').parse().unwrap();
-            }
-        }
-    };
-    let signals = started("signals");
-    started("collector");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(Command::new("kill")
-        .args(["-9", &signals.to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let again = started("signals");
-    assert_ne!(again, signals);
-    let status = tokio::task::block_in_place(|| child.wait().unwrap());
-    seen.extend(lines.iter());
-    let output = seen.join("\n");
-    assert!(status.success(), "{output}");
-    assert!(output.contains("restart 1 of 3"), "{output}");
+    let (_, _, output) = tokio::task::block_in_place(|| {
+        kill_signals_mid_run(dir.path(), &config, Duration::from_millis(1000))
+    });
     let report = report(dir.path());
     assert_eq!(report["candles"], 12_000, "{output}");
     assert_eq!(report["accounting_identity_holds"], true);
