@@ -127,6 +127,7 @@ fn transport(c: &mut Criterion) {
             url: url.clone(),
             prefix: "bench".into(),
             token: None,
+            when_disconnected: Default::default(),
             jetstream: None,
         };
         rt.block_on(NatsBus::connect(&settings)).unwrap()
@@ -261,6 +262,7 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
         url: url.to_string(),
         prefix: "bench".into(),
         token: None,
+        when_disconnected: Default::default(),
         jetstream: Some(bus_core::jetstream::JetStreamSettings {
             families: vec!["js".into()],
             ..Default::default()

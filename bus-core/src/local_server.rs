@@ -56,9 +56,20 @@ impl LocalServer {
     /// Kills the server (SIGKILL), waits `outage`, and starts it again on
     /// the same port with the same arguments (so the same JetStream store).
     pub fn restart_after(&mut self, outage: Duration) -> Result<(), String> {
+        self.kill();
+        std::thread::sleep(outage);
+        self.respawn()
+    }
+
+    /// Kills the server (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(outage);
+    }
+
+    /// Starts it again (after [`kill`](Self::kill)) on the same port with
+    /// the same arguments.
+    pub fn respawn(&mut self) -> Result<(), String> {
         self.child = spawn(&self.program, self.port, &self.args)?;
         Ok(())
     }

@@ -56,6 +56,22 @@ pub struct NatsSettings {
     /// The topic families carried by JetStream, and how (none: everything
     /// on core NATS).
     pub jetstream: Option<JetStreamSettings>,
+    /// What a core-NATS publish does while the server is unreachable.
+    pub when_disconnected: WhenDisconnected,
+}
+
+/// What publishing on core NATS does while the client is disconnected
+/// (it reconnects with backoff meanwhile). JetStream families always
+/// block: their publishes wait, retrying, until the stream has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenDisconnected {
+    /// Hand messages to the client, which keeps them (up to its buffer) and
+    /// sends them once reconnected: the agent carries on.
+    #[default]
+    Buffer,
+    /// Wait until the client is connected again before publishing: the
+    /// agent pauses with the server.
+    Block,
 }
 
 impl std::fmt::Debug for NatsSettings {
@@ -65,6 +81,7 @@ impl std::fmt::Debug for NatsSettings {
             .field("prefix", &self.prefix)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("jetstream", &self.jetstream)
+            .field("when_disconnected", &self.when_disconnected)
             .finish()
     }
 }
@@ -138,6 +155,7 @@ pub struct NatsBus {
     client: async_nats::Client,
     prefix: String,
     reliable: Option<Reliable>,
+    when_disconnected: WhenDisconnected,
 }
 
 impl NatsBus {
@@ -155,6 +173,7 @@ impl NatsBus {
             client,
             prefix: settings.prefix.clone(),
             reliable,
+            when_disconnected: settings.when_disconnected,
         })
     }
 
@@ -181,6 +200,9 @@ impl NatsBus {
         envelopes: &[Envelope],
         stop: &StopSignal,
     ) -> Result<(), NatsError> {
+        if self.when_disconnected == WhenDisconnected::Block {
+            self.wait_until_connected(stop).await?;
+        }
         let mut in_flight = Vec::new();
         for envelope in envelopes {
             let subject = subject(&self.prefix, envelope.topic.as_str());
@@ -204,16 +226,31 @@ impl NatsBus {
         Ok(())
     }
 
+    /// Waits until the client is connected (or `stop`: an error).
+    async fn wait_until_connected(&self, stop: &StopSignal) -> Result<(), NatsError> {
+        let mut warned = false;
+        while self.client.connection_state() != async_nats::connection::State::Connected {
+            if stop.is_stopped() {
+                return Err(NatsError::Publish {
+                    subject: format!("{}.>", self.prefix),
+                    reason: "stopped while waiting for the NATS server".into(),
+                });
+            }
+            if !warned {
+                tracing::warn!("NATS server unreachable: publishing waits for the reconnection");
+                warned = true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Publishes one envelope: through JetStream (waiting for the stream's
     /// acknowledgement, retrying until `stop`) when its family is reliable,
-    /// else on core NATS.
+    /// else on core NATS (per [`WhenDisconnected`]).
     pub async fn publish(&self, envelope: &Envelope, stop: &StopSignal) -> Result<(), NatsError> {
-        match &self.reliable {
-            Some(reliable) if reliable.settings().carries(envelope.topic.as_str()) => {
-                reliable.publish(envelope, stop).await.map(|_| ())
-            }
-            _ => publish(&self.client, &self.prefix, envelope).await,
-        }
+        self.publish_many(std::slice::from_ref(envelope), stop)
+            .await
     }
 }
 

@@ -78,6 +78,7 @@ fn instances(c: &mut Criterion) {
         url: server.url(),
         prefix: "scale".into(),
         token: None,
+        when_disconnected: Default::default(),
         jetstream: None,
     };
     let signals = orchestrator::BistouryConfig::embedded_default().signals;

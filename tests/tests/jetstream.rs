@@ -26,6 +26,7 @@ fn settings(server: &NatsServer, prefix: &str) -> NatsSettings {
         url: server.url(),
         prefix: prefix.into(),
         token: None,
+        when_disconnected: Default::default(),
         jetstream: Some(JetStreamSettings {
             families: vec!["data".into()],
             ack_wait: Duration::from_secs(1),
@@ -423,4 +424,90 @@ async fn the_same_agent_runs_unchanged_on_either_transport() {
     assert_eq!(timestamps_and_prices(&outputs), expected);
     assert_eq!(over_nats.received, 48, "40 prices + 8 redeliveries");
     assert_eq!(over_nats.redeliveries_requested, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_server_is_away_core_publishes_buffer_or_block_per_policy() {
+    use bus_core::nats::WhenDisconnected;
+    let mut server = NatsServer::start();
+    let connect = |policy: WhenDisconnected| {
+        let settings = NatsSettings {
+            url: server.url(),
+            prefix: "wd".into(),
+            token: None,
+            jetstream: None,
+            when_disconnected: policy,
+        };
+        async move { NatsBus::connect(&settings).await.unwrap() }
+    };
+    let buffering = connect(WhenDisconnected::Buffer).await;
+    let blocking = connect(WhenDisconnected::Block).await;
+    let connected =
+        |bus: &NatsBus| bus.client().connection_state() == async_nats::connection::State::Connected;
+
+    tokio::task::block_in_place(|| server.kill());
+    let started = Instant::now();
+    while connected(&buffering) || connected(&blocking) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "disconnection unnoticed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Buffer: handed to the client at once; the agent carries on.
+    let stop = StopSignal::new();
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        buffering.publish(&price(1, DeliveryMode::FireAndForget), &stop),
+    )
+    .await
+    .expect("a buffering publish returns while the server is away")
+    .unwrap();
+    // Block: waits for the reconnection.
+    let waiting = {
+        let (blocking, stop) = (blocking.clone(), stop.clone());
+        tokio::spawn(async move {
+            blocking
+                .publish(&price(2, DeliveryMode::FireAndForget), &stop)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a blocking publish waits for the server"
+    );
+    tokio::task::block_in_place(|| server.respawn());
+    tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the blocking publish goes once reconnected")
+        .unwrap()
+        .unwrap();
+    assert!(connected(&blocking));
+
+    // Both resume: what they publish now arrives.
+    let watcher = async_nats::connect(server.url()).await.unwrap();
+    let mut seen = watcher.subscribe("wd.data.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    let started = Instant::now();
+    while !connected(&buffering) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no reconnection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for bus in [&buffering, &blocking] {
+        bus.publish(&price(3, DeliveryMode::FireAndForget), &stop)
+            .await
+            .unwrap();
+        bus.client().flush().await.unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut seen),
+        )
+        .await
+        .expect("published after the reconnection")
+        .unwrap();
+    }
 }

@@ -42,6 +42,16 @@ impl NatsServer {
         self.0.restart_after(outage).unwrap();
     }
 
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        self.0.kill();
+    }
+
+    /// Starts it again on the same port.
+    pub fn respawn(&mut self) {
+        self.0.respawn().unwrap();
+    }
+
     pub fn url(&self) -> String {
         self.0.url()
     }
