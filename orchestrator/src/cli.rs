@@ -131,7 +131,10 @@ pub fn main() -> ExitCode {
         progress: progress.as_ref().map(|p| p.counter()),
         stop: bus_core::driver::StopSignal::new(),
     };
-    stop_on_ctrl_c(control.stop.clone());
+    stop_on_ctrl_c(
+        control.stop.clone(),
+        Some("stopping: draining queues and writing the report (Ctrl-C again to quit now)"),
+    );
     let outcome = if backtest {
         crate::run::backtest_with(&config, &control)
     } else {
@@ -246,7 +249,11 @@ fn run_one_agent(
         None,
     );
     let stop = bus_core::driver::StopSignal::new();
-    stop_on_ctrl_c(stop.clone());
+    stop_on_ctrl_c(
+        stop.clone(),
+        (!exit_with_parent)
+            .then_some("stopping: finishing the message in hand (Ctrl-C again to quit now)"),
+    );
     if exit_with_parent {
         let stop = stop.clone();
         let _ = std::thread::Builder::new()
@@ -323,23 +330,32 @@ fn run_one_agent(
     }
 }
 
-/// The first Ctrl-C stops the run gracefully (sources stop, queues drain,
-/// the report is written); a second one exits at once.
-fn stop_on_ctrl_c(stop: bus_core::driver::StopSignal) {
-    let watcher = std::thread::Builder::new().name("ctrl-c".into()).spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            return;
-        };
-        runtime.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nstopping: draining queues and writing the report (Ctrl-C again to quit now)");
-                stop.stop();
+/// The first Ctrl-C (SIGINT) raises `stop`: the run stops gracefully
+/// (sources stop, queues drain, the report is written) and `message` says
+/// so (none for an agent process stopped by `bistoury run`, which speaks
+/// for it); a second one exits at once.
+fn stop_on_ctrl_c(stop: bus_core::driver::StopSignal, message: Option<&'static str>) {
+    let watcher = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
+                    if let Some(message) = message {
+                        eprintln!("\n{message}");
+                    }
+                    stop.stop();
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
                 }
-            }
+            });
         });
-    });
     if let Err(error) = watcher {
         tracing::warn!(%error, "no Ctrl-C handling");
     }
