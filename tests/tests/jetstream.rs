@@ -511,3 +511,63 @@ async fn while_the_server_is_away_core_publishes_buffer_or_block_per_policy() {
         .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_in_a_jetstream_family_is_dead_lettered_and_terminated() {
+    let store = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream(store.path());
+    let settings = settings(&server, "js3");
+    let (handled, stop, recorder) = start_recorder(&settings);
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let mut dead = raw.subscribe("js3.system.dead_letter").await.unwrap();
+    raw.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Published straight into the stream with a plain client, as another
+    // program might: not JSON, an unknown type, then a good one.
+    let js = async_nats::jetstream::new(raw.clone());
+    for body in [
+        b"{not json".to_vec(),
+        br#"{"type":"data.nonsense","id":"x"}"#.to_vec(),
+        price(7, DeliveryMode::AtLeastOnce).to_json_bytes(),
+    ] {
+        js.publish("js3.data.price.BTC", body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    for expected in ["{not json", "data.nonsense"] {
+        let letter = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut dead),
+        )
+        .await
+        .expect("a dead letter")
+        .unwrap();
+        let letter: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
+        assert!(
+            letter["payload"]["raw"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{letter}"
+        );
+        assert!(!letter["payload"]["error"].as_str().unwrap().is_empty());
+    }
+    let started = Instant::now();
+    while handled.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the good one is handled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Terminated, not redelivered: nothing is left in the stream.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut stream = js.get_stream("JS3_DATA").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages, 0);
+    stop.stop();
+    let stats = recorder.await.unwrap();
+    assert_eq!(stats.undecodable, 2, "{stats:?}");
+    assert_eq!(stats.received, 1, "{stats:?}");
+}
