@@ -223,13 +223,12 @@ impl Reliable {
     /// Waits until the stream has acknowledged `publish`, publishing it
     /// again (same `Nats-Msg-Id`, so never stored twice within the
     /// duplicate window) with backoff while the server is away. Gives up
-    /// only when `stop` is raised. Returns whether the stream already had
-    /// it (a duplicate).
+    /// only when `stop` is raised.
     pub(crate) async fn confirm(
         &self,
         mut publish: InFlight,
         stop: &StopSignal,
-    ) -> Result<bool, NatsError> {
+    ) -> Result<(), NatsError> {
         let mut wait = Duration::from_millis(50);
         loop {
             let outcome = match publish.ack.take() {
@@ -237,7 +236,7 @@ impl Reliable {
                 None => Err("not sent".to_string()),
             };
             match outcome {
-                Ok(ack) => return Ok(ack.duplicate),
+                Ok(_) => return Ok(()),
                 Err(reason) => {
                     if stop.is_stopped() {
                         return Err(NatsError::Publish {
@@ -255,24 +254,6 @@ impl Reliable {
                 }
             }
         }
-    }
-
-    /// Publishes an envelope's JSON on the subject of its topic and waits
-    /// for the stream's acknowledgement (retrying while the server is
-    /// away, until `stop`). Returns whether it was a duplicate.
-    pub async fn publish(
-        &self,
-        envelope: &crate::message::Envelope,
-        stop: &StopSignal,
-    ) -> Result<bool, NatsError> {
-        let publish = self
-            .start_publish(
-                subject(&self.prefix, envelope.topic.as_str()),
-                envelope.id,
-                envelope.to_json_bytes().into(),
-            )
-            .await;
-        self.confirm(publish, stop).await
     }
 
     /// Messages the family streams still hold: with interest retention,
