@@ -11,6 +11,12 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// The arguments that give `nats-server` JetStream, its streams kept under
+/// `store`.
+pub fn jetstream_args(store: &std::path::Path) -> Vec<String> {
+    vec!["-js".into(), "-sd".into(), store.display().to_string()]
+}
+
 /// A running `nats-server`, listening on 127.0.0.1 only; killed (and
 /// reaped) when dropped.
 #[derive(Debug)]
@@ -39,8 +45,7 @@ impl LocalServer {
     /// `store`, on a free port.
     pub fn jetstream(store: &std::path::Path) -> Result<Self, String> {
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-        let args = ["-js".to_string(), "-sd".into(), store.display().to_string()];
-        Self::start("nats-server", port, &args)
+        Self::start("nats-server", port, &jetstream_args(store))
     }
 
     /// Its port.

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus_core::driver::StopSignal;
-use bus_core::local_server::LocalServer;
+use bus_core::local_server::{jetstream_args, LocalServer};
 use bus_core::nats::Partition;
 use bus_core::supervision::{AgentSpec, RestartPolicy};
 use futures_util::StreamExt;
@@ -63,10 +63,7 @@ fn start_server(path: &str, url: &str, store: Option<&Path>) -> Result<LocalServ
             "bus.nats_url: no port in {url:?} to start nats-server on"
         ))
     })?;
-    let args = match store {
-        Some(store) => vec!["-js".into(), "-sd".into(), store.display().to_string()],
-        None => Vec::new(),
-    };
+    let args = store.map(jetstream_args).unwrap_or_default();
     let server = LocalServer::start(path, port, &args)
         .map_err(|e| failed(format!("bus.nats_server: {e}")))?;
     println!("started nats-server on 127.0.0.1:{port}");

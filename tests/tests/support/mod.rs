@@ -21,8 +21,7 @@ impl NatsServer {
 
     /// A server with JetStream, keeping its streams under `store`.
     pub fn start_jetstream(store: &Path) -> Self {
-        let args = vec!["-js".into(), "-sd".into(), store.display().to_string()];
-        Self::start_with(free_port(), args)
+        Self::start_with(free_port(), bus_core::local_server::jetstream_args(store))
     }
 
     /// A server that wants `token` from its clients.
