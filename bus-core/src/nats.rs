@@ -388,13 +388,13 @@ enum Incoming {
 async fn subscribe(
     bus: &NatsBus,
     agent: &str,
-    partition: Partition,
     mut patterns: Vec<TopicPattern>,
     to: flume::Sender<NatsDelivery>,
     screen: Screen,
     stop: &StopSignal,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, NatsError> {
-    patterns.push(TopicPattern::new("system.health_check").expect("valid pattern"));
+    patterns.push(crate::driver::health_check_pattern());
+    let partition = screen.partition;
     let settings = bus.reliable.as_ref().map(|r| r.settings());
     let (mut core, mut readers) = (Vec::new(), Vec::new());
     for pattern in &patterns {
@@ -697,7 +697,6 @@ impl Transport for NatsTransport {
         let readers = subscribe(
             &self.bus,
             agent.as_str(),
-            self.screen.partition,
             patterns,
             tx,
             self.screen.clone(),
