@@ -273,7 +273,7 @@ async fn settle(bus: &MessageBus) {
     let mut quiet = 0;
     while quiet < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if bus.stats().in_flight == 0 {
+        if bus.is_quiet() {
             quiet += 1;
         } else {
             quiet = 0;
