@@ -63,7 +63,8 @@ pub struct NatsSettings {
 /// What publishing on core NATS does while the client is disconnected
 /// (it reconnects with backoff meanwhile). JetStream families always
 /// block: their publishes wait, retrying, until the stream has them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum WhenDisconnected {
     /// Hand messages to the client, which keeps them (up to its buffer) and
     /// sends them once reconnected: the agent carries on.

@@ -72,19 +72,9 @@ pub struct BusConfig {
     pub token_file: String,
     /// `[bus.jetstream]`: the topic families carried by JetStream.
     pub jetstream: JetStreamConfig,
-    /// What core-NATS publishing does while the server is unreachable.
-    pub when_disconnected: WhenDisconnected,
-}
-
-/// `bus.when_disconnected`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenDisconnected {
-    /// The client keeps messages (up to its buffer) and sends them on
-    /// reconnection; agents carry on.
-    Buffer,
-    /// Publishing waits for the reconnection; agents pause with the server.
-    Block,
+    /// What core-NATS publishing does while the server is unreachable
+    /// (`buffer` or `block`).
+    pub when_disconnected: bus_core::nats::WhenDisconnected,
 }
 
 /// `[bus.jetstream]`: which topic families travel through JetStream
@@ -179,10 +169,7 @@ impl BusConfig {
             prefix: self.subject_prefix.clone(),
             token,
             jetstream: self.jetstream.settings(),
-            when_disconnected: match self.when_disconnected {
-                WhenDisconnected::Buffer => bus_core::nats::WhenDisconnected::Buffer,
-                WhenDisconnected::Block => bus_core::nats::WhenDisconnected::Block,
-            },
+            when_disconnected: self.when_disconnected,
         })
     }
 }
