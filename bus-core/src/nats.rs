@@ -519,7 +519,7 @@ pub async fn run_agent_instance(
             AgentRunError::Transport(e) => e,
             AgentRunError::Run(e) => NatsError::Run(e),
         })?;
-    let mut stats = *lock(&transport.stats);
+    let mut stats = transport.stats();
     stats.received = run.received;
     stats.published = run.published;
     Ok((agent, stats))
