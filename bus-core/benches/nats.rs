@@ -24,6 +24,7 @@ use bus_core::driver::StopSignal;
 use bus_core::inline::Outbox;
 use bus_core::local_server::LocalServer;
 use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::message::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
 use bus_core::supervision::AgentSpec;
@@ -106,6 +107,13 @@ async fn wait_for(seen: &AtomicU64, n: u64) {
     }
 }
 
+fn name(format: WireFormat) -> &'static str {
+    match format {
+        WireFormat::Json => "json",
+        WireFormat::Binary => "binary",
+    }
+}
+
 fn transport(c: &mut Criterion) {
     let store = tempfile::tempdir().unwrap();
     let server = match LocalServer::jetstream(store.path()) {
@@ -122,12 +130,13 @@ fn transport(c: &mut Criterion) {
         .build()
         .unwrap();
     let connect = || rt.block_on(async_nats::connect(&url)).unwrap();
-    let core_bus = || {
+    let core_bus = |wire_format| {
         let settings = NatsSettings {
             url: url.clone(),
             prefix: "bench".into(),
             token: None,
             when_disconnected: Default::default(),
+            wire_format,
             jetstream: None,
         };
         rt.block_on(NatsBus::connect(&settings)).unwrap()
@@ -138,7 +147,8 @@ fn transport(c: &mut Criterion) {
     group.throughput(Throughput::Elements(N));
     group.sample_size(10);
 
-    // Raw: the same bytes, counted by a raw subscriber.
+    // Raw: pre-encoded bytes (JSON, and the binary format), counted by a
+    // raw subscriber.
     let raw_seen = Arc::new(AtomicU64::new(0));
     {
         let mut sub = rt
@@ -152,59 +162,63 @@ fn transport(c: &mut Criterion) {
         });
         rt.block_on(publisher.flush()).unwrap();
     }
-    let bodies: Vec<Vec<u8>> = (0..N).map(|i| message(i).to_json_bytes()).collect();
-    group.bench_function("raw_async_nats", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let base = raw_seen.load(Ordering::Relaxed);
-                let start = Instant::now();
-                rt.block_on(async {
-                    for body in &bodies {
-                        publisher
-                            .publish("bench.raw.prices.btc", body.clone().into())
-                            .await
-                            .unwrap();
-                    }
-                    publisher.flush().await.unwrap();
-                    wait_for(&raw_seen, base + N).await;
-                });
-                total += start.elapsed();
-            }
-            total
-        })
-    });
+    for format in [WireFormat::Json, WireFormat::Binary] {
+        let bodies: Vec<Vec<u8>> = (0..N).map(|i| format.encode(&message(i))).collect();
+        group.bench_function(format!("raw_async_nats_{}", name(format)), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let base = raw_seen.load(Ordering::Relaxed);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for body in &bodies {
+                            publisher
+                                .publish("bench.raw.prices.btc", body.clone().into())
+                                .await
+                                .unwrap();
+                        }
+                        publisher.flush().await.unwrap();
+                        wait_for(&raw_seen, base + N).await;
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
 
-    // Ours: envelopes encoded by `nats::publish`, decoded and delivered to
-    // an agent by `nats::run_agent`.
-    let (seen, stop) = agent(&rt, core_bus(), false);
+    // Ours: envelopes encoded by `NatsBus::publish`, decoded and delivered
+    // to an agent by `nats::run_agent`.
+    let (seen, stop) = agent(&rt, core_bus(WireFormat::Json), false);
     let envelopes: Vec<Envelope> = (0..N).map(message).collect();
-    group.bench_function("bus_core_nats", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let base = seen.load(Ordering::Relaxed);
-                let start = Instant::now();
-                rt.block_on(async {
-                    for envelope in &envelopes {
-                        bus_core::nats::publish(&publisher, "bench", envelope)
-                            .await
-                            .unwrap();
-                    }
-                    publisher.flush().await.unwrap();
-                    wait_for(&seen, base + N).await;
-                });
-                total += start.elapsed();
-            }
-            total
-        })
-    });
+    let publish_stop = StopSignal::new();
+    for format in [WireFormat::Json, WireFormat::Binary] {
+        let bus = core_bus(format);
+        group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let base = seen.load(Ordering::Relaxed);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for envelope in &envelopes {
+                            bus.publish(envelope, &publish_stop).await.unwrap();
+                        }
+                        bus.client().flush().await.unwrap();
+                        wait_for(&seen, base + N).await;
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
     stop.stop();
     group.finish();
 
     // Round trips, printed.
     let rounds = 2_000;
-    let (_echo_seen, echo_stop) = agent(&rt, core_bus(), true);
+    let (_echo_seen, echo_stop) = agent(&rt, core_bus(WireFormat::Json), true);
     let responder = connect();
     let mut raw_requests = rt.block_on(responder.subscribe("bench.raw.echo")).unwrap();
     // The server must have the subscription before the first request.
@@ -263,6 +277,7 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
         prefix: "bench".into(),
         token: None,
         when_disconnected: Default::default(),
+        wire_format: Default::default(),
         jetstream: Some(bus_core::jetstream::JetStreamSettings {
             families: vec!["js".into()],
             ..Default::default()

@@ -60,9 +60,25 @@ impl fmt::Display for MessageId {
 }
 
 /// Name of an agent (`collector`, `signals.rsi`, `trader`); cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct AgentId(Arc<str>);
+
+impl<'de> Deserialize<'de> for AgentId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = AgentId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an agent name")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AgentId, E> {
+                Ok(crate::intern::agent(text))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
 
 impl AgentId {
     /// Wraps a name. Agent names are free text but should be short and stable.

@@ -160,6 +160,7 @@ pub mod handler;
 pub mod health;
 pub mod ids;
 pub mod inline;
+mod intern;
 #[cfg(feature = "nats")]
 pub mod jetstream;
 #[cfg(feature = "nats")]

@@ -38,7 +38,7 @@ use crate::error::HandlerResult;
 use crate::ids::{AgentId, MessageId};
 use crate::jetstream::{consumer_name, plan, JetStreamSettings, Reliable};
 use crate::message::payload::DeadLetter;
-use crate::message::{DeliveryMode, Envelope, Payload, Priority};
+use crate::message::{DeliveryMode, Envelope, Payload, Priority, WireFormat};
 use crate::reliability::DedupeWindow;
 use crate::supervision::AgentSpec;
 use crate::topic::{Topic, TopicPattern};
@@ -58,6 +58,8 @@ pub struct NatsSettings {
     pub jetstream: Option<JetStreamSettings>,
     /// What a core-NATS publish does while the server is unreachable.
     pub when_disconnected: WhenDisconnected,
+    /// How this connection writes envelopes (it reads both formats).
+    pub wire_format: WireFormat,
 }
 
 /// What publishing on core NATS does while the client is disconnected
@@ -83,6 +85,7 @@ impl std::fmt::Debug for NatsSettings {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("jetstream", &self.jetstream)
             .field("when_disconnected", &self.when_disconnected)
+            .field("wire_format", &self.wire_format)
             .finish()
     }
 }
@@ -137,7 +140,11 @@ pub enum NatsError {
 
 /// The subject a topic travels on.
 pub fn subject(prefix: &str, topic: &str) -> String {
-    format!("{prefix}.{topic}")
+    let mut subject = String::with_capacity(prefix.len() + 1 + topic.len());
+    subject.push_str(prefix);
+    subject.push('.');
+    subject.push_str(topic);
+    subject
 }
 
 /// The subjects that together carry what `pattern` matches.
@@ -157,6 +164,7 @@ pub struct NatsBus {
     prefix: String,
     reliable: Option<Reliable>,
     when_disconnected: WhenDisconnected,
+    wire_format: WireFormat,
 }
 
 impl NatsBus {
@@ -175,6 +183,7 @@ impl NatsBus {
             prefix: settings.prefix.clone(),
             reliable,
             when_disconnected: settings.when_disconnected,
+            wire_format: settings.wire_format,
         })
     }
 
@@ -186,6 +195,11 @@ impl NatsBus {
     /// The subject prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// How this connection writes envelopes.
+    pub fn wire_format(&self) -> WireFormat {
+        self.wire_format
     }
 
     /// The JetStream side, if any family is reliable.
@@ -207,16 +221,16 @@ impl NatsBus {
         let mut in_flight = Vec::new();
         for envelope in envelopes {
             let subject = subject(&self.prefix, envelope.topic.as_str());
-            let json = envelope.to_json_bytes();
+            let bytes = self.wire_format.encode(envelope);
             match &self.reliable {
                 Some(reliable) if reliable.settings().carries(envelope.topic.as_str()) => {
                     in_flight.push(
                         reliable
-                            .start_publish(subject, envelope.id, json.into())
+                            .start_publish(subject, envelope.id, bytes.into())
                             .await,
                     );
                 }
-                _ => send(&self.client, subject.into(), json).await?,
+                _ => send(&self.client, subject.into(), bytes).await?,
             }
         }
         if let Some(reliable) = &self.reliable {
@@ -353,8 +367,8 @@ async fn send(
         })
 }
 
-/// Sends `request` with NATS request-reply and waits up to `timeout` for
-/// the answer, decoded as an envelope.
+/// Sends `request` (as JSON) with NATS request-reply and waits up to
+/// `timeout` for the answer, decoded as an envelope (either format).
 pub async fn request(
     client: &async_nats::Client,
     prefix: &str,
@@ -373,7 +387,7 @@ pub async fn request(
     .await
     .map_err(|_| failed(format!("no answer within {timeout:?}")))?
     .map_err(|e| failed(e.to_string()))?;
-    Envelope::from_json(&answer.payload).map_err(|e| failed(format!("undecodable answer: {e}")))
+    Envelope::from_wire(&answer.payload).map_err(|e| failed(format!("undecodable answer: {e}")))
 }
 
 /// A message as it arrived: from a core subscription or a durable
@@ -741,7 +755,7 @@ impl Transport for NatsTransport {
             Incoming::Core(m) => (&m.subject, &m.payload),
             Incoming::Durable(m) => (&m.subject, &m.payload),
         };
-        let envelope = match Envelope::from_json(payload) {
+        let envelope = match Envelope::from_wire(payload) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.count(|s| s.undecodable += 1);
@@ -781,7 +795,12 @@ impl Transport for NatsTransport {
                 // A request with a reply inbox: its answers go there too.
                 if let Some(inbox) = &message.reply {
                     for answer in answers.iter().filter(|a| a.correlation_id == Some(id)) {
-                        send(&self.bus.client, inbox.clone(), answer.to_json_bytes()).await?;
+                        send(
+                            &self.bus.client,
+                            inbox.clone(),
+                            self.bus.wire_format.encode(answer),
+                        )
+                        .await?;
                     }
                 }
                 return Ok(());
@@ -808,7 +827,7 @@ impl Transport for NatsTransport {
         if delivered >= settings.max_deliver {
             self.count(|s| s.dead_lettered += 1);
             tracing::warn!(%agent, message_id = %id, %error, delivered, "dead-lettered after max deliveries");
-            let original = Envelope::from_json(&message.payload).ok();
+            let original = Envelope::from_wire(&message.payload).ok();
             self.dead_letter(
                 agent,
                 &message.subject,

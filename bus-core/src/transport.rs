@@ -235,6 +235,14 @@ impl<T: Transport> Driver<'_, T> {
                 },
                 _ = tick.tick() => {}
             }
+            // Take what else has arrived before waiting again (a busy
+            // stream then costs no wait set-up per message).
+            while !stop.is_stopped() && agent.failure().is_none() {
+                match inbox.deliveries.try_recv() {
+                    Ok(delivery) => self.take(agent, delivery).await?,
+                    Err(_) => break,
+                }
+            }
         }
         agent.stop(&mut self.out);
         self.publish().await?;

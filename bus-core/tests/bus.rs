@@ -725,27 +725,31 @@ async fn one_subscription_with_several_patterns_gets_each_message_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_means_everything_caused_was_handled_too() {
     // a -> b -> c, each handler publishing the next hop before returning;
-    // b is slow. Once the bus says it is quiet, the whole chain is done.
+    // b waits for the test's go-ahead (a slow handler, without racing the
+    // clock). Once the bus says it is quiet, the whole chain is done.
     let bus = MessageBus::new();
     let reached_c = Arc::new(AtomicUsize::new(0));
-    let forward = |bus: &MessageBus, to: &'static str, pause: Duration| {
-        let bus = bus.clone();
-        Handler::blocking(move |e| {
-            std::thread::sleep(pause);
-            bus.publish_blocking(price(to, tag_of(e)))
-                .map(|_| ())
-                .map_err(HandlerError::new)
-        })
-    };
-    bus.subscribe(
-        "a",
-        forward(&bus, "b", Duration::ZERO),
-        SubscribeOptions::named("a"),
-    )
-    .unwrap();
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(gate);
+    let forward =
+        |bus: &MessageBus,
+         to: &'static str,
+         wait: Option<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>| {
+            let bus = bus.clone();
+            Handler::blocking(move |e| {
+                if let Some(gate) = &wait {
+                    gate.lock().unwrap().recv().map_err(HandlerError::new)?;
+                }
+                bus.publish_blocking(price(to, tag_of(e)))
+                    .map(|_| ())
+                    .map_err(HandlerError::new)
+            })
+        };
+    bus.subscribe("a", forward(&bus, "b", None), SubscribeOptions::named("a"))
+        .unwrap();
     bus.subscribe(
         "b",
-        forward(&bus, "c", Duration::from_micros(300)),
+        forward(&bus, "c", Some(gate)),
         SubscribeOptions::named("b"),
     )
     .unwrap();
@@ -763,6 +767,7 @@ async fn quiet_means_everything_caused_was_handled_too() {
     for n in 1..=200 {
         bus.publish(price("a", n)).await.unwrap();
         assert!(!bus.is_quiet(), "just published {n}");
+        go.send(()).unwrap();
         while !bus.is_quiet() {
             tokio::task::yield_now().await;
         }

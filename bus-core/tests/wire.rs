@@ -1,9 +1,11 @@
-//! The JSON wire format: every message type round-trips, and bad input gives
-//! an error naming the field, never a panic.
+//! The wire formats (JSON, and the compact binary codec): every message
+//! type round-trips, and bad input gives an error naming the field, never
+//! a panic.
 
 use std::time::Duration;
 
 use bus_core::message::payload::*;
+use bus_core::message::{binary, WireFormat};
 use bus_core::prelude::*;
 use bus_core::DecodeError;
 use proptest::prelude::*;
@@ -377,6 +379,113 @@ proptest! {
         json[at] = byte;
         let _ = Envelope::from_json(&json);
         let _ = Envelope::from_json(&json[..at]);
+    }
+}
+
+#[test]
+fn every_message_type_round_trips_through_binary() {
+    for t in MessageType::ALL {
+        let original = envelope(*t);
+        let bytes = WireFormat::Binary.encode(&original);
+        let decoded = Envelope::from_wire(&bytes).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(decoded, original, "{t}");
+        assert_eq!(WireFormat::Binary.encode(&decoded), bytes, "{t}: stable");
+        if *t == MessageType::SystemDeadLetter {
+            assert!(!binary::is_binary(&bytes), "dead letters travel as JSON");
+        } else {
+            assert_eq!(bytes[..2], binary::MAGIC, "{t}");
+            assert!(
+                bytes.len() < original.to_json_bytes().len(),
+                "{t}: binary is smaller"
+            );
+        }
+    }
+}
+
+#[test]
+fn binary_round_trips_without_optional_fields() {
+    let plain = Envelope::new(
+        AgentId::new("feed"),
+        Topic::new("data.price_update.ETH").unwrap(),
+        sample(MessageType::DataPriceUpdate),
+    );
+    let decoded = binary::decode(&binary::encode(&plain)).unwrap();
+    assert_eq!(decoded, plain);
+    assert_eq!(decoded.expires_at_ms, None);
+    assert_eq!(decoded.reply_to, None);
+}
+
+/// A valid binary candle, with its close price (a 16-byte decimal) found.
+fn binary_candle() -> (Vec<u8>, usize) {
+    let bytes = binary::encode(&envelope(MessageType::DataCandle));
+    let close = dec!(100.7).serialize();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == close)
+        .expect("close in the payload");
+    (bytes, at)
+}
+
+#[test]
+fn binary_decoding_errors_name_the_field() {
+    let error = |bytes: &[u8]| Envelope::from_wire(bytes).expect_err("should not decode");
+
+    // A negative close breaks the candle's rules.
+    let (mut bytes, at) = binary_candle();
+    bytes[at..at + 16].copy_from_slice(&dec!(-3).serialize());
+    let e = error(&bytes);
+    assert!(e.path.starts_with("payload"), "{e:?}");
+    assert!(e.to_string().contains("close"), "{e}");
+
+    // A malformed decimal (scale 40).
+    let (mut bytes, at) = binary_candle();
+    bytes[at + 2] = 40;
+    assert_eq!(error(&bytes).path, "payload.close");
+
+    // Unknown type, bad topic, unknown priority.
+    let good = binary::encode(&envelope(MessageType::DataCandle));
+    let type_at = 2 + 16 + 1; // magic, id, the type's length byte
+    let mut bytes = good.clone();
+    bytes[type_at] = b'x';
+    let e = error(&bytes);
+    assert_eq!(e.path, "type");
+    assert!(e.reason.contains("xata.candle"), "{e:?}");
+
+    let topic = b"data.candle.BTC";
+    let topic_at = good.windows(topic.len()).position(|w| w == topic).unwrap();
+    let mut bytes = good.clone();
+    bytes[topic_at + 4] = b'*';
+    assert_eq!(error(&bytes).path, "topic");
+
+    // Bytes after the payload are refused, not ignored.
+    let mut bytes = good.clone();
+    bytes.push(0);
+    let e = error(&bytes);
+    assert_eq!(e.path, "payload");
+    assert!(e.reason.contains("after the payload"), "{e:?}");
+
+    // Every truncation is an error, never a panic.
+    for len in 0..good.len() {
+        assert!(Envelope::from_wire(&good[..len]).is_err(), "{len} bytes");
+    }
+    assert!(binary::decode(b"{}").is_err(), "JSON is not binary");
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_binary_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut framed = binary::MAGIC.to_vec();
+        framed.extend(bytes);
+        let _ = Envelope::from_wire(&framed);
+    }
+
+    #[test]
+    fn mutated_valid_binary_never_panics(cut in 0usize..400, byte in any::<u8>()) {
+        let mut bytes = binary::encode(&envelope(MessageType::TradeOrderRequest));
+        let at = cut.min(bytes.len() - 1);
+        bytes[at] = byte;
+        let _ = Envelope::from_wire(&bytes);
+        let _ = Envelope::from_wire(&bytes[..at]);
     }
 }
 

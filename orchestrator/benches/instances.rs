@@ -79,6 +79,7 @@ fn instances(c: &mut Criterion) {
         prefix: "scale".into(),
         token: None,
         when_disconnected: Default::default(),
+        wire_format: Default::default(),
         jetstream: None,
     };
     let signals = orchestrator::BistouryConfig::embedded_default().signals;

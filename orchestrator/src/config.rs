@@ -75,6 +75,8 @@ pub struct BusConfig {
     /// What core-NATS publishing does while the server is unreachable
     /// (`buffer` or `block`).
     pub when_disconnected: bus_core::nats::WhenDisconnected,
+    /// How agents write envelopes (`json` or `binary`; they read both).
+    pub wire_format: bus_core::message::WireFormat,
 }
 
 /// `[bus.jetstream]`: which topic families travel through JetStream
@@ -170,6 +172,7 @@ impl BusConfig {
             token,
             jetstream: self.jetstream.settings(),
             when_disconnected: self.when_disconnected,
+            wire_format: self.wire_format,
         })
     }
 }

@@ -27,6 +27,7 @@ fn settings(server: &NatsServer, prefix: &str) -> NatsSettings {
         prefix: prefix.into(),
         token: None,
         when_disconnected: Default::default(),
+        wire_format: Default::default(),
         jetstream: Some(JetStreamSettings {
             families: vec!["data".into()],
             ack_wait: Duration::from_secs(1),
@@ -437,6 +438,7 @@ async fn while_the_server_is_away_core_publishes_buffer_or_block_per_policy() {
             token: None,
             jetstream: None,
             when_disconnected: policy,
+            wire_format: Default::default(),
         };
         async move { NatsBus::connect(&settings).await.unwrap() }
     };

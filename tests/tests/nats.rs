@@ -404,6 +404,91 @@ async fn an_agent_process_survives_a_nats_server_restart_and_resumes() {
 
 /// `bistoury run` in distributed mode: it starts nats-server itself (on a
 /// free loopback port) and every agent as a process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_writing_binary_reads_both_formats_and_dead_letters_bad_binary() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = nats_config(dir.path(), &server, "bin", "wire_format = \"binary\"\n");
+    let (child, lines) = start_agent("signals", &config, dir.path());
+
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut signals = client
+        .subscribe("bin.signal.analysis_complete.>")
+        .await
+        .unwrap();
+    let mut dead_letters = client.subscribe("bin.system.dead_letter").await.unwrap();
+    client.flush().await.unwrap();
+    // Bad binary: the marker, then a type that is not one.
+    let mut bad = bus_core::message::binary::MAGIC.to_vec();
+    bad.extend_from_slice(&[0; 16]);
+    bad.extend_from_slice(b"\x0bdata.bogus!");
+    client
+        .publish("bin.data.candle.BTC.1m", bad.into())
+        .await
+        .unwrap();
+    // Candles alternately as JSON and as binary: the agent reads both.
+    let candles = 40;
+    for i in 0..candles {
+        let close = 100.0 + 10.0 * ((i as f64) / 6.0).sin();
+        let json = raw_candle(i, close);
+        let bytes = if i % 2 == 0 {
+            json
+        } else {
+            bus_core::message::binary::encode(&bus_core::Envelope::from_json(&json).unwrap())
+        };
+        client
+            .publish("bin.data.candle.BTC.1m", bytes.into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+
+    for i in 0..candles {
+        let message = tokio::time::timeout(Duration::from_secs(20), signals.next())
+            .await
+            .expect("signals arrive")
+            .unwrap();
+        assert!(
+            bus_core::message::binary::is_binary(&message.payload),
+            "the agent writes binary"
+        );
+        let envelope = bus_core::Envelope::from_wire(&message.payload).unwrap();
+        assert_eq!(envelope.sender.as_str(), "signals");
+        let bus_core::Payload::SignalAnalysisComplete(done) = envelope.payload() else {
+            panic!("{envelope:?}")
+        };
+        assert_eq!(done.timestamp_ms, i * 60_000, "in order");
+    }
+    let letter = tokio::time::timeout(Duration::from_secs(10), dead_letters.next())
+        .await
+        .expect("dead letter")
+        .unwrap();
+    // Dead letters are JSON whatever the writer's format (they nest the
+    // original, which may not have decoded).
+    let value: Value = serde_json::from_slice(&letter.payload).unwrap();
+    let error = value["payload"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("type") && error.contains("data.bogus"),
+        "{value}"
+    );
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let summary: Vec<String> = lines.iter().collect();
+    let summary = summary.join("\n");
+    assert!(
+        summary.contains(&format!("{candles} messages received")),
+        "{summary}"
+    );
+    assert!(summary.contains("1 undecodable"), "{summary}");
+}
+
 fn distributed_config(dir: &Path, candles: usize, speed: f64) -> std::path::PathBuf {
     let config = dir.join("distributed.toml");
     std::fs::write(
@@ -722,7 +807,13 @@ async fn a_killed_agent_resumes_its_durable_jetstream_consumer_without_loss() {
 /// Runs `bistoury backtest` and a paced distributed `bistoury run` (every
 /// agent its own process, nats-server started by the run) on the same
 /// synthetic data; returns the two output directories.
-fn backtest_and_paced_run(dir: &Path, data: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+/// Backtests `data`, then runs it paced with every agent in its own
+/// process (`bus` adds to the `[bus]` section); returns both output dirs.
+fn backtest_and_paced_run(
+    dir: &Path,
+    data: &str,
+    bus: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let backtest = dir.join("backtest.toml");
     std::fs::write(&backtest, data).unwrap();
     let (mut child, _) = bistoury(
@@ -743,7 +834,7 @@ fn backtest_and_paced_run(dir: &Path, data: &str) -> (std::path::PathBuf, std::p
         &distributed,
         format!(
             "[bus]\ntransport = \"nats\"\nnats_server = \"nats-server\"\n\
-             nats_url = \"nats://127.0.0.1:{}\"\nsubject_prefix = \"paced\"\n\n{}\nspeed = 600.0\n",
+             nats_url = \"nats://127.0.0.1:{}\"\nsubject_prefix = \"paced\"\n{bus}\n{}\nspeed = 600.0\n",
             free_port(),
             data.trim_end()
         ),
@@ -768,12 +859,13 @@ fn backtest_and_paced_run(dir: &Path, data: &str) -> (std::path::PathBuf, std::p
 
 #[test]
 fn a_paced_distributed_run_reproduces_the_backtest() {
-    // One symbol: every agent in its own process, and still the very same
-    // trade log and report, byte for byte.
+    // One symbol: every agent in its own process (writing the binary wire
+    // format), and still the very same trade log and report, byte for byte.
     let dir = tempfile::tempdir().unwrap();
     let (bt, dist) = backtest_and_paced_run(
         dir.path(),
         "[data]\ncandles = 120\nsymbols = [ { symbol = \"BTC\", start_price = 35000.0 } ]\n",
+        "wire_format = \"binary\"\n",
     );
     let trades = |d: &Path| std::fs::read_to_string(d.join("trades.csv")).unwrap();
     assert!(trades(&bt).lines().count() > 5, "the strategies trade");
@@ -795,6 +887,7 @@ fn a_paced_distributed_run_reproduces_the_backtest() {
         dir.path(),
         "[data]\ncandles = 100\nstagger = true\nsymbols = [\n  { symbol = \"BTC\", start_price = 35000.0 },\n  \
          { symbol = \"ETH\", start_price = 2000.0 },\n  { symbol = \"SOL\", start_price = 60.0 },\n]\n",
+        "",
     );
     assert!(trades(&bt).lines().count() > 5, "the strategies trade");
     assert_eq!(trades(&bt), trades(&dist), "trade logs differ");

@@ -226,6 +226,16 @@ impl Envelope {
         wire.into_envelope()
     }
 
+    /// Decodes either wire format: binary when the bytes start with
+    /// [`binary::MAGIC`](super::binary::MAGIC), else JSON.
+    pub fn from_wire(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        if super::binary::is_binary(bytes) {
+            super::binary::decode(bytes)
+        } else {
+            Envelope::from_json(bytes)
+        }
+    }
+
     fn wire(&self) -> WireOut<'_> {
         WireOut {
             id: self.id,

@@ -77,6 +77,51 @@ macro_rules! message_types {
             }
         }
 
+        impl Payload {
+            /// Decodes a payload of the given type from MessagePack (the
+            /// binary codec's payload section, which must end with it); the
+            /// error's path is relative to the payload (`.` for itself).
+            pub(crate) fn from_msgpack(
+                message_type: MessageType,
+                bytes: &[u8],
+            ) -> Result<Payload, crate::error::DecodeError> {
+                let mut rest = bytes;
+                let mut de = rmp_serde::Deserializer::new(&mut rest);
+                let fast = match message_type {
+                    $( MessageType::$variant => serde::Deserialize::deserialize(&mut de).map(Payload::$variant) ),*
+                };
+                drop(de);
+                let payload = match fast {
+                    Ok(payload) => payload,
+                    Err(_) => {
+                        // Again, tracking the failing field's path.
+                        let mut rest = bytes;
+                        let mut de = rmp_serde::Deserializer::new(&mut rest);
+                        let tracked = match message_type {
+                            $( MessageType::$variant => serde_path_to_error::deserialize(&mut de).map(Payload::$variant) ),*
+                        };
+                        return Err(match tracked {
+                            Err(e) => crate::error::DecodeError {
+                                path: e.path().to_string(),
+                                reason: e.into_inner().to_string(),
+                            },
+                            Ok(_) => crate::error::DecodeError {
+                                path: ".".into(),
+                                reason: "undecodable payload".into(),
+                            },
+                        });
+                    }
+                };
+                if !rest.is_empty() {
+                    return Err(crate::error::DecodeError {
+                        path: ".".into(),
+                        reason: format!("{} bytes after the payload", rest.len()),
+                    });
+                }
+                Ok(payload)
+            }
+        }
+
         impl Serialize for Payload {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 match self {

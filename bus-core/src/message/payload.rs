@@ -191,7 +191,17 @@ impl fmt::Display for Symbol {
 
 impl<'de> Deserialize<'de> for Symbol {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Symbol::new(String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Symbol;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a symbol")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Symbol, E> {
+                crate::intern::symbol(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
     }
 }
 
@@ -396,14 +406,19 @@ validated_payload! {
         /// Bar open time, milliseconds since the Unix epoch.
         pub open_time_ms: i64,
         /// Open price.
+        #[serde(with = "crate::message::wire_decimal")]
         pub open: Decimal,
         /// High price.
+        #[serde(with = "crate::message::wire_decimal")]
         pub high: Decimal,
         /// Low price.
+        #[serde(with = "crate::message::wire_decimal")]
         pub low: Decimal,
         /// Close price.
+        #[serde(with = "crate::message::wire_decimal")]
         pub close: Decimal,
         /// Traded volume.
+        #[serde(with = "crate::message::wire_decimal")]
         pub volume: Decimal,
     }
     check(f) {
@@ -425,6 +440,7 @@ validated_payload! {
         /// Market.
         pub symbol: Symbol,
         /// Price.
+        #[serde(with = "crate::message::wire_decimal")]
         pub price: Decimal,
         /// Time of the price, ms since the Unix epoch.
         pub timestamp_ms: i64,
@@ -440,8 +456,10 @@ validated_payload! {
         /// Market.
         pub symbol: Symbol,
         /// Price.
+        #[serde(with = "crate::message::wire_decimal")]
         pub price: Decimal,
         /// Quantity.
+        #[serde(with = "crate::message::wire_decimal")]
         pub quantity: Decimal,
         /// Aggressor side.
         pub side: Side,
@@ -459,8 +477,10 @@ validated_payload! {
 #[serde(deny_unknown_fields)]
 pub struct BookLevel {
     /// Price.
+    #[serde(with = "crate::message::wire_decimal")]
     pub price: Decimal,
     /// Quantity at that price.
+    #[serde(with = "crate::message::wire_decimal")]
     pub quantity: Decimal,
 }
 
@@ -500,6 +520,7 @@ pub struct FundingRate {
     /// Market.
     pub symbol: Symbol,
     /// Rate per funding interval (may be negative).
+    #[serde(with = "crate::message::wire_decimal")]
     pub rate: Decimal,
     /// Next funding time, ms since the Unix epoch.
     pub next_funding_ms: i64,
@@ -519,6 +540,7 @@ validated_payload! {
         /// Confidence within 0..=1.
         pub confidence: f64,
         /// Price the signal was computed at.
+        #[serde(with = "crate::message::wire_decimal")]
         pub price: Decimal,
         /// Time of the data it was computed from, ms since the Unix epoch.
         pub timestamp_ms: i64,
@@ -556,6 +578,7 @@ validated_payload! {
         /// Combined confidence within 0..=1.
         pub confidence: f64,
         /// Price at the time of aggregation.
+        #[serde(with = "crate::message::wire_decimal")]
         pub price: Decimal,
         /// Time, ms since the Unix epoch.
         pub timestamp_ms: i64,
@@ -598,12 +621,15 @@ validated_payload! {
         /// Side.
         pub side: Side,
         /// Quantity, positive.
+        #[serde(with = "crate::message::wire_decimal")]
         pub quantity: Decimal,
         /// Market or limit.
         pub order_type: OrderType,
         /// Limit price, required for limit orders.
+        #[serde(with = "crate::message::wire_decimal::option")]
         pub limit_price: Option<Decimal>,
         /// Price the order was sized at.
+        #[serde(with = "crate::message::wire_decimal")]
         pub reference_price: Decimal,
         /// Why the order is placed.
         pub reason: String,
@@ -630,10 +656,13 @@ validated_payload! {
         /// Side.
         pub side: Side,
         /// Filled quantity.
+        #[serde(with = "crate::message::wire_decimal")]
         pub quantity: Decimal,
         /// Fill price (after slippage).
+        #[serde(with = "crate::message::wire_decimal")]
         pub price: Decimal,
         /// Fee paid.
+        #[serde(with = "crate::message::wire_decimal")]
         pub fee: Decimal,
         /// Time, ms since the Unix epoch.
         pub timestamp_ms: i64,
@@ -663,14 +692,19 @@ validated_payload! {
         /// Market.
         pub symbol: Symbol,
         /// Signed quantity: positive long, negative short.
+        #[serde(with = "crate::message::wire_decimal")]
         pub quantity: Decimal,
         /// Average entry price (zero when flat).
+        #[serde(with = "crate::message::wire_decimal")]
         pub average_price: Decimal,
         /// Price the position is marked at.
+        #[serde(with = "crate::message::wire_decimal")]
         pub mark_price: Decimal,
         /// Realised PnL in this market so far.
+        #[serde(with = "crate::message::wire_decimal")]
         pub realised_pnl: Decimal,
         /// Unrealised PnL at the mark price.
+        #[serde(with = "crate::message::wire_decimal")]
         pub unrealised_pnl: Decimal,
     }
     check(f) {
@@ -685,14 +719,19 @@ validated_payload! {
         /// Time, ms since the Unix epoch.
         pub timestamp_ms: i64,
         /// Cash balance.
+        #[serde(with = "crate::message::wire_decimal")]
         pub cash: Decimal,
         /// Realised PnL (before fees).
+        #[serde(with = "crate::message::wire_decimal")]
         pub realised_pnl: Decimal,
         /// Unrealised PnL.
+        #[serde(with = "crate::message::wire_decimal")]
         pub unrealised_pnl: Decimal,
         /// Fees paid.
+        #[serde(with = "crate::message::wire_decimal")]
         pub fees: Decimal,
         /// Equity: initial cash + realised + unrealised - fees.
+        #[serde(with = "crate::message::wire_decimal")]
         pub equity: Decimal,
     }
     check(f) {
@@ -711,8 +750,10 @@ pub struct RiskAlert {
     /// Market, when the limit is per market.
     pub symbol: Option<Symbol>,
     /// Observed value.
+    #[serde(with = "crate::message::wire_decimal")]
     pub value: Decimal,
     /// The limit's threshold.
+    #[serde(with = "crate::message::wire_decimal")]
     pub threshold: Decimal,
     /// Human-readable text.
     pub message: String,

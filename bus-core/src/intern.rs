@@ -1,0 +1,94 @@
+//! Per-thread caches of the validated names decoded from the wire (topics,
+//! agent ids, symbols). A stream of messages repeats a handful of names:
+//! checking and allocating each once, then sharing it (they are `Arc`s),
+//! saves a validation pass and an allocation per name per message.
+//! Bounded: a cache that reaches [`LIMIT`] names starts over.
+
+use std::cell::RefCell;
+
+use crate::error::PayloadError;
+use crate::error::TopicError;
+use crate::ids::{AgentId, NameMap};
+use crate::message::payload::Symbol;
+use crate::topic::Topic;
+
+/// Names one thread keeps per kind before starting over.
+pub(crate) const LIMIT: usize = 1024;
+
+struct Cache<T> {
+    map: NameMap<Box<str>, T>,
+}
+
+impl<T: Clone> Cache<T> {
+    fn new() -> Self {
+        Self {
+            map: NameMap::default(),
+        }
+    }
+
+    fn get<E>(&mut self, text: &str, make: impl FnOnce(&str) -> Result<T, E>) -> Result<T, E> {
+        if let Some(value) = self.map.get(text) {
+            return Ok(value.clone());
+        }
+        let value = make(text)?;
+        if self.map.len() >= LIMIT {
+            self.map.clear();
+        }
+        self.map.insert(text.into(), value.clone());
+        Ok(value)
+    }
+}
+
+thread_local! {
+    static TOPICS: RefCell<Cache<Topic>> = RefCell::new(Cache::new());
+    static AGENTS: RefCell<Cache<AgentId>> = RefCell::new(Cache::new());
+    static SYMBOLS: RefCell<Cache<Symbol>> = RefCell::new(Cache::new());
+}
+
+/// The topic named `text`, validated once per thread.
+pub(crate) fn topic(text: &str) -> Result<Topic, TopicError> {
+    TOPICS.with(|cache| cache.borrow_mut().get(text, |t| Topic::new(t)))
+}
+
+/// The agent id `text`.
+pub(crate) fn agent(text: &str) -> AgentId {
+    AGENTS.with(|cache| {
+        cache
+            .borrow_mut()
+            .get(text, |t| Ok::<_, std::convert::Infallible>(AgentId::new(t)))
+            .unwrap_or_else(|never| match never {})
+    })
+}
+
+/// The symbol `text`, validated once per thread.
+pub(crate) fn symbol(text: &str) -> Result<Symbol, PayloadError> {
+    SYMBOLS.with(|cache| cache.borrow_mut().get(text, |t| Symbol::new(t)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interned_names_are_shared_and_still_checked() {
+        let a = topic("data.candle.BTC.1m").unwrap();
+        let b = topic("data.candle.BTC.1m").unwrap();
+        assert_eq!(a, b);
+        assert!(topic("data..candle").is_err());
+        assert!(topic("data.*").is_err());
+        // A refused name is not cached: it fails every time.
+        assert!(topic("data..candle").is_err());
+        assert!(symbol("BTC").is_ok());
+        assert!(symbol("B TC").is_err());
+        assert_eq!(agent("signals").as_str(), "signals");
+    }
+
+    #[test]
+    fn the_cache_starts_over_when_full() {
+        for i in 0..(LIMIT + 10) {
+            let name = format!("t.n{i}");
+            assert_eq!(topic(&name).unwrap().as_str(), name);
+        }
+        TOPICS.with(|cache| assert!(cache.borrow().map.len() <= LIMIT));
+    }
+}
