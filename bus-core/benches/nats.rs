@@ -213,6 +213,59 @@ fn transport(c: &mut Criterion) {
             })
         });
     }
+    // Each side alone (binary): where the difference is, publisher or agent.
+    {
+        let bodies: Vec<Vec<u8>> = (0..N)
+            .map(|i| WireFormat::Binary.encode(&message(i)))
+            .collect();
+        group.bench_function("raw_publisher_to_bus_core_agent_binary", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let base = seen.load(Ordering::Relaxed);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for body in &bodies {
+                            publisher
+                                .publish("bench.prices.btc", body.clone().into())
+                                .await
+                                .unwrap();
+                        }
+                        publisher.flush().await.unwrap();
+                        wait_for(&seen, base + N).await;
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+        let bus = core_bus(WireFormat::Binary);
+        let raws: Vec<Envelope> = (0..N)
+            .map(|i| {
+                let mut e = message(i);
+                e.topic = Topic::new("raw.prices.btc").unwrap();
+                e
+            })
+            .collect();
+        group.bench_function("bus_core_publisher_to_raw_subscriber_binary", |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let base = raw_seen.load(Ordering::Relaxed);
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for envelope in &raws {
+                            bus.publish(envelope, &publish_stop).await.unwrap();
+                        }
+                        bus.client().flush().await.unwrap();
+                        wait_for(&raw_seen, base + N).await;
+                    });
+                    total += start.elapsed();
+                }
+                total
+            })
+        });
+    }
     stop.stop();
     group.finish();
 
@@ -283,7 +336,8 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
             ..Default::default()
         }),
     };
-    let bus = rt.block_on(NatsBus::connect(&settings)).unwrap();
+    // Connecting creates the stream of the `js` family.
+    let _streams = rt.block_on(NatsBus::connect(&settings)).unwrap();
     let raw =
         rt.block_on(async { async_nats::jetstream::new(async_nats::connect(url).await.unwrap()) });
     rt.block_on(
@@ -319,39 +373,66 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
         e
     };
     // Raw, plain; and raw with a `Nats-Msg-Id` per message (the stream
-    // then checks each against its duplicate window, as it does ours).
-    for (name, with_id) in [("raw_async_nats", false), ("raw_async_nats_msg_id", true)] {
-        group.bench_function(name, |b| {
+    // then checks each against its duplicate window, as it does ours); the
+    // bytes of either wire format.
+    for format in [WireFormat::Json, WireFormat::Binary] {
+        for (name, with_id) in [("raw_async_nats", false), ("raw_async_nats_msg_id", true)] {
+            group.bench_function(format!("{name}_{}", self::name(format)), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        // New messages each round, encoded untimed.
+                        let bodies: Vec<(bytes::Bytes, String)> = (0..JS_N)
+                            .map(|i| {
+                                let e = fresh(i);
+                                (format.encode(&e).into(), e.id.to_string())
+                            })
+                            .collect();
+                        let start = Instant::now();
+                        rt.block_on(async {
+                            for chunk in bodies.chunks(WINDOW) {
+                                let mut acks = Vec::with_capacity(WINDOW);
+                                for (body, id) in chunk {
+                                    let mut message =
+                                        async_nats::jetstream::message::PublishMessage::build()
+                                            .payload(body.clone());
+                                    if with_id {
+                                        message = message.message_id(id);
+                                    }
+                                    acks.push(
+                                        raw.send_publish("raw.js.prices.btc", message)
+                                            .await
+                                            .unwrap(),
+                                    );
+                                }
+                                for ack in acks {
+                                    ack.await.unwrap();
+                                }
+                            }
+                        });
+                        total += start.elapsed();
+                    }
+                    total
+                })
+            });
+        }
+    }
+    for format in [WireFormat::Json, WireFormat::Binary] {
+        let bus = rt
+            .block_on(NatsBus::connect(&NatsSettings {
+                wire_format: format,
+                ..settings.clone()
+            }))
+            .unwrap();
+        group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    // New messages each round, encoded untimed.
-                    let bodies: Vec<(bytes::Bytes, String)> = (0..JS_N)
-                        .map(|i| {
-                            let e = fresh(i);
-                            (e.to_json_bytes().into(), e.id.to_string())
-                        })
-                        .collect();
+                    let envelopes: Vec<Envelope> = (0..JS_N).map(fresh).collect();
                     let start = Instant::now();
                     rt.block_on(async {
-                        for chunk in bodies.chunks(WINDOW) {
-                            let mut acks = Vec::with_capacity(WINDOW);
-                            for (body, id) in chunk {
-                                let mut message =
-                                    async_nats::jetstream::message::PublishMessage::build()
-                                        .payload(body.clone());
-                                if with_id {
-                                    message = message.message_id(id);
-                                }
-                                acks.push(
-                                    raw.send_publish("raw.js.prices.btc", message)
-                                        .await
-                                        .unwrap(),
-                                );
-                            }
-                            for ack in acks {
-                                ack.await.unwrap();
-                            }
+                        for chunk in envelopes.chunks(WINDOW) {
+                            bus.publish_many(chunk, &stop).await.unwrap();
                         }
                     });
                     total += start.elapsed();
@@ -360,22 +441,6 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
             })
         });
     }
-    group.bench_function("bus_core_nats", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let envelopes: Vec<Envelope> = (0..JS_N).map(fresh).collect();
-                let start = Instant::now();
-                rt.block_on(async {
-                    for chunk in envelopes.chunks(WINDOW) {
-                        bus.publish_many(chunk, &stop).await.unwrap();
-                    }
-                });
-                total += start.elapsed();
-            }
-            total
-        })
-    });
     group.finish();
 }
 

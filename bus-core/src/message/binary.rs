@@ -265,6 +265,13 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self, field: &str) -> Result<u64, DecodeError> {
+        // Lengths and counts below 128 (nearly all) are one byte.
+        if let Some(&byte) = self.bytes.get(self.at) {
+            if byte < 0x80 {
+                self.at += 1;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.byte(field)?;

@@ -85,18 +85,15 @@ macro_rules! message_types {
                 message_type: MessageType,
                 bytes: &[u8],
             ) -> Result<Payload, crate::error::DecodeError> {
-                let mut rest = bytes;
-                let mut de = rmp_serde::Deserializer::new(&mut rest);
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                 let fast = match message_type {
                     $( MessageType::$variant => serde::Deserialize::deserialize(&mut de).map(Payload::$variant) ),*
                 };
-                drop(de);
                 let payload = match fast {
                     Ok(payload) => payload,
                     Err(_) => {
                         // Again, tracking the failing field's path.
-                        let mut rest = bytes;
-                        let mut de = rmp_serde::Deserializer::new(&mut rest);
+                        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                         let tracked = match message_type {
                             $( MessageType::$variant => serde_path_to_error::deserialize(&mut de).map(Payload::$variant) ),*
                         };
@@ -112,11 +109,17 @@ macro_rules! message_types {
                         });
                     }
                 };
-                if !rest.is_empty() {
-                    return Err(crate::error::DecodeError {
-                        path: ".".into(),
-                        reason: format!("{} bytes after the payload", rest.len()),
-                    });
+                // The payload must end the message: reading one more value
+                // has to find the end of the bytes.
+                match serde::de::IgnoredAny::deserialize(&mut de) {
+                    Err(rmp_serde::decode::Error::InvalidMarkerRead(e))
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+                    _ => {
+                        return Err(crate::error::DecodeError {
+                            path: ".".into(),
+                            reason: "bytes after the payload".into(),
+                        })
+                    }
                 }
                 Ok(payload)
             }
