@@ -101,6 +101,43 @@ fn agent(rt: &tokio::runtime::Runtime, bus: NatsBus, echo: bool) -> (Arc<AtomicU
     (seen, stop)
 }
 
+/// Times `iters` rounds of: `send` (publishing `N` messages), then waiting
+/// until `seen` has counted them all.
+fn delivered_rounds<F: std::future::Future<Output = ()>>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    seen: &AtomicU64,
+    send: impl Fn() -> F,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let base = seen.load(Ordering::Relaxed);
+        let start = Instant::now();
+        rt.block_on(async {
+            send().await;
+            wait_for(seen, base + N).await;
+        });
+        total += start.elapsed();
+    }
+    total
+}
+
+/// Publishes ready bytes with the raw client.
+async fn publish_raw(client: &async_nats::Client, subject: &'static str, bodies: &[Vec<u8>]) {
+    for body in bodies {
+        client.publish(subject, body.clone().into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+}
+
+/// Publishes envelopes through `NatsBus` (encoding each).
+async fn publish_ours(bus: &NatsBus, envelopes: &[Envelope], stop: &StopSignal) {
+    for envelope in envelopes {
+        bus.publish(envelope, stop).await.unwrap();
+    }
+    bus.client().flush().await.unwrap();
+}
+
 async fn wait_for(seen: &AtomicU64, n: u64) {
     while seen.load(Ordering::Relaxed) < n {
         tokio::time::sleep(Duration::from_micros(200)).await;
@@ -166,23 +203,9 @@ fn transport(c: &mut Criterion) {
         let bodies: Vec<Vec<u8>> = (0..N).map(|i| format.encode(&message(i))).collect();
         group.bench_function(format!("raw_async_nats_{}", name(format)), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let base = raw_seen.load(Ordering::Relaxed);
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        for body in &bodies {
-                            publisher
-                                .publish("bench.raw.prices.btc", body.clone().into())
-                                .await
-                                .unwrap();
-                        }
-                        publisher.flush().await.unwrap();
-                        wait_for(&raw_seen, base + N).await;
-                    });
-                    total += start.elapsed();
-                }
-                total
+                delivered_rounds(&rt, iters, &raw_seen, || {
+                    publish_raw(&publisher, "bench.raw.prices.btc", &bodies)
+                })
             })
         });
     }
@@ -196,76 +219,38 @@ fn transport(c: &mut Criterion) {
         let bus = core_bus(format);
         group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
             b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let base = seen.load(Ordering::Relaxed);
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        for envelope in &envelopes {
-                            bus.publish(envelope, &publish_stop).await.unwrap();
-                        }
-                        bus.client().flush().await.unwrap();
-                        wait_for(&seen, base + N).await;
-                    });
-                    total += start.elapsed();
-                }
-                total
+                delivered_rounds(&rt, iters, &seen, || {
+                    publish_ours(&bus, &envelopes, &publish_stop)
+                })
             })
         });
     }
     // Each side alone (binary): where the difference is, publisher or agent.
-    {
-        let bodies: Vec<Vec<u8>> = (0..N)
-            .map(|i| WireFormat::Binary.encode(&message(i)))
-            .collect();
-        group.bench_function("raw_publisher_to_bus_core_agent_binary", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let base = seen.load(Ordering::Relaxed);
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        for body in &bodies {
-                            publisher
-                                .publish("bench.prices.btc", body.clone().into())
-                                .await
-                                .unwrap();
-                        }
-                        publisher.flush().await.unwrap();
-                        wait_for(&seen, base + N).await;
-                    });
-                    total += start.elapsed();
-                }
-                total
+    let bodies: Vec<Vec<u8>> = (0..N)
+        .map(|i| WireFormat::Binary.encode(&message(i)))
+        .collect();
+    group.bench_function("raw_publisher_to_bus_core_agent_binary", |b| {
+        b.iter_custom(|iters| {
+            delivered_rounds(&rt, iters, &seen, || {
+                publish_raw(&publisher, "bench.prices.btc", &bodies)
             })
-        });
-        let bus = core_bus(WireFormat::Binary);
-        let raws: Vec<Envelope> = (0..N)
-            .map(|i| {
-                let mut e = message(i);
-                e.topic = Topic::new("raw.prices.btc").unwrap();
-                e
+        })
+    });
+    let bus = core_bus(WireFormat::Binary);
+    let to_raw: Vec<Envelope> = (0..N)
+        .map(|i| {
+            let mut e = message(i);
+            e.topic = Topic::new("raw.prices.btc").unwrap();
+            e
+        })
+        .collect();
+    group.bench_function("bus_core_publisher_to_raw_subscriber_binary", |b| {
+        b.iter_custom(|iters| {
+            delivered_rounds(&rt, iters, &raw_seen, || {
+                publish_ours(&bus, &to_raw, &publish_stop)
             })
-            .collect();
-        group.bench_function("bus_core_publisher_to_raw_subscriber_binary", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let base = raw_seen.load(Ordering::Relaxed);
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        for envelope in &raws {
-                            bus.publish(envelope, &publish_stop).await.unwrap();
-                        }
-                        bus.client().flush().await.unwrap();
-                        wait_for(&raw_seen, base + N).await;
-                    });
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
-    }
+        })
+    });
     stop.stop();
     group.finish();
 

@@ -66,17 +66,9 @@ pub struct AgentId(Arc<str>);
 
 impl<'de> Deserialize<'de> for AgentId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = AgentId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an agent name")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<AgentId, E> {
-                Ok(crate::intern::agent(text))
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        crate::intern::deserialize_name(deserializer, "an agent name", |text| {
+            Ok::<_, std::convert::Infallible>(crate::intern::agent(text))
+        })
     }
 }
 

@@ -65,6 +65,34 @@ pub(crate) fn symbol(text: &str) -> Result<Symbol, PayloadError> {
     SYMBOLS.with(|cache| cache.borrow_mut().get(text, |t| Symbol::new(t)))
 }
 
+/// Deserializes a name from a string, borrowed where the format allows,
+/// through `make` (an interner above): the one visitor behind the
+/// `Deserialize` impls of [`Topic`], [`AgentId`] and [`Symbol`].
+pub(crate) fn deserialize_name<'de, D, T, E>(
+    deserializer: D,
+    expecting: &'static str,
+    make: fn(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    E: std::fmt::Display,
+{
+    struct Visitor<T, E> {
+        expecting: &'static str,
+        make: fn(&str) -> Result<T, E>,
+    }
+    impl<T, E: std::fmt::Display> serde::de::Visitor<'_> for Visitor<T, E> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<Er: serde::de::Error>(self, text: &str) -> Result<T, Er> {
+            (self.make)(text).map_err(Er::custom)
+        }
+    }
+    deserializer.deserialize_str(Visitor { expecting, make })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

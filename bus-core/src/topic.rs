@@ -172,17 +172,7 @@ impl Serialize for Topic {
 
 impl<'de> Deserialize<'de> for Topic {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Topic;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a topic")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Topic, E> {
-                crate::intern::topic(text).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        crate::intern::deserialize_name(deserializer, "a topic", crate::intern::topic)
     }
 }
 

@@ -64,6 +64,21 @@ fn start_agent(
     (child, rx)
 }
 
+/// Stops an agent process with SIGINT; returns what it printed (its
+/// closing summary last) once it has exited successfully.
+fn interrupt_agent(child: Child, lines: std::sync::mpsc::Receiver<String>) -> String {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let summary: Vec<String> = lines.iter().collect();
+    summary.join("\n")
+}
+
 /// A candle envelope built by hand, as a client in another language would.
 fn raw_candle(i: i64, close: f64) -> Vec<u8> {
     raw_candle_for("BTC", i, close)
@@ -147,16 +162,7 @@ async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
         assert!(!value["payload"]["error"].as_str().unwrap().is_empty());
     }
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let summary: Vec<String> = lines.iter().collect();
-    let summary = summary.join("\n");
+    let summary = interrupt_agent(child, lines);
     assert!(
         summary.contains(&format!("{candles} messages received")),
         "{summary}"
@@ -251,14 +257,8 @@ async fn two_signal_instances_split_the_symbols_and_handle_every_candle_once() {
     assert!(per_symbol.values().all(|&n| n == bars), "{per_symbol:?}");
 
     let mut received = Vec::new();
-    for (mut child, lines) in instances {
-        assert!(Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-        assert!(child.wait().unwrap().success());
-        let summary: String = lines.iter().collect::<Vec<_>>().join("\n");
+    for (child, lines) in instances {
+        let summary = interrupt_agent(child, lines);
         let count = |what: &str| -> i64 {
             let at = summary.find(what).unwrap_or_else(|| panic!("{summary}"));
             summary[..at]
@@ -472,16 +472,7 @@ async fn an_agent_writing_binary_reads_both_formats_and_dead_letters_bad_binary(
         "{value}"
     );
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let summary: Vec<String> = lines.iter().collect();
-    let summary = summary.join("\n");
+    let summary = interrupt_agent(child, lines);
     assert!(
         summary.contains(&format!("{candles} messages received")),
         "{summary}"

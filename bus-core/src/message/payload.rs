@@ -191,17 +191,7 @@ impl fmt::Display for Symbol {
 
 impl<'de> Deserialize<'de> for Symbol {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Symbol;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a symbol")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Symbol, E> {
-                crate::intern::symbol(text).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Visitor)
+        crate::intern::deserialize_name(deserializer, "a symbol", crate::intern::symbol)
     }
 }
 
