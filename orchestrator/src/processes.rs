@@ -179,6 +179,14 @@ pub async fn run_processes(
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
     let started = Instant::now();
+    if config.run.lockstep && config.data.speed == 0.0 {
+        println!(
+            "note: run.lockstep holds for the in-process transport only; over NATS the \
+             collector does not wait for the other agents, so signals, orders and risk \
+             stops act later than in a backtest (pace the data with data.speed and \
+             data.stagger for a run that matches the backtest)"
+        );
+    }
     let _server = match config.bus.nats_server.trim() {
         "" => None,
         path => {

@@ -526,6 +526,10 @@ fn bistoury_run_starts_every_agent_as_its_own_process_over_nats() {
         );
     }
     assert!(output.contains("Processes mode"), "{output}");
+    assert!(
+        output.contains("run.lockstep holds for the in-process transport only"),
+        "a free-running distributed run says it is not in lockstep: {output}"
+    );
     let report = report(dir.path());
     assert_eq!(report["candles"], 900, "every candle reached the report");
     assert_eq!(report["accounting_identity_holds"], true);
