@@ -310,6 +310,19 @@ fn minimal_envelope_from_another_language_decodes_with_defaults() {
     assert_eq!(p.price, dec!(3000.5));
 }
 
+#[test]
+fn an_omitted_optional_decimal_decodes_as_none() {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&envelope(MessageType::TradeOrderRequest).to_json()).unwrap();
+    v["payload"]["order_type"] = "market".into();
+    v["payload"].as_object_mut().unwrap().remove("limit_price");
+    let e = Envelope::from_json(v.to_string().as_bytes()).unwrap();
+    let Payload::TradeOrderRequest(order) = e.payload() else {
+        panic!("wrong payload")
+    };
+    assert_eq!(order.limit_price, None);
+}
+
 fn decode_error(json: &str) -> DecodeError {
     Envelope::from_json(json.as_bytes()).expect_err("should not decode")
 }

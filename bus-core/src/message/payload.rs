@@ -616,7 +616,7 @@ validated_payload! {
         /// Market or limit.
         pub order_type: OrderType,
         /// Limit price, required for limit orders.
-        #[serde(with = "crate::message::wire_decimal::option")]
+        #[serde(default, with = "crate::message::wire_decimal::option")]
         pub limit_price: Option<Decimal>,
         /// Price the order was sized at.
         #[serde(with = "crate::message::wire_decimal")]
