@@ -230,7 +230,12 @@ impl NatsBus {
                             .await,
                     );
                 }
-                _ => send(&self.client, subject.into(), bytes).await?,
+                _ => {
+                    send(&self.client, subject.into(), bytes, || {
+                        self::subject(&self.prefix, envelope.topic.as_str())
+                    })
+                    .await?
+                }
             }
         }
         if let Some(reliable) = &self.reliable {
@@ -352,17 +357,20 @@ pub struct NatsRunStats {
     pub other_partitions: u64,
 }
 
-/// Publishes bytes on a subject.
+/// Publishes bytes on a subject; `name` spells the subject for an error.
+/// (The subject moves into the client: cloning it to keep it for the error
+/// cost an allocation per message.)
 async fn send(
     client: &async_nats::Client,
     subject: async_nats::Subject,
     bytes: Vec<u8>,
+    name: impl FnOnce() -> String,
 ) -> Result<(), NatsError> {
     client
-        .publish(subject.clone(), bytes.into())
+        .publish(subject, bytes.into())
         .await
         .map_err(|e| NatsError::Publish {
-            subject: subject.to_string(),
+            subject: name(),
             reason: e.to_string(),
         })
 }
@@ -806,6 +814,7 @@ impl Transport for NatsTransport {
                             &self.bus.client,
                             inbox.clone(),
                             self.bus.wire_format.encode(answer),
+                            || inbox.to_string(),
                         )
                         .await?;
                     }
@@ -882,10 +891,12 @@ pub async fn publish(
     prefix: &str,
     envelope: &Envelope,
 ) -> Result<(), NatsError> {
+    let topic = envelope.topic.as_str();
     send(
         client,
-        subject(prefix, envelope.topic.as_str()).into(),
+        subject(prefix, topic).into(),
         envelope.to_json_bytes(),
+        || subject(prefix, topic),
     )
     .await
 }
