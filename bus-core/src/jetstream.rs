@@ -178,6 +178,39 @@ impl Reliable {
         })
     }
 
+    /// Deletes the streams of `families` under `prefix` (and with them
+    /// their consumers and whatever they still held), if they exist; returns
+    /// the names of those deleted. For a run that replays its data from the
+    /// start: what an earlier run left (unacknowledged messages, consumers
+    /// of agents no longer configured) must not reach it.
+    pub async fn reset(
+        client: async_nats::Client,
+        prefix: &str,
+        families: &[String],
+    ) -> Result<Vec<String>, NatsError> {
+        let context = jetstream::new(client);
+        let mut deleted = Vec::new();
+        for family in families {
+            let name = stream_name(prefix, family);
+            match context.delete_stream(&name).await {
+                Ok(_) => deleted.push(name),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                    ) => {}
+                Err(e) => {
+                    return Err(NatsError::JetStream {
+                        what: format!("stream {name}"),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// The settings.
     pub fn settings(&self) -> &JetStreamSettings {
         &self.settings

@@ -799,6 +799,67 @@ async fn a_killed_agent_resumes_its_durable_jetstream_consumer_without_loss() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_run_starts_from_empty_streams_whatever_an_earlier_run_left() {
+    let store = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream(store.path());
+    let dir = tempfile::tempdir().unwrap();
+    let run = |instances: u32| {
+        let config = dir.path().join(format!("run{instances}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[bus]\ntransport = \"nats\"\nnats_url = \"{}\"\nsubject_prefix = \"again\"\n\n\
+                 [bus.jetstream]\nfamilies = [\"data\"]\n\n\
+                 [agents.signals]\ninstances = {instances}\n\n[data]\ncandles = 100\n",
+                server.url()
+            ),
+        )
+        .unwrap();
+        tokio::task::block_in_place(|| {
+            let (mut child, lines) =
+                bistoury(&["run", "--config", config.to_str().unwrap()], dir.path());
+            let status = child.wait().unwrap();
+            let output = lines.iter().collect::<Vec<_>>().join("\n");
+            assert!(status.success(), "{output}");
+            assert_eq!(report(dir.path())["candles"], 300, "{output}");
+            output
+        })
+    };
+    // Two signal instances, then one: the first run's consumers
+    // (`signals_1of2`, `signals_2of2`) would otherwise stay on the stream,
+    // holding every later candle for readers that never come.
+    let first = run(2);
+    assert!(!first.contains("left by an earlier run"), "{first}");
+    let second = run(1);
+    assert!(
+        second.contains("JetStream: deleted AGAIN_DATA, left by an earlier run"),
+        "{second}"
+    );
+
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut stream = js.get_stream("AGAIN_DATA").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    assert_eq!(state.messages, 0, "everything acknowledged: {state:?}");
+    assert!(
+        state.first_sequence <= 301 && state.last_sequence <= 300,
+        "only the second run's candles went through this stream: {state:?}"
+    );
+    let mut names = stream.consumer_names();
+    let mut consumers = Vec::new();
+    while let Some(name) = names.next().await {
+        consumers.push(name.unwrap());
+    }
+    assert!(
+        consumers.iter().any(|c| c.starts_with("signals_")),
+        "{consumers:?}"
+    );
+    assert!(
+        !consumers.iter().any(|c| c.contains("of2")),
+        "the first run's consumers are gone: {consumers:?}"
+    );
+}
+
 /// Runs `bistoury backtest` and a paced distributed `bistoury run` (every
 /// agent its own process, nats-server started by the run) on the same
 /// synthetic data; returns the two output directories.
