@@ -744,6 +744,26 @@ fn agents_authenticate_with_a_token_from_the_environment_or_a_file_and_never_sho
     );
 }
 
+/// A JetStream stream on `server`, its state and the names of its consumers.
+async fn stream_and_consumers(
+    server: &NatsServer,
+    name: &str,
+) -> (
+    async_nats::jetstream::stream::Stream,
+    async_nats::jetstream::stream::State,
+    Vec<String>,
+) {
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut stream = js.get_stream(name).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut names = stream.consumer_names();
+    let mut consumers = Vec::new();
+    while let Some(name) = names.next().await {
+        consumers.push(name.unwrap());
+    }
+    (stream, state, consumers)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_resumes_its_durable_jetstream_consumer_without_loss() {
     let store = tempfile::tempdir().unwrap();
@@ -769,16 +789,9 @@ async fn a_killed_agent_resumes_its_durable_jetstream_consumer_without_loss() {
 
     // Every candle is in the stream, and every durable consumer — the
     // restarted signals agent's among them — acknowledged all of them.
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let mut stream = js.get_stream("JSRUN_DATA").await.unwrap();
-    let state = stream.info().await.unwrap().state.clone();
+    let (stream, state, consumers) = stream_and_consumers(&server, "JSRUN_DATA").await;
     assert!(state.last_sequence >= 12_000, "{state:?}");
     assert_eq!(state.messages, 0, "unacknowledged messages left: {state:?}");
-    let mut names = stream.consumer_names();
-    let mut consumers = Vec::new();
-    while let Some(name) = names.next().await {
-        consumers.push(name.unwrap());
-    }
     assert!(
         consumers.iter().any(|c| c.starts_with("signals_")),
         "{consumers:?}"
@@ -837,19 +850,12 @@ async fn a_jetstream_run_starts_from_empty_streams_whatever_an_earlier_run_left(
         "{second}"
     );
 
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let mut stream = js.get_stream("AGAIN_DATA").await.unwrap();
-    let state = stream.info().await.unwrap().state.clone();
+    let (_, state, consumers) = stream_and_consumers(&server, "AGAIN_DATA").await;
     assert_eq!(state.messages, 0, "everything acknowledged: {state:?}");
     assert!(
         state.first_sequence <= 301 && state.last_sequence <= 300,
         "only the second run's candles went through this stream: {state:?}"
     );
-    let mut names = stream.consumer_names();
-    let mut consumers = Vec::new();
-    while let Some(name) = names.next().await {
-        consumers.push(name.unwrap());
-    }
     assert!(
         consumers.iter().any(|c| c.starts_with("signals_")),
         "{consumers:?}"
