@@ -38,6 +38,22 @@ pub struct DecodeError {
     pub reason: String,
 }
 
+impl DecodeError {
+    /// This error, found inside the envelope's payload: its path made
+    /// relative to the envelope (`close` -> `payload.close`, `.` ->
+    /// `payload`).
+    pub(crate) fn in_payload(self) -> DecodeError {
+        DecodeError {
+            path: if self.path == "." {
+                "payload".into()
+            } else {
+                format!("payload.{}", self.path)
+            },
+            reason: self.reason,
+        }
+    }
+}
+
 /// Why a publish was not (fully) accepted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PublishError {

@@ -1,6 +1,7 @@
 //! The compact binary wire format: the same envelope as the JSON format,
 //! about a third of its size and several times cheaper to encode and
-//! decode. Publishers choose it per connection (`[bus] codec = "binary"`);
+//! decode. Publishers choose it per connection (`[bus] wire_format =
+//! "binary"`);
 //! receivers tell the two apart by the first byte, so they read both.
 //!
 //! Layout (integers little-endian; `str` is a LEB128 length then UTF-8
@@ -54,8 +55,8 @@ pub fn supports(envelope: &Envelope) -> bool {
     envelope.message_type() != MessageType::SystemDeadLetter
 }
 
-/// Encodes `envelope` in the binary format, appending to `out`. Callers
-/// check [`supports`] first (an unsupported one is encoded as JSON).
+/// Encodes `envelope` in the binary format, appending to `out`; one the
+/// format does not [`support`](supports) is appended as JSON instead.
 pub fn encode_into(envelope: &Envelope, out: &mut Vec<u8>) {
     if !supports(envelope) {
         out.extend_from_slice(&envelope.to_json_bytes());
@@ -195,14 +196,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     for _ in 0..count {
         tags.push(r.str("tags")?.to_owned());
     }
-    let payload = Payload::from_msgpack(message_type, &bytes[r.at..]).map_err(|e| DecodeError {
-        path: if e.path == "." {
-            "payload".into()
-        } else {
-            format!("payload.{}", e.path)
-        },
-        reason: e.reason,
-    })?;
+    let payload =
+        Payload::from_msgpack(message_type, &bytes[r.at..]).map_err(DecodeError::in_payload)?;
     let mut envelope = Envelope::stamped(id, created_at_ms, sender, topic, payload);
     envelope.correlation_id = correlation_id;
     envelope.reply_to = reply_to;

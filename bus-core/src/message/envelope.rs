@@ -279,15 +279,11 @@ impl WireIn {
     fn into_envelope(self) -> Result<Envelope, DecodeError> {
         let wire = self;
         let payload = Payload::from_json(wire.message_type, wire.payload.get()).map_err(|e| {
-            let inner = e.path().to_string();
             DecodeError {
-                path: if inner == "." {
-                    "payload".into()
-                } else {
-                    format!("payload.{inner}")
-                },
+                path: e.path().to_string(),
                 reason: e.into_inner().to_string(),
             }
+            .in_payload()
         })?;
         Ok(Envelope {
             id: wire.id,
