@@ -171,7 +171,15 @@ impl NatsBus {
     /// Connects and, when JetStream families are configured, makes sure
     /// their streams exist.
     pub async fn connect(settings: &NatsSettings) -> Result<Self, NatsError> {
-        let client = connect(settings).await?;
+        Self::with_client(connect(settings).await?, settings).await
+    }
+
+    /// [`NatsBus::connect`] on a client already connected to the server
+    /// `settings` name.
+    pub async fn with_client(
+        client: async_nats::Client,
+        settings: &NatsSettings,
+    ) -> Result<Self, NatsError> {
         let reliable = match &settings.jetstream {
             Some(js) if !js.families.is_empty() => {
                 Some(Reliable::open(client.clone(), &settings.prefix, js.clone()).await?)

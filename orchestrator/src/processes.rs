@@ -200,16 +200,17 @@ pub async fn run_processes(
         }
     };
     let nats = config.bus.nats().map_err(WiringError::Config)?;
+    let client = bus_core::nats::connect(&nats)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
     if let Some(js) = &nats.jetstream {
         // A run replays its data from the start: nothing an earlier run
         // left in the streams (messages, consumers of agents configured
         // differently then) may reach it.
-        let client = bus_core::nats::connect(&nats)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        let deleted = bus_core::jetstream::Reliable::reset(client, &nats.prefix, &js.families)
-            .await
-            .map_err(|e| failed(e.to_string()))?;
+        let deleted =
+            bus_core::jetstream::Reliable::reset(client.clone(), &nats.prefix, &js.families)
+                .await
+                .map_err(|e| failed(e.to_string()))?;
         if !deleted.is_empty() {
             println!(
                 "JetStream: deleted {}, left by an earlier run (a run starts from empty streams)",
@@ -217,10 +218,9 @@ pub async fn run_processes(
             );
         }
     }
-    let bus = bus_core::nats::NatsBus::connect(&nats)
+    let bus = bus_core::nats::NatsBus::with_client(client.clone(), &nats)
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let client = bus.client().clone();
 
     // All traffic, to know when the pipeline has drained.
     let traffic = Arc::new(AtomicU64::new(0));
