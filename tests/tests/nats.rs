@@ -402,8 +402,6 @@ async fn an_agent_process_survives_a_nats_server_restart_and_resumes() {
     child.wait().unwrap();
 }
 
-/// `bistoury run` in distributed mode: it starts nats-server itself (on a
-/// free loopback port) and every agent as a process.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_writing_binary_reads_both_formats_and_dead_letters_bad_binary() {
     let server = NatsServer::start();
@@ -480,6 +478,8 @@ async fn an_agent_writing_binary_reads_both_formats_and_dead_letters_bad_binary(
     assert!(summary.contains("1 undecodable"), "{summary}");
 }
 
+/// `bistoury run` in distributed mode: it starts nats-server itself (on a
+/// free loopback port) and every agent as a process.
 fn distributed_config(dir: &Path, candles: usize, speed: f64) -> std::path::PathBuf {
     let config = dir.join("distributed.toml");
     std::fs::write(
