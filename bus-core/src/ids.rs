@@ -59,10 +59,55 @@ impl fmt::Display for MessageId {
     }
 }
 
+/// Comparisons for a name held in an `Arc<str>`: two handles on the same
+/// allocation (a cloned or interned name, the usual case on a hot path) are
+/// equal without comparing the text; otherwise the text decides, so equality,
+/// order and hash are those of the text.
+macro_rules! shared_name_comparisons {
+    ($name:ident) => {
+        impl PartialEq for $name {
+            #[inline]
+            fn eq(&self, other: &Self) -> bool {
+                std::sync::Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            #[inline]
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if std::sync::Arc::ptr_eq(&self.0, &other.0) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    self.0.cmp(&other.0)
+                }
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            #[inline]
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state)
+            }
+        }
+    };
+}
+pub(crate) use shared_name_comparisons;
+
 /// Name of an agent (`collector`, `signals.rsi`, `trader`); cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
 pub struct AgentId(Arc<str>);
+
+shared_name_comparisons!(AgentId);
 
 impl<'de> Deserialize<'de> for AgentId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

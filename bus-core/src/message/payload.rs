@@ -158,9 +158,11 @@ macro_rules! validated_payload {
 
 /// A market symbol (`BTC`, `ETH-USD`); used as a topic segment, so no dots,
 /// wildcards or whitespace. Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
 pub struct Symbol(Arc<str>);
+
+crate::ids::shared_name_comparisons!(Symbol);
 
 impl Symbol {
     /// Validates and wraps a symbol.
