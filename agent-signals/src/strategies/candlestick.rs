@@ -3,7 +3,7 @@
 //! bullish/bearish engulfing, bullish/bearish harami, morning and evening
 //! star. When several patterns match, the strongest directional one speaks.
 
-use std::collections::VecDeque;
+use std::fmt;
 
 use bus_core::message::payload::SignalDirection;
 
@@ -34,6 +34,19 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// Every pattern, in the order `detect` looks for them.
+    pub const ALL: [Pattern; 9] = [
+        Pattern::Doji,
+        Pattern::Hammer,
+        Pattern::ShootingStar,
+        Pattern::BullishEngulfing,
+        Pattern::BearishEngulfing,
+        Pattern::BullishHarami,
+        Pattern::BearishHarami,
+        Pattern::MorningStar,
+        Pattern::EveningStar,
+    ];
+
     /// The pattern's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -66,10 +79,42 @@ impl Pattern {
     }
 }
 
+/// A set of patterns (a bit each): what [`detect`] found, without an
+/// allocation per bar.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct PatternSet(u16);
+
+impl PatternSet {
+    fn push(&mut self, pattern: Pattern) {
+        self.0 |= 1 << pattern as u16;
+    }
+
+    /// Is `pattern` in the set?
+    pub fn contains(&self, pattern: &Pattern) -> bool {
+        self.0 & (1 << *pattern as u16) != 0
+    }
+
+    /// True when no pattern was found.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The patterns, in [`Pattern::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Pattern> {
+        Pattern::ALL.into_iter().filter(move |p| self.contains(p))
+    }
+}
+
+impl fmt::Debug for PatternSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
 /// Patterns in `bars` (oldest first, the last is the newest bar).
 /// `trend` is +1 for a rising market, -1 falling, 0 unknown.
-pub fn detect(bars: &[Bar], trend: i8) -> Vec<Pattern> {
-    let mut found = Vec::new();
+pub fn detect(bars: &[Bar], trend: i8) -> PatternSet {
+    let mut found = PatternSet::default();
     let Some(cur) = bars.last() else {
         return found;
     };
@@ -140,7 +185,9 @@ pub fn detect(bars: &[Bar], trend: i8) -> Vec<Pattern> {
 /// The candlestick strategy.
 #[derive(Debug, Clone)]
 pub struct CandlestickPatterns {
-    bars: VecDeque<Bar>,
+    /// The last three bars, oldest first; `seen` of them are filled.
+    bars: [Bar; 3],
+    seen: usize,
     trend: Sma,
 }
 
@@ -154,7 +201,8 @@ impl CandlestickPatterns {
     /// A fresh strategy.
     pub fn new() -> Self {
         Self {
-            bars: VecDeque::with_capacity(4),
+            bars: [Bar::flat(0.0); 3],
+            seen: 0,
             trend: Sma::new(10),
         }
     }
@@ -173,19 +221,21 @@ impl Strategy for CandlestickPatterns {
             .len()
             .eq(&10)
             .then(|| self.trend.window().iter().sum::<f64>() / 10.0);
-        let trend = match (average, self.bars.back()) {
+        let previous = self.seen.checked_sub(1).map(|last| &self.bars[last]);
+        let trend = match (average, previous) {
             (Some(avg), Some(prev)) if prev.close < avg => -1,
             (Some(avg), Some(prev)) if prev.close > avg => 1,
             _ => 0,
         };
         self.trend.update(bar.close);
-        self.bars.push_back(*bar);
-        if self.bars.len() > 3 {
-            self.bars.pop_front();
+        if self.seen == self.bars.len() {
+            self.bars.rotate_left(1);
+        } else {
+            self.seen += 1;
         }
-        let bars: Vec<Bar> = self.bars.iter().copied().collect();
-        let best = detect(&bars, trend)
-            .into_iter()
+        self.bars[self.seen - 1] = *bar;
+        let best = detect(&self.bars[..self.seen], trend)
+            .iter()
             .filter(|p| p.signal().0 != SignalDirection::Neutral)
             .max_by(|a, b| a.signal().1.total_cmp(&b.signal().1))?;
         let (direction, confidence) = best.signal();
@@ -275,5 +325,36 @@ mod tests {
         let signal = s.on_bar(&b(10.0, 11.8, 9.9, 11.5)).unwrap();
         assert_eq!(signal.direction, SignalDirection::Long);
         assert_eq!(signal.reason, "MorningStar");
+    }
+
+    #[test]
+    fn only_the_last_three_bars_count() {
+        let mut s = CandlestickPatterns::new();
+        // Two bullish bars that would spoil a morning star if still seen.
+        s.on_bar(&b(9.0, 12.1, 8.9, 12.0));
+        s.on_bar(&b(9.0, 12.1, 8.9, 12.0));
+        s.on_bar(&b(12.0, 12.1, 9.9, 10.0));
+        s.on_bar(&b(9.8, 10.0, 9.5, 9.9));
+        let signal = s.on_bar(&b(10.0, 11.8, 9.9, 11.5)).unwrap();
+        assert_eq!(signal.reason, "MorningStar");
+        assert_eq!(
+            s.bars[0],
+            b(12.0, 12.1, 9.9, 10.0),
+            "oldest of the three kept"
+        );
+    }
+
+    #[test]
+    fn a_pattern_set_lists_patterns_in_detection_order() {
+        let mut set = PatternSet::default();
+        assert!(set.is_empty());
+        set.push(Pattern::EveningStar);
+        set.push(Pattern::Doji);
+        assert!(set.contains(&Pattern::Doji) && !set.contains(&Pattern::Hammer));
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [Pattern::Doji, Pattern::EveningStar]
+        );
+        assert_eq!(format!("{set:?}"), "{Doji, EveningStar}");
     }
 }

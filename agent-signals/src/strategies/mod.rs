@@ -7,7 +7,7 @@ pub mod macd;
 pub mod rsi;
 
 pub use bollinger::BollingerReversion;
-pub use candlestick::{CandlestickPatterns, Pattern};
+pub use candlestick::{CandlestickPatterns, Pattern, PatternSet};
 pub use ma_crossover::MovingAverageCrossover;
 pub use macd::MacdCrossover;
 pub use rsi::RsiReversal;
