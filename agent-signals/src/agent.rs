@@ -2,6 +2,7 @@
 //! candles and publishes `signal.generated.<SYM>`, `signal.aggregated.<SYM>`
 //! and `signal.analysis_complete.<SYM>`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bus_core::ids::NameMap;
@@ -14,7 +15,7 @@ use bus_core::prelude::*;
 use crate::aggregator::Aggregator;
 use crate::config::{SignalsConfig, StrategyConfig};
 use crate::strategies::*;
-use crate::strategy::{Bar, Strategy};
+use crate::strategy::{Bar, Strategy, StrategySignal};
 
 struct SymbolState {
     strategies: Vec<Box<dyn Strategy>>,
@@ -31,6 +32,8 @@ pub struct SignalAgent {
     factory: MessageFactory,
     symbols: NameMap<Symbol, SymbolState>,
     aggregated: u64,
+    /// What the strategies said on the current bar (kept to reuse its room).
+    spoken: Vec<(&'static str, StrategySignal)>,
 }
 
 fn build(config: &StrategyConfig) -> Box<dyn Strategy> {
@@ -68,6 +71,7 @@ impl SignalAgent {
             config,
             symbols: NameMap::default(),
             aggregated: 0,
+            spoken: Vec::new(),
         }
     }
 
@@ -94,24 +98,23 @@ impl SignalAgent {
         let bar = Bar::from_candle(candle);
         let time = candle.open_time_ms;
         let strategies = state.strategies.len() as u32;
-        let mut signals = Vec::new();
+        let signals = &mut self.spoken;
+        signals.clear();
         for strategy in state.strategies.iter_mut() {
-            let signal = strategy.on_bar(&bar);
-            let strategy: &dyn Strategy = &**strategy;
-            if let Some(signal) = signal {
+            if let Some(signal) = strategy.on_bar(&bar) {
                 signals.push((strategy.name(), signal));
             }
         }
         if config.publish_details {
-            for (name, signal) in &signals {
+            for (name, signal) in signals.iter() {
                 let payload = Signal::new(SignalFields {
                     symbol: candle.symbol.clone(),
-                    strategy: name.to_string(),
+                    strategy: Cow::Borrowed(name),
                     direction: signal.direction,
                     confidence: signal.confidence,
                     price: candle.close,
                     timestamp_ms: time,
-                    reason: signal.reason.to_string(),
+                    reason: Cow::Borrowed(signal.reason),
                 })?;
                 out.publish(self.factory.make(
                     state.generated.clone(),
@@ -120,7 +123,7 @@ impl SignalAgent {
                 ));
             }
         }
-        if let Some(aggregate) = self.aggregator.combine(&signals) {
+        if let Some(aggregate) = self.aggregator.combine(signals) {
             let payload = AggregatedSignal::new(AggregatedSignalFields {
                 symbol: candle.symbol.clone(),
                 direction: aggregate.direction,

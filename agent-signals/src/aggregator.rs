@@ -6,6 +6,7 @@
 //! cancel. When |score| reaches the threshold the aggregate points the way
 //! of the score with confidence |score|.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bus_core::message::payload::{SignalContribution, SignalDirection};
@@ -37,7 +38,7 @@ impl Aggregator {
     }
 
     /// Combines `(strategy, signal)` pairs; `None` below the threshold.
-    pub fn combine(&self, signals: &[(&str, StrategySignal)]) -> Option<Aggregate> {
+    pub fn combine(&self, signals: &[(&'static str, StrategySignal)]) -> Option<Aggregate> {
         let weight_of = |strategy: &str| self.weights.get(strategy).copied().unwrap_or(1.0);
         let mut total_weight = 0.0;
         let mut score = 0.0;
@@ -69,7 +70,7 @@ impl Aggregator {
             contributions: signals
                 .iter()
                 .map(|(strategy, signal)| SignalContribution {
-                    strategy: strategy.to_string(),
+                    strategy: Cow::Borrowed(strategy),
                     direction: signal.direction,
                     confidence: signal.confidence,
                     weight: weight_of(strategy),

@@ -87,7 +87,7 @@ pub struct StrategySignal {
 /// A trading strategy for one symbol.
 pub trait Strategy: Send {
     /// Its name, used in signals and aggregator weights.
-    fn name(&self) -> &str;
+    fn name(&self) -> &'static str;
 
     /// Sees the next bar; returns a signal when it has a view.
     fn on_bar(&mut self, bar: &Bar) -> Option<StrategySignal>;

@@ -22,7 +22,7 @@ impl BollingerReversion {
 }
 
 impl Strategy for BollingerReversion {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "bollinger"
     }
 

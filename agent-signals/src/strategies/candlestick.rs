@@ -209,7 +209,7 @@ impl CandlestickPatterns {
 }
 
 impl Strategy for CandlestickPatterns {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "candlestick"
     }
 

@@ -27,7 +27,7 @@ impl MovingAverageCrossover {
 }
 
 impl Strategy for MovingAverageCrossover {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "ma_crossover"
     }
 

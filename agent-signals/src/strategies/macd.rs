@@ -24,7 +24,7 @@ impl MacdCrossover {
 }
 
 impl Strategy for MacdCrossover {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "macd"
     }
 

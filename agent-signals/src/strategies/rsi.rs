@@ -28,7 +28,7 @@ impl RsiReversal {
 }
 
 impl Strategy for RsiReversal {
-    fn name(&self) -> &str {
+    fn name(&self) -> &'static str {
         "rsi"
     }
 

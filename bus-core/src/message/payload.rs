@@ -6,6 +6,7 @@
 //! So an invalid payload cannot exist, whether built in code or read from the
 //! wire. Read the fields through `Deref` (`candle.close`).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -525,8 +526,9 @@ validated_payload! {
     pub struct Signal(SignalFields) as "signal.generated" {
         /// Market.
         pub symbol: Symbol,
-        /// Strategy name, e.g. `rsi`.
-        pub strategy: String,
+        /// Strategy name, e.g. `rsi` (a strategy's own names are static
+        /// text: no allocation per signal).
+        pub strategy: Cow<'static, str>,
         /// Direction.
         pub direction: SignalDirection,
         /// Confidence within 0..=1.
@@ -537,7 +539,7 @@ validated_payload! {
         /// Time of the data it was computed from, ms since the Unix epoch.
         pub timestamp_ms: i64,
         /// Human-readable reason.
-        pub reason: String,
+        pub reason: Cow<'static, str>,
     }
     check(f) {
         not_blank(P, "strategy", &f.strategy)?;
@@ -551,7 +553,7 @@ validated_payload! {
 #[serde(deny_unknown_fields)]
 pub struct SignalContribution {
     /// Strategy name.
-    pub strategy: String,
+    pub strategy: Cow<'static, str>,
     /// Its direction.
     pub direction: SignalDirection,
     /// Its confidence.
@@ -873,7 +875,7 @@ mod tests {
                 confidence,
                 price: dec!(1),
                 timestamp_ms: 0,
-                reason: String::new(),
+                reason: Cow::Borrowed(""),
             })
             .unwrap_err();
             assert_eq!(error.field, "confidence");
