@@ -25,7 +25,6 @@ use crate::error::{HandlerError, HandlerResult, PublishError};
 use crate::handler::Handler;
 use crate::health::{HealthCheckSettings, HealthMonitor};
 use crate::inline::{InlineBus, InlineStats, Outbox};
-use crate::message::Envelope;
 use crate::stats::BusStats;
 use crate::supervision::{AgentSpec, Supervised};
 
@@ -155,7 +154,7 @@ pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<Inl
     let mut out = Outbox::new();
     for agent in &shared {
         let started = agent.borrow_mut().start(&mut out);
-        publish_inline(&mut bus, &mut out);
+        bus.publish_all(&mut out);
         if let Err(error) = started {
             return Err(RunError::StartFailed {
                 agent: agent.borrow().id().to_string(),
@@ -169,13 +168,13 @@ pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<Inl
     while !live.is_empty() && !failed(&shared) && !stop.is_stopped() {
         live.retain(|&i| {
             let step = shared[i].borrow_mut().produce(&mut out);
-            publish_inline(&mut bus, &mut out);
+            bus.publish_all(&mut out);
             step != Produce::Done
         });
     }
     for agent in shared.iter().rev() {
         agent.borrow_mut().stop(&mut out);
-        publish_inline(&mut bus, &mut out);
+        bus.publish_all(&mut out);
     }
     let stats = bus.stats();
     drop(bus);
@@ -190,13 +189,6 @@ pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<Inl
         finished: finish(supervised, stats.published)?,
         stats,
     })
-}
-
-fn publish_inline(bus: &mut InlineBus, out: &mut Outbox) {
-    let messages: Vec<Envelope> = out.drain().collect();
-    for message in &messages {
-        bus.publish(message);
-    }
 }
 
 /// What a queued run leaves behind.

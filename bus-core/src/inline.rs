@@ -4,16 +4,22 @@
 //! `publish` calls every matching handler, in subscription order, before it
 //! returns. Handlers do not publish directly: they push follow-up messages
 //! into an [`Outbox`], and the bus delivers those, in the order they were
-//! pushed, after the current message has reached all its handlers. So the
-//! order of deliveries depends only on the order of publishes and
-//! subscriptions, and the same input gives the same run every time.
+//! pushed, after the current message has reached all its handlers (first in,
+//! first out). So the order of deliveries depends only on the order of
+//! publishes and subscriptions, and the same input gives the same run every
+//! time.
+//!
+//! Messages are moved once, into the outbox, and dropped where they lie: the
+//! bus works through the outbox one generation at a time (everything the
+//! previous generation caused, in order: the same order as a first-in,
+//! first-out queue) and swaps the outbox's buffer with its own, so no
+//! message is copied into a queue and out again and no buffer is allocated
+//! per publish.
 //!
 //! Expiry is checked against a simulated clock the driver sets with
 //! [`InlineBus::set_clock`]; without one nothing expires. There is no
 //! circuit breaker (it needs a clock) and no request/response (a response is
 //! an ordinary message with a correlation id, delivered through the outbox).
-
-use std::collections::VecDeque;
 
 use crate::error::HandlerResult;
 use crate::error::TopicError;
@@ -96,7 +102,6 @@ pub struct InlineStats {
 /// The parts of the bus one delivery works on.
 struct Dispatch<'a> {
     slots: &'a mut [Option<Slot>],
-    pending: &'a mut VecDeque<Envelope>,
     outbox: &'a mut Outbox,
     stats: &'a mut InlineStats,
 }
@@ -133,9 +138,6 @@ impl Dispatch<'_> {
                     next = at + 1;
                 }
             }
-        }
-        if !self.outbox.is_empty() {
-            self.pending.extend(self.outbox.drain());
         }
         if reached == 0 {
             self.stats.unrouted += 1;
@@ -180,8 +182,12 @@ impl Dispatch<'_> {
 pub struct InlineBus {
     routes: RouteIndex<usize>,
     slots: Vec<Option<Slot>>,
-    pending: VecDeque<Envelope>,
+    /// What handlers publish while a generation is delivered.
     outbox: Outbox,
+    /// The generation being delivered (the outbox's previous buffer).
+    generation: Vec<Envelope>,
+    /// The messages of a [`publish_all`](Self::publish_all).
+    batch: Vec<Envelope>,
     clock_ms: Option<i64>,
     stats: InlineStats,
     delivered_by_removed: u64,
@@ -239,9 +245,27 @@ impl InlineBus {
     /// before returning.
     pub fn publish(&mut self, envelope: &Envelope) {
         self.dispatch(envelope);
-        while let Some(next) = self.pending.pop_front() {
-            self.dispatch(&next);
+        let mut generation = std::mem::take(&mut self.generation);
+        while !self.outbox.is_empty() {
+            std::mem::swap(&mut generation, &mut self.outbox.messages);
+            for message in &generation {
+                self.dispatch(message);
+            }
+            generation.clear();
         }
+        self.generation = generation;
+    }
+
+    /// Publishes the messages in `out`, in order, each with everything it
+    /// causes before the next; leaves `out` empty.
+    pub fn publish_all(&mut self, out: &mut Outbox) {
+        let mut batch = std::mem::take(&mut self.batch);
+        std::mem::swap(&mut batch, &mut out.messages);
+        for message in &batch {
+            self.publish(message);
+        }
+        batch.clear();
+        self.batch = batch;
     }
 
     fn dispatch(&mut self, envelope: &Envelope) {
@@ -255,14 +279,12 @@ impl InlineBus {
         let Self {
             routes,
             slots,
-            pending,
             outbox,
             stats,
             ..
         } = self;
         let mut run = Dispatch {
             slots,
-            pending,
             outbox,
             stats,
         };

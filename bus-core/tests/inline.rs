@@ -87,6 +87,56 @@ fn delivery_order_is_publish_order_and_identical_every_run() {
     }
 }
 
+/// Follow-ups go out first in, first out, however deep the cascade; a
+/// batch (`publish_all`) works through each message's cascade before the
+/// next; a panicking handler's follow-ups are dropped, its siblings' kept.
+#[test]
+fn follow_ups_are_first_in_first_out_at_every_depth() {
+    // Message n publishes n*10+1 and n*10+2 below depth 3; 7 panics after
+    // publishing (its two follow-ups are dropped).
+    let children = |n: i64| -> Vec<i64> {
+        if n < 100 {
+            vec![n * 10 + 1, n * 10 + 2]
+        } else {
+            vec![]
+        }
+    };
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let mut bus = InlineBus::new();
+    let l = log.clone();
+    bus.subscribe("tree", "t", None, move |e, out| {
+        let n = n_of(e);
+        l.borrow_mut().push(n);
+        for child in children(n) {
+            out.publish(price("t", child));
+        }
+        if n == 12 {
+            panic!("twelve");
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut out = Outbox::new();
+    out.publish(price("t", 1));
+    out.publish(price("t", 2));
+    bus.publish_all(&mut out);
+    assert!(out.is_empty());
+    // The model: a queue per top-level message.
+    let mut expected = Vec::new();
+    for root in [1, 2] {
+        let mut queue = std::collections::VecDeque::from([root]);
+        while let Some(n) = queue.pop_front() {
+            expected.push(n);
+            if n != 12 {
+                queue.extend(children(n));
+            }
+        }
+    }
+    assert_eq!(*log.borrow(), expected);
+    assert_eq!(&expected[..7], &[1, 11, 12, 111, 112, 2, 21]);
+    assert_eq!(bus.stats().panicked, 1);
+}
+
 #[test]
 fn failures_and_panics_are_contained() {
     let mut bus = InlineBus::new();
