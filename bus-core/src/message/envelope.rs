@@ -1,11 +1,12 @@
 //! The envelope: routing and delivery metadata around one typed payload.
 //!
-//! Fan-out clones envelopes; the payload sits behind an `Arc`, so a clone
-//! copies the metadata but never the payload. The queued bus goes further and
-//! shares one `Arc<Envelope>` between all its subscriptions.
+//! The payload is held inline: building a message allocates nothing for the
+//! envelope itself (the inline bus moves it once, into an outbox, and drops
+//! it in place). Sharing is done a level up: the queued bus shares one
+//! `Arc<Envelope>` between all its subscriptions, so fan-out never copies a
+//! payload; an explicit `clone` (a retry, a dead letter) does.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -59,7 +60,7 @@ pub struct Envelope {
     pub headers: BTreeMap<String, String>,
     /// Labels filters can select on.
     pub tags: Vec<String>,
-    payload: Arc<Payload>,
+    payload: Payload,
 }
 
 impl Envelope {
@@ -92,7 +93,7 @@ impl Envelope {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             headers: BTreeMap::new(),
             tags: Vec::new(),
-            payload: Arc::new(payload),
+            payload,
         }
     }
 
@@ -300,7 +301,7 @@ impl WireIn {
             max_attempts: wire.max_attempts,
             headers: wire.headers,
             tags: wire.tags,
-            payload: Arc::new(payload),
+            payload,
         })
     }
 }
