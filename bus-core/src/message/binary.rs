@@ -27,7 +27,7 @@
 //! JSON. Decoding checks everything the JSON decoder checks (topic syntax,
 //! payload rules) and names the failing field the same way.
 
-use std::collections::BTreeMap;
+use super::headers::Headers;
 
 use super::delivery::{DeliveryMode, Priority};
 use super::envelope::Envelope;
@@ -185,7 +185,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     };
     let attempt = r.u32("attempt")?;
     let max_attempts = r.u32("max_attempts")?;
-    let mut headers = BTreeMap::new();
+    let mut headers = Headers::new();
     for _ in 0..r.varint("headers")? {
         let key = r.str("headers")?.to_owned();
         let value = r.str("headers")?.to_owned();

@@ -6,13 +6,13 @@
 //! `Arc<Envelope>` between all its subscriptions, so fan-out never copies a
 //! payload; an explicit `clone` (a retry, a dead letter) does.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::delivery::{DeliveryMode, Priority};
+use super::headers::Headers;
 use super::kind::{MessageType, Payload};
 use crate::error::DecodeError;
 use crate::ids::{AgentId, MessageId};
@@ -57,7 +57,7 @@ pub struct Envelope {
     /// Attempts allowed before dead-lettering (reliable modes).
     pub max_attempts: u32,
     /// Free-form string headers.
-    pub headers: BTreeMap<String, String>,
+    pub headers: Headers,
     /// Labels filters can select on.
     pub tags: Vec<String>,
     payload: Payload,
@@ -91,7 +91,7 @@ impl Envelope {
             expires_at_ms: None,
             attempt: 0,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
-            headers: BTreeMap::new(),
+            headers: Headers::new(),
             tags: Vec::new(),
             payload,
         }
@@ -322,7 +322,7 @@ struct WireOut<'a> {
     expires_at_ms: Option<i64>,
     attempt: u32,
     max_attempts: u32,
-    headers: &'a BTreeMap<String, String>,
+    headers: &'a Headers,
     tags: &'a [String],
     payload: &'a Payload,
 }
@@ -360,7 +360,7 @@ struct WireIn {
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    headers: Headers,
     #[serde(default)]
     tags: Vec<String>,
     payload: Box<RawValue>,

@@ -3,11 +3,13 @@
 pub mod binary;
 pub mod delivery;
 pub mod envelope;
+pub mod headers;
 pub mod kind;
 pub mod payload;
 
 pub use delivery::{DeliveryMode, MessageStatus, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};
+pub use headers::Headers;
 pub use kind::{MessageType, Payload};
 
 /// How payload decimals are written: as text in human-readable formats
