@@ -12,13 +12,14 @@ use bus_core::message::payload::{
 };
 use bus_core::prelude::*;
 
-use crate::aggregator::Aggregator;
+use crate::aggregator::{Aggregator, Weighted};
 use crate::config::{SignalsConfig, StrategyConfig};
 use crate::strategies::*;
-use crate::strategy::{Bar, Strategy, StrategySignal};
+use crate::strategy::{Bar, Strategy};
 
 struct SymbolState {
-    strategies: Vec<Box<dyn Strategy>>,
+    /// Each strategy with its weight in the aggregate.
+    strategies: Vec<(Box<dyn Strategy>, f64)>,
     generated: Topic,
     aggregated: Topic,
     complete: Topic,
@@ -33,7 +34,7 @@ pub struct SignalAgent {
     symbols: NameMap<Symbol, SymbolState>,
     aggregated: u64,
     /// What the strategies said on the current bar (kept to reuse its room).
-    spoken: Vec<(&'static str, StrategySignal)>,
+    spoken: Vec<Weighted>,
 }
 
 fn build(config: &StrategyConfig) -> Box<dyn Strategy> {
@@ -82,12 +83,21 @@ impl SignalAgent {
 
     fn on_candle(&mut self, candle: &Candle, out: &mut Outbox) -> HandlerResult {
         let config = &self.config;
+        let aggregator = &self.aggregator;
         let state = match self.symbols.get_mut(&candle.symbol) {
             Some(state) => state,
             None => {
                 let topic = |kind: &str| Topic::new(format!("signal.{kind}.{}", candle.symbol));
                 let state = SymbolState {
-                    strategies: config.strategies().iter().map(build).collect(),
+                    strategies: config
+                        .strategies()
+                        .iter()
+                        .map(|c| {
+                            let strategy = build(c);
+                            let weight = aggregator.weight(strategy.name());
+                            (strategy, weight)
+                        })
+                        .collect(),
                     generated: topic("generated")?,
                     aggregated: topic("aggregated")?,
                     complete: topic("analysis_complete")?,
@@ -100,13 +110,22 @@ impl SignalAgent {
         let strategies = state.strategies.len() as u32;
         let signals = &mut self.spoken;
         signals.clear();
-        for strategy in state.strategies.iter_mut() {
+        for (strategy, weight) in state.strategies.iter_mut() {
             if let Some(signal) = strategy.on_bar(&bar) {
-                signals.push((strategy.name(), signal));
+                signals.push(Weighted {
+                    strategy: strategy.name(),
+                    weight: *weight,
+                    signal,
+                });
             }
         }
         if config.publish_details {
-            for (name, signal) in signals.iter() {
+            for Weighted {
+                strategy: name,
+                signal,
+                ..
+            } in signals.iter()
+            {
                 let payload = Signal::new(SignalFields {
                     symbol: candle.symbol.clone(),
                     strategy: Cow::Borrowed(name),

@@ -20,6 +20,17 @@ pub struct Aggregator {
     threshold: f64,
 }
 
+/// One strategy's signal on a bar, with the strategy's weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weighted {
+    /// The strategy's name.
+    pub strategy: &'static str,
+    /// Its weight in the aggregate.
+    pub weight: f64,
+    /// What it said.
+    pub signal: StrategySignal,
+}
+
 /// The aggregate view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Aggregate {
@@ -37,13 +48,18 @@ impl Aggregator {
         Self { weights, threshold }
     }
 
-    /// Combines `(strategy, signal)` pairs; `None` below the threshold.
-    pub fn combine(&self, signals: &[(&'static str, StrategySignal)]) -> Option<Aggregate> {
-        let weight_of = |strategy: &str| self.weights.get(strategy).copied().unwrap_or(1.0);
+    /// The weight of `strategy` (1 for one without a configured weight).
+    pub fn weight(&self, strategy: &str) -> f64 {
+        self.weights.get(strategy).copied().unwrap_or(1.0)
+    }
+
+    /// Combines one bar's signals (each weighed with [`weight`](Self::weight)
+    /// when the strategy was built); `None` below the threshold.
+    pub fn combine(&self, signals: &[Weighted]) -> Option<Aggregate> {
         let mut total_weight = 0.0;
         let mut score = 0.0;
-        for (strategy, signal) in signals {
-            let weight = weight_of(strategy);
+        for Weighted { weight, signal, .. } in signals {
+            let weight = *weight;
             let sign = match signal.direction {
                 SignalDirection::Long => 1.0,
                 SignalDirection::Short => -1.0,
@@ -69,11 +85,11 @@ impl Aggregator {
             // Built only for a signal that passes: most bars end above.
             contributions: signals
                 .iter()
-                .map(|(strategy, signal)| SignalContribution {
-                    strategy: Cow::Borrowed(strategy),
-                    direction: signal.direction,
-                    confidence: signal.confidence,
-                    weight: weight_of(strategy),
+                .map(|w| SignalContribution {
+                    strategy: Cow::Borrowed(w.strategy),
+                    direction: w.signal.direction,
+                    confidence: w.signal.confidence,
+                    weight: w.weight,
                 })
                 .collect(),
         })
@@ -92,32 +108,44 @@ mod tests {
         }
     }
 
+    /// `strategy`'s signal, weighed as `agg` weighs it.
+    fn w(agg: &Aggregator, strategy: &'static str, signal: StrategySignal) -> Weighted {
+        Weighted {
+            strategy,
+            weight: agg.weight(strategy),
+            signal,
+        }
+    }
+
     #[test]
     fn weights_and_threshold() {
         let weights = BTreeMap::from([("a".to_string(), 3.0), ("b".to_string(), 1.0)]);
         let agg = Aggregator::new(weights, 0.35);
+        assert_eq!(agg.weight("a"), 3.0);
+        assert_eq!(agg.weight("unknown"), 1.0);
         let both = agg
             .combine(&[
-                ("a", s(SignalDirection::Long, 0.8)),
-                ("b", s(SignalDirection::Short, 0.8)),
+                w(&agg, "a", s(SignalDirection::Long, 0.8)),
+                w(&agg, "b", s(SignalDirection::Short, 0.8)),
             ])
             .unwrap();
+        assert_eq!(both.contributions[0].weight, 3.0);
         assert_eq!(both.direction, SignalDirection::Long);
         assert!((both.confidence - (3.0 * 0.8 - 0.8) / 4.0).abs() < 1e-12);
         // Equal and opposite cancel out.
         let even = Aggregator::new(BTreeMap::new(), 0.1);
         assert!(even
             .combine(&[
-                ("a", s(SignalDirection::Long, 0.7)),
-                ("b", s(SignalDirection::Short, 0.7))
+                w(&even, "a", s(SignalDirection::Long, 0.7)),
+                w(&even, "b", s(SignalDirection::Short, 0.7))
             ])
             .is_none());
         // Below threshold.
         assert!(agg
-            .combine(&[("b", s(SignalDirection::Short, 0.3))])
+            .combine(&[w(&agg, "b", s(SignalDirection::Short, 0.3))])
             .is_none());
         assert_eq!(
-            agg.combine(&[("b", s(SignalDirection::Short, 0.4))])
+            agg.combine(&[w(&agg, "b", s(SignalDirection::Short, 0.4))])
                 .unwrap()
                 .direction,
             SignalDirection::Short

@@ -25,6 +25,6 @@ pub mod strategies;
 pub mod strategy;
 
 pub use agent::SignalAgent;
-pub use aggregator::Aggregator;
+pub use aggregator::{Aggregator, Weighted};
 pub use config::{SignalsConfig, StrategyConfig};
 pub use strategy::{Bar, Strategy, StrategySignal};
