@@ -132,10 +132,15 @@ impl Portfolio {
         effect
     }
 
-    /// Marks a market at `price`.
-    pub fn mark(&mut self, symbol: &Symbol, price: Decimal) {
-        if let Some(position) = self.positions.get_mut(symbol) {
-            position.mark = price;
+    /// Marks a market at `price`; returns the signed quantity held there
+    /// (what a caller marking every candle usually asks next).
+    pub fn mark(&mut self, symbol: &Symbol, price: Decimal) -> Decimal {
+        match self.positions.get_mut(symbol) {
+            Some(position) => {
+                position.mark = price;
+                position.quantity
+            }
+            None => Decimal::ZERO,
         }
     }
 

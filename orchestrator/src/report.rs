@@ -159,7 +159,10 @@ impl ReportAgent {
         self.last_time = self.last_time.max(candle.open_time_ms);
         self.candles += 1;
         self.portfolio.mark(&candle.symbol, candle.close);
-        self.tallies.entry(candle.symbol.clone()).or_default();
+        if !self.tallies.contains_key(&candle.symbol) {
+            self.tallies
+                .insert(candle.symbol.clone(), SymbolTally::default());
+        }
     }
 
     fn on_fill(&mut self, fill: &Fill) {
