@@ -105,6 +105,9 @@ pub struct ReportAgent {
     steps: u64,
     exposed_steps: u64,
     equity: EquityStats,
+    /// Equity at the current marks; `None` once a fill or a move in a held
+    /// market changed it (a flat market's price moves nothing).
+    marked_equity: Option<f64>,
     bars_per_year: f64,
     emergency_stop_at: Option<i64>,
     fills_after_stop: u64,
@@ -125,6 +128,7 @@ impl ReportAgent {
             steps: 0,
             exposed_steps: 0,
             equity: EquityStats::default(),
+            marked_equity: None,
             bars_per_year: 365.0 * 86_400_000.0 / interval_ms.max(1) as f64,
             emergency_stop_at: None,
             fills_after_stop: 0,
@@ -134,7 +138,11 @@ impl ReportAgent {
 
     fn close_step(&mut self) {
         self.steps += 1;
-        self.equity.push(decimal_to_f64(self.portfolio.equity()));
+        let portfolio = &self.portfolio;
+        let equity = *self
+            .marked_equity
+            .get_or_insert_with(|| decimal_to_f64(portfolio.equity()));
+        self.equity.push(equity);
         let mut any = false;
         for (symbol, position) in &self.portfolio.positions {
             if !position.quantity.is_zero() {
@@ -158,7 +166,9 @@ impl ReportAgent {
         self.first_time.get_or_insert(candle.open_time_ms);
         self.last_time = self.last_time.max(candle.open_time_ms);
         self.candles += 1;
-        self.portfolio.mark(&candle.symbol, candle.close);
+        if !self.portfolio.mark(&candle.symbol, candle.close).is_zero() {
+            self.marked_equity = None;
+        }
         if !self.tallies.contains_key(&candle.symbol) {
             self.tallies
                 .insert(candle.symbol.clone(), SymbolTally::default());
@@ -169,6 +179,7 @@ impl ReportAgent {
         let effect =
             self.portfolio
                 .apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
+        self.marked_equity = None;
         let tally = self.tallies.entry(fill.symbol.clone()).or_default();
         tally.trades += 1;
         if effect.closed_some {
@@ -457,6 +468,77 @@ mod tests {
         let (sharpe, sortino) = ratios(&[100.0, 101.0, 100.5, 102.0], 1.0);
         assert!(sharpe > 0.0 && sortino > sharpe);
         assert_eq!(ratios(&[100.0, 100.0, 100.0], 1.0), (0.0, 0.0));
+    }
+
+    /// Feeds `steps` (per step, per market: close in cents and an optional
+    /// fill of (buy?, quantity)) to a report and returns its equity
+    /// statistics, and the same statistics from equity recomputed at every
+    /// step (what the report did before it kept equity between moves).
+    fn equity_both_ways(steps: &[Vec<(u32, Option<(bool, u32)>)>]) -> (EquityStats, EquityStats) {
+        use bus_core::message::payload::{CandleFields, FillFields, OrderId, Side};
+        let symbols = [Symbol::new("BTC").unwrap(), Symbol::new("ETH").unwrap()];
+        let cash = Decimal::new(100_000, 0);
+        let mut report = ReportAgent::new(cash, 60_000);
+        let mut book = Portfolio::new(cash);
+        let mut expected = EquityStats::default();
+        for (t, step) in steps.iter().enumerate() {
+            for (symbol, (cents, fill)) in symbols.iter().zip(step) {
+                let close = Decimal::new(i64::from(*cents), 2);
+                let candle = Candle::new(CandleFields {
+                    symbol: symbol.clone(),
+                    interval: "1m".into(),
+                    open_time_ms: t as i64 * 60_000,
+                    open: close,
+                    high: close,
+                    low: close,
+                    close,
+                    volume: Decimal::ONE,
+                })
+                .unwrap();
+                report.on_candle(&candle);
+                book.mark(symbol, close);
+                if let Some((buy, quantity)) = fill {
+                    let side = if *buy { Side::Buy } else { Side::Sell };
+                    let quantity = Decimal::new(i64::from(*quantity), 3);
+                    let fee = Decimal::new(1, 2);
+                    let fill = Fill::new(FillFields {
+                        order_id: OrderId(format!("o-{t}")),
+                        symbol: symbol.clone(),
+                        side,
+                        quantity,
+                        price: close,
+                        fee,
+                        timestamp_ms: t as i64 * 60_000,
+                    })
+                    .unwrap();
+                    report.on_fill(&fill);
+                    book.apply_fill(symbol, side, quantity, close, fee);
+                }
+            }
+            expected.push(decimal_to_f64(book.equity()));
+        }
+        report.finish();
+        (report.equity, expected)
+    }
+
+    proptest::proptest! {
+        /// Equity kept between moves (recomputed only after a fill or a
+        /// price move in a held market) gives exactly the statistics of
+        /// equity recomputed at every step.
+        #[test]
+        fn kept_equity_matches_recomputed_equity(
+            steps in proptest::collection::vec(
+                proptest::collection::vec(
+                    (1u32..1_000_000, proptest::option::weighted(0.2, (proptest::bool::ANY, 1u32..5_000))),
+                    2,
+                ),
+                1..120,
+            )
+        ) {
+            let (kept, recomputed) = equity_both_ways(&steps);
+            proptest::prop_assert_eq!(kept.max_drawdown, recomputed.max_drawdown);
+            proptest::prop_assert_eq!(kept.ratios(525_600.0), recomputed.ratios(525_600.0));
+        }
     }
 
     proptest::proptest! {
