@@ -16,7 +16,9 @@ pub struct CollectorAgent {
     stopped_all: bool,
     published: u64,
     failure: Option<String>,
-    topics: bus_core::ids::NameMap<(Symbol, std::sync::Arc<str>), Topic>,
+    /// Per symbol, the topic of each interval seen (usually one): looked up
+    /// by reference, without cloning a key per candle.
+    topics: bus_core::ids::NameMap<Symbol, Vec<(std::sync::Arc<str>, Topic)>>,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     pacing: Option<Pacing>,
     /// Staggered pacing: the current step's candles not yet published, and
@@ -192,15 +194,26 @@ impl Agent for CollectorAgent {
 
 impl CollectorAgent {
     fn publish_candle(&mut self, candle: Candle, out: &mut Outbox) {
-        if self.stopped_all || self.stopped.contains(&candle.symbol) {
+        if self.stopped_all || (!self.stopped.is_empty() && self.stopped.contains(&candle.symbol)) {
             return;
         }
-        let key = (candle.symbol.clone(), candle.interval.clone());
-        let topic = match self.topics.get(&key) {
-            Some(topic) => topic.clone(),
+        let known = self.topics.get(&candle.symbol).and_then(|intervals| {
+            intervals
+                .iter()
+                .find(|(interval, _)| *interval == candle.interval)
+                .map(|(_, topic)| topic.clone())
+        });
+        let topic = match known {
+            Some(topic) => topic,
             None => {
                 match Topic::new(format!("data.candle.{}.{}", candle.symbol, candle.interval)) {
-                    Ok(topic) => self.topics.entry(key).or_insert(topic).clone(),
+                    Ok(topic) => {
+                        self.topics
+                            .entry(candle.symbol.clone())
+                            .or_default()
+                            .push((candle.interval.clone(), topic.clone()));
+                        topic
+                    }
                     Err(_) => {
                         tracing::warn!(interval = %candle.interval, "interval is not a valid topic segment");
                         return;
