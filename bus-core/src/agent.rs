@@ -218,6 +218,7 @@ impl MessageFactory {
     }
 
     /// A message on `topic` stamped with `time_ms`.
+    #[inline]
     pub fn make(&mut self, topic: Topic, payload: Payload, time_ms: i64) -> Envelope {
         self.sequence += 1;
         let id = if self.deterministic {

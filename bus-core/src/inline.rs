@@ -45,6 +45,7 @@ impl Outbox {
     }
 
     /// Queues a message for publishing.
+    #[inline]
     pub fn publish(&mut self, envelope: Envelope) {
         self.messages.push(envelope);
     }

@@ -71,6 +71,7 @@ impl Envelope {
 
     /// A new message with the given id and creation time (no clock read, no
     /// random id: deterministic runs and message factories use this).
+    #[inline]
     pub fn stamped(
         id: MessageId,
         created_at_ms: i64,
