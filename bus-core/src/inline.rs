@@ -112,6 +112,10 @@ impl Dispatch<'_> {
     /// whole loop (it is not free, and panics are rare); after a panic the
     /// loop resumes with the next target.
     fn deliver(&mut self, targets: &[usize], envelope: &Envelope) {
+        if targets.is_empty() {
+            self.stats.unrouted += 1;
+            return;
+        }
         let mut reached = 0;
         let mut next = 0;
         // Where the current handler started, and how full its outbox was then.

@@ -101,7 +101,12 @@ impl PatternSet {
 
     /// The patterns, in [`Pattern::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Pattern> {
-        Pattern::ALL.into_iter().filter(move |p| self.contains(p))
+        let mut bits = self.0;
+        std::iter::from_fn(move || {
+            let next = Pattern::ALL.get(bits.trailing_zeros() as usize)?;
+            bits &= bits - 1;
+            Some(*next)
+        })
     }
 }
 
@@ -234,11 +239,17 @@ impl Strategy for CandlestickPatterns {
             self.seen += 1;
         }
         self.bars[self.seen - 1] = *bar;
-        let best = detect(&self.bars[..self.seen], trend)
-            .iter()
-            .filter(|p| p.signal().0 != SignalDirection::Neutral)
-            .max_by(|a, b| a.signal().1.total_cmp(&b.signal().1))?;
-        let (direction, confidence) = best.signal();
+        // The strongest directional pattern; the later one on a tie.
+        let mut best = None;
+        for pattern in detect(&self.bars[..self.seen], trend).iter() {
+            let (direction, confidence) = pattern.signal();
+            if direction != SignalDirection::Neutral
+                && best.is_none_or(|(_, _, strongest)| confidence >= strongest)
+            {
+                best = Some((pattern, direction, confidence));
+            }
+        }
+        let (best, direction, confidence) = best?;
         Some(StrategySignal {
             direction,
             confidence,
