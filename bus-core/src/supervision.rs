@@ -211,6 +211,7 @@ impl Supervised {
     /// Delivers one message. A `system.health_check` is answered here, for
     /// every agent, with an `agent.health_update.<id>` carrying the lifecycle
     /// state and the agent's own view of its health.
+    #[inline]
     pub fn deliver(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
         if let Payload::SystemHealthCheck(_) = envelope.payload() {
             self.answer_health_check(envelope, out);
