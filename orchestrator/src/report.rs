@@ -470,11 +470,14 @@ mod tests {
         assert_eq!(ratios(&[100.0, 100.0, 100.0], 1.0), (0.0, 0.0));
     }
 
-    /// Feeds `steps` (per step, per market: close in cents and an optional
-    /// fill of (buy?, quantity)) to a report and returns its equity
-    /// statistics, and the same statistics from equity recomputed at every
-    /// step (what the report did before it kept equity between moves).
-    fn equity_both_ways(steps: &[Vec<(u32, Option<(bool, u32)>)>]) -> (EquityStats, EquityStats) {
+    /// One market in one step: close in cents, and maybe a fill (buy?, quantity).
+    type MarketStep = (u32, Option<(bool, u32)>);
+
+    /// Feeds `steps` (per step, one [`MarketStep`] per market) to a report
+    /// and returns its equity statistics, and the same statistics from
+    /// equity recomputed at every step (what the report did before it kept
+    /// equity between moves).
+    fn equity_both_ways(steps: &[Vec<MarketStep>]) -> (EquityStats, EquityStats) {
         use bus_core::message::payload::{CandleFields, FillFields, OrderId, Side};
         let symbols = [Symbol::new("BTC").unwrap(), Symbol::new("ETH").unwrap()];
         let cash = Decimal::new(100_000, 0);
