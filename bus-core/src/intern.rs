@@ -2,7 +2,9 @@
 //! agent ids, symbols). A stream of messages repeats a handful of names:
 //! checking and allocating each once, then sharing it (they are `Arc`s),
 //! saves a validation pass and an allocation per name per message.
-//! Bounded: a cache that reaches [`LIMIT`] names starts over.
+//! Bounded: a cache that reaches [`LIMIT`] names starts over. Keyed by the
+//! name's bytes, so a decoder holding raw bytes finds a known name without
+//! checking that they are UTF-8 again (they were, when it was cached).
 
 use std::cell::RefCell;
 
@@ -16,7 +18,7 @@ use crate::topic::Topic;
 pub(crate) const LIMIT: usize = 1024;
 
 struct Cache<T> {
-    map: NameMap<Box<str>, T>,
+    map: NameMap<Box<[u8]>, T>,
 }
 
 impl<T: Clone> Cache<T> {
@@ -26,15 +28,16 @@ impl<T: Clone> Cache<T> {
         }
     }
 
-    fn get<E>(&mut self, text: &str, make: impl FnOnce(&str) -> Result<T, E>) -> Result<T, E> {
-        if let Some(value) = self.map.get(text) {
+    /// The value cached for `key`, or `make`'s (cached if it is `Ok`).
+    fn get<E>(&mut self, key: &[u8], make: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        if let Some(value) = self.map.get(key) {
             return Ok(value.clone());
         }
-        let value = make(text)?;
+        let value = make()?;
         if self.map.len() >= LIMIT {
             self.map.clear();
         }
-        self.map.insert(text.into(), value.clone());
+        self.map.insert(key.into(), value.clone());
         Ok(value)
     }
 }
@@ -47,7 +50,31 @@ thread_local! {
 
 /// The topic named `text`, validated once per thread.
 pub(crate) fn topic(text: &str) -> Result<Topic, TopicError> {
-    TOPICS.with(|cache| cache.borrow_mut().get(text, |t| Topic::new(t)))
+    TOPICS.with(|cache| cache.borrow_mut().get(text.as_bytes(), || Topic::new(text)))
+}
+
+/// The topic named by `bytes` (checked to be UTF-8 and a valid topic the
+/// first time); the error says which check failed.
+pub(crate) fn topic_from_bytes(bytes: &[u8]) -> Result<Topic, String> {
+    TOPICS.with(|cache| {
+        cache.borrow_mut().get(bytes, || {
+            Topic::new(utf8(bytes)?).map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// The agent id named by `bytes` (checked to be UTF-8 the first time).
+pub(crate) fn agent_from_bytes(bytes: &[u8]) -> Result<AgentId, String> {
+    AGENTS.with(|cache| {
+        cache
+            .borrow_mut()
+            .get(bytes, || Ok(AgentId::new(utf8(bytes)?)))
+    })
+}
+
+/// `bytes` as text, or why not (the binary codec's wording).
+pub(crate) fn utf8(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))
 }
 
 /// The agent id `text`.
@@ -55,14 +82,20 @@ pub(crate) fn agent(text: &str) -> AgentId {
     AGENTS.with(|cache| {
         cache
             .borrow_mut()
-            .get(text, |t| Ok::<_, std::convert::Infallible>(AgentId::new(t)))
+            .get(text.as_bytes(), || {
+                Ok::<_, std::convert::Infallible>(AgentId::new(text))
+            })
             .unwrap_or_else(|never| match never {})
     })
 }
 
 /// The symbol `text`, validated once per thread.
 pub(crate) fn symbol(text: &str) -> Result<Symbol, PayloadError> {
-    SYMBOLS.with(|cache| cache.borrow_mut().get(text, |t| Symbol::new(t)))
+    SYMBOLS.with(|cache| {
+        cache
+            .borrow_mut()
+            .get(text.as_bytes(), || Symbol::new(text))
+    })
 }
 
 /// Deserializes a name from a string, borrowed where the format allows,
@@ -109,6 +142,24 @@ mod tests {
         assert!(symbol("BTC").is_ok());
         assert!(symbol("B TC").is_err());
         assert_eq!(agent("signals").as_str(), "signals");
+    }
+
+    #[test]
+    fn names_from_bytes_are_checked_once_and_shared() {
+        let a = topic_from_bytes(b"prices.btc").unwrap();
+        assert_eq!(a, topic("prices.btc").unwrap());
+        assert_eq!(
+            topic_from_bytes(b"pri\xffces")
+                .unwrap_err()
+                .split(':')
+                .next(),
+            Some("not UTF-8")
+        );
+        assert!(topic_from_bytes(b"a..b").unwrap_err().contains("segment 2"));
+        assert_eq!(agent_from_bytes(b"feed").unwrap(), agent("feed"));
+        assert!(agent_from_bytes(b"\xc3").is_err());
+        // A refused name is not cached.
+        assert!(topic_from_bytes(b"a..b").is_err());
     }
 
     #[test]

@@ -139,10 +139,14 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         .parse()
         .map_err(|reason| field_error("type", reason))?;
     let presence = r.byte("presence")?;
-    let topic = intern::topic(r.str("topic")?).map_err(|e| field_error("topic", e.to_string()))?;
-    let sender = intern::agent(r.str("sender")?);
+    let topic = intern::topic_from_bytes(r.text("topic")?).map_err(|e| field_error("topic", e))?;
+    let sender =
+        intern::agent_from_bytes(r.text("sender")?).map_err(|e| field_error("sender", e))?;
     let recipient = if presence & HAS_RECIPIENT != 0 {
-        Some(intern::agent(r.str("recipient")?))
+        Some(
+            intern::agent_from_bytes(r.text("recipient")?)
+                .map_err(|e| field_error("recipient", e))?,
+        )
     } else {
         None
     };
@@ -153,8 +157,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     };
     let reply_to = if presence & HAS_REPLY_TO != 0 {
         Some(
-            intern::topic(r.str("reply_to")?)
-                .map_err(|e| field_error("reply_to", e.to_string()))?,
+            intern::topic_from_bytes(r.text("reply_to")?)
+                .map_err(|e| field_error("reply_to", e))?,
         )
     } else {
         None
@@ -295,10 +299,16 @@ impl<'a> Reader<'a> {
         )))
     }
 
-    fn str(&mut self, field: &str) -> Result<&'a str, DecodeError> {
+    /// A length-prefixed string's bytes, not yet checked to be UTF-8 (the
+    /// interners check a name once, the first time they see it).
+    fn text(&mut self, field: &str) -> Result<&'a [u8], DecodeError> {
         let len = self.varint(field)?;
         let len = usize::try_from(len).map_err(|_| field_error(field, "length too large"))?;
-        let bytes = self.take(len, field)?;
-        std::str::from_utf8(bytes).map_err(|e| field_error(field, format!("not UTF-8: {e}")))
+        self.take(len, field)
+    }
+
+    fn str(&mut self, field: &str) -> Result<&'a str, DecodeError> {
+        let bytes = self.text(field)?;
+        intern::utf8(bytes).map_err(|reason| field_error(field, reason))
     }
 }
