@@ -7,9 +7,8 @@
 //! `equity = initial cash + realised + unrealised - fees` holds to the last
 //! digit. The average price is derived for display.
 
-use std::collections::BTreeMap;
-
 use bus_core::message::payload::{Side, Symbol};
+use bus_core::message::SymbolMap;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -63,8 +62,8 @@ pub struct Portfolio {
     pub initial_cash: Decimal,
     /// Cash now.
     pub cash: Decimal,
-    /// Positions by market.
-    pub positions: BTreeMap<Symbol, Position>,
+    /// Positions by market, in symbol order.
+    pub positions: SymbolMap<Position>,
 }
 
 impl Portfolio {
@@ -73,7 +72,7 @@ impl Portfolio {
         Self {
             initial_cash,
             cash: initial_cash,
-            positions: BTreeMap::new(),
+            positions: SymbolMap::new(),
         }
     }
 
@@ -88,7 +87,7 @@ impl Portfolio {
     ) -> FillEffect {
         let trade = side.sign() * quantity;
         self.cash -= trade * price + fee;
-        let position = self.positions.entry(symbol.clone()).or_default();
+        let position = self.positions.get_or_default(symbol);
         position.fees += fee;
         if position.mark.is_zero() {
             position.mark = price;

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use agent_trader::Portfolio;
-use bus_core::message::decimal_to_f64;
-use bus_core::message::payload::{Candle, Fill, Symbol};
+use bus_core::message::payload::{Candle, Fill};
+use bus_core::message::{decimal_to_f64, SymbolMap};
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -97,7 +97,7 @@ struct SymbolTally {
 pub struct ReportAgent {
     id: AgentId,
     portfolio: Portfolio,
-    tallies: BTreeMap<Symbol, SymbolTally>,
+    tallies: SymbolMap<SymbolTally>,
     candles: u64,
     first_time: Option<i64>,
     last_time: i64,
@@ -120,7 +120,7 @@ impl ReportAgent {
         Self {
             id: AgentId::new("report"),
             portfolio: Portfolio::new(initial_cash),
-            tallies: BTreeMap::new(),
+            tallies: SymbolMap::new(),
             candles: 0,
             first_time: None,
             last_time: 0,
@@ -147,10 +147,7 @@ impl ReportAgent {
         for (symbol, position) in &self.portfolio.positions {
             if !position.quantity.is_zero() {
                 any = true;
-                self.tallies
-                    .entry(symbol.clone())
-                    .or_default()
-                    .exposed_steps += 1;
+                self.tallies.get_or_default(symbol).exposed_steps += 1;
             }
         }
         if any {
@@ -169,10 +166,7 @@ impl ReportAgent {
         if !self.portfolio.mark(&candle.symbol, candle.close).is_zero() {
             self.marked_equity = None;
         }
-        if !self.tallies.contains_key(&candle.symbol) {
-            self.tallies
-                .insert(candle.symbol.clone(), SymbolTally::default());
-        }
+        self.tallies.get_or_default(&candle.symbol);
     }
 
     fn on_fill(&mut self, fill: &Fill) {
@@ -180,7 +174,7 @@ impl ReportAgent {
             self.portfolio
                 .apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
         self.marked_equity = None;
-        let tally = self.tallies.entry(fill.symbol.clone()).or_default();
+        let tally = self.tallies.get_or_default(&fill.symbol);
         tally.trades += 1;
         if effect.closed_some {
             tally.closing += 1;
@@ -460,6 +454,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bus_core::message::payload::Symbol;
 
     #[test]
     fn drawdown_and_ratios() {

@@ -6,11 +6,13 @@ pub mod envelope;
 pub mod headers;
 pub mod kind;
 pub mod payload;
+pub mod symbol_map;
 
 pub use delivery::{DeliveryMode, MessageStatus, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};
 pub use headers::Headers;
 pub use kind::{MessageType, Payload};
+pub use symbol_map::SymbolMap;
 
 /// How payload decimals are written: as text in human-readable formats
 /// (JSON: `"65123.45"`, exact), as their 16-byte binary form (flags, then

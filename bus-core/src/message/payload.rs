@@ -184,6 +184,12 @@ impl Symbol {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// True when both are handles on one allocation (a clone, an interned
+    /// name): equal without comparing text.
+    pub(crate) fn same_allocation(&self, other: &Symbol) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl fmt::Display for Symbol {
