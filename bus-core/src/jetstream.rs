@@ -163,13 +163,19 @@ impl Reliable {
                 duplicate_window: settings.duplicate_window,
                 ..Default::default()
             };
-            context
-                .get_or_create_stream(config)
-                .await
-                .map_err(|e| NatsError::JetStream {
-                    what: format!("stream {name}"),
-                    reason: e.to_string(),
-                })?;
+            if let Err(error) = context.get_or_create_stream(config).await {
+                // Agents start together: another one may have created the
+                // stream between this one's look and its create (the server
+                // then refuses the second create, "subjects overlap"). The
+                // stream being there now is what counts.
+                context
+                    .get_stream(&name)
+                    .await
+                    .map_err(|_| NatsError::JetStream {
+                        what: format!("stream {name}"),
+                        reason: error.to_string(),
+                    })?;
+            }
         }
         Ok(Self {
             context,
