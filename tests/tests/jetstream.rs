@@ -204,6 +204,32 @@ impl Agent for Flaky {
     }
 }
 
+/// Agents start together and each makes sure its families' streams exist:
+/// however their looks and creates interleave, every one connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_connecting_at_once_all_find_their_streams() {
+    let store = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream(store.path());
+    for round in 0..40 {
+        let mut settings = settings(&server, &format!("race{round}"));
+        if let Some(js) = settings.jetstream.as_mut() {
+            js.families = vec!["data".into(), "signal".into(), "trade".into()];
+        }
+        let connects: Vec<_> = (0..8)
+            .map(|_| {
+                let settings = settings.clone();
+                tokio::spawn(async move { NatsBus::connect(&settings).await.map(|_| ()) })
+            })
+            .collect();
+        for connect in connects {
+            connect
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_redelivered_with_backoff_then_dead_lettered_after_max_deliver() {
     let store = tempfile::tempdir().unwrap();
