@@ -142,6 +142,7 @@ impl WireFormat {
 /// A decimal as `f64` through its mantissa and scale, for indicators and
 /// statistics (never for money). `Decimal::to_f64` goes through text, which
 /// dominated backtest profiles.
+#[inline]
 pub fn decimal_to_f64(value: rust_decimal::Decimal) -> f64 {
     /// Exact powers of ten (to 1e22 doubles are exact).
     const POW10: [f64; 23] = [
