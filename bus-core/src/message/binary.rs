@@ -33,8 +33,9 @@ use super::delivery::{DeliveryMode, Priority};
 use super::envelope::Envelope;
 use super::kind::{MessageType, Payload};
 use crate::error::DecodeError;
-use crate::ids::MessageId;
+use crate::ids::{AgentId, MessageId};
 use crate::intern;
+use crate::topic::Topic;
 
 /// The first two bytes of a binary envelope: marker and format version.
 pub const MAGIC: [u8; 2] = [0xB1, 0x01];
@@ -139,14 +140,10 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         .parse()
         .map_err(|reason| field_error("type", reason))?;
     let presence = r.byte("presence")?;
-    let topic = intern::topic_from_bytes(r.text("topic")?).map_err(|e| field_error("topic", e))?;
-    let sender =
-        intern::agent_from_bytes(r.text("sender")?).map_err(|e| field_error("sender", e))?;
+    let topic = r.topic("topic")?;
+    let sender = r.agent("sender")?;
     let recipient = if presence & HAS_RECIPIENT != 0 {
-        Some(
-            intern::agent_from_bytes(r.text("recipient")?)
-                .map_err(|e| field_error("recipient", e))?,
-        )
+        Some(r.agent("recipient")?)
     } else {
         None
     };
@@ -156,10 +153,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         None
     };
     let reply_to = if presence & HAS_REPLY_TO != 0 {
-        Some(
-            intern::topic_from_bytes(r.text("reply_to")?)
-                .map_err(|e| field_error("reply_to", e))?,
-        )
+        Some(r.topic("reply_to")?)
     } else {
         None
     };
@@ -310,5 +304,15 @@ impl<'a> Reader<'a> {
     fn str(&mut self, field: &str) -> Result<&'a str, DecodeError> {
         let bytes = self.text(field)?;
         intern::utf8(bytes).map_err(|reason| field_error(field, reason))
+    }
+
+    /// A topic name, interned.
+    fn topic(&mut self, field: &str) -> Result<Topic, DecodeError> {
+        intern::topic_from_bytes(self.text(field)?).map_err(|reason| field_error(field, reason))
+    }
+
+    /// An agent name, interned.
+    fn agent(&mut self, field: &str) -> Result<AgentId, DecodeError> {
+        intern::agent_from_bytes(self.text(field)?).map_err(|reason| field_error(field, reason))
     }
 }
