@@ -194,7 +194,7 @@ impl Agent for CollectorAgent {
 
 impl CollectorAgent {
     fn publish_candle(&mut self, candle: Candle, out: &mut Outbox) {
-        if self.stopped_all || (!self.stopped.is_empty() && self.stopped.contains(&candle.symbol)) {
+        if self.stopped_all || self.stopped.contains(&candle.symbol) {
             return;
         }
         let known = self.topics.get(&candle.symbol).and_then(|intervals| {
