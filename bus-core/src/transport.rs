@@ -32,11 +32,52 @@ use crate::message::Envelope;
 use crate::supervision::{AgentSpec, Supervised};
 use crate::topic::TopicPattern;
 
+/// What one receive from an [`Inbox`] yields: one delivery, or several
+/// that were waiting together (in arrival order). Handing a busy stream
+/// over in batches saves a channel operation and a wake-up per message.
+pub enum Arrival<D> {
+    /// One delivery.
+    One(D),
+    /// Several, oldest first.
+    Many(Vec<D>),
+}
+
+impl<D> IntoIterator for Arrival<D> {
+    type Item = D;
+    type IntoIter = ArrivalIter<D>;
+
+    fn into_iter(self) -> ArrivalIter<D> {
+        match self {
+            Arrival::One(delivery) => ArrivalIter::One(Some(delivery)),
+            Arrival::Many(deliveries) => ArrivalIter::Many(deliveries.into_iter()),
+        }
+    }
+}
+
+/// The deliveries of an [`Arrival`], oldest first.
+pub enum ArrivalIter<D> {
+    /// What is left of one.
+    One(Option<D>),
+    /// What is left of several.
+    Many(std::vec::IntoIter<D>),
+}
+
+impl<D> Iterator for ArrivalIter<D> {
+    type Item = D;
+
+    fn next(&mut self) -> Option<D> {
+        match self {
+            ArrivalIter::One(delivery) => delivery.take(),
+            ArrivalIter::Many(deliveries) => deliveries.next(),
+        }
+    }
+}
+
 /// Deliveries for one subscriber, and what keeps them coming (dropping the
 /// inbox ends the subscription).
 pub struct Inbox<D> {
     /// Deliveries, in arrival order.
-    pub deliveries: flume::Receiver<D>,
+    pub deliveries: flume::Receiver<Arrival<D>>,
     /// Runs `on_drop` when the inbox goes (unsubscribe, stop readers).
     on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
@@ -44,7 +85,7 @@ pub struct Inbox<D> {
 impl<D> Inbox<D> {
     /// An inbox reading `deliveries`; `on_drop` runs when it is dropped.
     pub fn new(
-        deliveries: flume::Receiver<D>,
+        deliveries: flume::Receiver<Arrival<D>>,
         on_drop: impl FnOnce() + Send + Sync + 'static,
     ) -> Self {
         Self {
@@ -220,8 +261,8 @@ impl<T: Transport> Driver<'_, T> {
                 } else {
                     produced = true;
                 }
-                while let Ok(delivery) = inbox.deliveries.try_recv() {
-                    self.take(agent, delivery).await?;
+                while let Ok(arrival) = inbox.deliveries.try_recv() {
+                    self.take_all(agent, arrival, stop).await?;
                 }
                 if step == Produce::Idle {
                     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -229,8 +270,8 @@ impl<T: Transport> Driver<'_, T> {
                 continue;
             }
             tokio::select! {
-                delivery = inbox.deliveries.recv_async() => match delivery {
-                    Ok(delivery) => self.take(agent, delivery).await?,
+                arrival = inbox.deliveries.recv_async() => match arrival {
+                    Ok(arrival) => self.take_all(agent, arrival, stop).await?,
                     Err(_) => break,
                 },
                 _ = tick.tick() => {}
@@ -239,7 +280,7 @@ impl<T: Transport> Driver<'_, T> {
             // stream then costs no wait set-up per message).
             while !stop.is_stopped() && agent.failure().is_none() {
                 match inbox.deliveries.try_recv() {
-                    Ok(delivery) => self.take(agent, delivery).await?,
+                    Ok(arrival) => self.take_all(agent, arrival, stop).await?,
                     Err(_) => break,
                 }
             }
@@ -247,6 +288,24 @@ impl<T: Transport> Driver<'_, T> {
         agent.stop(&mut self.out);
         self.publish().await?;
         self.transport.flush().await;
+        Ok(())
+    }
+
+    /// Takes the deliveries of an arrival in order, until `stop` or the
+    /// agent's failure (what is left is dropped, as it would be with the
+    /// inbox: JetStream redelivers it, core NATS never promised it).
+    async fn take_all(
+        &mut self,
+        agent: &mut Supervised,
+        arrival: Arrival<T::Delivery>,
+        stop: &StopSignal,
+    ) -> Result<(), AgentRunError<T::Error>> {
+        for delivery in arrival {
+            if stop.is_stopped() || agent.failure().is_some() {
+                break;
+            }
+            self.take(agent, delivery).await?;
+        }
         Ok(())
     }
 
@@ -332,7 +391,7 @@ impl Transport for InProcess {
         let handler = Handler::manual_ack(self.ack_wait, move |envelope, ack| {
             let tx = tx.clone();
             async move {
-                tx.send_async((envelope, ack))
+                tx.send_async(Arrival::One((envelope, ack)))
                     .await
                     .map_err(|_| HandlerError::new("the agent's inbox is closed"))
             }
