@@ -525,18 +525,30 @@ async fn while_the_server_is_away_core_publishes_buffer_or_block_per_policy() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Core NATS promises nothing for a message caught in a connection's
+    // change (one such was once not seen here, on a loaded machine): each
+    // bus publishes the same envelope until the watcher sees it.
     for bus in [&buffering, &blocking] {
-        bus.publish(&price(3, DeliveryMode::FireAndForget), &stop)
+        let envelope = price(3, DeliveryMode::FireAndForget);
+        let started = Instant::now();
+        'seen: loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "nothing published after the reconnection arrived"
+            );
+            bus.publish(&envelope, &stop).await.unwrap();
+            bus.client().flush().await.unwrap();
+            while let Ok(Some(message)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                futures_util::StreamExt::next(&mut seen),
+            )
             .await
-            .unwrap();
-        bus.client().flush().await.unwrap();
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            futures_util::StreamExt::next(&mut seen),
-        )
-        .await
-        .expect("published after the reconnection")
-        .unwrap();
+            {
+                if Envelope::from_wire(&message.payload).is_ok_and(|e| e.id == envelope.id) {
+                    break 'seen;
+                }
+            }
+        }
     }
 }
 
