@@ -17,27 +17,64 @@ use crate::topic::Topic;
 /// Names one thread keeps per kind before starting over.
 pub(crate) const LIMIT: usize = 1024;
 
-struct Cache<T> {
-    map: NameMap<Box<[u8]>, T>,
+/// A cached name's text (what its cache is keyed by).
+trait Named: Clone {
+    fn text(&self) -> &str;
 }
 
-impl<T: Clone> Cache<T> {
+impl Named for Topic {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Named for AgentId {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Named for Symbol {
+    fn text(&self) -> &str {
+        self.as_str()
+    }
+}
+
+struct Cache<T> {
+    map: NameMap<Box<[u8]>, T>,
+    /// The name found last: a stream of messages often repeats it (one
+    /// topic, one sender), and comparing a few bytes is cheaper than
+    /// hashing and probing.
+    last: Option<T>,
+}
+
+impl<T: Named> Cache<T> {
     fn new() -> Self {
         Self {
             map: NameMap::default(),
+            last: None,
         }
     }
 
     /// The value cached for `key`, or `make`'s (cached if it is `Ok`).
     fn get<E>(&mut self, key: &[u8], make: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
-        if let Some(value) = self.map.get(key) {
-            return Ok(value.clone());
+        if let Some(last) = &self.last {
+            if last.text().as_bytes() == key {
+                return Ok(last.clone());
+            }
         }
-        let value = make()?;
-        if self.map.len() >= LIMIT {
-            self.map.clear();
-        }
-        self.map.insert(key.into(), value.clone());
+        let value = match self.map.get(key) {
+            Some(value) => value.clone(),
+            None => {
+                let value = make()?;
+                if self.map.len() >= LIMIT {
+                    self.map.clear();
+                }
+                self.map.insert(key.into(), value.clone());
+                value
+            }
+        };
+        self.last = Some(value.clone());
         Ok(value)
     }
 }
@@ -160,6 +197,23 @@ mod tests {
         assert!(agent_from_bytes(b"\xc3").is_err());
         // A refused name is not cached.
         assert!(topic_from_bytes(b"a..b").is_err());
+    }
+
+    #[test]
+    fn the_last_name_found_answers_only_for_itself() {
+        let btc = symbol("BTC").unwrap();
+        assert_eq!(symbol("BTC").unwrap(), btc);
+        // Right after BTC: a longer name sharing its start, a shorter one,
+        // a refused one; then BTC again.
+        assert_eq!(symbol("BTCUSD").unwrap().as_str(), "BTCUSD");
+        assert_eq!(symbol("BT").unwrap().as_str(), "BT");
+        assert!(symbol("B TC").is_err());
+        assert_eq!(symbol("BTC").unwrap().as_str(), "BTC");
+        assert_eq!(topic_from_bytes(b"a.b").unwrap().as_str(), "a.b");
+        assert!(topic_from_bytes(b"a.b.").is_err());
+        assert_eq!(topic_from_bytes(b"a.b").unwrap().as_str(), "a.b");
+        assert_eq!(agent_from_bytes(b"x").unwrap().as_str(), "x");
+        assert_eq!(agent_from_bytes(b"xy").unwrap().as_str(), "xy");
     }
 
     #[test]

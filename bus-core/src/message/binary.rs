@@ -135,10 +135,14 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         });
     }
     let id = r.uuid("id")?;
-    let message_type: MessageType = r
-        .str("type")?
-        .parse()
-        .map_err(|reason| field_error("type", reason))?;
+    let name = r.text("type")?;
+    let message_type = match MessageType::from_wire_name(name) {
+        Some(message_type) => message_type,
+        // Not a known name: say why as for text (not UTF-8, or unknown).
+        None => intern::utf8(name)
+            .and_then(str::parse)
+            .map_err(|reason| field_error("type", reason))?,
+    };
     let presence = r.byte("presence")?;
     let topic = r.topic("topic")?;
     let sender = r.agent("sender")?;

@@ -32,6 +32,17 @@ macro_rules! message_types {
             }
         }
 
+        impl MessageType {
+            /// The message type whose wire name is `bytes`, if any (no
+            /// UTF-8 check needed: every wire name is ASCII).
+            pub(crate) fn from_wire_name(bytes: &[u8]) -> Option<Self> {
+                $( if bytes == $wire.as_bytes() {
+                    return Some(MessageType::$variant);
+                } )*
+                None
+            }
+        }
+
         impl FromStr for MessageType {
             type Err = String;
             fn from_str(text: &str) -> Result<Self, Self::Err> {
@@ -85,6 +96,17 @@ macro_rules! message_types {
                 message_type: MessageType,
                 bytes: &[u8],
             ) -> Result<Payload, crate::error::DecodeError> {
+                // The lean reader first; `rmp_serde` for whatever it
+                // refuses (and to explain a failure).
+                let mut de = crate::message::msgpack::Deserializer::new(bytes);
+                let lean = match message_type {
+                    $( MessageType::$variant => serde::Deserialize::deserialize(&mut de).map(Payload::$variant) ),*
+                };
+                if let Ok(payload) = lean {
+                    if de.is_done() {
+                        return Ok(payload);
+                    }
+                }
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                 let fast = match message_type {
                     $( MessageType::$variant => serde::Deserialize::deserialize(&mut de).map(Payload::$variant) ),*

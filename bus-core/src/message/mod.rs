@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod envelope;
 pub mod headers;
 pub mod kind;
+mod msgpack;
 pub mod payload;
 pub mod symbol_map;
 
