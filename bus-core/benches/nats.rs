@@ -49,11 +49,13 @@ fn message(i: u64) -> Envelope {
     )
 }
 
-/// Counts what it receives; answers requests with a copy.
+/// Counts what it receives; answers requests with a copy; tells
+/// `arrivals` of each message, if given (for latencies).
 struct Counter {
     id: AgentId,
     seen: Arc<AtomicU64>,
     echo: bool,
+    arrivals: Option<flume::Sender<()>>,
 }
 
 impl Agent for Counter {
@@ -61,10 +63,18 @@ impl Agent for Counter {
         &self.id
     }
     fn subscriptions(&self) -> Vec<TopicPattern> {
-        vec![TopicPattern::new(if self.echo { "echo" } else { "prices" }).unwrap()]
+        let topic = match (self.echo, &self.arrivals) {
+            (true, _) => "echo",
+            (false, Some(_)) => "latency",
+            (false, None) => "prices",
+        };
+        vec![TopicPattern::new(topic).unwrap()]
     }
     fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
         self.seen.fetch_add(1, Ordering::Relaxed);
+        if let Some(arrivals) = &self.arrivals {
+            let _ = arrivals.send(());
+        }
         if self.echo {
             let reply = Envelope::new(
                 self.id.clone(),
@@ -78,13 +88,19 @@ impl Agent for Counter {
     }
 }
 
-fn agent(rt: &tokio::runtime::Runtime, bus: NatsBus, echo: bool) -> (Arc<AtomicU64>, StopSignal) {
+fn agent(
+    rt: &tokio::runtime::Runtime,
+    bus: NatsBus,
+    echo: bool,
+    arrivals: Option<flume::Sender<()>>,
+) -> (Arc<AtomicU64>, StopSignal) {
     let seen = Arc::new(AtomicU64::new(0));
     let stop = StopSignal::new();
     let counter = Counter {
         id: AgentId::new("counter"),
         seen: seen.clone(),
         echo,
+        arrivals,
     };
     let (ready, subscribed) = tokio::sync::oneshot::channel();
     let stop_agent = stop.clone();
@@ -212,7 +228,7 @@ fn transport(c: &mut Criterion) {
 
     // Ours: envelopes encoded by `NatsBus::publish`, decoded and delivered
     // to an agent by `nats::run_agent`.
-    let (seen, stop) = agent(&rt, core_bus(WireFormat::Json), false);
+    let (seen, stop) = agent(&rt, core_bus(WireFormat::Json), false, None);
     let envelopes: Vec<Envelope> = (0..N).map(message).collect();
     let publish_stop = StopSignal::new();
     for format in [WireFormat::Json, WireFormat::Binary] {
@@ -254,9 +270,11 @@ fn transport(c: &mut Criterion) {
     stop.stop();
     group.finish();
 
+    one_way_latencies(&rt, &publisher, &core_bus(WireFormat::Binary), &connect());
+
     // Round trips, printed.
     let rounds = 2_000;
-    let (_echo_seen, echo_stop) = agent(&rt, core_bus(WireFormat::Json), true);
+    let (_echo_seen, echo_stop) = agent(&rt, core_bus(WireFormat::Json), true, None);
     let responder = connect();
     let mut raw_requests = rt.block_on(responder.subscribe("bench.raw.echo")).unwrap();
     // The server must have the subscription before the first request.
@@ -304,6 +322,63 @@ fn transport(c: &mut Criterion) {
     echo_stop.stop();
     jetstream_publish(c, &rt, &url);
     drop(server);
+}
+
+/// Fire-and-forget latency, printed: one message at a time from publish
+/// (no flush: the client writes it out on its own) to the receiver's hands (raw: a subscriber that signals each arrival; ours:
+/// an agent run by `run_agent` that does the same from `on_message`),
+/// binary bytes both ways.
+fn one_way_latencies(
+    rt: &tokio::runtime::Runtime,
+    raw_publisher: &async_nats::Client,
+    bus: &NatsBus,
+    raw_subscriber: &async_nats::Client,
+) {
+    const ROUNDS: u64 = 5_000;
+    let (raw_arrived, raw_arrivals) = flume::unbounded();
+    let mut sub = rt
+        .block_on(raw_subscriber.subscribe("bench.raw.latency"))
+        .unwrap();
+    rt.block_on(raw_subscriber.flush()).unwrap();
+    let reader = rt.spawn(async move {
+        while sub.next().await.is_some() {
+            let _ = raw_arrived.send(());
+        }
+    });
+    let (arrived, arrivals) = flume::unbounded();
+    let (_, stop) = agent(rt, bus.clone(), false, Some(arrived));
+    let stop_publishing = StopSignal::new();
+    for ours in [false, true] {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        rt.block_on(async {
+            for i in 0..ROUNDS {
+                let mut envelope = message(i);
+                envelope.topic = Topic::new("latency").unwrap();
+                // The raw side publishes ready bytes, as in the throughput rows.
+                let body = WireFormat::Binary.encode(&envelope);
+                let t = Instant::now();
+                if ours {
+                    bus.publish(&envelope, &stop_publishing).await.unwrap();
+                    arrivals.recv_async().await.unwrap();
+                } else {
+                    raw_publisher
+                        .publish("bench.raw.latency", body.into())
+                        .await
+                        .unwrap();
+                    raw_arrivals.recv_async().await.unwrap();
+                }
+                h.record(t.elapsed().as_nanos() as u64).unwrap();
+            }
+        });
+        println!(
+            "fire_and_forget_latency/{}: p50 {:.1} us, p99 {:.1} us ({ROUNDS} messages, one at a time)",
+            if ours { "bus_core_nats_binary" } else { "raw_async_nats_binary" },
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3
+        );
+    }
+    stop.stop();
+    reader.abort();
 }
 
 /// Confirmed publishes into a stream: ours vs raw, same bytes, same window.

@@ -1,0 +1,128 @@
+//! Instruction-count probe for the receiving side of core NATS:
+//! `valgrind --tool=callgrind --separate-threads=no
+//! target/release/examples/nats_receive_probe MODE N` with MODE `raw` (a
+//! subscriber that only counts) or `agent` (an agent run by
+//! `nats::run_agent`: decode, deliver, count). A raw client publishes N
+//! ready binary `data.price_update` envelopes to a `nats-server` started
+//! here; the difference between the two modes' totals, over N, is what the
+//! agent side costs per message beyond a bare subscriber.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus_core::agent::Agent;
+use bus_core::driver::StopSignal;
+use bus_core::inline::Outbox;
+use bus_core::local_server::LocalServer;
+use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::message::WireFormat;
+use bus_core::nats::{NatsBus, NatsSettings};
+use bus_core::prelude::*;
+use bus_core::supervision::AgentSpec;
+use futures_util::StreamExt;
+use rust_decimal::Decimal;
+
+struct Counter {
+    id: AgentId,
+    seen: Arc<AtomicU64>,
+}
+
+impl Agent for Counter {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new("prices").unwrap()]
+    }
+    fn on_message(&mut self, _: &Envelope, _: &mut Outbox) -> HandlerResult {
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let n: u64 = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let store = tempfile::tempdir().unwrap();
+    let server = LocalServer::jetstream(store.path()).expect("nats-server");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let bodies: Vec<bytes::Bytes> = (0..n)
+        .map(|i| {
+            let update = PriceUpdate::new(PriceUpdateFields {
+                symbol: Symbol::new("BTC").unwrap(),
+                price: Decimal::new(6_512_345 + i as i64, 2),
+                timestamp_ms: i as i64,
+            })
+            .unwrap();
+            let envelope = Envelope::new(
+                AgentId::new("bench"),
+                Topic::new("prices").unwrap(),
+                Payload::DataPriceUpdate(update),
+            );
+            WireFormat::Binary.encode(&envelope).into()
+        })
+        .collect();
+    let seen = Arc::new(AtomicU64::new(0));
+    let stop = StopSignal::new();
+    rt.block_on(async {
+        let url = server.url();
+        let publisher = async_nats::connect(&url).await.unwrap();
+        if mode == "agent" {
+            let settings = NatsSettings {
+                url: url.clone(),
+                prefix: "probe".into(),
+                token: None,
+                when_disconnected: Default::default(),
+                wire_format: WireFormat::Binary,
+                jetstream: None,
+            };
+            let bus = NatsBus::connect(&settings).await.unwrap();
+            let counter = Counter {
+                id: AgentId::new("counter"),
+                seen: seen.clone(),
+            };
+            let (ready, subscribed) = tokio::sync::oneshot::channel();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _ = bus_core::nats::run_agent(
+                    AgentSpec::new(Box::new(counter)),
+                    &bus,
+                    stop,
+                    Some(ready),
+                )
+                .await;
+            });
+            subscribed.await.unwrap();
+        } else {
+            let client = async_nats::connect(&url).await.unwrap();
+            let mut sub = client.subscribe("probe.prices").await.unwrap();
+            client.flush().await.unwrap();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let _client = client;
+                while sub.next().await.is_some() {
+                    seen.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for body in &bodies {
+            publisher
+                .publish("probe.prices", body.clone())
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+        while seen.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    stop.stop();
+    println!("{mode}: {} messages received", seen.load(Ordering::Relaxed));
+}
