@@ -1,11 +1,13 @@
-//! Instruction-count probe for the receiving side of core NATS:
-//! `valgrind --tool=callgrind --separate-threads=no
+//! Instruction-count probe for core NATS, each side alone:
+//! `valgrind --tool=callgrind
 //! target/release/examples/nats_receive_probe MODE N` with MODE `raw` (a
-//! subscriber that only counts) or `agent` (an agent run by
-//! `nats::run_agent`: decode, deliver, count). A raw client publishes N
-//! ready binary `data.price_update` envelopes to a `nats-server` started
-//! here; the difference between the two modes' totals, over N, is what the
-//! agent side costs per message beyond a bare subscriber.
+//! raw client publishes N ready binary `data.price_update` envelopes to a
+//! subscriber that only counts), `agent` (the same publisher; an agent run
+//! by `nats::run_agent` receives: decode, deliver, count) or `publisher`
+//! (`NatsBus::publish` encodes and sends the envelopes to the counting
+//! subscriber), against a `nats-server` started here. A mode's total minus
+//! `raw`'s, over N, is what that side costs per message beyond raw
+//! async-nats.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +55,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let bodies: Vec<bytes::Bytes> = (0..n)
+    let envelopes: Vec<Envelope> = (0..n)
         .map(|i| {
             let update = PriceUpdate::new(PriceUpdateFields {
                 symbol: Symbol::new("BTC").unwrap(),
@@ -61,35 +63,38 @@ fn main() {
                 timestamp_ms: i as i64,
             })
             .unwrap();
-            let envelope = Envelope::new(
+            Envelope::new(
                 AgentId::new("bench"),
                 Topic::new("prices").unwrap(),
                 Payload::DataPriceUpdate(update),
-            );
-            WireFormat::Binary.encode(&envelope).into()
+            )
         })
+        .collect();
+    let bodies: Vec<bytes::Bytes> = envelopes
+        .iter()
+        .map(|e| WireFormat::Binary.encode(e).into())
         .collect();
     let seen = Arc::new(AtomicU64::new(0));
     let stop = StopSignal::new();
     rt.block_on(async {
         let url = server.url();
         let publisher = async_nats::connect(&url).await.unwrap();
+        let settings = NatsSettings {
+            url: url.clone(),
+            prefix: "probe".into(),
+            token: None,
+            when_disconnected: Default::default(),
+            wire_format: WireFormat::Binary,
+            jetstream: None,
+        };
+        let bus = NatsBus::connect(&settings).await.unwrap();
         if mode == "agent" {
-            let settings = NatsSettings {
-                url: url.clone(),
-                prefix: "probe".into(),
-                token: None,
-                when_disconnected: Default::default(),
-                wire_format: WireFormat::Binary,
-                jetstream: None,
-            };
-            let bus = NatsBus::connect(&settings).await.unwrap();
             let counter = Counter {
                 id: AgentId::new("counter"),
                 seen: seen.clone(),
             };
             let (ready, subscribed) = tokio::sync::oneshot::channel();
-            let stop = stop.clone();
+            let (stop, bus) = (stop.clone(), bus.clone());
             tokio::spawn(async move {
                 let _ = bus_core::nats::run_agent(
                     AgentSpec::new(Box::new(counter)),
@@ -112,13 +117,20 @@ fn main() {
                 }
             });
         }
-        for body in &bodies {
-            publisher
-                .publish("probe.prices", body.clone())
-                .await
-                .unwrap();
+        if mode == "publisher" {
+            for envelope in &envelopes {
+                bus.publish(envelope, &stop).await.unwrap();
+            }
+            bus.client().flush().await.unwrap();
+        } else {
+            for body in &bodies {
+                publisher
+                    .publish("probe.prices", body.clone())
+                    .await
+                    .unwrap();
+            }
+            publisher.flush().await.unwrap();
         }
-        publisher.flush().await.unwrap();
         while seen.load(Ordering::Relaxed) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }

@@ -166,7 +166,14 @@ pub struct NatsBus {
     reliable: Option<Reliable>,
     when_disconnected: WhenDisconnected,
     wire_format: WireFormat,
+    /// The core subject of each topic published on, made once: building
+    /// it (and handing a fresh string to the client) cost an allocation
+    /// or two per message.
+    subjects: Arc<std::sync::Mutex<crate::ids::NameMap<Topic, async_nats::Subject>>>,
 }
+
+/// Topics whose subjects a [`NatsBus`] keeps before starting over.
+const SUBJECTS_KEPT: usize = 4096;
 
 impl NatsBus {
     /// Connects and, when JetStream families are configured, makes sure
@@ -193,7 +200,22 @@ impl NatsBus {
             reliable,
             when_disconnected: settings.when_disconnected,
             wire_format: settings.wire_format,
+            subjects: Arc::default(),
         })
+    }
+
+    /// The core NATS subject of `topic` (shared: cloning it is a count).
+    fn subject_of(&self, topic: &Topic) -> async_nats::Subject {
+        let mut subjects = lock(&self.subjects);
+        if let Some(subject) = subjects.get(topic) {
+            return subject.clone();
+        }
+        if subjects.len() >= SUBJECTS_KEPT {
+            subjects.clear();
+        }
+        let subject = async_nats::Subject::from(subject(&self.prefix, topic.as_str()));
+        subjects.insert(topic.clone(), subject.clone());
+        subject
     }
 
     /// The core NATS client.
@@ -229,10 +251,10 @@ impl NatsBus {
         }
         let mut in_flight = Vec::new();
         for envelope in envelopes {
-            let subject = subject(&self.prefix, envelope.topic.as_str());
             let bytes = self.wire_format.encode(envelope);
             match &self.reliable {
                 Some(reliable) if reliable.settings().carries(envelope.topic.as_str()) => {
+                    let subject = subject(&self.prefix, envelope.topic.as_str());
                     in_flight.push(
                         reliable
                             .start_publish(subject, envelope.id, bytes.into())
@@ -240,9 +262,12 @@ impl NatsBus {
                     );
                 }
                 _ => {
-                    send(&self.client, subject.into(), bytes, || {
-                        self::subject(&self.prefix, envelope.topic.as_str())
-                    })
+                    send(
+                        &self.client,
+                        self.subject_of(&envelope.topic),
+                        bytes,
+                        || self::subject(&self.prefix, envelope.topic.as_str()),
+                    )
                     .await?
                 }
             }
