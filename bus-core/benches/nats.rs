@@ -23,7 +23,6 @@ use bus_core::agent::Agent;
 use bus_core::driver::StopSignal;
 use bus_core::inline::Outbox;
 use bus_core::local_server::LocalServer;
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::message::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
@@ -31,22 +30,15 @@ use bus_core::supervision::AgentSpec;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use rust_decimal::Decimal;
 
 const N: u64 = 20_000;
 
+#[path = "../examples/common/mod.rs"]
+#[allow(dead_code)] // The probes' command line is not the bench's.
+mod common;
+
 fn message(i: u64) -> Envelope {
-    let update = PriceUpdate::new(PriceUpdateFields {
-        symbol: Symbol::new("BTC").unwrap(),
-        price: Decimal::new(6_512_345 + i as i64, 2),
-        timestamp_ms: i as i64,
-    })
-    .unwrap();
-    Envelope::new(
-        AgentId::new("bench"),
-        Topic::new("prices.btc").unwrap(),
-        Payload::DataPriceUpdate(update),
-    )
+    common::price_update(i, "prices.btc")
 }
 
 /// Counts what it receives; answers requests with a copy; tells

@@ -4,29 +4,14 @@
 //! (N `data.price_update` envelopes; setup included, so compare the
 //! inclusive cost of `encode_into` / `binary::decode` / `from_json`).
 //! Prints the encoded size in both formats.
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
-use rust_decimal::Decimal;
+
+mod common;
+
 fn main() {
-    let mode = std::env::args().nth(1).unwrap_or_default();
-    let n: u64 = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20_000);
+    let (mode, n) = common::mode_and_count();
     let msgs: Vec<Envelope> = (0..n)
-        .map(|i| {
-            let update = PriceUpdate::new(PriceUpdateFields {
-                symbol: Symbol::new("BTC").unwrap(),
-                price: Decimal::new(6_512_345 + i as i64, 2),
-                timestamp_ms: i as i64,
-            })
-            .unwrap();
-            Envelope::new(
-                AgentId::new("bench"),
-                Topic::new("prices.btc").unwrap(),
-                Payload::DataPriceUpdate(update),
-            )
-        })
+        .map(|i| common::price_update(i, "prices.btc"))
         .collect();
     let format = if mode.starts_with("bin") {
         bus_core::message::WireFormat::Binary

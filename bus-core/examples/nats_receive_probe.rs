@@ -16,13 +16,13 @@ use bus_core::agent::Agent;
 use bus_core::driver::StopSignal;
 use bus_core::inline::Outbox;
 use bus_core::local_server::LocalServer;
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::message::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
 use bus_core::supervision::AgentSpec;
 use futures_util::StreamExt;
-use rust_decimal::Decimal;
+
+mod common;
 
 struct Counter {
     id: AgentId,
@@ -43,11 +43,7 @@ impl Agent for Counter {
 }
 
 fn main() {
-    let mode = std::env::args().nth(1).unwrap_or_default();
-    let n: u64 = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20_000);
+    let (mode, n) = common::mode_and_count();
     let store = tempfile::tempdir().unwrap();
     let server = LocalServer::jetstream(store.path()).expect("nats-server");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -55,21 +51,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let envelopes: Vec<Envelope> = (0..n)
-        .map(|i| {
-            let update = PriceUpdate::new(PriceUpdateFields {
-                symbol: Symbol::new("BTC").unwrap(),
-                price: Decimal::new(6_512_345 + i as i64, 2),
-                timestamp_ms: i as i64,
-            })
-            .unwrap();
-            Envelope::new(
-                AgentId::new("bench"),
-                Topic::new("prices").unwrap(),
-                Payload::DataPriceUpdate(update),
-            )
-        })
-        .collect();
+    let envelopes: Vec<Envelope> = (0..n).map(|i| common::price_update(i, "prices")).collect();
     let bodies: Vec<bytes::Bytes> = envelopes
         .iter()
         .map(|e| WireFormat::Binary.encode(e).into())
