@@ -332,6 +332,20 @@ fn valid_json() -> serde_json::Value {
 }
 
 #[test]
+fn json_that_is_not_utf8_is_refused_with_where() {
+    let text = envelope(MessageType::DataCandle).to_json();
+    let at = text.find("\"sender\":\"").unwrap() + 10;
+    let mut bytes = text.into_bytes();
+    bytes[at] = 0xff;
+    let e = Envelope::from_json(&bytes).expect_err("not UTF-8");
+    assert!(e.to_string().contains("unicode"), "{e}");
+    assert!(e.to_string().contains("column"), "{e}");
+    // The same text with a valid byte there decodes.
+    bytes[at] = b'x';
+    assert!(Envelope::from_json(&bytes).is_ok());
+}
+
+#[test]
 fn decoding_errors_name_the_field() {
     let mut v = valid_json();
     v["payload"]["close"] = "-3".into();
