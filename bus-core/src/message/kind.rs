@@ -30,9 +30,7 @@ macro_rules! message_types {
                     $( MessageType::$variant => $wire ),*
                 }
             }
-        }
 
-        impl MessageType {
             /// The message type whose wire name is `bytes`, if any (no
             /// UTF-8 check needed: every wire name is ASCII).
             pub(crate) fn from_wire_name(bytes: &[u8]) -> Option<Self> {
