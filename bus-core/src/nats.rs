@@ -172,6 +172,17 @@ pub struct NatsBus {
     subjects: Arc<std::sync::Mutex<crate::ids::NameMap<Topic, async_nats::Subject>>>,
 }
 
+/// Publications sent to JetStream families, not yet acknowledged by their
+/// stream.
+pub struct Unconfirmed(Vec<crate::jetstream::InFlight>);
+
+impl Unconfirmed {
+    /// Whether nothing waits for an acknowledgement.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Topics whose subjects a [`NatsBus`] keeps before starting over.
 const SUBJECTS_KEPT: usize = 4096;
 
@@ -246,6 +257,17 @@ impl NatsBus {
         envelopes: &[Envelope],
         stop: &StopSignal,
     ) -> Result<(), NatsError> {
+        let unconfirmed = self.send_many(envelopes, stop).await?;
+        self.confirm(unconfirmed, stop).await
+    }
+
+    /// Sends envelopes in order; what went to JetStream families is
+    /// returned unconfirmed (see [`NatsBus::confirm`]).
+    pub async fn send_many(
+        &self,
+        envelopes: &[Envelope],
+        stop: &StopSignal,
+    ) -> Result<Unconfirmed, NatsError> {
         if self.when_disconnected == WhenDisconnected::Block {
             self.wait_until_connected(stop).await?;
         }
@@ -272,8 +294,19 @@ impl NatsBus {
                 }
             }
         }
+        Ok(Unconfirmed(in_flight))
+    }
+
+    /// Waits until the streams have stored what [`NatsBus::send_many`]
+    /// sent to them (sending again while the server is away; gives up only
+    /// when `stop` is raised).
+    pub async fn confirm(
+        &self,
+        unconfirmed: Unconfirmed,
+        stop: &StopSignal,
+    ) -> Result<(), NatsError> {
         if let Some(reliable) = &self.reliable {
-            for publish in in_flight {
+            for publish in unconfirmed.0 {
                 reliable.confirm(publish, stop).await?;
             }
         }
@@ -626,6 +659,10 @@ pub struct NatsTransport {
     stop: StopSignal,
     /// Ids of exactly-once JetStream messages handled.
     processed: std::sync::Mutex<DedupeWindow>,
+    /// Ids of exactly-once JetStream messages handled but not yet settled
+    /// (their answers' confirmations pending): a redelivered copy arriving
+    /// meanwhile is left to the original's settling.
+    in_hand: std::sync::Mutex<std::collections::HashSet<MessageId>>,
     stats: std::sync::Mutex<NatsRunStats>,
 }
 
@@ -653,6 +690,7 @@ impl NatsTransport {
             screen,
             stop,
             processed: std::sync::Mutex::new(DedupeWindow::new(window)),
+            in_hand: std::sync::Mutex::default(),
             stats: std::sync::Mutex::new(NatsRunStats::default()),
         }
     }
@@ -780,6 +818,7 @@ impl NatsDelivery {
 impl Transport for NatsTransport {
     type Delivery = NatsDelivery;
     type Error = NatsError;
+    type Unconfirmed = Unconfirmed;
 
     async fn subscribe(
         &self,
@@ -806,8 +845,13 @@ impl Transport for NatsTransport {
         }))
     }
 
-    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), NatsError> {
-        self.bus.publish_many(envelopes, &self.stop).await
+    async fn send(&self, envelopes: &[Envelope]) -> Result<Option<Unconfirmed>, NatsError> {
+        let unconfirmed = self.bus.send_many(envelopes, &self.stop).await?;
+        Ok((!unconfirmed.is_empty()).then_some(unconfirmed))
+    }
+
+    async fn confirm(&self, unconfirmed: Unconfirmed) -> Result<(), NatsError> {
+        self.bus.confirm(unconfirmed, &self.stop).await
     }
 
     async fn open(
@@ -854,6 +898,13 @@ impl Transport for NatsTransport {
                 ack(message, AckKind::Ack, true).await;
                 return Ok(None);
             }
+            if exactly_once && !lock(&self.in_hand).insert(envelope.id) {
+                // Redelivered while the first copy waits for its answers'
+                // confirmation: that copy's settling (ack, or nak and a
+                // later redelivery) decides.
+                self.count(|s| s.duplicates += 1);
+                return Ok(None);
+            }
         }
         delivery.opened = Some((envelope.id, exactly_once));
         Ok(Some((Arc::new(envelope), delivery)))
@@ -887,6 +938,9 @@ impl Transport for NatsTransport {
             }
             Incoming::Durable(message) => message,
         };
+        if exactly_once {
+            lock(&self.in_hand).remove(&id);
+        }
         let error = match outcome {
             Ok(()) => {
                 if exactly_once {

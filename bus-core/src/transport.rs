@@ -17,6 +17,7 @@
 //! [`run_agent`] drives any agent on either, unchanged: the agents never
 //! see the transport, and which one carries them is configuration.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,6 +114,9 @@ pub trait Transport: Send + Sync {
     type Delivery: Send + 'static;
     /// What goes wrong.
     type Error: std::error::Error + Send + Sync + 'static;
+    /// Publications sent but not yet confirmed stored (JetStream's
+    /// acknowledgements still to come).
+    type Unconfirmed: Send + 'static;
 
     /// Subscribes `agent` to `patterns` (plus the health checks every agent
     /// answers). Returns once the subscription is in place, so what is
@@ -123,11 +127,18 @@ pub trait Transport: Send + Sync {
         patterns: Vec<TopicPattern>,
     ) -> impl Future<Output = Result<Inbox<Self::Delivery>, Self::Error>> + Send;
 
-    /// Publishes `envelopes` in order; returns once the transport has them
-    /// (for reliable delivery: stored).
-    fn publish(
+    /// Sends `envelopes` in order. Returns what is still to be confirmed
+    /// before they count as stored (reliable delivery), if anything: see
+    /// [`Transport::confirm`].
+    fn send(
         &self,
         envelopes: &[Envelope],
+    ) -> impl Future<Output = Result<Option<Self::Unconfirmed>, Self::Error>> + Send;
+
+    /// Waits until what [`Transport::send`] left unconfirmed is stored.
+    fn confirm(
+        &self,
+        unconfirmed: Self::Unconfirmed,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// The envelope in a delivery, to hand to `agent`; `None` when it is not
@@ -193,9 +204,11 @@ pub async fn run_agent<T: Transport>(
         let _ = ready.send(());
     }
     let mut driver = Driver {
+        agent_id: id.clone(),
         transport,
         stats: AgentRunStats::default(),
         out: Outbox::new(),
+        pending: VecDeque::new(),
     };
     driver.drive(&mut agent, &inbox, &stop).await?;
     drop(inbox);
@@ -205,25 +218,107 @@ pub async fn run_agent<T: Transport>(
     Ok((agent, driver.stats))
 }
 
-struct Driver<'a, T> {
+/// Publications waiting for their confirmation, and what to settle once
+/// they have it: at most this many at once. The agent goes on handling
+/// deliveries meanwhile (a confirmation is a round trip to the server:
+/// waiting for each before the next delivery made reliable runs round-trip
+/// bound). A delivery is still settled only after what it caused is stored.
+const UNCONFIRMED_WINDOW: usize = 64;
+
+/// Sent, not yet confirmed; then the delivery that caused it, if any (a
+/// source's production has none), to settle.
+struct Pending<T: Transport> {
+    unconfirmed: Option<T::Unconfirmed>,
+    settle: Option<(T::Delivery, HandlerResult, Vec<Envelope>)>,
+}
+
+struct Driver<'a, T: Transport> {
+    agent_id: AgentId,
     transport: &'a T,
     stats: AgentRunStats,
     out: Outbox,
+    /// Oldest first.
+    pending: VecDeque<Pending<T>>,
 }
 
 impl<T: Transport> Driver<'_, T> {
-    /// Publishes what the agent put in its outbox; returns it.
-    async fn publish(&mut self) -> Result<Vec<Envelope>, AgentRunError<T::Error>> {
+    /// Sends what the agent put in its outbox; returns it, and what is
+    /// left to confirm.
+    async fn send(
+        &mut self,
+    ) -> Result<(Vec<Envelope>, Option<T::Unconfirmed>), AgentRunError<T::Error>> {
         if self.out.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let sent: Vec<Envelope> = self.out.drain().collect();
-        self.transport
-            .publish(&sent)
+        let unconfirmed = self
+            .transport
+            .send(&sent)
             .await
             .map_err(AgentRunError::Transport)?;
         self.stats.published += sent.len() as u64;
-        Ok(sent)
+        Ok((sent, unconfirmed))
+    }
+
+    /// Publishes what the agent put in its outbox and waits until it is
+    /// stored (after everything sent before it).
+    async fn publish(&mut self) -> Result<(), AgentRunError<T::Error>> {
+        self.settle_all().await?;
+        if let (_, Some(unconfirmed)) = self.send().await? {
+            self.confirm(unconfirmed).await?;
+        }
+        Ok(())
+    }
+
+    async fn confirm(&self, unconfirmed: T::Unconfirmed) -> Result<(), AgentRunError<T::Error>> {
+        self.transport
+            .confirm(unconfirmed)
+            .await
+            .map_err(AgentRunError::Transport)
+    }
+
+    /// Queues what waits for a confirmation; beyond the window, completes
+    /// the oldest first.
+    async fn wait_for(&mut self, pending: Pending<T>) -> Result<(), AgentRunError<T::Error>> {
+        self.pending.push_back(pending);
+        while self.pending.len() > UNCONFIRMED_WINDOW {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Confirms the oldest pending publications, then settles their cause.
+    async fn settle_oldest(&mut self) -> Result<(), AgentRunError<T::Error>> {
+        let Some(pending) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        if let Some(unconfirmed) = pending.unconfirmed {
+            self.confirm(unconfirmed).await?;
+        }
+        if let Some((delivery, outcome, answers)) = pending.settle {
+            return self.settle(delivery, &outcome, &answers).await;
+        }
+        Ok(())
+    }
+
+    /// Confirms and settles everything pending, oldest first.
+    async fn settle_all(&mut self) -> Result<(), AgentRunError<T::Error>> {
+        while !self.pending.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    async fn settle(
+        &self,
+        delivery: T::Delivery,
+        outcome: &HandlerResult,
+        answers: &[Envelope],
+    ) -> Result<(), AgentRunError<T::Error>> {
+        self.transport
+            .settle(delivery, &self.agent_id, outcome, answers)
+            .await
+            .map_err(AgentRunError::Transport)
     }
 
     async fn drive(
@@ -246,11 +341,19 @@ impl<T: Transport> Driver<'_, T> {
                 break;
             }
             if producing {
-                // A source: produce a step, then take whatever arrived meanwhile.
+                // A source: produce a step (its confirmation may come while
+                // the next is produced), then take whatever arrived meanwhile.
                 let step = agent.produce(&mut self.out);
-                self.publish().await?;
+                if let (_, Some(unconfirmed)) = self.send().await? {
+                    self.wait_for(Pending {
+                        unconfirmed: Some(unconfirmed),
+                        settle: None,
+                    })
+                    .await?;
+                }
                 if step == Produce::Done {
                     producing = false;
+                    self.settle_all().await?;
                     self.transport.flush().await;
                     // A source that has finished has nothing left to do on
                     // its own (its commands would start nothing): it ends.
@@ -265,10 +368,13 @@ impl<T: Transport> Driver<'_, T> {
                     self.take_all(agent, arrival, stop).await?;
                 }
                 if step == Produce::Idle {
+                    self.settle_all().await?;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 continue;
             }
+            // Nothing waits for a confirmation while the agent waits.
+            self.settle_all().await?;
             tokio::select! {
                 arrival = inbox.deliveries.recv_async() => match arrival {
                     Ok(arrival) => self.take_all(agent, arrival, stop).await?,
@@ -285,6 +391,7 @@ impl<T: Transport> Driver<'_, T> {
                 }
             }
         }
+        self.settle_all().await?;
         agent.stop(&mut self.out);
         self.publish().await?;
         self.transport.flush().await;
@@ -329,12 +436,17 @@ impl<T: Transport> Driver<'_, T> {
         if let Err(error) = &outcome {
             tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
         }
-        // What the agent published is out before its cause is settled.
-        let answers = self.publish().await?;
-        self.transport
-            .settle(delivery, agent.id(), &outcome, &answers)
-            .await
-            .map_err(AgentRunError::Transport)
+        // What the agent published is stored before its cause is settled:
+        // at once when there is nothing to wait for, else once confirmed.
+        let (answers, unconfirmed) = self.send().await?;
+        if unconfirmed.is_none() && self.pending.is_empty() {
+            return self.settle(delivery, &outcome, &answers).await;
+        }
+        self.wait_for(Pending {
+            unconfirmed,
+            settle: Some((delivery, outcome, answers)),
+        })
+        .await
     }
 }
 
@@ -380,6 +492,8 @@ const INBOX_DEPTH: usize = 64;
 impl Transport for InProcess {
     type Delivery = (Arc<Envelope>, Acknowledgement);
     type Error = InProcessError;
+    /// The bus has what it was given: nothing is left to confirm.
+    type Unconfirmed = std::convert::Infallible;
 
     async fn subscribe(
         &self,
@@ -410,11 +524,15 @@ impl Transport for InProcess {
         }))
     }
 
-    async fn publish(&self, envelopes: &[Envelope]) -> Result<(), Self::Error> {
+    async fn send(&self, envelopes: &[Envelope]) -> Result<Option<Self::Unconfirmed>, Self::Error> {
         for envelope in envelopes {
             self.bus.publish(envelope.clone()).await?;
         }
-        Ok(())
+        Ok(None)
+    }
+
+    async fn confirm(&self, unconfirmed: Self::Unconfirmed) -> Result<(), Self::Error> {
+        match unconfirmed {}
     }
 
     async fn open(

@@ -53,10 +53,13 @@ fn price(n: i64, mode: DeliveryMode) -> Envelope {
     .with_delivery_mode(mode)
 }
 
-/// Records every message it handles: id -> times handled.
+/// Records every message it handles: id -> times handled; with `echo`,
+/// answers each on `data.echo.BTC` (correlated), so that its deliveries
+/// are settled only once the answer is stored.
 struct Recorder {
     id: AgentId,
     handled: Handled,
+    echo: bool,
 }
 
 impl Agent for Recorder {
@@ -66,8 +69,19 @@ impl Agent for Recorder {
     fn subscriptions(&self) -> Vec<TopicPattern> {
         vec![TopicPattern::new("data.price.>").unwrap()]
     }
-    fn on_message(&mut self, envelope: &Envelope, _out: &mut Outbox) -> HandlerResult {
+    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
         *self.handled.lock().unwrap().entry(envelope.id).or_default() += 1;
+        if self.echo {
+            out.publish(
+                Envelope::new(
+                    self.id.clone(),
+                    Topic::new("data.echo.BTC").unwrap(),
+                    envelope.payload().clone(),
+                )
+                .with_correlation_id(envelope.id)
+                .with_delivery_mode(DeliveryMode::AtLeastOnce),
+            );
+        }
         Ok(())
     }
 }
@@ -77,6 +91,7 @@ type Handled = Arc<Mutex<BTreeMap<MessageId, u32>>>;
 
 fn start_recorder(
     settings: &NatsSettings,
+    echo: bool,
 ) -> (
     Handled,
     StopSignal,
@@ -86,6 +101,7 @@ fn start_recorder(
     let recorder = Recorder {
         id: AgentId::new("recorder"),
         handled: handled.clone(),
+        echo,
     };
     let (stop, settings) = (StopSignal::new(), settings.clone());
     let stop_agent = stop.clone();
@@ -105,7 +121,11 @@ async fn a_server_killed_mid_run_loses_no_acknowledged_message_and_exactly_once_
     let store = tempfile::tempdir().unwrap();
     let mut server = NatsServer::start_jetstream(store.path());
     let settings = settings(&server, "js1");
-    let (handled, stop_recorder, recorder) = start_recorder(&settings);
+    // The recorder answers every message into the same family: its
+    // deliveries are acknowledged only once their answers are stored, so
+    // across the server's restart it holds handled, unsettled deliveries
+    // while their redelivered copies arrive.
+    let (handled, stop_recorder, recorder) = start_recorder(&settings, true);
     let publisher = NatsBus::connect(&settings).await.unwrap();
     // Let the consumer exist before publishing (interest retention keeps
     // messages for the consumers there when they arrive).
@@ -557,7 +577,7 @@ async fn bad_input_in_a_jetstream_family_is_dead_lettered_and_terminated() {
     let store = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream(store.path());
     let settings = settings(&server, "js3");
-    let (handled, stop, recorder) = start_recorder(&settings);
+    let (handled, stop, recorder) = start_recorder(&settings, false);
     let raw = async_nats::connect(server.url()).await.unwrap();
     let mut dead = raw.subscribe("js3.system.dead_letter").await.unwrap();
     raw.flush().await.unwrap();
