@@ -416,8 +416,9 @@ impl<T: Transport> Driver<'_, T> {
         Ok(())
     }
 
-    /// Opens a delivery, hands it to the agent, publishes the answers, then
-    /// settles it.
+    /// Opens a delivery, hands it to the agent, sends the answers, and
+    /// settles it once they are stored: at once, or from the window of
+    /// pending confirmations.
     async fn take(
         &mut self,
         agent: &mut Supervised,
