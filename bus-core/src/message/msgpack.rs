@@ -320,19 +320,10 @@ impl<'de> de::EnumAccess<'de> for Variant<'_, 'de> {
     type Variant = Self;
 
     fn variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<(T::Value, Self)> {
-        let name = seed.deserialize(de::value::BorrowedBytesDeserializer::<Refused>::new(
-            self.de.name_bytes()?,
-        ))?;
+        // The variant's name is an identifier (read as bytes), as
+        // `rmp_serde` reads it.
+        let name = seed.deserialize(&mut *self.de)?;
         Ok((name, self))
-    }
-}
-
-impl<'de> Deserializer<'de> {
-    /// A string's bytes (an enum's variant name).
-    fn name_bytes(&mut self) -> Result<&'de [u8]> {
-        let marker = self.byte()?;
-        let len = self.str_length(marker)?.ok_or(Refused)?;
-        self.take(len)
     }
 }
 
