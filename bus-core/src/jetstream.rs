@@ -152,6 +152,9 @@ impl Reliable {
         prefix: &str,
         settings: JetStreamSettings,
     ) -> Result<Self, NatsError> {
+        if let Some(warning) = server_warning(&client.server_info().version) {
+            tracing::warn!("{warning}");
+        }
         let context = jetstream::new(client);
         for family in &settings.families {
             let name = stream_name(prefix, family);
@@ -413,6 +416,26 @@ pub(crate) fn plan(settings: Option<&JetStreamSettings>, prefix: &str, nats_subj
     }
 }
 
+/// What a JetStream user must know about a server that reports `version`
+/// (`2.9.10`, `2.12.8-beta`...), if anything: before 2.10, a server
+/// restarted after a crash drops messages still waiting in an
+/// interest-retention stream for one consumer once another consumer of the
+/// stream has acknowledged past them (observed with 2.9.10: 999 of 1,000
+/// waiting messages gone; 2.10.25 and 2.12.8 keep them all; test
+/// `a_server_killed_while_messages_wait_for_a_stopped_agent_keeps_them`).
+/// `None` for 2.10 and later, and for a version it cannot read.
+pub fn server_warning(version: &str) -> Option<String> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']);
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) < (2, 10)).then(|| {
+        format!(
+            "nats-server {version} drops messages still waiting in JetStream streams when it \
+             is restarted after a crash; use nats-server 2.10 or newer"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +471,18 @@ mod tests {
         assert_eq!(p.durable[1], ("trade".into(), "bx.trade.>".into()));
         let p = plan(None, "bx", "bx.data.candle.>");
         assert_eq!(p.core.as_deref(), Some("bx.data.candle.>"));
+    }
+
+    #[test]
+    fn servers_before_2_10_are_warned_about() {
+        assert!(server_warning("2.9.10").unwrap().contains("2.9.10"));
+        assert!(server_warning("v2.2.0-beta.46").is_some());
+        assert!(server_warning("1.4.1").is_some());
+        assert_eq!(server_warning("2.10.0"), None);
+        assert_eq!(server_warning("2.12.8"), None);
+        assert_eq!(server_warning("3.0.0-rc.1"), None);
+        assert_eq!(server_warning("unknown"), None);
+        assert_eq!(server_warning(""), None);
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub async fn run_processes(
         .await
         .map_err(|e| failed(e.to_string()))?;
     if let Some(js) = &nats.jetstream {
+        if let Some(warning) = bus_core::jetstream::server_warning(&client.server_info().version) {
+            println!("warning: {warning}");
+        }
         // A run replays its data from the start: nothing an earlier run
         // left in the streams (messages, consumers of agents configured
         // differently then) may reach it.
