@@ -8,6 +8,9 @@
 //!   client to an agent run by `bus_core::nats::run_agent` (decode, deliver,
 //!   count) vs the same JSON bytes from one raw client to one raw
 //!   subscriber that only counts them.
+//! * `fire_and_forget_cross_process/*`: the same, with the receiver (raw
+//!   subscriber or agent) in a process of its own (this bench binary run
+//!   again as a receiver), as agents run in distributed mode.
 //! * Request round trips (p50/p99, printed): `bus_core::nats::request` to
 //!   an echoing agent vs `Client::request` to a raw echo responder.
 //! * `jetstream_publish/*`: 5,000 at-least-once envelopes published into a
@@ -27,7 +30,7 @@ use bus_core::message::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
 use bus_core::supervision::AgentSpec;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 
@@ -265,6 +268,7 @@ fn transport(c: &mut Criterion) {
     stop.stop();
     group.finish();
 
+    cross_process(c, &rt, &url, &publisher);
     one_way_latencies(&rt, &publisher, &core_bus(WireFormat::Binary), &connect());
 
     // Round trips, printed.
@@ -397,12 +401,16 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
     let _streams = rt.block_on(NatsBus::connect(&settings)).unwrap();
     let raw =
         rt.block_on(async { async_nats::jetstream::new(async_nats::connect(url).await.unwrap()) });
+    // The raw stream is configured as ours (`Reliable::open`): file
+    // storage, interest retention, the same duplicate window, so that the
+    // server stores both under the same rules.
     rt.block_on(
         raw.get_or_create_stream(async_nats::jetstream::stream::Config {
             name: "RAW_JS".into(),
             duplicate_window: Duration::from_secs(120),
             subjects: vec!["raw.js.>".into()],
             storage: async_nats::jetstream::stream::StorageType::File,
+            retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
             ..Default::default()
         }),
     )
@@ -501,5 +509,197 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
     group.finish();
 }
 
+/// Set (to `raw` or `agent`) when this binary runs as the receiving
+/// process of `fire_and_forget_cross_process`; the server's URL in
+/// `RECEIVER_URL`.
+const RECEIVER: &str = "BISTOURY_BENCH_RECEIVER";
+const RECEIVER_URL: &str = "BISTOURY_BENCH_RECEIVER_URL";
+/// Subjects of the cross-process rows: the raw receiver's, and the prefix
+/// of the agent's (neither is read by anything else in this bench).
+const CROSS_RAW_SUBJECT: &str = "cross.raw.prices.btc";
+const CROSS_PREFIX: &str = "cross";
+
+/// A receiving process: started, subscribed (`ready` read), told its
+/// counts on a channel; killed on drop.
+struct ReceiverProcess {
+    child: std::process::Child,
+    counts: flume::Receiver<u64>,
+}
+
+impl ReceiverProcess {
+    fn start(mode: &str, url: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .env(RECEIVER, mode)
+            .env(RECEIVER_URL, url)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (ready, subscribed) = flume::bounded(1);
+        let (tell, counts) = flume::unbounded();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                match line.parse::<u64>() {
+                    Ok(count) => {
+                        let _ = tell.send(count);
+                    }
+                    Err(_) if line == "ready" => {
+                        let _ = ready.send(());
+                    }
+                    Err(_) => eprintln!("receiver: {line}"),
+                }
+            }
+        });
+        subscribed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the receiving process subscribed");
+        Self { child, counts }
+    }
+
+    /// Waits until the receiver has counted `n` messages in all.
+    async fn wait_for(&self, n: u64) {
+        while self.counts.recv_async().await.unwrap() < n {}
+    }
+}
+
+impl Drop for ReceiverProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// This binary as a receiving process: counts what arrives (a raw
+/// subscriber, or an agent run by `run_agent`), says `ready` once
+/// subscribed, then prints its count each time it passes a multiple of
+/// `N`, until killed.
+fn receiver(mode: &str) {
+    let url = std::env::var(RECEIVER_URL).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (seen, _stop) = match mode {
+        "agent" => {
+            let bus = rt
+                .block_on(NatsBus::connect(&NatsSettings {
+                    url,
+                    prefix: CROSS_PREFIX.into(),
+                    token: None,
+                    when_disconnected: Default::default(),
+                    wire_format: WireFormat::Binary,
+                    jetstream: None,
+                }))
+                .unwrap();
+            let (seen, stop) = agent(&rt, bus, false, None);
+            (seen, Some(stop))
+        }
+        _ => {
+            let client = rt.block_on(async_nats::connect(&url)).unwrap();
+            let mut sub = rt.block_on(client.subscribe(CROSS_RAW_SUBJECT)).unwrap();
+            rt.block_on(client.flush()).unwrap();
+            let seen = Arc::new(AtomicU64::new(0));
+            let counter = seen.clone();
+            rt.spawn(async move {
+                let _client = client;
+                while sub.next().await.is_some() {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            (seen, None)
+        }
+    };
+    println!("ready");
+    rt.block_on(async {
+        let mut told = 0;
+        loop {
+            let count = seen.load(Ordering::Relaxed);
+            if count / N > told / N {
+                println!("{count}");
+                told = count;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    });
+}
+
+/// Fire-and-forget with the receiver in its own process.
+fn cross_process(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    publisher: &async_nats::Client,
+) {
+    let mut group = c.benchmark_group("fire_and_forget_cross_process");
+    group.throughput(Throughput::Elements(N));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(15));
+    {
+        let receiver = ReceiverProcess::start("raw", url);
+        let mut total_seen = 0;
+        for format in [WireFormat::Json, WireFormat::Binary] {
+            let bodies: Vec<Vec<u8>> = (0..N).map(|i| format.encode(&message(i))).collect();
+            group.bench_function(format!("raw_async_nats_{}", name(format)), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies).await;
+                            total_seen += N;
+                            receiver.wait_for(total_seen).await;
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    {
+        let receiver = ReceiverProcess::start("agent", url);
+        let envelopes: Vec<Envelope> = (0..N).map(message).collect();
+        let stop = StopSignal::new();
+        let mut total_seen = 0;
+        for format in [WireFormat::Json, WireFormat::Binary] {
+            let bus = rt
+                .block_on(NatsBus::connect(&NatsSettings {
+                    url: url.to_string(),
+                    prefix: CROSS_PREFIX.into(),
+                    token: None,
+                    when_disconnected: Default::default(),
+                    wire_format: format,
+                    jetstream: None,
+                }))
+                .unwrap();
+            group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            publish_ours(&bus, &envelopes, &stop).await;
+                            total_seen += N;
+                            receiver.wait_for(total_seen).await;
+                        }
+                    });
+                    start.elapsed()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(benches, transport);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(mode) = std::env::var(RECEIVER) {
+        receiver(&mode);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
