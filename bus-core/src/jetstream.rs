@@ -152,9 +152,6 @@ impl Reliable {
         prefix: &str,
         settings: JetStreamSettings,
     ) -> Result<Self, NatsError> {
-        if let Some(warning) = server_warning(&client.server_info().version) {
-            tracing::warn!("{warning}");
-        }
         let context = jetstream::new(client);
         for family in &settings.families {
             let name = stream_name(prefix, family);

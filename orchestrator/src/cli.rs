@@ -282,6 +282,13 @@ fn run_one_agent(
     };
     let result = runtime.block_on(async {
         let bus = bus_core::nats::NatsBus::connect(&nats).await?;
+        // Started by `bistoury run`, which has said it once already.
+        if nats.jetstream.is_some() && !exit_with_parent {
+            let version = bus.client().server_info().version;
+            if let Some(warning) = bus_core::jetstream::server_warning(&version) {
+                eprintln!("warning: {warning}");
+            }
+        }
         let (ready, subscribed) = tokio::sync::oneshot::channel();
         let announce = async {
             // Said once the subscriptions are in place: `bistoury run`
