@@ -155,6 +155,24 @@ async fn wait_for(seen: &AtomicU64, n: u64) {
     }
 }
 
+/// A bus on core NATS only, subjects under `prefix`, writing `wire_format`.
+fn core_bus(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    prefix: &str,
+    wire_format: WireFormat,
+) -> NatsBus {
+    let settings = NatsSettings {
+        url: url.to_string(),
+        prefix: prefix.into(),
+        token: None,
+        when_disconnected: Default::default(),
+        wire_format,
+        jetstream: None,
+    };
+    rt.block_on(NatsBus::connect(&settings)).unwrap()
+}
+
 fn name(format: WireFormat) -> &'static str {
     match format {
         WireFormat::Json => "json",
@@ -178,17 +196,7 @@ fn transport(c: &mut Criterion) {
         .build()
         .unwrap();
     let connect = || rt.block_on(async_nats::connect(&url)).unwrap();
-    let core_bus = |wire_format| {
-        let settings = NatsSettings {
-            url: url.clone(),
-            prefix: "bench".into(),
-            token: None,
-            when_disconnected: Default::default(),
-            wire_format,
-            jetstream: None,
-        };
-        rt.block_on(NatsBus::connect(&settings)).unwrap()
-    };
+    let core_bus = |wire_format| core_bus(&rt, &url, "bench", wire_format);
     let publisher = connect();
 
     let mut group = c.benchmark_group("fire_and_forget");
@@ -586,16 +594,7 @@ fn receiver(mode: &str) {
         .unwrap();
     let (seen, _stop) = match mode {
         "agent" => {
-            let bus = rt
-                .block_on(NatsBus::connect(&NatsSettings {
-                    url,
-                    prefix: CROSS_PREFIX.into(),
-                    token: None,
-                    when_disconnected: Default::default(),
-                    wire_format: WireFormat::Binary,
-                    jetstream: None,
-                }))
-                .unwrap();
+            let bus = core_bus(&rt, &url, CROSS_PREFIX, WireFormat::Binary);
             let (seen, stop) = agent(&rt, bus, false, None);
             (seen, Some(stop))
         }
@@ -665,16 +664,7 @@ fn cross_process(
         let stop = StopSignal::new();
         let mut total_seen = 0;
         for format in [WireFormat::Json, WireFormat::Binary] {
-            let bus = rt
-                .block_on(NatsBus::connect(&NatsSettings {
-                    url: url.to_string(),
-                    prefix: CROSS_PREFIX.into(),
-                    token: None,
-                    when_disconnected: Default::default(),
-                    wire_format: format,
-                    jetstream: None,
-                }))
-                .unwrap();
+            let bus = core_bus(rt, url, CROSS_PREFIX, format);
             group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
