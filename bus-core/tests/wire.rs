@@ -283,7 +283,46 @@ fn every_message_type_round_trips_through_json() {
         assert_eq!(decoded, original, "{t}");
         // Encoding the decoded message gives the same bytes: the format is stable.
         assert_eq!(decoded.to_json(), json);
+        // The payload before the type (decoded once the type is known)
+        // gives the same envelope as the type first (decoded in place).
+        let payload_first = payload_first(&value);
+        assert!(payload_first.find("\"payload\"") < payload_first.find("\"type\""));
+        assert_eq!(
+            Envelope::from_json(payload_first.as_bytes()).unwrap_or_else(|e| panic!("{t}: {e}")),
+            original,
+            "{t}"
+        );
     }
+}
+
+/// `value` (an envelope) as JSON text with its fields in the given order
+/// of the keys named first; the others after, as they come.
+fn ordered(value: &serde_json::Value, first: &[&str]) -> String {
+    let object = value.as_object().unwrap();
+    let mut keys: Vec<&str> = first.to_vec();
+    keys.extend(
+        object
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !first.contains(k)),
+    );
+    let fields: Vec<String> = keys
+        .iter()
+        .filter_map(|k| {
+            object
+                .get(*k)
+                .map(|v| format!("{}:{v}", serde_json::Value::from(*k)))
+        })
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+fn payload_first(value: &serde_json::Value) -> String {
+    ordered(value, &["payload", "type"])
+}
+
+fn type_first(value: &serde_json::Value) -> String {
+    ordered(value, &["type", "payload"])
 }
 
 #[test]
@@ -347,21 +386,54 @@ fn json_that_is_not_utf8_is_refused_with_where() {
 
 #[test]
 fn decoding_errors_name_the_field() {
-    let mut v = valid_json();
-    v["payload"]["close"] = "-3".into();
-    let e = decode_error(&v.to_string());
-    assert!(e.to_string().contains("close"), "{e}");
-    assert!(e.path.starts_with("payload"), "{e:?}");
+    // Payload errors, with the payload after the type (decoded in place,
+    // as our encoder writes it) and before it (decoded afterwards).
+    for order in [type_first, payload_first] {
+        let mut v = valid_json();
+        v["payload"]["close"] = "-3".into();
+        let e = decode_error(&order(&v));
+        assert!(e.to_string().contains("close"), "{e}");
+        assert!(e.path.starts_with("payload"), "{e:?}");
 
-    let mut v = valid_json();
-    v["payload"]["volume"] = "lots".into();
-    let e = decode_error(&v.to_string());
-    assert_eq!(e.path, "payload.volume", "{e:?}");
+        let mut v = valid_json();
+        v["payload"]["volume"] = "lots".into();
+        let e = decode_error(&order(&v));
+        assert_eq!(e.path, "payload.volume", "{e:?}");
 
-    let mut v = valid_json();
-    v["payload"].as_object_mut().unwrap().remove("high");
-    let e = decode_error(&v.to_string());
-    assert!(e.reason.contains("high"), "{e:?}");
+        let mut v = valid_json();
+        v["payload"].as_object_mut().unwrap().remove("high");
+        let e = decode_error(&order(&v));
+        assert!(e.reason.contains("high"), "{e:?}");
+
+        let mut v = valid_json();
+        v["payload"]["symbol"] = "BTC USD".into();
+        assert_eq!(decode_error(&order(&v)).path, "payload.symbol");
+
+        let mut v = valid_json();
+        v["payload"] = 7.into();
+        assert_eq!(decode_error(&order(&v)).path, "payload");
+    }
+
+    // Required fields missing, fields given twice.
+    for field in ["id", "type", "topic", "sender", "created_at_ms", "payload"] {
+        let mut v = valid_json();
+        v.as_object_mut().unwrap().remove(field);
+        let e = decode_error(&type_first(&v));
+        assert!(
+            e.reason.contains(&format!("missing field `{field}`")),
+            "{e:?}"
+        );
+    }
+    let v = valid_json();
+    let text = type_first(&v);
+    for field in ["id", "type", "payload", "priority"] {
+        let twice = format!("{{\"{field}\":{},{}", v[field], &text[1..]);
+        let e = decode_error(&twice);
+        assert!(
+            e.reason.contains(&format!("duplicate field `{field}`")),
+            "{e:?}"
+        );
+    }
 
     let mut v = valid_json();
     v["type"] = "data.nonsense".into();

@@ -272,7 +272,9 @@ impl Serialize for Envelope {
 }
 
 /// Decoding through serde works with `serde_json` only: the payload is
-/// read as raw JSON and decoded by type, as in [`Envelope::from_json`].
+/// decoded by type where it stands when `type` came first, else read as
+/// raw JSON and decoded once the type is known, as in
+/// [`Envelope::from_json`].
 impl<'de> Deserialize<'de> for Envelope {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         WireIn::deserialize(deserializer)?
@@ -284,13 +286,18 @@ impl<'de> Deserialize<'de> for Envelope {
 impl WireIn {
     fn into_envelope(self) -> Result<Envelope, DecodeError> {
         let wire = self;
-        let payload = Payload::from_json(wire.message_type, wire.payload.get()).map_err(|e| {
-            DecodeError {
-                path: e.path().to_string(),
-                reason: e.into_inner().to_string(),
+        let payload = match wire.payload {
+            PayloadIn::Decoded(payload) => payload,
+            PayloadIn::Raw(raw) => {
+                Payload::from_json(wire.message_type, raw.get()).map_err(|e| {
+                    DecodeError {
+                        path: e.path().to_string(),
+                        reason: e.into_inner().to_string(),
+                    }
+                    .in_payload()
+                })?
             }
-            .in_payload()
-        })?;
+        };
         Ok(Envelope {
             id: wire.id,
             correlation_id: wire.correlation_id,
@@ -332,41 +339,167 @@ struct WireOut<'a> {
     payload: &'a Payload,
 }
 
-fn default_max_attempts() -> u32 {
-    DEFAULT_MAX_ATTEMPTS
-}
-
 /// The decoding side accepts omitted optional fields so that clients in other
 /// languages need only send `id`, `type`, `topic`, `sender`, `created_at_ms`
-/// and `payload`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// and `payload`; unknown and repeated fields are refused.
 struct WireIn {
     id: MessageId,
-    #[serde(rename = "type")]
     message_type: MessageType,
     topic: Topic,
     sender: AgentId,
-    #[serde(default)]
     recipient: Option<AgentId>,
-    #[serde(default)]
     correlation_id: Option<MessageId>,
-    #[serde(default)]
     reply_to: Option<Topic>,
-    #[serde(default)]
     priority: Priority,
-    #[serde(default)]
     delivery_mode: DeliveryMode,
     created_at_ms: i64,
-    #[serde(default)]
     expires_at_ms: Option<i64>,
-    #[serde(default)]
     attempt: u32,
-    #[serde(default = "default_max_attempts")]
     max_attempts: u32,
-    #[serde(default)]
     headers: Headers,
-    #[serde(default)]
     tags: Vec<String>,
-    payload: Box<RawValue>,
+    payload: PayloadIn,
+}
+
+/// The payload as read: decoded in place when `type` came before it (as
+/// every envelope we write has it), else kept as raw JSON to decode once
+/// the type is known.
+enum PayloadIn {
+    Decoded(Payload),
+    Raw(Box<RawValue>),
+}
+
+/// The envelope's JSON fields.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    Id,
+    #[serde(rename = "type")]
+    Type,
+    Topic,
+    Sender,
+    Recipient,
+    CorrelationId,
+    ReplyTo,
+    Priority,
+    DeliveryMode,
+    CreatedAtMs,
+    ExpiresAtMs,
+    Attempt,
+    MaxAttempts,
+    Headers,
+    Tags,
+    Payload,
+}
+
+const FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "topic",
+    "sender",
+    "recipient",
+    "correlation_id",
+    "reply_to",
+    "priority",
+    "delivery_mode",
+    "created_at_ms",
+    "expires_at_ms",
+    "attempt",
+    "max_attempts",
+    "headers",
+    "tags",
+    "payload",
+];
+
+/// Decodes a payload of a known type where it stands.
+struct PayloadSeed(MessageType);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PayloadSeed {
+    type Value = Payload;
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Payload, D::Error> {
+        Payload::deserialize_as(self.0, deserializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireIn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct("Envelope", FIELDS, WireInVisitor)
+    }
+}
+
+struct WireInVisitor;
+
+impl<'de> serde::de::Visitor<'de> for WireInVisitor {
+    type Value = WireIn;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an envelope (a JSON object)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<WireIn, A::Error> {
+        use serde::de::Error;
+        let (mut id, mut message_type, mut topic, mut sender) = (None, None, None, None);
+        let (mut recipient, mut correlation_id, mut reply_to) = (None, None, None);
+        let (mut priority, mut delivery_mode, mut created_at_ms) = (None, None, None);
+        let (mut expires_at_ms, mut attempt, mut max_attempts) = (None, None, None);
+        let (mut headers, mut tags, mut payload) = (None, None, None);
+        // Each field once: a repeated one is an error, as serde's derive has it.
+        macro_rules! once {
+            ($slot:ident, $name:literal) => {{
+                if $slot.is_some() {
+                    return Err(A::Error::duplicate_field($name));
+                }
+                $slot = Some(map.next_value()?);
+            }};
+        }
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::Id => once!(id, "id"),
+                Field::Type => once!(message_type, "type"),
+                Field::Topic => once!(topic, "topic"),
+                Field::Sender => once!(sender, "sender"),
+                Field::Recipient => once!(recipient, "recipient"),
+                Field::CorrelationId => once!(correlation_id, "correlation_id"),
+                Field::ReplyTo => once!(reply_to, "reply_to"),
+                Field::Priority => once!(priority, "priority"),
+                Field::DeliveryMode => once!(delivery_mode, "delivery_mode"),
+                Field::CreatedAtMs => once!(created_at_ms, "created_at_ms"),
+                Field::ExpiresAtMs => once!(expires_at_ms, "expires_at_ms"),
+                Field::Attempt => once!(attempt, "attempt"),
+                Field::MaxAttempts => once!(max_attempts, "max_attempts"),
+                Field::Headers => once!(headers, "headers"),
+                Field::Tags => once!(tags, "tags"),
+                Field::Payload => {
+                    if payload.is_some() {
+                        return Err(A::Error::duplicate_field("payload"));
+                    }
+                    payload = Some(match message_type {
+                        Some(kind) => PayloadIn::Decoded(map.next_value_seed(PayloadSeed(kind))?),
+                        None => PayloadIn::Raw(map.next_value()?),
+                    });
+                }
+            }
+        }
+        Ok(WireIn {
+            id: id.ok_or_else(|| A::Error::missing_field("id"))?,
+            message_type: message_type.ok_or_else(|| A::Error::missing_field("type"))?,
+            topic: topic.ok_or_else(|| A::Error::missing_field("topic"))?,
+            sender: sender.ok_or_else(|| A::Error::missing_field("sender"))?,
+            recipient: recipient.flatten(),
+            correlation_id: correlation_id.flatten(),
+            reply_to: reply_to.flatten(),
+            priority: priority.unwrap_or_default(),
+            delivery_mode: delivery_mode.unwrap_or_default(),
+            created_at_ms: created_at_ms.ok_or_else(|| A::Error::missing_field("created_at_ms"))?,
+            expires_at_ms: expires_at_ms.flatten(),
+            attempt: attempt.unwrap_or_default(),
+            max_attempts: max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            headers: headers.unwrap_or_default(),
+            tags: tags.unwrap_or_default(),
+            payload: payload.ok_or_else(|| A::Error::missing_field("payload"))?,
+        })
+    }
 }

@@ -65,6 +65,16 @@ macro_rules! message_types {
                 }
             }
 
+            /// Decodes a payload of the given type with `deserializer`.
+            pub(crate) fn deserialize_as<'de, D: Deserializer<'de>>(
+                message_type: MessageType,
+                deserializer: D,
+            ) -> Result<Payload, D::Error> {
+                match message_type {
+                    $( MessageType::$variant => Deserialize::deserialize(deserializer).map(Payload::$variant) ),*
+                }
+            }
+
             /// Decodes a payload of the given type from JSON.
             pub(crate) fn from_json(
                 message_type: MessageType,
