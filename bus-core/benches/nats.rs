@@ -8,6 +8,9 @@
 //!   client to an agent run by `bus_core::nats::run_agent` (decode, deliver,
 //!   count) vs the same JSON bytes from one raw client to one raw
 //!   subscriber that only counts them.
+//! * `fire_and_forget/raw_async_nats_binary_with_headers`: the raw binary
+//!   row with two NATS headers per message (what priority and delivery
+//!   mode in headers would cost).
 //! * `fire_and_forget_cross_process/*`: the same, with the receiver (raw
 //!   subscriber or agent) in a process of its own (this bench binary run
 //!   again as a receiver), as agents run in distributed mode.
@@ -231,6 +234,28 @@ fn transport(c: &mut Criterion) {
             })
         });
     }
+    // What carrying an envelope's priority and delivery mode in NATS
+    // headers as well would cost: the same binary bytes, raw, with two
+    // such headers on every message (the subscriber gets them parsed).
+    let bodies: Vec<bytes::Bytes> = (0..N)
+        .map(|i| WireFormat::Binary.encode(&message(i)).into())
+        .collect();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Bistoury-Priority", "normal");
+    headers.insert("Bistoury-Delivery-Mode", "fire_and_forget");
+    group.bench_function("raw_async_nats_binary_with_headers", |b| {
+        b.iter_custom(|iters| {
+            delivered_rounds(&rt, iters, &raw_seen, || async {
+                for body in &bodies {
+                    publisher
+                        .publish_with_headers("bench.raw.prices.btc", headers.clone(), body.clone())
+                        .await
+                        .unwrap();
+                }
+                publisher.flush().await.unwrap();
+            })
+        })
+    });
 
     // Ours: envelopes encoded by `NatsBus::publish`, decoded and delivered
     // to an agent by `nats::run_agent`.
