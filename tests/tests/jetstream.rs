@@ -90,6 +90,27 @@ impl Agent for Recorder {
 /// Times each message was handled.
 type Handled = Arc<Mutex<BTreeMap<MessageId, u32>>>;
 
+/// Waits until every one of `ids` has been handled; after `limit`, fails
+/// saying how many of them never were (`what`).
+async fn wait_until_handled(handled: &Handled, ids: &[MessageId], limit: Duration, what: &str) {
+    let started = Instant::now();
+    loop {
+        let missing = {
+            let handled = handled.lock().unwrap();
+            ids.iter().filter(|id| !handled.contains_key(id)).count()
+        };
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{missing} of {} {what}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn start_recorder(
     settings: &NatsSettings,
     echo: bool,
@@ -180,24 +201,13 @@ async fn a_server_killed_mid_run_loses_no_acknowledged_message_and_exactly_once_
     }
     assert!(republished > 100);
 
-    let started = Instant::now();
-    loop {
-        let missing = {
-            let handled = handled.lock().unwrap();
-            acknowledged
-                .iter()
-                .filter(|id| !handled.contains_key(id))
-                .count()
-        };
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{missing} acknowledged messages never reached the consumer"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_handled(
+        &handled,
+        &acknowledged,
+        Duration::from_secs(60),
+        "acknowledged messages never reached the consumer",
+    )
+    .await;
     // Let late redeliveries (acks lost with the server) arrive, then stop.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     stop_recorder.stop();
@@ -265,14 +275,13 @@ async fn a_server_killed_while_messages_wait_for_a_stopped_agent_keeps_them() {
         prices.push(price.id);
         quotes.push(quote.id);
     }
-    let started = Instant::now();
-    while prices_handled.lock().unwrap().len() < prices.len() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "prices not handled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_handled(
+        &prices_handled,
+        &prices,
+        Duration::from_secs(30),
+        "prices not handled",
+    )
+    .await;
     // Give the recorder's acks time to reach the server.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop_recorder.stop();
@@ -282,22 +291,13 @@ async fn a_server_killed_while_messages_wait_for_a_stopped_agent_keeps_them() {
 
     let (handled, agent) = late();
     let (stop_late, late_task) = start_agent(&settings, agent, None);
-    let started = Instant::now();
-    loop {
-        let missing = {
-            let handled = handled.lock().unwrap();
-            quotes.iter().filter(|id| !handled.contains_key(id)).count()
-        };
-        if missing == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{missing} of {} acknowledged quotes lost with the server's SIGKILL",
-            quotes.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_handled(
+        &handled,
+        &quotes,
+        Duration::from_secs(20),
+        "acknowledged quotes lost with the server's SIGKILL",
+    )
+    .await;
     stop_late.stop();
     late_task.await.unwrap();
     assert_eq!(handled.lock().unwrap().len(), quotes.len());
