@@ -958,3 +958,63 @@ fn a_paced_distributed_run_reproduces_the_backtest() {
         std::fs::read_to_string(dist.join("report.json")).unwrap()
     );
 }
+
+/// A stand-in for a NATS server that says it is `version`: it sends its
+/// INFO, answers each PING with PONG and ignores everything else (so
+/// JetStream requests go unanswered). Returns its port.
+fn server_claiming_version(version: &str) -> u16 {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let info = format!(
+        "INFO {{\"server_id\":\"stand-in\",\"server_name\":\"stand-in\",\"version\":\"{version}\",\
+         \"proto\":1,\"host\":\"127.0.0.1\",\"port\":{port},\"headers\":true,\"max_payload\":1048576}}\r\n"
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let info = info.clone();
+            std::thread::spawn(move || {
+                if stream.write_all(info.as_bytes()).is_err() {
+                    return;
+                }
+                let lines = BufReader::new(stream.try_clone().unwrap()).lines();
+                for line in lines.map_while(Result::ok) {
+                    if line.starts_with("PING") && stream.write_all(b"PONG\r\n").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn bistoury_run_warns_about_a_nats_server_before_2_10_with_jetstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = server_claiming_version("2.9.10");
+    let config = dir.path().join("old-server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\ntransport = \"nats\"\nnats_url = \"nats://127.0.0.1:{port}\"\n\n\
+             [bus.jetstream]\nfamilies = [\"data\"]\n"
+        ),
+    )
+    .unwrap();
+    let (mut child, lines) = bistoury(&["run", "--config", config.to_str().unwrap()], dir.path());
+    let started = Instant::now();
+    let warning = loop {
+        let left = Duration::from_secs(20).saturating_sub(started.elapsed());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with("warning: nats-server") => break line,
+            Ok(_) => {}
+            Err(_) => panic!("no warning about the server's version"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warning.contains("2.9.10"), "{warning}");
+    assert!(warning.contains("2.10 or newer"), "{warning}");
+}
