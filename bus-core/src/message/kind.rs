@@ -82,11 +82,11 @@ macro_rules! message_types {
             ) -> Result<Payload, serde_path_to_error::Error<serde_json::Error>> {
                 // Plain serde first: tracking the path costs on every field,
                 // and it is only needed to explain a failure.
-                let fast = match message_type {
-                    $( MessageType::$variant => serde_json::from_str(json).map(Payload::$variant) ),*
-                };
-                if let Ok(payload) = fast {
-                    return Ok(payload);
+                let mut de = serde_json::Deserializer::from_str(json);
+                if let Ok(payload) = Payload::deserialize_as(message_type, &mut de) {
+                    if de.end().is_ok() {
+                        return Ok(payload);
+                    }
                 }
                 let mut de = serde_json::Deserializer::from_str(json);
                 let payload = match message_type {
@@ -107,19 +107,13 @@ macro_rules! message_types {
                 // The lean reader first; `rmp_serde` for whatever it
                 // refuses (and to explain a failure).
                 let mut de = crate::message::msgpack::Deserializer::new(bytes);
-                let lean = match message_type {
-                    $( MessageType::$variant => serde::Deserialize::deserialize(&mut de).map(Payload::$variant) ),*
-                };
-                if let Ok(payload) = lean {
+                if let Ok(payload) = Payload::deserialize_as(message_type, &mut de) {
                     if de.is_done() {
                         return Ok(payload);
                     }
                 }
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
-                let fast = match message_type {
-                    $( MessageType::$variant => serde::Deserialize::deserialize(&mut de).map(Payload::$variant) ),*
-                };
-                let payload = match fast {
+                let payload = match Payload::deserialize_as(message_type, &mut de) {
                     Ok(payload) => payload,
                     Err(_) => {
                         // Again, tracking the failing field's path.
