@@ -25,14 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_core::agent::Agent;
 use bus_core::driver::StopSignal;
-use bus_core::inline::Outbox;
 use bus_core::local_server::LocalServer;
 use bus_core::message::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
-use bus_core::supervision::AgentSpec;
 use criterion::{criterion_group, Criterion, Throughput};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -47,72 +44,17 @@ fn message(i: u64) -> Envelope {
     common::price_update(i, "prices.btc")
 }
 
-/// Counts what it receives; answers requests with a copy; tells
-/// `arrivals` of each message, if given (for latencies).
-struct Counter {
-    id: AgentId,
-    seen: Arc<AtomicU64>,
-    echo: bool,
-    arrivals: Option<flume::Sender<()>>,
-}
+#[path = "../examples/common/counter.rs"]
+mod counter;
 
-impl Agent for Counter {
-    fn id(&self) -> &AgentId {
-        &self.id
-    }
-    fn subscriptions(&self) -> Vec<TopicPattern> {
-        let topic = match (self.echo, &self.arrivals) {
-            (true, _) => "echo",
-            (false, Some(_)) => "latency",
-            (false, None) => "prices",
-        };
-        vec![TopicPattern::new(topic).unwrap()]
-    }
-    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
-        self.seen.fetch_add(1, Ordering::Relaxed);
-        if let Some(arrivals) = &self.arrivals {
-            let _ = arrivals.send(());
-        }
-        if self.echo {
-            let reply = Envelope::new(
-                self.id.clone(),
-                Topic::new("answers.echo").unwrap(),
-                envelope.payload().clone(),
-            )
-            .with_correlation_id(envelope.id);
-            out.publish(reply);
-        }
-        Ok(())
-    }
-}
-
+/// A counting agent on `bus` (see `counter::start`), started on `rt`.
 fn agent(
     rt: &tokio::runtime::Runtime,
     bus: NatsBus,
     echo: bool,
     arrivals: Option<flume::Sender<()>>,
 ) -> (Arc<AtomicU64>, StopSignal) {
-    let seen = Arc::new(AtomicU64::new(0));
-    let stop = StopSignal::new();
-    let counter = Counter {
-        id: AgentId::new("counter"),
-        seen: seen.clone(),
-        echo,
-        arrivals,
-    };
-    let (ready, subscribed) = tokio::sync::oneshot::channel();
-    let stop_agent = stop.clone();
-    rt.spawn(async move {
-        let _ = bus_core::nats::run_agent(
-            AgentSpec::new(Box::new(counter)),
-            &bus,
-            stop_agent,
-            Some(ready),
-        )
-        .await;
-    });
-    rt.block_on(subscribed).unwrap();
-    (seen, stop)
+    rt.block_on(counter::start(bus, echo, arrivals))
 }
 
 /// Times `iters` rounds of: `send` (publishing `N` messages), then waiting

@@ -12,35 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_core::agent::Agent;
 use bus_core::driver::StopSignal;
-use bus_core::inline::Outbox;
 use bus_core::local_server::LocalServer;
 use bus_core::message::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
-use bus_core::supervision::AgentSpec;
 use futures_util::StreamExt;
 
 mod common;
-
-struct Counter {
-    id: AgentId,
-    seen: Arc<AtomicU64>,
-}
-
-impl Agent for Counter {
-    fn id(&self) -> &AgentId {
-        &self.id
-    }
-    fn subscriptions(&self) -> Vec<TopicPattern> {
-        vec![TopicPattern::new("prices").unwrap()]
-    }
-    fn on_message(&mut self, _: &Envelope, _: &mut Outbox) -> HandlerResult {
-        self.seen.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
+#[path = "common/counter.rs"]
+mod counter;
 
 fn main() {
     let (mode, n) = common::mode_and_count();
@@ -56,9 +37,8 @@ fn main() {
         .iter()
         .map(|e| WireFormat::Binary.encode(e).into())
         .collect();
-    let seen = Arc::new(AtomicU64::new(0));
     let stop = StopSignal::new();
-    rt.block_on(async {
+    let received = rt.block_on(async {
         let url = server.url();
         let publisher = async_nats::connect(&url).await.unwrap();
         let settings = NatsSettings {
@@ -70,35 +50,23 @@ fn main() {
             jetstream: None,
         };
         let bus = NatsBus::connect(&settings).await.unwrap();
-        if mode == "agent" {
-            let counter = Counter {
-                id: AgentId::new("counter"),
-                seen: seen.clone(),
-            };
-            let (ready, subscribed) = tokio::sync::oneshot::channel();
-            let (stop, bus) = (stop.clone(), bus.clone());
-            tokio::spawn(async move {
-                let _ = bus_core::nats::run_agent(
-                    AgentSpec::new(Box::new(counter)),
-                    &bus,
-                    stop,
-                    Some(ready),
-                )
-                .await;
-            });
-            subscribed.await.unwrap();
+        let (seen, agent) = if mode == "agent" {
+            let (seen, stop) = counter::start(bus.clone(), false, None).await;
+            (seen, Some(stop))
         } else {
             let client = async_nats::connect(&url).await.unwrap();
             let mut sub = client.subscribe("probe.prices").await.unwrap();
             client.flush().await.unwrap();
-            let seen = seen.clone();
+            let seen = Arc::new(AtomicU64::new(0));
+            let counted = seen.clone();
             tokio::spawn(async move {
                 let _client = client;
                 while sub.next().await.is_some() {
-                    seen.fetch_add(1, Ordering::Relaxed);
+                    counted.fetch_add(1, Ordering::Relaxed);
                 }
             });
-        }
+            (seen, None)
+        };
         if mode == "publisher" {
             for envelope in &envelopes {
                 bus.publish(envelope, &stop).await.unwrap();
@@ -116,7 +84,10 @@ fn main() {
         while seen.load(Ordering::Relaxed) < n {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        if let Some(agent) = agent {
+            agent.stop();
+        }
+        seen.load(Ordering::Relaxed)
     });
-    stop.stop();
-    println!("{mode}: {} messages received", seen.load(Ordering::Relaxed));
+    println!("{mode}: {received} messages received");
 }
