@@ -25,29 +25,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bus_core::local_server::LocalServer;
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
 use bus_core::store::{Store, StoreConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hdrhistogram::Histogram;
-use rust_decimal::Decimal;
 
 const PUBLISHERS: usize = 64;
 const GROUP: usize = 64;
 
+#[path = "../examples/common/mod.rs"]
+#[allow(dead_code)] // The probes' command line is not this bench's.
+mod common;
+
 fn message(index: u64) -> Envelope {
-    let update = PriceUpdate::new(PriceUpdateFields {
-        symbol: Symbol::new("BTC").unwrap(),
-        price: Decimal::new(6_512_345 + index as i64, 2),
-        timestamp_ms: index as i64,
-    })
-    .unwrap();
-    Envelope::new(
-        AgentId::new("bench"),
-        Topic::new("prices.btc").unwrap(),
-        Payload::DataPriceUpdate(update),
-    )
-    .with_delivery_mode(DeliveryMode::AtLeastOnce)
+    common::price_update(index, "prices.btc").with_delivery_mode(DeliveryMode::AtLeastOnce)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
