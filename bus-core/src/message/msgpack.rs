@@ -163,7 +163,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
             return visitor.visit_borrowed_str(text);
         }
         if let Some(len) = self.map_length(marker)? {
-            return self.nested(|de| visitor.visit_map(Entries { de, left: len }));
+            return self.nested(|de| visitor.visit_map(Items { de, left: len }));
         }
         match marker {
             0x00..=0x7f => visitor.visit_u64(u64::from(marker)),
@@ -191,7 +191,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
                     0xdd => self.length(4)?,
                     _ => usize::from(marker & 0x0f),
                 };
-                self.nested(|de| visitor.visit_seq(Elements { de, left: len }))
+                self.nested(|de| visitor.visit_seq(Items { de, left: len }))
             }
             _ => Err(Refused),
         }
@@ -260,21 +260,29 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     }
 }
 
-/// The elements of an array.
-struct Elements<'a, 'de> {
+/// What is left of an array (its elements) or of a map (its entries:
+/// `left` counts keys, each followed by its value).
+struct Items<'a, 'de> {
     de: &'a mut Deserializer<'de>,
     left: usize,
 }
 
-impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
-    type Error = Refused;
-
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+impl<'de> Items<'_, 'de> {
+    /// The next element or key, if any is left.
+    fn next_item<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
         if self.left == 0 {
             return Ok(None);
         }
         self.left -= 1;
         seed.deserialize(&mut *self.de).map(Some)
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for Items<'_, 'de> {
+    type Error = Refused;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        self.next_item(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -282,21 +290,11 @@ impl<'de> de::SeqAccess<'de> for Elements<'_, 'de> {
     }
 }
 
-/// The entries of a map.
-struct Entries<'a, 'de> {
-    de: &'a mut Deserializer<'de>,
-    left: usize,
-}
-
-impl<'de> de::MapAccess<'de> for Entries<'_, 'de> {
+impl<'de> de::MapAccess<'de> for Items<'_, 'de> {
     type Error = Refused;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        if self.left == 0 {
-            return Ok(None);
-        }
-        self.left -= 1;
-        seed.deserialize(&mut *self.de).map(Some)
+        self.next_item(seed)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
