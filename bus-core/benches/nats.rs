@@ -499,6 +499,8 @@ const CROSS_PREFIX: &str = "cross";
 struct ReceiverProcess {
     child: std::process::Child,
     counts: flume::Receiver<u64>,
+    /// Messages sent to it so far (what it must have counted).
+    sent: u64,
 }
 
 impl ReceiverProcess {
@@ -532,12 +534,30 @@ impl ReceiverProcess {
         subscribed
             .recv_timeout(Duration::from_secs(10))
             .expect("the receiving process subscribed");
-        Self { child, counts }
+        Self {
+            child,
+            counts,
+            sent: 0,
+        }
     }
 
-    /// Waits until the receiver has counted `n` messages in all.
-    async fn wait_for(&self, n: u64) {
-        while self.counts.recv_async().await.unwrap() < n {}
+    /// Times `iters` rounds of: `send` (publishing `N` messages to the
+    /// receiver), then waiting until it has counted them all.
+    fn rounds<F: std::future::Future<Output = ()>>(
+        &mut self,
+        rt: &tokio::runtime::Runtime,
+        iters: u64,
+        send: impl Fn() -> F,
+    ) -> Duration {
+        let start = Instant::now();
+        rt.block_on(async {
+            for _ in 0..iters {
+                send().await;
+                self.sent += N;
+                while self.counts.recv_async().await.unwrap() < self.sent {}
+            }
+        });
+        start.elapsed()
     }
 }
 
@@ -606,43 +626,27 @@ fn cross_process(
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(15));
     {
-        let receiver = ReceiverProcess::start("raw", url);
-        let mut total_seen = 0;
+        let mut receiver = ReceiverProcess::start("raw", url);
         for format in [WireFormat::Json, WireFormat::Binary] {
             let bodies: Vec<Vec<u8>> = (0..N).map(|i| format.encode(&message(i))).collect();
             group.bench_function(format!("raw_async_nats_{}", name(format)), |b| {
                 b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        for _ in 0..iters {
-                            publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies).await;
-                            total_seen += N;
-                            receiver.wait_for(total_seen).await;
-                        }
-                    });
-                    start.elapsed()
+                    receiver.rounds(rt, iters, || {
+                        publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies)
+                    })
                 })
             });
         }
     }
     {
-        let receiver = ReceiverProcess::start("agent", url);
+        let mut receiver = ReceiverProcess::start("agent", url);
         let envelopes: Vec<Envelope> = (0..N).map(message).collect();
         let stop = StopSignal::new();
-        let mut total_seen = 0;
         for format in [WireFormat::Json, WireFormat::Binary] {
             let bus = core_bus(rt, url, CROSS_PREFIX, format);
             group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
                 b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    rt.block_on(async {
-                        for _ in 0..iters {
-                            publish_ours(&bus, &envelopes, &stop).await;
-                            total_seen += N;
-                            receiver.wait_for(total_seen).await;
-                        }
-                    });
-                    start.elapsed()
+                    receiver.rounds(rt, iters, || publish_ours(&bus, &envelopes, &stop))
                 })
             });
         }
