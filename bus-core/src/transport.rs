@@ -104,10 +104,6 @@ impl<D> Drop for Inbox<D> {
     }
 }
 
-/// A delivery opened: the envelope to hand over, and the delivery to
-/// settle afterwards.
-pub type Opened<D> = (Arc<Envelope>, D);
-
 /// What carries one agent's messages.
 pub trait Transport: Send + Sync {
     /// A message as it arrived, not yet opened.
@@ -144,17 +140,21 @@ pub trait Transport: Send + Sync {
     /// The envelope in a delivery, to hand to `agent`; `None` when it is not
     /// the agent's to handle (another instance's share, a duplicate, or
     /// undecodable — dead-lettered), in which case it is settled here.
+    /// (The delivery is lent, not moved: moving it in and out of the
+    /// futures cost a copy of it each time.)
     fn open(
         &self,
-        delivery: Self::Delivery,
+        delivery: &Self::Delivery,
         agent: &AgentId,
-    ) -> impl Future<Output = Result<Option<Opened<Self::Delivery>>, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<Envelope>>, Self::Error>> + Send;
 
-    /// Settles a delivery `agent` handled with `outcome`, after `answers`
-    /// (what it published because of it) were published.
+    /// Settles a delivery, opened as `envelope`, that `agent` handled with
+    /// `outcome`, after `answers` (what it published because of it) were
+    /// published.
     fn settle(
         &self,
         delivery: Self::Delivery,
+        envelope: &Envelope,
         agent: &AgentId,
         outcome: &HandlerResult,
         answers: &[Envelope],
@@ -229,7 +229,15 @@ const UNCONFIRMED_WINDOW: usize = 64;
 /// source's production has none), to settle.
 struct Pending<T: Transport> {
     unconfirmed: Option<T::Unconfirmed>,
-    settle: Option<(T::Delivery, HandlerResult, Vec<Envelope>)>,
+    settle: Option<Settle<T::Delivery>>,
+}
+
+/// A delivery handled: what settling it needs.
+struct Settle<D> {
+    delivery: D,
+    envelope: Arc<Envelope>,
+    outcome: HandlerResult,
+    answers: Vec<Envelope>,
 }
 
 struct Driver<'a, T: Transport> {
@@ -295,8 +303,8 @@ impl<T: Transport> Driver<'_, T> {
         if let Some(unconfirmed) = pending.unconfirmed {
             self.confirm(unconfirmed).await?;
         }
-        if let Some((delivery, outcome, answers)) = pending.settle {
-            return self.settle(delivery, &outcome, &answers).await;
+        if let Some(handled) = pending.settle {
+            return self.settle(handled).await;
         }
         Ok(())
     }
@@ -309,14 +317,15 @@ impl<T: Transport> Driver<'_, T> {
         Ok(())
     }
 
-    async fn settle(
-        &self,
-        delivery: T::Delivery,
-        outcome: &HandlerResult,
-        answers: &[Envelope],
-    ) -> Result<(), AgentRunError<T::Error>> {
+    async fn settle(&self, handled: Settle<T::Delivery>) -> Result<(), AgentRunError<T::Error>> {
+        let Settle {
+            delivery,
+            envelope,
+            outcome,
+            answers,
+        } = handled;
         self.transport
-            .settle(delivery, &self.agent_id, outcome, answers)
+            .settle(delivery, &envelope, &self.agent_id, &outcome, &answers)
             .await
             .map_err(AgentRunError::Transport)
     }
@@ -426,10 +435,10 @@ impl<T: Transport> Driver<'_, T> {
     ) -> Result<(), AgentRunError<T::Error>> {
         let opened = self
             .transport
-            .open(delivery, agent.id())
+            .open(&delivery, agent.id())
             .await
             .map_err(AgentRunError::Transport)?;
-        let Some((envelope, delivery)) = opened else {
+        let Some(envelope) = opened else {
             return Ok(());
         };
         self.stats.received += 1;
@@ -440,12 +449,18 @@ impl<T: Transport> Driver<'_, T> {
         // What the agent published is stored before its cause is settled:
         // at once when there is nothing to wait for, else once confirmed.
         let (answers, unconfirmed) = self.send().await?;
+        let handled = Settle {
+            delivery,
+            envelope,
+            outcome,
+            answers,
+        };
         if unconfirmed.is_none() && self.pending.is_empty() {
-            return self.settle(delivery, &outcome, &answers).await;
+            return self.settle(handled).await;
         }
         self.wait_for(Pending {
             unconfirmed,
-            settle: Some((delivery, outcome, answers)),
+            settle: Some(handled),
         })
         .await
     }
@@ -538,15 +553,16 @@ impl Transport for InProcess {
 
     async fn open(
         &self,
-        delivery: Self::Delivery,
+        delivery: &Self::Delivery,
         _agent: &AgentId,
-    ) -> Result<Option<Opened<Self::Delivery>>, Self::Error> {
-        Ok(Some((delivery.0.clone(), delivery)))
+    ) -> Result<Option<Arc<Envelope>>, Self::Error> {
+        Ok(Some(delivery.0.clone()))
     }
 
     async fn settle(
         &self,
         (_, ack): Self::Delivery,
+        _envelope: &Envelope,
         _agent: &AgentId,
         outcome: &HandlerResult,
         _answers: &[Envelope],

@@ -60,7 +60,7 @@ pub fn supports(envelope: &Envelope) -> bool {
 /// format does not [`support`](supports) is appended as JSON instead.
 pub fn encode_into(envelope: &Envelope, out: &mut Vec<u8>) {
     if !supports(envelope) {
-        out.extend_from_slice(&envelope.to_json_bytes());
+        envelope.write_json(out);
         return;
     }
     out.extend_from_slice(&MAGIC);

@@ -206,7 +206,14 @@ impl Envelope {
 
     /// Encodes to JSON bytes.
     pub fn to_json_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.wire()).expect("envelopes always serialize")
+        let mut out = Vec::new();
+        self.write_json(&mut out);
+        out
+    }
+
+    /// Appends the JSON wire format of this envelope to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, &self.wire()).expect("envelopes always serialize")
     }
 
     /// Decodes from the JSON wire format; the error names the failing field.

@@ -138,6 +138,14 @@ impl WireFormat {
             WireFormat::Binary => binary::encode(envelope),
         }
     }
+
+    /// Appends `envelope`, encoded in this format, to `out`.
+    pub fn encode_into(self, envelope: &Envelope, out: &mut Vec<u8>) {
+        match self {
+            WireFormat::Json => envelope.write_json(out),
+            WireFormat::Binary => binary::encode_into(envelope, out),
+        }
+    }
 }
 
 /// A decimal as `f64` through its mantissa and scale, for indicators and
