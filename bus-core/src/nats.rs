@@ -1028,7 +1028,7 @@ impl Transport for NatsTransport {
             Incoming::Core(m) => (&m.subject, &m.payload),
             Incoming::Durable(m) => (&m.subject, &m.payload),
         };
-        let envelope = match Envelope::from_wire(payload) {
+        let envelope = match Envelope::from_wire_shared(payload) {
             Ok(envelope) => envelope,
             Err(error) => {
                 self.count(|s| s.undecodable += 1);
@@ -1056,7 +1056,7 @@ impl Transport for NatsTransport {
                 return Ok(None);
             }
         }
-        Ok(Some(Arc::new(envelope)))
+        Ok(Some(envelope))
     }
 
     async fn settle(

@@ -124,6 +124,18 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 
 /// Decodes a binary envelope; the error names the failing field.
 pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+    decode_as(bytes, |envelope| envelope)
+}
+
+/// [`decode`], the envelope put straight where it is shared.
+pub fn decode_shared(bytes: &[u8]) -> Result<std::sync::Arc<Envelope>, DecodeError> {
+    decode_as(bytes, std::sync::Arc::new)
+}
+
+/// Decodes a binary envelope into `make`'s container. (Decoded, then
+/// shared, an envelope was copied three times on its way.)
+#[inline(always)]
+fn decode_as<T>(bytes: &[u8], make: impl FnOnce(Envelope) -> T) -> Result<T, DecodeError> {
     let mut r = Reader { bytes, at: 0 };
     if r.take(2, ".")? != MAGIC {
         return Err(DecodeError {
@@ -211,7 +223,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     envelope.max_attempts = max_attempts;
     envelope.headers = headers;
     envelope.tags = tags;
-    Ok(envelope)
+    Ok(make(envelope))
 }
 
 fn field_error(path: &str, reason: impl Into<String>) -> DecodeError {

@@ -249,6 +249,16 @@ impl Envelope {
         }
     }
 
+    /// [`Envelope::from_wire`], shared (binary is decoded straight into
+    /// its shared place).
+    pub fn from_wire_shared(bytes: &[u8]) -> Result<std::sync::Arc<Envelope>, DecodeError> {
+        if super::binary::is_binary(bytes) {
+            super::binary::decode_shared(bytes)
+        } else {
+            Envelope::from_json(bytes).map(std::sync::Arc::new)
+        }
+    }
+
     fn wire(&self) -> WireOut<'_> {
         WireOut {
             id: self.id,
