@@ -489,6 +489,11 @@ fn every_message_type_round_trips_through_binary() {
         let decoded = Envelope::from_wire(&bytes).unwrap_or_else(|e| panic!("{t}: {e}"));
         assert_eq!(decoded, original, "{t}");
         assert_eq!(WireFormat::Binary.encode(&decoded), bytes, "{t}: stable");
+        let shared = Envelope::from_wire_shared(&bytes).unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(*shared, original, "{t}: decoded to share");
+        let mut encoded = Vec::new();
+        WireFormat::Binary.encode_into(&original, &mut encoded);
+        assert_eq!(encoded, bytes, "{t}: appended as encoded");
         if *t == MessageType::SystemDeadLetter {
             assert!(!binary::is_binary(&bytes), "dead letters travel as JSON");
         } else {
