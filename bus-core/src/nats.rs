@@ -307,17 +307,7 @@ impl NatsBus {
                     let subject = subject(&self.prefix, envelope.topic.as_str());
                     in_flight.push(reliable.start_publish(subject, envelope.id, bytes).await);
                 }
-                _ => {
-                    let (subject, bytes) = {
-                        let mut outgoing = lock(&self.outgoing);
-                        let subject = outgoing.subject_of(&self.prefix, &envelope.topic);
-                        (subject, outgoing.encode(self.wire_format, envelope))
-                    };
-                    send(&self.client, subject, bytes, || {
-                        self::subject(&self.prefix, envelope.topic.as_str())
-                    })
-                    .await?
-                }
+                _ => self.send_core(envelope).await?,
             }
         }
         Ok(Unconfirmed(in_flight))
@@ -362,8 +352,32 @@ impl NatsBus {
     /// acknowledgement, retrying until `stop`) when its family is reliable,
     /// else on core NATS (per [`WhenDisconnected`]).
     pub async fn publish(&self, envelope: &Envelope, stop: &StopSignal) -> Result<(), NatsError> {
-        self.publish_many(std::slice::from_ref(envelope), stop)
+        let reliable = self
+            .reliable
+            .as_ref()
+            .is_some_and(|r| r.settings().carries(envelope.topic.as_str()));
+        if reliable || self.when_disconnected == WhenDisconnected::Block {
+            // Boxed: inline, its future made every core publication's
+            // bigger (and futures are copied as they are handed on).
+            return Box::pin(self.publish_many(std::slice::from_ref(envelope), stop)).await;
+        }
+        self.send_core(envelope).await
+    }
+
+    /// Sends `envelope` on core NATS (handed to the client).
+    async fn send_core(&self, envelope: &Envelope) -> Result<(), NatsError> {
+        let (subject, bytes) = {
+            let mut outgoing = lock(&self.outgoing);
+            let subject = outgoing.subject_of(&self.prefix, &envelope.topic);
+            (subject, outgoing.encode(self.wire_format, envelope))
+        };
+        self.client
+            .publish(subject, bytes)
             .await
+            .map_err(|e| NatsError::Publish {
+                subject: self::subject(&self.prefix, envelope.topic.as_str()),
+                reason: e.to_string(),
+            })
     }
 }
 
