@@ -1073,6 +1073,13 @@ impl Transport for NatsTransport {
         Ok(Some(envelope))
     }
 
+    fn settles(&self, delivery: &NatsDelivery) -> bool {
+        match &delivery.incoming {
+            Incoming::Core(message) => message.reply.is_some(),
+            Incoming::Durable(_) => true,
+        }
+    }
+
     async fn settle(
         &self,
         delivery: NatsDelivery,

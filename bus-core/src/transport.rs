@@ -148,6 +148,13 @@ pub trait Transport: Send + Sync {
         agent: &AgentId,
     ) -> impl Future<Output = Result<Option<Arc<Envelope>>, Self::Error>> + Send;
 
+    /// Whether a delivery has anything to settle once handled (a core NATS
+    /// message that is not a request has not: the driver then skips
+    /// [`Transport::settle`]).
+    fn settles(&self, _delivery: &Self::Delivery) -> bool {
+        true
+    }
+
     /// Settles a delivery, opened as `envelope`, that `agent` handled with
     /// `outcome`, after `answers` (what it published because of it) were
     /// published.
@@ -448,7 +455,20 @@ impl<T: Transport> Driver<'_, T> {
         }
         // What the agent published is stored before its cause is settled:
         // at once when there is nothing to wait for, else once confirmed.
-        let (answers, unconfirmed) = self.send().await?;
+        let (answers, unconfirmed) = match self.out.is_empty() {
+            true => (Vec::new(), None),
+            false => self.send().await?,
+        };
+        if !self.transport.settles(&delivery) {
+            if unconfirmed.is_some() {
+                self.wait_for(Pending {
+                    unconfirmed,
+                    settle: None,
+                })
+                .await?;
+            }
+            return Ok(());
+        }
         let handled = Settle {
             delivery,
             envelope,
