@@ -13,7 +13,11 @@
 //!   mode in headers would cost).
 //! * `fire_and_forget_cross_process/*`: the same, with the receiver (raw
 //!   subscriber or agent) in a process of its own (this bench binary run
-//!   again as a receiver), as agents run in distributed mode.
+//!   again as a receiver), as agents run in distributed mode. Two binary
+//!   rows mix the sides, to tell what each costs:
+//!   `split_bus_core_publisher_raw_receiver` (`NatsBus::publish` to the
+//!   raw subscriber) and `split_raw_publisher_bus_core_receiver` (ready
+//!   bytes from the raw client to the agent).
 //! * Request round trips (p50/p99, printed): `bus_core::nats::request` to
 //!   an echoing agent vs `Client::request` to a raw echo responder.
 //! * `jetstream_publish/*`: 5,000 at-least-once envelopes published into a
@@ -493,6 +497,8 @@ const RECEIVER_URL: &str = "BISTOURY_BENCH_RECEIVER_URL";
 /// of the agent's (neither is read by anything else in this bench).
 const CROSS_RAW_SUBJECT: &str = "cross.raw.prices.btc";
 const CROSS_PREFIX: &str = "cross";
+/// The subject of [`message`]'s topic under [`CROSS_PREFIX`].
+const CROSS_AGENT_SUBJECT: &str = "cross.prices.btc";
 
 /// A receiving process: started, subscribed (`ready` read), told its
 /// counts on a channel; killed on drop.
@@ -627,6 +633,23 @@ fn cross_process(
     group.measurement_time(Duration::from_secs(15));
     {
         let mut receiver = ReceiverProcess::start("raw", url);
+        {
+            // On the raw receiver's subject (the prefix and this topic).
+            let envelopes: Vec<Envelope> = (0..N)
+                .map(|i| {
+                    let mut e = message(i);
+                    e.topic = Topic::new("raw.prices.btc").unwrap();
+                    e
+                })
+                .collect();
+            let stop = StopSignal::new();
+            let bus = core_bus(rt, url, CROSS_PREFIX, WireFormat::Binary);
+            group.bench_function("split_bus_core_publisher_raw_receiver", |b| {
+                b.iter_custom(|iters| {
+                    receiver.rounds(rt, iters, || publish_ours(&bus, &envelopes, &stop))
+                })
+            });
+        }
         for format in [WireFormat::Json, WireFormat::Binary] {
             let bodies: Vec<Vec<u8>> = (0..N).map(|i| format.encode(&message(i))).collect();
             group.bench_function(format!("raw_async_nats_{}", name(format)), |b| {
@@ -642,6 +665,17 @@ fn cross_process(
         let mut receiver = ReceiverProcess::start("agent", url);
         let envelopes: Vec<Envelope> = (0..N).map(message).collect();
         let stop = StopSignal::new();
+        // The subject the agent's topic travels on.
+        let bodies: Vec<Vec<u8>> = (0..N)
+            .map(|i| WireFormat::Binary.encode(&message(i)))
+            .collect();
+        group.bench_function("split_raw_publisher_bus_core_receiver", |b| {
+            b.iter_custom(|iters| {
+                receiver.rounds(rt, iters, || {
+                    publish_raw(publisher, CROSS_AGENT_SUBJECT, &bodies)
+                })
+            })
+        });
         for format in [WireFormat::Json, WireFormat::Binary] {
             let bus = core_bus(rt, url, CROSS_PREFIX, format);
             group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
