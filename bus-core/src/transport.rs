@@ -455,6 +455,8 @@ impl<T: Transport> Driver<'_, T> {
         }
         // What the agent published is stored before its cause is settled:
         // at once when there is nothing to wait for, else once confirmed.
+        // (An empty outbox is checked here: even with nothing to send,
+        // making the `send` future cost more than the check.)
         let (answers, unconfirmed) = match self.out.is_empty() {
             true => (Vec::new(), None),
             false => self.send().await?,
