@@ -176,12 +176,17 @@ struct Outgoing {
     /// it (and handing a fresh string to the client) cost an allocation
     /// or two per message.
     subjects: crate::ids::NameMap<Topic, async_nats::Subject>,
+    /// The topic published on last, and its subject: a stream often
+    /// repeats it (comparing is cheaper than a lookup).
+    last: Option<(Topic, async_nats::Subject)>,
     /// Encoded envelopes, each cut off as the shared bytes handed to the
     /// client: one allocation serves hundreds of messages. (A buffer of its
     /// own per message, freed on the client's writing thread, cost ~600
     /// instructions a message in the allocator.)
     buffer: bytes::BytesMut,
     /// Where an envelope is encoded before it is copied into `buffer`.
+    /// (Encoding straight into `buffer` cost more than the copy: appending
+    /// to a `BytesMut` is dearer than to a `Vec`, field by field.)
     scratch: Vec<u8>,
 }
 
@@ -202,14 +207,23 @@ impl Outgoing {
 
     /// The core NATS subject of `topic` (shared: cloning it is a count).
     fn subject_of(&mut self, prefix: &str, topic: &Topic) -> async_nats::Subject {
-        if let Some(subject) = self.subjects.get(topic) {
-            return subject.clone();
+        if let Some((last, subject)) = &self.last {
+            if last == topic {
+                return subject.clone();
+            }
         }
-        if self.subjects.len() >= SUBJECTS_KEPT {
-            self.subjects.clear();
-        }
-        let subject = async_nats::Subject::from(subject(prefix, topic.as_str()));
-        self.subjects.insert(topic.clone(), subject.clone());
+        let subject = match self.subjects.get(topic) {
+            Some(subject) => subject.clone(),
+            None => {
+                if self.subjects.len() >= SUBJECTS_KEPT {
+                    self.subjects.clear();
+                }
+                let subject = async_nats::Subject::from(subject(prefix, topic.as_str()));
+                self.subjects.insert(topic.clone(), subject.clone());
+                subject
+            }
+        };
+        self.last = Some((topic.clone(), subject.clone()));
         subject
     }
 }
