@@ -103,7 +103,14 @@ fn finish(supervised: Vec<Supervised>, published: u64) -> Result<Finished, RunEr
 /// Asks a run to stop early (Ctrl-C): sources stop producing, everything
 /// already published is still delivered, agents stop, the run reports.
 #[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal(Arc<Raised>);
+
+#[derive(Debug, Default)]
+struct Raised {
+    raised: AtomicBool,
+    /// Raising the parent raises this one too.
+    parent: Option<StopSignal>,
+}
 
 impl StopSignal {
     /// A signal not yet raised.
@@ -111,14 +118,24 @@ impl StopSignal {
         Self::default()
     }
 
-    /// Raises it.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+    /// A signal raised with this one, or on its own (stopping one agent of
+    /// a run without stopping the run).
+    pub fn child(&self) -> Self {
+        Self(Arc::new(Raised {
+            raised: AtomicBool::new(false),
+            parent: Some(self.clone()),
+        }))
     }
 
-    /// Has it been raised?
+    /// Raises it.
+    pub fn stop(&self) {
+        self.0.raised.store(true, Ordering::SeqCst);
+    }
+
+    /// Has it (or a parent) been raised?
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.raised.load(Ordering::SeqCst)
+            || self.0.parent.as_ref().is_some_and(StopSignal::is_stopped)
     }
 }
 
@@ -248,9 +265,9 @@ pub struct QueuedOptions {
 }
 
 /// Waits until the bus is quiet or `abort` is raised.
-fn wait_until_quiet(bus: &MessageBus, abort: &AtomicBool) {
+fn wait_until_quiet(bus: &MessageBus, abort: &StopSignal) {
     let mut looks = 0u32;
-    while !bus.is_quiet() && !abort.load(Ordering::SeqCst) {
+    while !bus.is_quiet() && !abort.is_stopped() {
         looks += 1;
         if looks < 64 {
             std::thread::yield_now();
@@ -295,7 +312,7 @@ pub async fn run_queued_until(
 ) -> Result<QueuedRun, RunError> {
     let QueuedOptions { health, lockstep } = options;
     // Raised by a failing agent (policy `shutdown`) or by the caller.
-    let abort = stop.0.clone();
+    let abort = stop.clone();
     let shared: Vec<SharedAgent> = agents
         .into_iter()
         .map(|spec| Arc::new(Mutex::new(Supervised::new(spec, false))))
@@ -342,7 +359,7 @@ pub async fn run_queued_until(
                 )
             };
             if failed {
-                abort.store(true, Ordering::SeqCst);
+                abort.stop();
             }
             publish_blocking(&bus_for_handler, &name, &mut out).map_err(HandlerError::new)?;
             if let Some(wait) = backoff {
@@ -398,14 +415,14 @@ pub async fn run_queued_until(
                     if lockstep {
                         wait_until_quiet(&bus, &abort);
                     }
-                    if abort.load(Ordering::SeqCst) {
+                    if abort.is_stopped() {
                         return Ok(());
                     }
                     let (step, backoff) = {
                         let mut supervised = lock(&target);
                         let step = supervised.produce(&mut out);
                         if supervised.failure().is_some() {
-                            abort.store(true, Ordering::SeqCst);
+                            abort.stop();
                         }
                         (step, supervised.pending_backoff.take())
                     };
@@ -465,4 +482,22 @@ pub async fn run_queued_until(
         stats: report.stats,
         unhealthy,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopSignal;
+
+    #[test]
+    fn a_child_signal_stops_with_its_parent_and_alone_without_it() {
+        let run = StopSignal::new();
+        let (one, other) = (run.child(), run.child());
+        one.stop();
+        assert!(one.is_stopped());
+        assert!(!run.is_stopped(), "a child does not stop its parent");
+        assert!(!other.is_stopped(), "nor its siblings");
+        run.stop();
+        assert!(other.is_stopped(), "the parent stops every child");
+        assert!(other.child().is_stopped(), "and their children");
+    }
 }

@@ -808,7 +808,67 @@ pub async fn run_agent(
 
 /// [`run_agent`] for one instance of an agent run as several: it handles
 /// only the keyed messages of its [`Partition`].
+///
+/// The agent runs on a thread of its own (with a single-threaded runtime
+/// for its tasks), the client's connection on the caller's runtime: the
+/// agent's work never waits for a worker busy reading the socket, nor the
+/// other way round. (Measured: an agent sharing the two workers of its
+/// process with the connection received 0.78x raw async-nats throughput
+/// cross-process, on a thread of its own 0.84x.) Dropping the returned
+/// future stops the agent as `stop` would.
 pub async fn run_agent_instance(
+    spec: AgentSpec,
+    bus: &NatsBus,
+    partition: Partition,
+    stop: StopSignal,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(crate::supervision::Supervised, NatsRunStats), NatsError> {
+    /// Stops the agent's thread when the caller stops waiting for it.
+    struct StopOnDrop(StopSignal);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.stop();
+        }
+    }
+    let own = stop.child();
+    let _stop_on_drop = StopOnDrop(own.clone());
+    let agent = spec.agent.id().to_string();
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let bus = bus.clone();
+    let cannot = |reason: String| {
+        NatsError::Run(RunError::StartFailed {
+            agent: agent.clone(),
+            error: crate::error::HandlerError::new(reason),
+        })
+    };
+    std::thread::Builder::new()
+        .name(format!("agent {agent}"))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ = done.send(Err(error.to_string()));
+                    return;
+                }
+            };
+            let run = drive_agent(spec, &bus, partition, own, ready);
+            let _ = done.send(Ok(runtime.block_on(run)));
+        })
+        .map_err(|e| cannot(format!("cannot start its thread: {e}")))?;
+    match outcome.await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(reason)) => Err(cannot(format!("cannot start its runtime: {reason}"))),
+        Err(_) => Err(NatsError::Run(RunError::AgentFailed(format!(
+            "agent {agent}: its thread ended without a result"
+        )))),
+    }
+}
+
+/// Runs the agent (on its thread).
+async fn drive_agent(
     spec: AgentSpec,
     bus: &NatsBus,
     partition: Partition,

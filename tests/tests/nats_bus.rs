@@ -1,13 +1,19 @@
 //! Core NATS through `NatsBus`, against a real `nats-server` started here:
-//! what it publishes arrives whole and in order, in either wire format.
+//! what it publishes arrives whole and in order, in either wire format; an
+//! agent run by `nats::run_agent` runs on a thread of its own and stops
+//! when its run is dropped.
 
 use std::time::Duration;
 
+use bus_core::agent::Agent;
 use bus_core::driver::StopSignal;
+use bus_core::inline::Outbox;
 use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::message::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
+use bus_core::supervision::AgentSpec;
 use bus_core::{AgentId, Envelope, Payload, Topic};
+use bus_core::{HandlerResult, TopicPattern};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
 
@@ -71,4 +77,82 @@ async fn many_publications_arrive_whole_and_in_order_in_either_format() {
             assert_eq!(&decoded, expected, "{format:?}");
         }
     }
+}
+
+/// Tells the name of the thread each message was handled on.
+struct ThreadTeller {
+    id: AgentId,
+    threads: tokio::sync::mpsc::UnboundedSender<Option<String>>,
+}
+
+impl Agent for ThreadTeller {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new("data.price.>").unwrap()]
+    }
+    fn on_message(&mut self, _envelope: &Envelope, _out: &mut Outbox) -> HandlerResult {
+        let _ = self
+            .threads
+            .send(std::thread::current().name().map(str::to_string));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_on_a_thread_of_its_own_and_stops_when_its_run_is_dropped() {
+    let server = NatsServer::start();
+    let settings = NatsSettings {
+        url: server.url(),
+        prefix: "own".into(),
+        token: None,
+        when_disconnected: Default::default(),
+        wire_format: WireFormat::Binary,
+        jetstream: None,
+    };
+    let bus = NatsBus::connect(&settings).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut lifecycle = client.subscribe("own.agent.>").await.unwrap();
+    client.flush().await.unwrap();
+    let (threads, mut told) = tokio::sync::mpsc::unbounded_channel();
+    let agent = AgentSpec::new(Box::new(ThreadTeller {
+        id: AgentId::new("teller"),
+        threads,
+    }));
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let run = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            bus_core::nats::run_agent(agent, &bus, StopSignal::new(), Some(ready)).await
+        })
+    };
+    subscribed.await.unwrap();
+    let stop = StopSignal::new();
+    bus.publish(&price(1), &stop).await.unwrap();
+    let thread = tokio::time::timeout(Duration::from_secs(10), told.recv())
+        .await
+        .expect("the agent handles the message")
+        .unwrap();
+    assert_eq!(thread.as_deref(), Some("agent teller"));
+    // Dropping the run (here: aborting the task awaiting it) stops the
+    // agent: it says so, as it would when stopped.
+    run.abort();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = lifecycle.next().await {
+            if message.subject.as_str() == "own.agent.stopped.teller" {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(stopped.is_ok(), "the agent announced it stopped");
+    // And handles nothing more.
+    bus.publish(&price(2), &stop).await.unwrap();
+    bus.client().flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        told.try_recv().is_err(),
+        "a stopped agent handled a message"
+    );
 }
