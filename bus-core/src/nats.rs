@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use futures_util::stream::StreamExt;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::driver::{RunError, StopSignal};
@@ -42,7 +43,7 @@ use crate::message::{DeliveryMode, Envelope, Payload, Priority, WireFormat};
 use crate::reliability::DedupeWindow;
 use crate::supervision::AgentSpec;
 use crate::topic::{Topic, TopicPattern};
-use crate::transport::{AgentRunError, Arrival, Inbox, Transport};
+use crate::transport::{AgentRunError, Channel, Deliveries, Inbox, Transport, MAX_TAKE};
 
 /// How to reach the NATS server.
 #[derive(Clone)]
@@ -546,17 +547,18 @@ impl From<async_nats::Message> for CoreMessage {
     }
 }
 
-/// Subscribes to everything `agent` wants: core subscriptions, and one
-/// durable consumer per subject of a JetStream family; tasks (returned, to
-/// be aborted at the end) feed what arrives to `to`.
+/// Subscribes to everything `agent` wants: core subscriptions (returned,
+/// read by the agent's task), and one durable consumer per subject of a
+/// JetStream family, read by tasks (returned, to be aborted at the end)
+/// that feed what arrives to `to`.
 async fn subscribe(
     bus: &NatsBus,
     agent: &str,
     mut patterns: Vec<TopicPattern>,
-    to: flume::Sender<Arrival<NatsDelivery>>,
-    screen: Screen,
+    to: flume::Sender<NatsDelivery>,
+    screen: &Screen,
     stop: &StopSignal,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, NatsError> {
+) -> Result<(CoreSubscriptions, Vec<tokio::task::JoinHandle<()>>), NatsError> {
     patterns.push(crate::driver::health_check_pattern());
     let partition = screen.partition;
     let settings = bus.reliable.as_ref().map(|r| r.settings());
@@ -592,43 +594,14 @@ async fn subscribe(
             }
         }
     }
-    // One task reads every core subscription as messages arrive; what is
-    // already waiting when it wakes goes over as one batch, one message
-    // from each woken subscription in turn (see `CoreSubscriptions`).
-    // (Tried: the agent's task polling the subscriptions itself, taking a
-    // message only when ready for it. Not faster on this machine, and
-    // messages already waiting on several subscriptions came out of order;
-    // a paced distributed run then no longer matched the backtest.)
-    let mut core = CoreSubscriptions::new(core);
-    readers.push(tokio::spawn(async move {
-        let mut messages = Vec::with_capacity(MAX_BATCH);
-        loop {
-            let open = std::future::poll_fn(|cx| core.poll_take(cx, &mut messages)).await;
-            let arrival = match (messages.pop(), messages.is_empty()) {
-                (None, _) => return,
-                (Some(message), true) => Arrival::One(NatsDelivery::core(message, &screen)),
-                (Some(last), false) => {
-                    messages.push(last);
-                    let core = |m| NatsDelivery::core(m, &screen);
-                    Arrival::Many(messages.drain(..).map(core).collect())
-                }
-            };
-            if to.send_async(arrival).await.is_err() || !open {
-                return;
-            }
-        }
-    }));
-    Ok(readers)
+    Ok((CoreSubscriptions::new(core, screen.clone()), readers))
 }
 
-/// The most deliveries the reading task hands over at once.
-const MAX_BATCH: usize = 32;
-
-/// An agent's core NATS subscriptions, read together by one task, in the
-/// order they woke it (messages from different subscriptions then keep
-/// the order the server sent them in; a paced distributed run depends on
-/// it). Each subscription is polled with a waker of its own, which queues
-/// it: a poll reads only the subscriptions that may have something.
+/// An agent's core NATS subscriptions, read together by the agent's task,
+/// in the order they woke it (messages from different subscriptions then
+/// keep the order the server sent them in; a paced distributed run depends
+/// on it). Each subscription is polled with a waker of its own, which
+/// queues it: a poll reads only the subscriptions that may have something.
 /// (`select_all` did the same at ~650 instructions a message more than
 /// reading a subscription alone, allocating a task node per message;
 /// polling every subscription each time saved nothing, the idle ones'
@@ -636,6 +609,7 @@ const MAX_BATCH: usize = 32;
 struct CoreSubscriptions {
     /// By index; `None` once ended.
     subscribers: Vec<Option<async_nats::Subscriber>>,
+    screen: Screen,
     wakers: Vec<std::task::Waker>,
     flags: Vec<Arc<ReadyFlag>>,
     live: usize,
@@ -679,7 +653,7 @@ impl std::task::Wake for ReadyFlag {
 }
 
 impl CoreSubscriptions {
-    fn new(subscribers: Vec<async_nats::Subscriber>) -> Self {
+    fn new(subscribers: Vec<async_nats::Subscriber>, screen: Screen) -> Self {
         let woken = Arc::new(Woken::default());
         let flags: Vec<Arc<ReadyFlag>> = (0..subscribers.len())
             .map(|index| {
@@ -695,26 +669,28 @@ impl CoreSubscriptions {
         Self {
             live: subscribers.len(),
             subscribers: subscribers.into_iter().map(Some).collect(),
+            screen,
             wakers: flags.iter().map(|flag| flag.clone().into()).collect(),
             flags,
             woken,
         }
     }
 
-    /// Takes what is waiting, up to [`MAX_BATCH`] messages, into
-    /// `messages`: one from each woken subscription in turn, as long as
-    /// any has one. Pending when none has; ready with `false` once every
+    /// Takes what is waiting, up to [`MAX_TAKE`] messages, onto the back
+    /// of `into`: one from each woken subscription in turn, as long as any
+    /// has one. Pending when none has; ready with `false` once every
     /// subscription has ended (after the messages taken, if any).
     fn poll_take(
         &mut self,
         cx: &mut std::task::Context<'_>,
-        messages: &mut Vec<async_nats::Message>,
+        into: &mut VecDeque<NatsDelivery>,
     ) -> std::task::Poll<bool> {
         use std::sync::atomic::Ordering;
         use std::task::Poll;
         // Before reading: a message arriving meanwhile wakes the task.
         self.woken.task.register(cx.waker());
-        while self.live > 0 && messages.len() < MAX_BATCH {
+        let mut taken = 0;
+        while self.live > 0 && taken < MAX_TAKE {
             let Some(index) = lock(&self.woken.queue).pop_front() else {
                 break;
             };
@@ -725,7 +701,8 @@ impl CoreSubscriptions {
             let mut own = std::task::Context::from_waker(&self.wakers[index]);
             match subscriber.poll_next_unpin(&mut own) {
                 Poll::Ready(Some(message)) => {
-                    messages.push(message);
+                    into.push_back(NatsDelivery::core(message, &self.screen));
+                    taken += 1;
                     // There may be more: its turn comes after the others'.
                     self.flags[index].queue();
                 }
@@ -737,10 +714,10 @@ impl CoreSubscriptions {
                 Poll::Pending => {}
             }
         }
-        match (messages.is_empty(), self.live) {
-            (false, live) => Poll::Ready(live > 0),
-            (true, 0) => Poll::Ready(false),
-            (true, _) => Poll::Pending,
+        match (taken, self.live) {
+            (1.., live) => Poll::Ready(live > 0),
+            (0, 0) => Poll::Ready(false),
+            (0, _) => Poll::Pending,
         }
     }
 }
@@ -752,7 +729,7 @@ async fn read_consumer(
         async_nats::jetstream::consumer::pull::Config,
     >,
     name: String,
-    to: flume::Sender<Arrival<NatsDelivery>>,
+    to: flume::Sender<NatsDelivery>,
     screen: Screen,
     stop: StopSignal,
 ) {
@@ -765,10 +742,10 @@ async fn read_consumer(
                         Ok(message) => {
                             wait = Duration::from_millis(50);
                             if to
-                                .send_async(Arrival::One(NatsDelivery::new(
+                                .send_async(NatsDelivery::new(
                                     Incoming::Durable(Box::new(message)),
                                     &screen,
-                                )))
+                                ))
                                 .await
                                 .is_err()
                             {
@@ -1053,6 +1030,62 @@ impl NatsDelivery {
     }
 }
 
+/// What reaches an agent: its core subscriptions, read by its own task, and
+/// what the readers of its durable consumers pass on, if it has any.
+struct NatsDeliveries {
+    core: CoreSubscriptions,
+    core_open: bool,
+    durable: Option<Channel<NatsDelivery>>,
+}
+
+impl Deliveries<NatsDelivery> for NatsDeliveries {
+    fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        into: &mut VecDeque<NatsDelivery>,
+    ) -> std::task::Poll<bool> {
+        use std::task::Poll;
+        let before = into.len();
+        if self.core_open {
+            if let Poll::Ready(open) = self.core.poll_take(cx, into) {
+                self.core_open = open;
+            }
+        }
+        let mut durable_open = false;
+        if let Some(durable) = &mut self.durable {
+            durable_open = match durable.poll_take(cx, into) {
+                Poll::Ready(open) => open,
+                Poll::Pending => true,
+            };
+            if !durable_open {
+                self.durable = None;
+            }
+        }
+        let open = self.core_open || durable_open;
+        match into.len() > before || !open {
+            true => Poll::Ready(open),
+            false => Poll::Pending,
+        }
+    }
+
+    fn try_take(&mut self, into: &mut VecDeque<NatsDelivery>) -> bool {
+        let before = into.len();
+        if self.core_open {
+            // Polled without the task's waker: the next `poll_take`
+            // registers it again before looking (what arrives meanwhile
+            // stays queued).
+            let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+            if let std::task::Poll::Ready(open) = self.core.poll_take(&mut cx, into) {
+                self.core_open = open;
+            }
+        }
+        if let Some(durable) = &mut self.durable {
+            durable.try_take(into);
+        }
+        into.len() > before
+    }
+}
+
 impl Transport for NatsTransport {
     type Delivery = NatsDelivery;
     type Error = NatsError;
@@ -1063,20 +1096,25 @@ impl Transport for NatsTransport {
         agent: &AgentId,
         patterns: Vec<TopicPattern>,
     ) -> Result<Inbox<NatsDelivery>, NatsError> {
-        // At most 64 arrivals of up to `MAX_BATCH` deliveries wait for the agent.
+        // At most 64 JetStream deliveries wait for the agent.
         let (tx, rx) = flume::bounded(64);
-        let readers = subscribe(
+        let (core, readers) = subscribe(
             &self.bus,
             agent.as_str(),
             patterns,
             tx,
-            self.screen.clone(),
+            &self.screen,
             &self.stop,
         )
         .await?;
         // Make sure the server has the subscriptions before anything is produced.
         let _ = self.bus.client.flush().await;
-        Ok(Inbox::new(rx, move || {
+        let deliveries = NatsDeliveries {
+            core,
+            core_open: true,
+            durable: (!readers.is_empty()).then(|| Channel::new(rx)),
+        };
+        Ok(Inbox::new(deliveries, move || {
             for reader in readers {
                 reader.abort();
             }

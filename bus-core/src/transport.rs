@@ -33,52 +33,86 @@ use crate::message::Envelope;
 use crate::supervision::{AgentSpec, Supervised};
 use crate::topic::TopicPattern;
 
-/// What one receive from an [`Inbox`] yields: one delivery, or several
-/// that were waiting together (in arrival order). Handing a busy stream
-/// over in batches saves a channel operation and a wake-up per message.
-pub enum Arrival<D> {
-    /// One delivery.
-    One(D),
-    /// Several, oldest first.
-    Many(Vec<D>),
+/// The most deliveries an [`Inbox`] hands over at once.
+pub const MAX_TAKE: usize = 32;
+
+/// Where an [`Inbox`]'s deliveries come from. The driver takes what is
+/// waiting, in batches, on the agent's own task: a busy stream costs no
+/// wake-up and no channel operation per message.
+pub trait Deliveries<D>: Send {
+    /// Moves what is waiting, up to [`MAX_TAKE`], onto the back of `into`
+    /// (in arrival order). Pending when nothing is (the task is woken when
+    /// something comes); ready with `false` once nothing more will come
+    /// (after what it moved, if anything), else `true`.
+    fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        into: &mut VecDeque<D>,
+    ) -> std::task::Poll<bool>;
+
+    /// Moves what is waiting, up to [`MAX_TAKE`], onto the back of `into`
+    /// without waiting; whether it moved anything.
+    fn try_take(&mut self, into: &mut VecDeque<D>) -> bool;
 }
 
-impl<D> IntoIterator for Arrival<D> {
-    type Item = D;
-    type IntoIter = ArrivalIter<D>;
+/// Deliveries sent one by one over a channel.
+pub struct Channel<D: 'static> {
+    deliveries: flume::Receiver<D>,
+    /// The receive in progress, once polled.
+    waiting: Option<flume::r#async::RecvFut<'static, D>>,
+}
 
-    fn into_iter(self) -> ArrivalIter<D> {
-        match self {
-            Arrival::One(delivery) => ArrivalIter::One(Some(delivery)),
-            Arrival::Many(deliveries) => ArrivalIter::Many(deliveries.into_iter()),
+impl<D: 'static> Channel<D> {
+    /// Reads `deliveries`.
+    pub fn new(deliveries: flume::Receiver<D>) -> Self {
+        Self {
+            deliveries,
+            waiting: None,
         }
     }
 }
 
-/// The deliveries of an [`Arrival`], oldest first.
-pub enum ArrivalIter<D> {
-    /// What is left of one.
-    One(Option<D>),
-    /// What is left of several.
-    Many(std::vec::IntoIter<D>),
-}
-
-impl<D> Iterator for ArrivalIter<D> {
-    type Item = D;
-
-    fn next(&mut self) -> Option<D> {
-        match self {
-            ArrivalIter::One(delivery) => delivery.take(),
-            ArrivalIter::Many(deliveries) => deliveries.next(),
+impl<D: Send + 'static> Deliveries<D> for Channel<D> {
+    fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        into: &mut VecDeque<D>,
+    ) -> std::task::Poll<bool> {
+        use std::task::Poll;
+        let receiver = &self.deliveries;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| receiver.clone().into_recv_async());
+        match std::pin::Pin::new(waiting).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(received) => {
+                self.waiting = None;
+                let Ok(delivery) = received else {
+                    return Poll::Ready(false);
+                };
+                into.push_back(delivery);
+                self.try_take(into);
+                Poll::Ready(true)
+            }
         }
+    }
+
+    fn try_take(&mut self, into: &mut VecDeque<D>) -> bool {
+        let before = into.len();
+        while into.len() - before < MAX_TAKE {
+            match self.deliveries.try_recv() {
+                Ok(delivery) => into.push_back(delivery),
+                Err(_) => break,
+            }
+        }
+        into.len() > before
     }
 }
 
 /// Deliveries for one subscriber, and what keeps them coming (dropping the
 /// inbox ends the subscription).
 pub struct Inbox<D> {
-    /// Deliveries, in arrival order.
-    pub deliveries: flume::Receiver<Arrival<D>>,
+    deliveries: Box<dyn Deliveries<D>>,
     /// Runs `on_drop` when the inbox goes (unsubscribe, stop readers).
     on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
@@ -86,13 +120,25 @@ pub struct Inbox<D> {
 impl<D> Inbox<D> {
     /// An inbox reading `deliveries`; `on_drop` runs when it is dropped.
     pub fn new(
-        deliveries: flume::Receiver<Arrival<D>>,
+        deliveries: impl Deliveries<D> + 'static,
         on_drop: impl FnOnce() + Send + Sync + 'static,
     ) -> Self {
         Self {
-            deliveries,
+            deliveries: Box::new(deliveries),
             on_drop: Some(Box::new(on_drop)),
         }
+    }
+
+    /// Waits for deliveries and moves them onto the back of `into`;
+    /// `false` once none will come.
+    pub async fn take(&mut self, into: &mut VecDeque<D>) -> bool {
+        std::future::poll_fn(|cx| self.deliveries.poll_take(cx, into)).await
+    }
+
+    /// Moves what is waiting onto the back of `into`; whether there was
+    /// anything.
+    pub fn try_take(&mut self, into: &mut VecDeque<D>) -> bool {
+        self.deliveries.try_take(into)
     }
 }
 
@@ -203,7 +249,7 @@ pub async fn run_agent<T: Transport>(
 ) -> Result<(Supervised, AgentRunStats), AgentRunError<T::Error>> {
     let mut agent = Supervised::new(spec, false);
     let id = agent.id().clone();
-    let inbox = transport
+    let mut inbox = transport
         .subscribe(&id, agent.agent().subscriptions())
         .await
         .map_err(AgentRunError::Transport)?;
@@ -217,7 +263,7 @@ pub async fn run_agent<T: Transport>(
         out: Outbox::new(),
         pending: VecDeque::new(),
     };
-    driver.drive(&mut agent, &inbox, &stop).await?;
+    driver.drive(&mut agent, &mut inbox, &stop).await?;
     drop(inbox);
     if let Some(failure) = agent.failure() {
         return Err(RunError::AgentFailed(failure.to_string()).into());
@@ -340,7 +386,7 @@ impl<T: Transport> Driver<'_, T> {
     async fn drive(
         &mut self,
         agent: &mut Supervised,
-        inbox: &Inbox<T::Delivery>,
+        inbox: &mut Inbox<T::Delivery>,
         stop: &StopSignal,
     ) -> Result<(), AgentRunError<T::Error>> {
         let started = agent.start(&mut self.out);
@@ -352,6 +398,7 @@ impl<T: Transport> Driver<'_, T> {
         let mut producing = true;
         let mut produced = false;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut waiting = VecDeque::with_capacity(MAX_TAKE);
         loop {
             if stop.is_stopped() || agent.failure().is_some() {
                 break;
@@ -380,8 +427,8 @@ impl<T: Transport> Driver<'_, T> {
                 } else {
                     produced = true;
                 }
-                while let Ok(arrival) = inbox.deliveries.try_recv() {
-                    self.take_all(agent, arrival, stop).await?;
+                while inbox.try_take(&mut waiting) {
+                    self.take_all(agent, &mut waiting, stop).await?;
                 }
                 if step == Produce::Idle {
                     self.settle_all().await?;
@@ -391,20 +438,18 @@ impl<T: Transport> Driver<'_, T> {
             }
             // Nothing waits for a confirmation while the agent waits.
             self.settle_all().await?;
-            tokio::select! {
-                arrival = inbox.deliveries.recv_async() => match arrival {
-                    Ok(arrival) => self.take_all(agent, arrival, stop).await?,
-                    Err(_) => break,
-                },
-                _ = tick.tick() => {}
+            let open = tokio::select! {
+                open = inbox.take(&mut waiting) => open,
+                _ = tick.tick() => true,
+            };
+            self.take_all(agent, &mut waiting, stop).await?;
+            if !open {
+                break;
             }
             // Take what else has arrived before waiting again (a busy
             // stream then costs no wait set-up per message).
-            while !stop.is_stopped() && agent.failure().is_none() {
-                match inbox.deliveries.try_recv() {
-                    Ok(arrival) => self.take_all(agent, arrival, stop).await?,
-                    Err(_) => break,
-                }
+            while !stop.is_stopped() && agent.failure().is_none() && inbox.try_take(&mut waiting) {
+                self.take_all(agent, &mut waiting, stop).await?;
             }
         }
         self.settle_all().await?;
@@ -414,17 +459,18 @@ impl<T: Transport> Driver<'_, T> {
         Ok(())
     }
 
-    /// Takes the deliveries of an arrival in order, until `stop` or the
+    /// Takes the `waiting` deliveries in order, until `stop` or the
     /// agent's failure (what is left is dropped, as it would be with the
     /// inbox: JetStream redelivers it, core NATS never promised it).
     async fn take_all(
         &mut self,
         agent: &mut Supervised,
-        arrival: Arrival<T::Delivery>,
+        waiting: &mut VecDeque<T::Delivery>,
         stop: &StopSignal,
     ) -> Result<(), AgentRunError<T::Error>> {
-        for delivery in arrival {
+        while let Some(delivery) = waiting.pop_front() {
             if stop.is_stopped() || agent.failure().is_some() {
+                waiting.clear();
                 break;
             }
             self.take(agent, delivery).await?;
@@ -543,7 +589,7 @@ impl Transport for InProcess {
         let handler = Handler::manual_ack(self.ack_wait, move |envelope, ack| {
             let tx = tx.clone();
             async move {
-                tx.send_async(Arrival::One((envelope, ack)))
+                tx.send_async((envelope, ack))
                     .await
                     .map_err(|_| HandlerError::new("the agent's inbox is closed"))
             }
@@ -557,7 +603,7 @@ impl Transport for InProcess {
                 reason: e.to_string(),
             })?;
         let bus = self.bus.clone();
-        Ok(Inbox::new(rx, move || {
+        Ok(Inbox::new(Channel::new(rx), move || {
             bus.unsubscribe(id);
         }))
     }
