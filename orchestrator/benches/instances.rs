@@ -7,9 +7,10 @@
 //!
 //! Run: `cargo bench -p orchestrator --bench instances`
 //!
-//! Each instance is a task on one 2-worker runtime (with nats-server and
-//! the publisher on the same 2 cores), so this measures how the work
-//! splits, not what more machines would add.
+//! Each instance runs on a thread of its own (as `run_agent_instance` runs
+//! every agent), their connections on one 2-worker runtime, with
+//! nats-server and the publisher on the same 2 cores: this measures how the
+//! work splits, not what more machines would add.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
