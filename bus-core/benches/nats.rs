@@ -461,14 +461,26 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
             });
         }
     }
-    for format in [WireFormat::Json, WireFormat::Binary] {
+    // Ours as configured by default (at-least-once publishes carry their
+    // id, like the raw `_msg_id` rows), and with `deduplicate_publishes`
+    // off (no id, like the plain raw rows).
+    let rows = [WireFormat::Json, WireFormat::Binary]
+        .into_iter()
+        .flat_map(|format| [(format, true), (format, false)]);
+    for (format, deduplicate) in rows {
+        let mut jetstream = settings.jetstream.clone();
+        if let Some(js) = jetstream.as_mut() {
+            js.deduplicate_publishes = deduplicate;
+        }
         let bus = rt
             .block_on(NatsBus::connect(&NatsSettings {
                 wire_format: format,
+                jetstream,
                 ..settings.clone()
             }))
             .unwrap();
-        group.bench_function(format!("bus_core_nats_{}", name(format)), |b| {
+        let suffix = if deduplicate { "" } else { "_without_ids" };
+        group.bench_function(format!("bus_core_nats_{}{suffix}", name(format)), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {

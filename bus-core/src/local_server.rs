@@ -48,6 +48,11 @@ impl LocalServer {
         Self::start("nats-server", port, &jetstream_args(store))
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its port.
     pub fn port(&self) -> u16 {
         self.port

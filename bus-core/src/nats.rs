@@ -167,6 +167,7 @@ pub struct NatsBus {
     when_disconnected: WhenDisconnected,
     wire_format: WireFormat,
     outgoing: Arc<std::sync::Mutex<Outgoing>>,
+    reconnections: Reconnections,
 }
 
 /// What a [`NatsBus`] reuses from one publication to the next (behind one
@@ -263,6 +264,7 @@ impl NatsBus {
             _ => None,
         };
         Ok(Self {
+            reconnections: Reconnections::of(&client),
             client,
             prefix: settings.prefix.clone(),
             reliable,
@@ -320,7 +322,11 @@ impl NatsBus {
                 Some(reliable) if reliable.settings().carries(envelope.topic.as_str()) => {
                     let bytes = lock(&self.outgoing).encode(self.wire_format, envelope);
                     let subject = subject(&self.prefix, envelope.topic.as_str());
-                    in_flight.push(reliable.start_publish(subject, envelope.id, bytes).await);
+                    in_flight.push(
+                        reliable
+                            .start_publish(subject, envelope.id, envelope.delivery_mode, bytes)
+                            .await,
+                    );
                 }
                 _ => self.send_core(envelope).await?,
             }
@@ -587,6 +593,7 @@ async fn subscribe(
                 readers.push(tokio::spawn(read_consumer(
                     consumer,
                     name,
+                    bus.reconnections.clone(),
                     to.clone(),
                     screen.clone(),
                     stop.clone(),
@@ -722,38 +729,95 @@ impl CoreSubscriptions {
     }
 }
 
-/// Pulls from a durable consumer into `to`, starting over after errors (the
-/// server restarting, missed heartbeats) with backoff.
+/// Counts a client's connections (the first and every reconnection), so
+/// that what waits on the server can tell when the connection it sent on
+/// has been replaced: an answer the old server owed will never come.
+#[derive(Clone)]
+pub(crate) struct Reconnections(Arc<async_nats::Statistics>);
+
+impl std::fmt::Debug for Reconnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Reconnections").field(&self.count()).finish()
+    }
+}
+
+impl Reconnections {
+    /// How often [`Reconnections::since`] looks.
+    const CHECK: Duration = Duration::from_millis(200);
+
+    pub(crate) fn of(client: &async_nats::Client) -> Self {
+        Self(client.statistics())
+    }
+
+    /// Connections so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.0.connects.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Resolves once the client has connected again after `seen`
+    /// connections.
+    pub(crate) async fn since(&self, seen: u64) {
+        while self.count() == seen {
+            tokio::time::sleep(Self::CHECK).await;
+        }
+    }
+}
+
+/// Pulls from a durable consumer into `to`, starting over after errors
+/// (missed heartbeats, a consumer the server does not have yet) with
+/// backoff, and after every reconnection of the client.
+///
+/// The client's own pull stream re-issues its pull request when it sees
+/// the connection come back, but it can miss a reconnection that happens
+/// while it is not watching; it then waits for its request to expire (35
+/// s) before pulling from the new server, and the consumer stalls
+/// meanwhile (test
+/// `a_server_killed_mid_run_loses_no_acknowledged_message_and_exactly_once_stays_once`
+/// saw stalls of 30-60 s under load). A fresh pull stream after each
+/// reconnection never waits on that. A pull request the old stream left on
+/// the server goes away with its subscription: the server skips requests
+/// nobody listens to, and a message already sent to one comes back after
+/// `ack_wait`.
 async fn read_consumer(
     consumer: async_nats::jetstream::consumer::Consumer<
         async_nats::jetstream::consumer::pull::Config,
     >,
     name: String,
+    reconnections: Reconnections,
     to: flume::Sender<NatsDelivery>,
     screen: Screen,
     stop: StopSignal,
 ) {
     let mut wait = Duration::from_millis(50);
     while !stop.is_stopped() {
+        let connected_as = reconnections.count();
         match consumer.messages().await {
             Ok(mut messages) => {
-                while let Some(item) = messages.next().await {
-                    match item {
-                        Ok(message) => {
-                            wait = Duration::from_millis(50);
-                            if to
-                                .send_async(NatsDelivery::new(
+                let reconnected = reconnections.since(connected_as);
+                tokio::pin!(reconnected);
+                loop {
+                    tokio::select! {
+                        biased;
+                        item = messages.next() => match item {
+                            Some(Ok(message)) => {
+                                wait = Duration::from_millis(50);
+                                let delivery = NatsDelivery::new(
                                     Incoming::Durable(Box::new(message)),
                                     &screen,
-                                ))
-                                .await
-                                .is_err()
-                            {
-                                return;
+                                );
+                                if to.send_async(delivery).await.is_err() {
+                                    return;
+                                }
                             }
-                        }
-                        Err(error) => {
-                            tracing::warn!(consumer = %name, %error, "JetStream consumer interrupted");
+                            Some(Err(error)) => {
+                                tracing::warn!(consumer = %name, %error, "JetStream consumer interrupted");
+                                break;
+                            }
+                            None => break,
+                        },
+                        () = &mut reconnected => {
+                            tracing::info!(consumer = %name, "reconnected; pulling from the server afresh");
+                            wait = Duration::ZERO;
                             break;
                         }
                     }
@@ -764,7 +828,7 @@ async fn read_consumer(
             }
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(2));
+        wait = (wait * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
     }
 }
 
@@ -1146,7 +1210,7 @@ impl Transport for NatsTransport {
             Verdict::OtherPartition => {
                 self.count(|s| s.other_partitions += 1);
                 if let Some(message) = durable {
-                    ack(message, AckKind::Ack, false).await;
+                    self.bus.ack(message, AckKind::Ack, false).await;
                 }
                 return Ok(None);
             }
@@ -1163,7 +1227,7 @@ impl Transport for NatsTransport {
                 self.dead_letter(agent, subject, payload, None, error.to_string(), 1)
                     .await?;
                 if let Some(message) = durable {
-                    ack(message, AckKind::Term, false).await;
+                    self.bus.ack(message, AckKind::Term, false).await;
                 }
                 return Ok(None);
             }
@@ -1172,7 +1236,7 @@ impl Transport for NatsTransport {
         if let Some(message) = durable {
             if exactly_once && lock(&self.processed).contains(&envelope.id) {
                 self.count(|s| s.duplicates += 1);
-                ack(message, AckKind::Ack, true).await;
+                self.bus.ack(message, AckKind::Ack, true).await;
                 return Ok(None);
             }
             if exactly_once && !lock(&self.in_hand).insert(envelope.id) {
@@ -1229,7 +1293,7 @@ impl Transport for NatsTransport {
                 if exactly_once {
                     lock(&self.processed).insert(id);
                 }
-                ack(&message, AckKind::Ack, exactly_once).await;
+                self.bus.ack(&message, AckKind::Ack, exactly_once).await;
                 return Ok(());
             }
             Err(error) => error,
@@ -1254,12 +1318,14 @@ impl Transport for NatsTransport {
                 delivered as u32,
             )
             .await?;
-            ack(&message, AckKind::Term, false).await;
+            self.bus.ack(&message, AckKind::Term, false).await;
         } else {
             self.count(|s| s.redeliveries_requested += 1);
             tracing::warn!(%agent, message_id = %id, %error, delivered, "handler failed; redelivery requested");
             let delay = settings.redelivery_delay(delivered);
-            ack(&message, AckKind::Nak(Some(delay)), false).await;
+            self.bus
+                .ack(&message, AckKind::Nak(Some(delay)), false)
+                .await;
         }
         Ok(())
     }
@@ -1272,17 +1338,28 @@ impl Transport for NatsTransport {
 use async_nats::jetstream::AckKind;
 
 /// Acknowledges (or naks, or terminates) a JetStream delivery. `confirmed`
-/// waits for the server to confirm it has the ack (double ack). A lost ack
-/// means a redelivery, which at-least-once allows and exactly-once's id
-/// window absorbs: it is logged, not fatal.
-async fn ack(message: &async_nats::jetstream::Message, kind: AckKind, confirmed: bool) {
-    let result = if confirmed {
-        message.double_ack_with(kind).await
-    } else {
-        message.ack_with(kind).await
-    };
-    if let Err(error) = result {
-        tracing::warn!(subject = %message.subject, %error, "JetStream ack not delivered; the message will come again");
+/// waits for the server to confirm it has the ack (double ack), but not
+/// past a reconnection of the client (the old server's confirmation never
+/// comes; waiting out its 5 s timeout stalled the agent). A lost ack means
+/// a redelivery, which at-least-once allows and exactly-once's id window
+/// absorbs: it is logged, not fatal.
+impl NatsBus {
+    async fn ack(&self, message: &async_nats::jetstream::Message, kind: AckKind, confirmed: bool) {
+        let result = if confirmed {
+            let connected_as = self.reconnections.count();
+            tokio::select! {
+                biased;
+                result = message.double_ack_with(kind) => result.map_err(|e| e.to_string()),
+                () = self.reconnections.since(connected_as) => {
+                    Err("the connection was replaced before the server confirmed it".to_string())
+                }
+            }
+        } else {
+            message.ack_with(kind).await.map_err(|e| e.to_string())
+        };
+        if let Err(error) = result {
+            tracing::warn!(subject = %message.subject, %error, "JetStream ack not delivered; the message will come again");
+        }
     }
 }
 

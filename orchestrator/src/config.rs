@@ -97,6 +97,9 @@ pub struct JetStreamConfig {
     pub duplicate_window_secs: u64,
     /// Messages a consumer may hold unacknowledged.
     pub max_ack_pending: i64,
+    /// At-least-once publishes carry the envelope id so a retried one is
+    /// stored once (exactly-once ones always do).
+    pub deduplicate_publishes: bool,
 }
 
 impl JetStreamConfig {
@@ -141,6 +144,7 @@ impl JetStreamConfig {
                 .map(|&ms| Duration::from_millis(ms))
                 .collect(),
             max_ack_pending: self.max_ack_pending,
+            deduplicate_publishes: self.deduplicate_publishes,
             ..Default::default()
         })
     }
@@ -719,5 +723,38 @@ fn split_index(part: &str) -> (&str, Option<usize>) {
     match part.split_once('[') {
         Some((name, rest)) => (name, rest.trim_end_matches(']').parse().ok()),
         None => (part, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jetstream_keys_reach_the_transport_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("js.toml");
+        std::fs::write(
+            &file,
+            "[bus.jetstream]\nfamilies = [\"data\"]\nmax_deliver = 7\n",
+        )
+        .unwrap();
+        let settings = |env: &[(String, String)]| {
+            BistouryConfig::load(Some(&file), env)
+                .unwrap()
+                .bus
+                .jetstream
+                .settings()
+                .unwrap()
+        };
+        let defaults = settings(&[]);
+        assert_eq!(defaults.families, ["data"]);
+        assert_eq!(defaults.max_deliver, 7);
+        assert!(defaults.deduplicate_publishes, "on unless configured off");
+        let off = settings(&[(
+            "BISTOURY__BUS__JETSTREAM__DEDUPLICATE_PUBLISHES".into(),
+            "false".into(),
+        )]);
+        assert!(!off.deduplicate_publishes);
     }
 }

@@ -41,6 +41,16 @@ impl NatsServer {
         self.0.restart_after(outage).unwrap();
     }
 
+    /// Stops the server (SIGSTOP): connections stay open, and what clients
+    /// send waits unread.
+    pub fn pause(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-STOP", &self.0.pid().to_string()])
+            .status()
+            .expect("kill -STOP");
+        assert!(status.success(), "kill -STOP failed");
+    }
+
     /// Kills the server (SIGKILL).
     pub fn kill(&mut self) {
         self.0.kill();
