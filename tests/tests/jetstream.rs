@@ -331,6 +331,26 @@ impl Agent for Flaky {
     }
 }
 
+/// The stream of the `data` family under `prefix`, with a durable
+/// consumer that reads nothing: interest retention keeps messages only for
+/// consumers that exist, so the stream's count says what was stored.
+async fn kept_data_stream(bus: &NatsBus, prefix: &str) -> async_nats::jetstream::stream::Stream {
+    let context = bus.reliable().unwrap().context().clone();
+    let stream_name = bus_core::jetstream::stream_name(prefix, "data");
+    let stream = context.get_stream(&stream_name).await.unwrap();
+    stream
+        .get_or_create_consumer(
+            "keep",
+            async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("keep".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    stream
+}
+
 /// A publisher retrying after a lost acknowledgement sends the same
 /// envelope again: the stream stores it once when the publish carries its
 /// id (`Nats-Msg-Id`), as exactly-once publishes always do and
@@ -346,20 +366,7 @@ async fn a_republished_envelope_is_stored_once_unless_at_least_once_goes_without
             js.deduplicate_publishes = deduplicate;
         }
         let bus = NatsBus::connect(&settings).await.unwrap();
-        let context = bus.reliable().unwrap().context().clone();
-        let stream_name = bus_core::jetstream::stream_name(prefix, "data");
-        let mut stream = context.get_stream(&stream_name).await.unwrap();
-        // Interest retention keeps messages only for consumers that exist.
-        stream
-            .get_or_create_consumer(
-                "keep",
-                async_nats::jetstream::consumer::pull::Config {
-                    durable_name: Some("keep".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let mut stream = kept_data_stream(&bus, prefix).await;
         let at_least_once = price(1, DeliveryMode::AtLeastOnce);
         let exactly_once = price(2, DeliveryMode::ExactlyOnce);
         for envelope in [&at_least_once, &at_least_once, &exactly_once, &exactly_once] {
@@ -383,22 +390,7 @@ async fn a_publish_the_killed_server_never_acknowledged_is_sent_again_on_reconne
     let mut server = NatsServer::start_jetstream(store.path());
     let settings = settings(&server, "js_resend");
     let bus = NatsBus::connect(&settings).await.unwrap();
-    let context = bus.reliable().unwrap().context().clone();
-    let mut stream = context
-        .get_stream(bus_core::jetstream::stream_name("js_resend", "data"))
-        .await
-        .unwrap();
-    // Interest retention keeps messages only for consumers that exist.
-    stream
-        .get_or_create_consumer(
-            "keep",
-            async_nats::jetstream::consumer::pull::Config {
-                durable_name: Some("keep".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let mut stream = kept_data_stream(&bus, "js_resend").await;
 
     // The frozen server takes the publish off the socket's hands but
     // never reads it; then it dies and a fresh one takes its place.
