@@ -286,9 +286,8 @@ impl Reliable {
         if publish.deduplicated {
             message = message.message_id(publish.id.to_string());
         }
-        let subject = publish.subject.as_str();
         self.context
-            .send_publish(subject.to_string(), message)
+            .send_publish(publish.subject.clone(), message)
             .await
             .map_err(|e| e.to_string())
     }

@@ -1337,13 +1337,13 @@ impl Transport for NatsTransport {
 
 use async_nats::jetstream::AckKind;
 
-/// Acknowledges (or naks, or terminates) a JetStream delivery. `confirmed`
-/// waits for the server to confirm it has the ack (double ack), but not
-/// past a reconnection of the client (the old server's confirmation never
-/// comes; waiting out its 5 s timeout stalled the agent). A lost ack means
-/// a redelivery, which at-least-once allows and exactly-once's id window
-/// absorbs: it is logged, not fatal.
 impl NatsBus {
+    /// Acknowledges (or naks, or terminates) a JetStream delivery.
+    /// `confirmed` waits for the server to confirm it has the ack (double
+    /// ack), but not past a reconnection of the client (the old server's
+    /// confirmation never comes; waiting out its 5 s timeout stalled the
+    /// agent). A lost ack means a redelivery, which at-least-once allows
+    /// and exactly-once's id window absorbs: it is logged, not fatal.
     async fn ack(&self, message: &async_nats::jetstream::Message, kind: AckKind, confirmed: bool) {
         let result = if confirmed {
             let connected_as = self.reconnections.count();
