@@ -36,6 +36,12 @@
 //! * Several processes running the same agent share its durable consumers:
 //!   each message goes to one of them (JetStream's queue group).
 //!
+//! Streams carry Bistoury's mark: metadata `bistoury.subjects` naming the
+//! subjects they were created for (`<prefix>.<family>.>`). A stream of the
+//! right name without that mark was made by someone else: agents refuse to
+//! write into it, and a run never deletes it (unless told to with
+//! `fresh`), because a name that matches is not proof of ownership.
+//!
 //! Requests (NATS request-reply) must stay on core families: a stream
 //! answers a request on its subjects with its own publish acknowledgement.
 
@@ -76,6 +82,9 @@ pub struct JetStreamSettings {
     /// a lost acknowledgement reach consumers twice, which at-least-once
     /// allows.
     pub deduplicate_publishes: bool,
+    /// Copies of each stream a NATS cluster keeps (1 on a single server;
+    /// 3 on a three-node cluster survives the loss of one node).
+    pub replicas: usize,
 }
 
 impl Default for JetStreamSettings {
@@ -89,6 +98,7 @@ impl Default for JetStreamSettings {
             max_ack_pending: 1000,
             dedupe_window: 100_000,
             deduplicate_publishes: true,
+            replicas: 1,
         }
     }
 }
@@ -115,6 +125,32 @@ impl JetStreamSettings {
 /// any character a stream name cannot have replaced by `_`.
 pub fn stream_name(prefix: &str, family: &str) -> String {
     sanitise(&format!("{prefix}_{family}")).to_uppercase()
+}
+
+/// The metadata key of Bistoury's mark on its streams.
+pub const MARK_KEY: &str = "bistoury.subjects";
+
+/// What a family's stream is for, as its mark says: `<prefix>.<family>.>`.
+fn mark(prefix: &str, family: &str) -> String {
+    subject(prefix, &format!("{family}.>"))
+}
+
+/// True when `config` carries Bistoury's mark for `prefix` and `family`.
+fn is_ours(config: &stream::Config, prefix: &str, family: &str) -> bool {
+    config.metadata.get(MARK_KEY) == Some(&mark(prefix, family))
+}
+
+/// The error for a stream of our name that is not ours.
+fn foreign(name: &str, prefix: &str, family: &str, config: &stream::Config) -> NatsError {
+    NatsError::ForeignStream {
+        stream: name.to_string(),
+        subjects: mark(prefix, family),
+        found: config
+            .metadata
+            .get(MARK_KEY)
+            .cloned()
+            .unwrap_or_else(|| "no Bistoury mark".into()),
+    }
 }
 
 /// The durable consumer of `agent` for `subject`.
@@ -175,26 +211,39 @@ impl Reliable {
         let context = jetstream::new(client);
         for family in &settings.families {
             let name = stream_name(prefix, family);
+            let failed = |e: String| NatsError::JetStream {
+                what: format!("stream {name}"),
+                reason: e,
+            };
+            if let Some(existing) = existing_stream(&context, &name).await? {
+                if !is_ours(&existing, prefix, family) {
+                    return Err(foreign(&name, prefix, family, &existing));
+                }
+                continue;
+            }
             let config = stream::Config {
                 name: name.clone(),
+                description: Some(format!(
+                    "Bistoury: the {family} messages under {prefix}"
+                )),
                 subjects: vec![subject(prefix, &format!("{family}.>"))],
                 retention: stream::RetentionPolicy::Interest,
                 storage: stream::StorageType::File,
                 duplicate_window: settings.duplicate_window,
+                num_replicas: settings.replicas.max(1),
+                metadata: [(MARK_KEY.to_string(), mark(prefix, family))].into(),
                 ..Default::default()
             };
-            if let Err(error) = context.get_or_create_stream(config).await {
+            if let Err(error) = context.create_stream(config).await {
                 // Agents start together: another one may have created the
                 // stream between this one's look and its create (the server
-                // then refuses the second create, "subjects overlap"). The
-                // stream being there now is what counts.
-                context
-                    .get_stream(&name)
-                    .await
-                    .map_err(|_| NatsError::JetStream {
-                        what: format!("stream {name}"),
-                        reason: error.to_string(),
-                    })?;
+                // then refuses the second create). The stream being there
+                // now, with our mark, is what counts.
+                match existing_stream(&context, &name).await? {
+                    Some(existing) if is_ours(&existing, prefix, family) => {}
+                    Some(existing) => return Err(foreign(&name, prefix, family, &existing)),
+                    None => return Err(failed(error.to_string())),
+                }
             }
         }
         Ok(Self {
@@ -206,36 +255,40 @@ impl Reliable {
     }
 
     /// Deletes the streams of `families` under `prefix` (and with them
-    /// their consumers and whatever they still held), if they exist; returns
-    /// the names of those deleted. For a run that replays its data from the
-    /// start: what an earlier run left (unacknowledged messages, consumers
-    /// of agents no longer configured) must not reach it.
+    /// their consumers and whatever they still held), if they exist and
+    /// carry Bistoury's mark for those subjects; returns the names of those
+    /// deleted. For a run that replays its data from the start: what an
+    /// earlier run left (unacknowledged messages, consumers of agents no
+    /// longer configured) must not reach it. A stream of the same name
+    /// without the mark is refused ([`NatsError::ForeignStream`]), and
+    /// nothing is deleted, unless `fresh` says to delete it all the same.
     pub async fn reset(
         client: async_nats::Client,
         prefix: &str,
         families: &[String],
+        fresh: bool,
     ) -> Result<Vec<String>, NatsError> {
         let context = jetstream::new(client);
-        let mut deleted = Vec::new();
+        let mut doomed = Vec::new();
         for family in families {
             let name = stream_name(prefix, family);
-            match context.delete_stream(&name).await {
-                Ok(_) => deleted.push(name),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        jetstream::context::GetStreamErrorKind::JetStream(ref j)
-                            if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
-                    ) => {}
-                Err(e) => {
-                    return Err(NatsError::JetStream {
-                        what: format!("stream {name}"),
-                        reason: e.to_string(),
-                    })
+            if let Some(existing) = existing_stream(&context, &name).await? {
+                if !fresh && !is_ours(&existing, prefix, family) {
+                    return Err(foreign(&name, prefix, family, &existing));
                 }
+                doomed.push(name);
             }
         }
-        Ok(deleted)
+        for name in &doomed {
+            context
+                .delete_stream(name)
+                .await
+                .map_err(|e| NatsError::JetStream {
+                    what: format!("stream {name}"),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(doomed)
     }
 
     /// The settings.
@@ -399,6 +452,35 @@ impl Reliable {
             .get_or_create_consumer(name, config)
             .await
             .map_err(|e| failed(e.to_string()))
+    }
+}
+
+/// The configuration of the stream `name`, or `None` when there is none.
+async fn existing_stream(
+    context: &jetstream::Context,
+    name: &str,
+) -> Result<Option<stream::Config>, NatsError> {
+    match context.get_stream(name).await {
+        Ok(mut stream) => match stream.info().await {
+            Ok(info) => Ok(Some(info.config.clone())),
+            Err(e) => Err(NatsError::JetStream {
+                what: format!("stream {name}"),
+                reason: e.to_string(),
+            }),
+        },
+        Err(e)
+            if matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(NatsError::JetStream {
+            what: format!("stream {name}"),
+            reason: e.to_string(),
+        }),
     }
 }
 

@@ -126,6 +126,21 @@ pub enum NatsError {
         /// Why.
         reason: String,
     },
+    /// A stream of the name a family's stream would have exists, but was
+    /// not created by Bistoury for these subjects: it is someone else's.
+    #[error(
+        "JetStream stream {stream} exists but was not created by Bistoury for {subjects} \
+         ({found}): refusing to use or delete it; remove it yourself, choose another \
+         bus.subject_prefix, or run with --fresh to delete it"
+    )]
+    ForeignStream {
+        /// The stream.
+        stream: String,
+        /// The subjects it would be ours for.
+        subjects: String,
+        /// The mark it carries, if any.
+        found: String,
+    },
     /// A request got no usable answer.
     #[error("request on {subject} failed: {reason}")]
     Request {

@@ -63,6 +63,11 @@ struct RunArgs {
     /// Output directory (overrides run.output_dir).
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Distributed run with JetStream families: delete the family streams
+    /// at start even when Bistoury did not create them (without it, a
+    /// stream of the same name that lacks Bistoury's mark stops the run).
+    #[arg(long)]
+    fresh: bool,
 }
 
 fn load(file: Option<&std::path::Path>) -> Result<BistouryConfig, ExitCode> {
@@ -131,9 +136,9 @@ pub fn main() -> ExitCode {
         progress: progress.as_ref().map(|p| p.counter()),
         stop: bus_core::driver::StopSignal::new(),
     };
-    stop_on_ctrl_c(
+    stop_on_signals(
         control.stop.clone(),
-        Some("stopping: draining queues and writing the report (Ctrl-C again to quit now)"),
+        Some("draining queues and writing the report (Ctrl-C again to quit now)"),
     );
     let outcome = if backtest {
         crate::run::backtest_with(&config, &control)
@@ -146,9 +151,14 @@ pub fn main() -> ExitCode {
                 crate::config::Transport::InProcess => {
                     runtime.block_on(crate::run::run_with(&config, &control))
                 }
-                crate::config::Transport::Nats => runtime.block_on(
-                    crate::processes::run_processes(&config, args.config.as_deref(), &control),
-                ),
+                crate::config::Transport::Nats => {
+                    runtime.block_on(crate::processes::run_processes(
+                        &config,
+                        args.config.as_deref(),
+                        &control,
+                        args.fresh,
+                    ))
+                }
             },
             Err(error) => {
                 eprintln!("cannot start the runtime: {error}");
@@ -249,19 +259,22 @@ fn run_one_agent(
         None,
     );
     let stop = bus_core::driver::StopSignal::new();
-    stop_on_ctrl_c(
+    stop_on_signals(
         stop.clone(),
-        (!exit_with_parent)
-            .then_some("stopping: finishing the message in hand (Ctrl-C again to quit now)"),
+        (!exit_with_parent).then_some("finishing the message in hand (Ctrl-C again to quit now)"),
     );
     if exit_with_parent {
-        let stop = stop.clone();
+        let watched = stop.clone();
         let _ = std::thread::Builder::new()
             .name("parent-watch".into())
             .spawn(move || {
                 let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-                stop.stop();
+                watched.stop();
             });
+        // Whatever holds the graceful stop up (a JetStream publish waiting
+        // for a server that is gone...), an agent of a run does not
+        // outlive it by more than this.
+        exit_when_stuck(stop.clone(), name.to_string(), AGENT_STOP_LIMIT);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -337,13 +350,18 @@ fn run_one_agent(
     }
 }
 
-/// The first Ctrl-C (SIGINT) raises `stop`: the run stops gracefully
-/// (sources stop, queues drain, the report is written) and `message` says
-/// so (none for an agent process stopped by `bistoury run`, which speaks
-/// for it); a second one exits at once.
-fn stop_on_ctrl_c(stop: bus_core::driver::StopSignal, message: Option<&'static str>) {
+/// How long an agent process of a run may take to stop once asked.
+const AGENT_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// The first Ctrl-C (SIGINT) or SIGTERM (what systemd, Docker and
+/// Kubernetes send) raises `stop`: the run stops gracefully (sources stop,
+/// queues drain, the report is written) and `message` says so (none for
+/// an agent process stopped by `bistoury run`, which speaks for it); a
+/// second signal exits at once (130 after SIGINT, 143 after SIGTERM).
+fn stop_on_signals(stop: bus_core::driver::StopSignal, message: Option<&'static str>) {
+    use tokio::signal::unix::{signal, SignalKind};
     let watcher = std::thread::Builder::new()
-        .name("ctrl-c".into())
+        .name("signals".into())
         .spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -352,20 +370,46 @@ fn stop_on_ctrl_c(stop: bus_core::driver::StopSignal, message: Option<&'static s
                 return;
             };
             runtime.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    if let Some(message) = message {
-                        eprintln!("\n{message}");
-                    }
-                    stop.stop();
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        std::process::exit(130);
-                    }
+                let (Ok(mut interrupt), Ok(mut terminate)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    tracing::warn!("no signal handling");
+                    return;
+                };
+                let first = tokio::select! {
+                    _ = interrupt.recv() => "Ctrl-C",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                if let Some(message) = message {
+                    eprintln!("\nstopping ({first}): {message}");
                 }
+                stop.stop();
+                let code = tokio::select! {
+                    _ = interrupt.recv() => 130,
+                    _ = terminate.recv() => 143,
+                };
+                std::process::exit(code);
             });
         });
     if let Err(error) = watcher {
-        tracing::warn!(%error, "no Ctrl-C handling");
+        tracing::warn!(%error, "no signal handling");
     }
+}
+
+/// Once `stop` is raised, exits the process if it is still running after
+/// `limit`.
+fn exit_when_stuck(stop: bus_core::driver::StopSignal, name: String, limit: std::time::Duration) {
+    let _ = std::thread::Builder::new()
+        .name("stop-limit".into())
+        .spawn(move || {
+            while !stop.is_stopped() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            std::thread::sleep(limit);
+            eprintln!("bistoury agent {name}: did not stop within {limit:?} of being asked; exiting");
+            std::process::exit(1);
+        });
 }
 
 fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> ExitCode {
@@ -391,7 +435,7 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
         (outcome.report.candles as f64 / outcome.elapsed.as_secs_f64().max(1e-9)) as u64
     );
     if outcome.stopped_early {
-        println!("stopped early by Ctrl-C: the report covers the data processed until then");
+        println!("stopped early (Ctrl-C or SIGTERM): the report covers the data processed until then");
     }
     if !outcome.unhealthy_agents.is_empty() {
         println!(
@@ -417,6 +461,11 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
         outcome.trade_log.display(),
         outcome.trade_log_rows
     );
+    if let Some(failure) = &outcome.failure {
+        eprintln!("bistoury: {failure}");
+        eprintln!("the report covers the data processed until then");
+        return ExitCode::FAILURE;
+    }
     if outcome.report.accounting_identity_holds {
         ExitCode::SUCCESS
     } else {

@@ -61,6 +61,9 @@ pub struct BusConfig {
     /// loopback port of `nats_url`) and stops at the end; empty: use a
     /// server that is already running.
     pub nats_server: String,
+    /// Times `bistoury run` starts the server it started (`nats_server`)
+    /// again after it died, before stopping the run.
+    pub server_restarts: u32,
     /// Server URL.
     pub nats_url: String,
     /// Subjects are `<subject_prefix>.<topic>`.

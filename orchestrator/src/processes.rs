@@ -4,19 +4,32 @@
 //!
 //! Order of events:
 //!
-//! 1. start `nats-server` if `[bus] nats_server` names one, and wait until
-//!    it accepts connections on `nats_url`'s port;
+//! 1. start `nats-server` if `[bus] nats_server` names one, on the
+//!    loopback port of `nats_url`: the port must be free (a busy port is an
+//!    error, never a server to borrow), the server answering must prove to
+//!    be the child started here, and it requires a token from every client
+//!    (the configured one, or one generated for the run and handed to the
+//!    agents in their environment);
 //! 2. subscribe the report agent here, and a counter of all traffic;
 //! 3. start the agents in dependency order, the collector last, each once
 //!    the previous one says its subscriptions are in place (so nothing the
 //!    collector publishes goes to a subscriber that is not there yet);
 //! 4. supervise: an agent process that dies (a crash, `kill -9`) is started
 //!    again per its `[agents.<name>]` policy (restart with backoff, up to
-//!    the maximum, for the stateless signals and risk agents; otherwise the
-//!    run stops with an error naming it);
-//! 5. when the collector has published everything (or on Ctrl-C), wait
-//!    until the traffic has been quiet for half a second, stop every agent
-//!    with SIGINT (each drains and exits), and finish the report.
+//!    the maximum, for the signals and risk agents; otherwise the run stops
+//!    with an error naming it); the server started here is started again
+//!    (same port, same JetStream store) up to `bus.server_restarts` times,
+//!    after which the run stops with an error and the partial report;
+//! 5. when the collector has published everything, or on Ctrl-C or
+//!    SIGTERM (the collector is stopped first, so no more data comes),
+//!    wait until the traffic has been quiet for half a second, stop every
+//!    agent with SIGINT (each drains and exits), and finish the report.
+//!
+//! Agent processes run in a process group of their own, so a Ctrl-C at the
+//! terminal reaches this process alone and the shutdown keeps its order.
+//! They stop when this process dies, whatever the cause: they hold a pipe
+//! from it and stop when it closes, and exit outright if stopping takes
+//! longer than a grace period.
 //!
 //! Core NATS is fire-and-forget: an agent restarted after a crash misses
 //! what was published while it was down (the report says how many candles
@@ -50,24 +63,102 @@ fn failed(message: impl Into<String>) -> WiringError {
     WiringError::Distributed(message.into())
 }
 
-/// The loopback port in a `nats://host:port` URL.
-fn port_of(url: &str) -> Option<u16> {
-    url.rsplit(':').next()?.trim_end_matches('/').parse().ok()
-}
+/// The environment variable that hands a token generated for the run to
+/// its agent processes.
+const RUN_TOKEN_VARIABLE: &str = "BISTOURY_RUN_NATS_TOKEN";
 
-/// Starts `nats-server` on the loopback port of `url`; with `store`, with
-/// JetStream keeping its streams there.
-fn start_server(path: &str, url: &str, store: Option<&Path>) -> Result<LocalServer, WiringError> {
-    let port = port_of(url).ok_or_else(|| {
+/// Waits before starting a dead server again.
+const SERVER_RESTART_WAIT: Duration = Duration::from_millis(500);
+
+/// The loopback port in `url`, for a server started here; an error naming
+/// `bus.nats_url` for a URL that is not on this machine's loopback.
+fn loopback_port(url: &str) -> Result<u16, WiringError> {
+    let rest = url.strip_prefix("nats://").unwrap_or(url).trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
         failed(format!(
             "bus.nats_url: no port in {url:?} to start nats-server on"
         ))
     })?;
+    if !matches!(host, "127.0.0.1" | "localhost") {
+        return Err(failed(format!(
+            "bus.nats_url: {url:?} is not on 127.0.0.1; a server started by bistoury run \
+             (bus.nats_server) listens on loopback only"
+        )));
+    }
+    port.parse().map_err(|_| {
+        failed(format!(
+            "bus.nats_url: no port in {url:?} to start nats-server on"
+        ))
+    })
+}
+
+/// Starts `nats-server` on the loopback port of `url`, requiring `token`;
+/// with `store`, with JetStream keeping its streams there.
+fn start_server(
+    path: &str,
+    url: &str,
+    store: Option<&Path>,
+    token: &str,
+    generated: bool,
+) -> Result<LocalServer, WiringError> {
+    let port = loopback_port(url)?;
     let args = store.map(jetstream_args).unwrap_or_default();
-    let server = LocalServer::start(path, port, &args)
+    let server = LocalServer::start_with_token(path, port, &args, Some(token))
         .map_err(|e| failed(format!("bus.nats_server: {e}")))?;
-    println!("started nats-server on 127.0.0.1:{port}");
+    println!(
+        "started nats-server on 127.0.0.1:{port} (pid {}; clients need {})",
+        server.pid(),
+        match generated {
+            true => "the token generated for this run",
+            false => "the configured token",
+        }
+    );
     Ok(server)
+}
+
+/// The server this run started, watched: started again when it dies, up
+/// to a limit.
+struct ServerWatch {
+    server: Option<LocalServer>,
+    restarts: u32,
+    limit: u32,
+}
+
+impl ServerWatch {
+    /// Checks the server; restarts it if it died. An error once it cannot
+    /// be had back.
+    async fn check(&mut self) -> Result<(), WiringError> {
+        let Some(server) = &mut self.server else {
+            return Ok(());
+        };
+        let Some(status) = server.exited() else {
+            return Ok(());
+        };
+        if self.restarts >= self.limit {
+            return Err(failed(format!(
+                "nats-server (pid {}) exited ({status}) and was already restarted {} times \
+                 (bus.server_restarts = {}); stopping the run",
+                server.pid(),
+                self.restarts,
+                self.limit
+            )));
+        }
+        self.restarts += 1;
+        println!(
+            "nats-server (pid {}) exited ({status}); starting it again ({} of {})",
+            server.pid(),
+            self.restarts,
+            self.limit
+        );
+        tokio::time::sleep(SERVER_RESTART_WAIT).await;
+        tokio::task::block_in_place(|| server.respawn()).map_err(|e| {
+            failed(format!(
+                "nats-server exited ({status}) and could not be started again: {e}; stopping the run"
+            ))
+        })?;
+        println!("restarted nats-server (pid {})", server.pid());
+        Ok(())
+    }
 }
 
 /// One agent process.
@@ -86,6 +177,8 @@ struct Launcher {
     exe: PathBuf,
     config_file: Option<PathBuf>,
     output_dir: PathBuf,
+    /// A token generated for the run, handed over in the environment.
+    run_token: Option<String>,
 }
 
 impl Launcher {
@@ -102,6 +195,14 @@ impl Launcher {
         if let Some(file) = &self.config_file {
             command.arg("--config").arg(file);
         }
+        if let Some(token) = &self.run_token {
+            command
+                .env("BISTOURY__BUS__TOKEN_ENV", RUN_TOKEN_VARIABLE)
+                .env(RUN_TOKEN_VARIABLE, token);
+        }
+        // Its own process group: a Ctrl-C at the terminal reaches this
+        // process only, which stops the agents in order.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         command
             .arg("--output-dir")
             .arg(&self.output_dir)
@@ -173,10 +274,13 @@ fn stop_process(name: &str, child: &mut Child, grace: Duration) -> Option<ExitSt
 }
 
 /// Runs every agent as its own process over NATS; see the module docs.
+/// `fresh`: delete the family streams even when they do not carry
+/// Bistoury's mark (someone else's streams of the same name).
 pub async fn run_processes(
     config: &BistouryConfig,
     config_file: Option<&Path>,
     control: &RunControl,
+    fresh: bool,
 ) -> Result<RunOutcome, WiringError> {
     let started = Instant::now();
     if config.run.lockstep && config.data.speed == 0.0 {
@@ -187,19 +291,36 @@ pub async fn run_processes(
              data.stagger for a run that matches the backtest)"
         );
     }
-    let _server = match config.bus.nats_server.trim() {
+    let mut nats = config.bus.nats().map_err(WiringError::Config)?;
+    let mut run_token = None;
+    let server = match config.bus.nats_server.trim() {
         "" => None,
         path => {
+            // Secure by default: a server started here always wants a
+            // token, the configured one or one made for this run.
+            let generated = nats.token.is_none();
+            let token = nats
+                .token
+                .get_or_insert_with(bus_core::local_server::generate_token)
+                .clone();
             let store = config.run.output_dir.join("jetstream");
             let jetstream = !config.bus.jetstream.families.is_empty();
-            Some(start_server(
+            let server = start_server(
                 path,
                 &config.bus.nats_url,
                 jetstream.then_some(store.as_path()),
-            )?)
+                &token,
+                generated,
+            )?;
+            run_token = generated.then_some(token);
+            Some(server)
         }
     };
-    let nats = config.bus.nats().map_err(WiringError::Config)?;
+    let mut server = ServerWatch {
+        server,
+        restarts: 0,
+        limit: config.bus.server_restarts,
+    };
     let client = bus_core::nats::connect(&nats)
         .await
         .map_err(|e| failed(e.to_string()))?;
@@ -209,9 +330,10 @@ pub async fn run_processes(
         }
         // A run replays its data from the start: nothing an earlier run
         // left in the streams (messages, consumers of agents configured
-        // differently then) may reach it.
+        // differently then) may reach it. Only streams with our mark go,
+        // unless --fresh says otherwise.
         let deleted =
-            bus_core::jetstream::Reliable::reset(client.clone(), &nats.prefix, &js.families)
+            bus_core::jetstream::Reliable::reset(client.clone(), &nats.prefix, &js.families, fresh)
                 .await
                 .map_err(|e| failed(e.to_string()))?;
         if !deleted.is_empty() {
@@ -225,16 +347,24 @@ pub async fn run_processes(
         .await
         .map_err(|e| failed(e.to_string()))?;
 
-    // All traffic, to know when the pipeline has drained.
+    // All traffic, to know when the pipeline has drained; candles, for the
+    // progress line.
     let traffic = Arc::new(AtomicU64::new(0));
     let mut everything = client
         .subscribe(format!("{}.>", nats.prefix))
         .await
         .map_err(|e| failed(e.to_string()))?;
     let counter = traffic.clone();
+    let candle_subjects = format!("{}.data.candle.", nats.prefix);
+    let progress = control.progress.clone();
     let watcher = tokio::spawn(async move {
-        while everything.next().await.is_some() {
+        while let Some(message) = everything.next().await {
             counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(progress) = &progress {
+                if message.subject.starts_with(candle_subjects.as_str()) {
+                    progress.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     });
 
@@ -258,6 +388,7 @@ pub async fn run_processes(
         exe: std::env::current_exe().map_err(|e| failed(format!("cannot find bistoury: {e}")))?,
         config_file: config_file.map(Path::to_path_buf),
         output_dir: config.run.output_dir.clone(),
+        run_token,
     };
     let mut order = config.agents.start_order().map_err(WiringError::Config)?;
     order.retain(|n| n != "report");
@@ -285,41 +416,33 @@ pub async fn run_processes(
         .map(|(n, s)| (n.to_string(), s.policy()))
         .collect();
     let mut agents: Vec<AgentProcess> = Vec::new();
-    let mut outcome = supervise(&launcher, &order, &policies, &mut agents, control).await;
+    let mut outcome = supervise(
+        &launcher,
+        &order,
+        &policies,
+        &mut agents,
+        control,
+        &mut server,
+    )
+    .await;
 
+    // Stopped early: the data stops first, so that what is left to drain
+    // is what was already published.
+    if control.stop.is_stopped() {
+        for agent in agents.iter_mut().filter(|a| a.name == "collector") {
+            tokio::task::block_in_place(|| {
+                stop_process(&agent.name, &mut agent.child, STOP_GRACE)
+            });
+        }
+    }
     // Drain: wait for quiet, then stop everyone.
     if outcome.is_ok() {
-        let drain_started = Instant::now();
-        let mut last = traffic.load(Ordering::Relaxed);
-        let mut quiet_since = Instant::now();
-        while drain_started.elapsed() < DRAIN_LIMIT {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let now = traffic.load(Ordering::Relaxed);
-            if now != last {
-                last = now;
-                quiet_since = Instant::now();
-            }
-            if quiet_since.elapsed() >= QUIET {
-                // JetStream families: quiet is not enough (a redelivery may
-                // be waiting out its ack wait); every consumer must have
-                // acknowledged everything.
-                match bus.reliable() {
-                    None => break,
-                    Some(reliable) => match reliable.unacknowledged().await {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            tracing::info!(unacknowledged = n, "waiting for JetStream consumers")
-                        }
-                        Err(error) => tracing::warn!(%error, "cannot read JetStream streams"),
-                    },
-                }
-            }
-        }
+        outcome = drain(&bus, &traffic, &mut server).await;
     }
     let restarts: u32 = agents.iter().map(|a| a.restarts).sum();
     for agent in agents.iter_mut().rev() {
         let status = tokio::task::block_in_place(|| {
-            stop_process(&agent.name, &mut agent.child, Duration::from_secs(10))
+            stop_process(&agent.name, &mut agent.child, STOP_GRACE)
         });
         if outcome.is_ok() && !agent.isolated && !status.is_some_and(|s| s.success()) {
             outcome = Err(failed(format!(
@@ -334,7 +457,6 @@ pub async fn run_processes(
         .map_err(|e| failed(format!("report agent: {e}")))?
         .map_err(|e| failed(format!("report agent: {e}")))?;
     watcher.abort();
-    outcome?;
     let mut report = report.into_agent();
     let report = report
         .as_mut()
@@ -356,7 +478,46 @@ pub async fn run_processes(
         stopped_early: control.stop.is_stopped(),
         unhealthy_agents: Vec::new(),
         elapsed: started.elapsed(),
+        failure: outcome.err().map(|e| e.to_string()),
     })
+}
+
+/// How long a stopping agent process may take before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Waits until the traffic has been quiet (and, with JetStream families,
+/// every consumer has acknowledged everything), watching the server.
+async fn drain(
+    bus: &bus_core::nats::NatsBus,
+    traffic: &AtomicU64,
+    server: &mut ServerWatch,
+) -> Result<(), WiringError> {
+    let drain_started = Instant::now();
+    let mut last = traffic.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    while drain_started.elapsed() < DRAIN_LIMIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        server.check().await?;
+        let now = traffic.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+        if quiet_since.elapsed() >= QUIET {
+            // JetStream families: quiet is not enough (a redelivery may
+            // be waiting out its ack wait); every consumer must have
+            // acknowledged everything.
+            match bus.reliable() {
+                None => return Ok(()),
+                Some(reliable) => match reliable.unacknowledged().await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => tracing::info!(unacknowledged = n, "waiting for JetStream consumers"),
+                    Err(error) => tracing::warn!(%error, "cannot read JetStream streams"),
+                },
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Starts the agents and watches them until the collector has finished (or
@@ -367,6 +528,7 @@ async fn supervise(
     policies: &std::collections::BTreeMap<String, RestartPolicy>,
     agents: &mut Vec<AgentProcess>,
     control: &RunControl,
+    server: &mut ServerWatch,
 ) -> Result<(), WiringError> {
     for (name, instance) in order {
         let child = tokio::task::block_in_place(|| launcher.start(name, *instance))?;
@@ -382,6 +544,7 @@ async fn supervise(
         if control.stop.is_stopped() {
             return Ok(());
         }
+        server.check().await?;
         for agent in agents.iter_mut().filter(|a| !a.isolated) {
             let Ok(Some(status)) = agent.child.try_wait() else {
                 continue;

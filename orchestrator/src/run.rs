@@ -86,6 +86,9 @@ pub struct RunOutcome {
     /// Wall-clock duration.
     #[serde(skip)]
     pub elapsed: Duration,
+    /// Why the run stopped before its end although a (partial) report
+    /// could still be made (a server that could not be had back...).
+    pub failure: Option<String>,
 }
 
 /// Builds one agent by name.
@@ -254,6 +257,7 @@ fn conclude(
         stopped_early: false,
         unhealthy_agents: Vec::new(),
         elapsed: started.elapsed(),
+        failure: None,
     })
 }
 

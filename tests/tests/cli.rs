@@ -390,7 +390,7 @@ fn ctrl_c_stops_gracefully_and_writes_the_report() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("stopped early by Ctrl-C"),
+        text(&out).contains("stopped early (Ctrl-C or SIGTERM)"),
         "{}",
         text(&out)
     );
