@@ -1,62 +1,108 @@
 //! The trade log: one CSV row per fill, written as fills happen, readable
 //! by a spreadsheet.
+//!
+//! RFC 4180: fields holding a comma, a quote or a line break are quoted,
+//! quotes doubled. Each row reaches the file in one `write` call, so a
+//! process killed at any moment (SIGKILL included) leaves whole rows only;
+//! a power loss may still lose the last ones (rows are not fsynced).
+//! The file is created new: an existing regular file is replaced, a
+//! symbolic link is refused (never written through).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bus_core::message::payload::Fill;
+use bus_core::message::time::iso8601_utc;
 
 /// Column names, in order.
-pub const HEADER: &str = "timestamp_ms,order_id,symbol,side,quantity,price,fee,realised_pnl,reason";
+pub const HEADER: &str =
+    "timestamp_ms,time_utc,order_id,symbol,side,quantity,price,fee,realised_pnl,reason";
 
 /// A CSV trade log.
 pub struct TradeLog {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: File,
+    /// The row being formatted (kept to reuse its allocation).
+    row: String,
     rows: u64,
 }
 
-impl TradeLog {
-    /// Creates (truncates) the file and writes the header.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+/// Creates `path` afresh for writing: refuses a symbolic link, replaces a
+/// regular file. The creation itself refuses to follow a link (`O_EXCL`),
+/// so one put in place between the check and the creation fails it too.
+pub fn create_output_file(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    match path.symlink_metadata() {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(std::io::Error::other(
+                "it is a symbolic link: refusing to write through it",
+            ))
         }
-        let mut out = BufWriter::new(File::create(path)?);
-        writeln!(out, "{HEADER}")?;
+        Ok(meta) if meta.is_dir() => return Err(std::io::Error::other("it is a directory")),
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    File::options().write(true).create_new(true).open(path)
+}
+
+/// Appends `field` to `row`, quoted per RFC 4180 when it must be.
+fn push_field(row: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) {
+        row.push('"');
+        row.push_str(&field.replace('"', "\"\""));
+        row.push('"');
+    } else {
+        row.push_str(field);
+    }
+}
+
+impl TradeLog {
+    /// Creates the file (see [`create_output_file`]) and writes the header.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let mut out = create_output_file(path)?;
+        out.write_all(format!("{HEADER}\n").as_bytes())?;
         Ok(Self {
             path: path.to_path_buf(),
             out,
+            row: String::with_capacity(160),
             rows: 0,
         })
     }
 
-    /// Appends one fill.
+    /// Appends one fill, in one write.
     pub fn record(
         &mut self,
         fill: &Fill,
         realised: rust_decimal::Decimal,
         reason: &str,
     ) -> std::io::Result<()> {
+        use std::fmt::Write as _;
         let side = match fill.side {
             bus_core::message::payload::Side::Buy => "buy",
             bus_core::message::payload::Side::Sell => "sell",
         };
-        let reason = reason.replace([',', '\n'], " ");
-        writeln!(
-            self.out,
-            "{},{},{},{},{},{},{},{},{}",
+        let row = &mut self.row;
+        row.clear();
+        let _ = write!(
+            row,
+            "{},{},",
             fill.timestamp_ms,
-            fill.order_id,
-            fill.symbol,
-            side,
-            fill.quantity,
-            fill.price,
-            fill.fee,
-            realised,
-            reason
-        )?;
+            iso8601_utc(fill.timestamp_ms)
+        );
+        push_field(row, &fill.order_id.to_string());
+        row.push(',');
+        push_field(row, fill.symbol.as_str());
+        let _ = write!(
+            row,
+            ",{side},{},{},{},{realised},",
+            fill.quantity, fill.price, fill.fee
+        );
+        push_field(row, reason);
+        row.push('\n');
+        self.out.write_all(row.as_bytes())?;
         self.rows += 1;
         Ok(())
     }
@@ -73,6 +119,34 @@ impl TradeLog {
 
     /// Flushes to disk.
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        self.out.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_quoted_only_when_they_must_be() {
+        let mut row = String::new();
+        for field in ["plain", "a, b", "say \"hi\"", "two\nlines"] {
+            push_field(&mut row, field);
+            row.push('|');
+        }
+        assert_eq!(row, "plain|\"a, b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symbolic_link_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious.txt");
+        std::fs::write(&target, "keep me").unwrap();
+        let link = dir.path().join("trades.csv");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let error = TradeLog::create(&link).err().expect("refused");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     }
 }

@@ -44,6 +44,50 @@ fn decimal(v: &Value) -> Decimal {
     v.as_str().expect("decimals are strings").parse().unwrap()
 }
 
+/// The rows of an RFC 4180 CSV text, header first (the oracle for the
+/// trade log's quoting: fields in quotes may hold commas, doubled quotes
+/// and line breaks).
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let (mut rows, mut row, mut field) = (Vec::new(), Vec::new(), String::new());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    assert!(!quoted, "unterminated quoted field");
+    assert!(
+        field.is_empty() && row.is_empty(),
+        "the last row is not terminated: {row:?} {field:?}"
+    );
+    rows
+}
+
+/// The trade log's rows as maps from column name to field.
+fn trade_rows(dir: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(dir.join("bistoury-output/trades.csv")).unwrap();
+    let mut rows = csv_rows(&text).into_iter();
+    let header = rows.next().expect("a header");
+    rows.map(|row| {
+        assert_eq!(row.len(), header.len(), "{row:?}");
+        header.iter().cloned().zip(row).collect()
+    })
+    .collect()
+}
+
 fn run_report(mode: &str, config: &str, report: &str) -> (Value, tempfile::TempDir, Output) {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "config.toml", config);
@@ -74,8 +118,8 @@ fn check_report(report: &Value, dir: &Path) {
         "accounting identity"
     );
     assert_eq!(report["accounting_identity_holds"], true);
-    let log = std::fs::read_to_string(dir.join("bistoury-output/trades.csv")).unwrap();
-    let rows = log.lines().count() - 1;
+    let fills = trade_rows(dir);
+    let rows = fills.len();
     assert_eq!(
         report["trades"].as_u64().unwrap() as usize,
         rows,
@@ -84,13 +128,28 @@ fn check_report(report: &Value, dir: &Path) {
     assert!(rows > 0, "the default strategies trade");
     // The trade log alone reproduces realised PnL and fees.
     let (mut realised_log, mut fees_log) = (Decimal::ZERO, Decimal::ZERO);
-    for line in log.lines().skip(1) {
-        let cells: Vec<&str> = line.split(',').collect();
-        fees_log += cells[6].parse::<Decimal>().unwrap();
-        realised_log += cells[7].parse::<Decimal>().unwrap();
+    for fill in &fills {
+        fees_log += fill["fee"].parse::<Decimal>().unwrap();
+        realised_log += fill["realised_pnl"].parse::<Decimal>().unwrap();
     }
     assert_eq!(realised_log, realised);
     assert_eq!(fees_log, fees);
+    // Reasons keep their commas (quoted), and each fill's UTC time is the
+    // one `date` gives for its timestamp.
+    assert!(
+        fills.iter().any(|f| f["reason"].contains(", confidence")),
+        "{:?}",
+        fills[0]
+    );
+    for fill in [&fills[0], &fills[rows - 1]] {
+        let ms: i64 = fill["timestamp_ms"].parse().unwrap();
+        let date = Command::new("date")
+            .args(["-u", "-d", &format!("@{}", ms / 1000), "+%Y-%m-%dT%H:%M:%S"])
+            .output()
+            .expect("date runs");
+        let date = String::from_utf8(date.stdout).unwrap();
+        assert_eq!(fill["time_utc"], format!("{}.{:03}Z", date.trim(), ms % 1000));
+    }
     let candles = report["candles"].as_u64().unwrap();
     assert_eq!(candles, 6000);
 }
@@ -139,15 +198,13 @@ fn tight_drawdown_limit_stops_trading_in(mode: &str) {
         .as_i64()
         .expect("the emergency stop fired");
     // Protective exits are still allowed after the stop; new orders are not.
-    let log = std::fs::read_to_string(dir.path().join("bistoury-output/trades.csv")).unwrap();
-    for line in log.lines().skip(1) {
-        let cells: Vec<&str> = line.split(',').collect();
-        let time: i64 = cells[0].parse().unwrap();
+    for fill in trade_rows(dir.path()) {
+        let time: i64 = fill["timestamp_ms"].parse().unwrap();
         if time > stop {
-            let reason = cells[8];
+            let reason = &fill["reason"];
             assert!(
                 reason == "stop-loss" || reason == "take-profit",
-                "order filled after the emergency stop: {line}"
+                "order filled after the emergency stop: {fill:?}"
             );
         }
     }
@@ -363,8 +420,8 @@ fn progress_shows_on_a_terminal_only() {
     );
 }
 
-#[test]
-fn ctrl_c_stops_gracefully_and_writes_the_report() {
+/// Starts a long in-process `bistoury run` in a fresh directory.
+fn long_run() -> (std::process::Child, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "long.toml", "[data]\ncandles = 5000000\n");
     let child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
@@ -381,12 +438,24 @@ fn ctrl_c_stops_gracefully_and_writes_the_report() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    (child, dir)
+}
+
+fn send(signal: &str, child: &std::process::Child) {
     let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM (systemd, Docker, Kubernetes) both stop a
+/// run gracefully: exit 0, the report of what was processed, a trade log
+/// of whole rows matching it.
+fn stops_gracefully_on(signal: &str) {
+    let (child, dir) = long_run();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    send(signal, &child);
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -399,9 +468,36 @@ fn ctrl_c_stops_gracefully_and_writes_the_report() {
     let candles = report["candles"].as_u64().unwrap();
     assert!(candles > 0 && candles < 15_000_000, "{candles}");
     assert_eq!(report["accounting_identity_holds"], true);
-    let log = std::fs::read_to_string(dir.path().join("bistoury-output/trades.csv")).unwrap();
     assert_eq!(
         report["trades"].as_u64().unwrap() as usize,
-        log.lines().count() - 1
+        trade_rows(dir.path()).len()
     );
+}
+
+#[test]
+fn ctrl_c_stops_gracefully_and_writes_the_report() {
+    stops_gracefully_on("-INT");
+}
+
+#[test]
+fn sigterm_stops_gracefully_and_writes_the_report() {
+    stops_gracefully_on("-TERM");
+}
+
+/// However a run is killed, the trade log holds whole rows only.
+#[test]
+fn a_killed_run_leaves_no_torn_row_in_the_trade_log() {
+    for after_ms in [700, 1300, 2100] {
+        let (mut child, dir) = long_run();
+        std::thread::sleep(std::time::Duration::from_millis(after_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // csv_rows refuses a last row without its line end; trade_rows
+        // checks every row has every column.
+        let rows = trade_rows(dir.path());
+        assert!(!rows.is_empty(), "killed after {after_ms} ms: no fills yet");
+        for row in rows {
+            row["price"].parse::<Decimal>().expect("a whole price");
+        }
+    }
 }

@@ -8,6 +8,7 @@ pub mod kind;
 mod msgpack;
 pub mod payload;
 pub mod symbol_map;
+pub mod time;
 
 pub use delivery::{DeliveryMode, MessageStatus, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};
