@@ -10,6 +10,7 @@ use bus_core::ids::NameMap;
 use bus_core::message::payload::{
     AggregatedSignal, AggregatedSignalFields, AnalysisComplete, Candle, Signal, SignalFields,
 };
+use bus_core::message::{CandleAdmission, CandleSequence};
 use bus_core::prelude::*;
 
 use crate::aggregator::{Aggregator, Weighted};
@@ -32,6 +33,8 @@ pub struct SignalAgent {
     aggregator: Aggregator,
     factory: MessageFactory,
     symbols: NameMap<Symbol, SymbolState>,
+    /// Which candles are news (repeats and symbols beyond the limit are not).
+    sequence: CandleSequence,
     aggregated: u64,
     /// What the strategies said on the current bar (kept to reuse its room).
     spoken: Vec<Weighted>,
@@ -68,6 +71,7 @@ impl SignalAgent {
         Self {
             factory: MessageFactory::new(id.clone(), deterministic),
             aggregator: Aggregator::new(weights, config.threshold),
+            sequence: CandleSequence::with_limit(config.max_symbols),
             id,
             config,
             symbols: NameMap::default(),
@@ -81,7 +85,27 @@ impl SignalAgent {
         self.aggregated
     }
 
+    /// Candles passed by: (repeats or late, symbols beyond `max_symbols`).
+    pub fn candles_passed_by(&self) -> (u64, u64) {
+        (self.sequence.repeats(), self.sequence.over_limit())
+    }
+
     fn on_candle(&mut self, candle: &Candle, out: &mut Outbox) -> HandlerResult {
+        match self.sequence.admit(candle) {
+            CandleAdmission::New => {}
+            CandleAdmission::Repeat => return Ok(()),
+            CandleAdmission::OverLimit => {
+                let refused = self.sequence.over_limit();
+                if refused.is_power_of_two() {
+                    tracing::warn!(
+                        agent = %self.id, symbol = %candle.symbol, refused,
+                        max_symbols = self.config.max_symbols,
+                        "candle of a symbol beyond signals.max_symbols refused"
+                    );
+                }
+                return Ok(());
+            }
+        }
         let config = &self.config;
         let aggregator = &self.aggregator;
         let state = match self.symbols.get_mut(&candle.symbol) {
@@ -237,6 +261,7 @@ mod tests {
         let config = SignalsConfig {
             threshold: 0.5,
             publish_details: true,
+            max_symbols: 1000,
             ma_crossover: Some(MaCrossoverConfig {
                 fast: 2,
                 slow: 4,
@@ -279,6 +304,7 @@ mod tests {
         let config = SignalsConfig {
             threshold: 1.5,
             publish_details: true,
+            max_symbols: 1000,
             ma_crossover: Some(MaCrossoverConfig {
                 fast: 5,
                 slow: 3,

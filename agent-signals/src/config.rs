@@ -82,6 +82,10 @@ pub struct SignalsConfig {
     /// `signal.analysis_complete` per bar (off saves messages in backtests).
     #[serde(default = "yes")]
     pub publish_details: bool,
+    /// Most symbols followed (indicators are kept per symbol); candles of
+    /// further symbols are refused and counted.
+    #[serde(default = "default_max_symbols")]
+    pub max_symbols: usize,
     /// `[signals.ma_crossover]`.
     pub ma_crossover: Option<MaCrossoverConfig>,
     /// `[signals.rsi]`.
@@ -92,6 +96,10 @@ pub struct SignalsConfig {
     pub bollinger: Option<BollingerConfig>,
     /// `[signals.candlestick]`.
     pub candlestick: Option<CandlestickConfig>,
+}
+
+fn default_max_symbols() -> usize {
+    bus_core::message::candle_sequence::DEFAULT_MAX_SYMBOLS
 }
 
 fn yes() -> bool {

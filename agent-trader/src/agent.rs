@@ -15,6 +15,7 @@ use bus_core::ids::NameMap;
 use std::path::Path;
 
 use bus_core::message::payload::*;
+use bus_core::message::CandleSequence;
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 
@@ -67,6 +68,9 @@ pub struct TraderAgent {
     approved: BTreeMap<Symbol, Vec<Order>>,
     next_order: u64,
     time_ms: i64,
+    /// Which candles are news: a repeated candle must not fill an order or
+    /// trigger an exit a second time.
+    sequence: CandleSequence,
     halted: bool,
     paused: bool,
     counters: TraderCounters,
@@ -99,12 +103,20 @@ impl TraderAgent {
             approved: BTreeMap::new(),
             next_order: 0,
             time_ms: 0,
+            sequence: CandleSequence::new(),
             halted: false,
             paused: false,
             counters: TraderCounters::default(),
             first_fill_after_halt: None,
             halted_at: None,
         })
+    }
+
+    /// Follows up to `max_symbols` symbols (candles of others are passed
+    /// by, counted).
+    pub fn with_max_symbols(mut self, max_symbols: usize) -> Self {
+        self.sequence = CandleSequence::with_limit(max_symbols);
+        self
     }
 
     /// The portfolio.
@@ -347,6 +359,9 @@ impl TraderAgent {
     }
 
     fn on_candle(&mut self, candle: &Candle, out: &mut Outbox) -> HandlerResult {
+        if !self.sequence.is_new(candle) {
+            return Ok(());
+        }
         self.time_ms = self.time_ms.max(candle.open_time_ms);
         let symbol = &candle.symbol;
         let before = self.counters.filled;

@@ -223,9 +223,7 @@ impl Reliable {
             }
             let config = stream::Config {
                 name: name.clone(),
-                description: Some(format!(
-                    "Bistoury: the {family} messages under {prefix}"
-                )),
+                description: Some(format!("Bistoury: the {family} messages under {prefix}")),
                 subjects: vec![subject(prefix, &format!("{family}.>"))],
                 retention: stream::RetentionPolicy::Interest,
                 storage: stream::StorageType::File,

@@ -336,4 +336,3 @@ pub fn server_name_on(port: u16) -> Option<String> {
     let info: serde_json::Value = serde_json::from_str(line.strip_prefix("INFO ")?.trim()).ok()?;
     Some(info.get("server_name")?.as_str()?.to_string())
 }
-

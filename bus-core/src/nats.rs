@@ -1346,9 +1346,14 @@ impl Transport for NatsTransport {
     }
 
     async fn flush(&self) {
-        let _ = self.bus.client.flush().await;
+        // Bounded: while the server is away a flush would wait for its
+        // return, and an agent asked to stop must stop.
+        let _ = tokio::time::timeout(FLUSH_LIMIT, self.bus.client.flush()).await;
     }
 }
+
+/// Longest wait for the server to take what the client has buffered.
+const FLUSH_LIMIT: Duration = Duration::from_secs(2);
 
 use async_nats::jetstream::AckKind;
 

@@ -407,7 +407,9 @@ fn exit_when_stuck(stop: bus_core::driver::StopSignal, name: String, limit: std:
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
             std::thread::sleep(limit);
-            eprintln!("bistoury agent {name}: did not stop within {limit:?} of being asked; exiting");
+            eprintln!(
+                "bistoury agent {name}: did not stop within {limit:?} of being asked; exiting"
+            );
             std::process::exit(1);
         });
 }
@@ -435,7 +437,9 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
         (outcome.report.candles as f64 / outcome.elapsed.as_secs_f64().max(1e-9)) as u64
     );
     if outcome.stopped_early {
-        println!("stopped early (Ctrl-C or SIGTERM): the report covers the data processed until then");
+        println!(
+            "stopped early (Ctrl-C or SIGTERM): the report covers the data processed until then"
+        );
     }
     if !outcome.unhealthy_agents.is_empty() {
         println!(

@@ -73,7 +73,10 @@ const SERVER_RESTART_WAIT: Duration = Duration::from_millis(500);
 /// The loopback port in `url`, for a server started here; an error naming
 /// `bus.nats_url` for a URL that is not on this machine's loopback.
 fn loopback_port(url: &str) -> Result<u16, WiringError> {
-    let rest = url.strip_prefix("nats://").unwrap_or(url).trim_end_matches('/');
+    let rest = url
+        .strip_prefix("nats://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
     let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
         failed(format!(
             "bus.nats_url: no port in {url:?} to start nats-server on"
@@ -252,25 +255,39 @@ fn label(name: &str, instance: Partition) -> String {
     }
 }
 
-/// Asks a process to stop (SIGINT: it drains and exits), then waits; a
-/// process that does not exit within `grace` is killed.
-fn stop_process(name: &str, child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    if let Ok(Some(status)) = child.try_wait() {
-        return Some(status);
+/// Asks the processes to stop (SIGINT: each drains and exits), all at once,
+/// then waits; those that do not exit within `grace` are killed. Returns
+/// each one's exit status, in order.
+fn stop_processes(agents: &mut [&mut AgentProcess], grace: Duration) -> Vec<Option<ExitStatus>> {
+    for agent in agents.iter_mut() {
+        if let Ok(None) = agent.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-INT", &agent.child.id().to_string()])
+                .status();
+        }
     }
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
     let started = Instant::now();
-    while started.elapsed() < grace {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; agents.len()];
+    loop {
+        for (agent, status) in agents.iter_mut().zip(statuses.iter_mut()) {
+            if status.is_none() {
+                *status = agent.child.try_wait().ok().flatten();
+            }
+        }
+        if statuses.iter().all(Option::is_some) || started.elapsed() >= grace {
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    tracing::warn!(agent = name, "did not stop within {grace:?}; killed");
-    let _ = child.kill();
-    child.wait().ok()
+    for (agent, status) in agents.iter_mut().zip(statuses.iter_mut()) {
+        if status.is_none() {
+            let name = label(&agent.name, agent.instance);
+            tracing::warn!(agent = %name, "did not stop within {grace:?}; killed");
+            let _ = agent.child.kill();
+            *status = agent.child.wait().ok();
+        }
+    }
+    statuses
 }
 
 /// Runs every agent as its own process over NATS; see the module docs.
@@ -429,21 +446,20 @@ pub async fn run_processes(
     // Stopped early: the data stops first, so that what is left to drain
     // is what was already published.
     if control.stop.is_stopped() {
-        for agent in agents.iter_mut().filter(|a| a.name == "collector") {
-            tokio::task::block_in_place(|| {
-                stop_process(&agent.name, &mut agent.child, STOP_GRACE)
-            });
-        }
+        let mut collectors: Vec<&mut AgentProcess> = agents
+            .iter_mut()
+            .filter(|a| a.name == "collector")
+            .collect();
+        tokio::task::block_in_place(|| stop_processes(&mut collectors, STOP_GRACE));
     }
     // Drain: wait for quiet, then stop everyone.
     if outcome.is_ok() {
         outcome = drain(&bus, &traffic, &mut server).await;
     }
     let restarts: u32 = agents.iter().map(|a| a.restarts).sum();
-    for agent in agents.iter_mut().rev() {
-        let status = tokio::task::block_in_place(|| {
-            stop_process(&agent.name, &mut agent.child, STOP_GRACE)
-        });
+    let mut all: Vec<&mut AgentProcess> = agents.iter_mut().collect();
+    let statuses = tokio::task::block_in_place(|| stop_processes(&mut all, STOP_GRACE));
+    for (agent, status) in agents.iter().zip(statuses) {
         if outcome.is_ok() && !agent.isolated && !status.is_some_and(|s| s.success()) {
             outcome = Err(failed(format!(
                 "agent {} did not stop cleanly ({status:?})",

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use agent_trader::Portfolio;
 use bus_core::message::payload::{Candle, Fill};
-use bus_core::message::{decimal_to_f64, SymbolMap};
+use bus_core::message::{decimal_to_f64, CandleSequence, SymbolMap};
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -45,8 +45,11 @@ pub struct SymbolReport {
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
-    /// Candles seen.
+    /// Candles that moved market time on (each counted once).
     pub candles: u64,
+    /// Candles passed by: repeats of one already seen (an at-least-once
+    /// redelivery) or late (older than the last of their symbol).
+    pub candles_late_or_repeated: u64,
     /// Time steps (distinct candle times).
     pub time_steps: u64,
     /// First and last candle time.
@@ -112,6 +115,8 @@ pub struct ReportAgent {
     emergency_stop_at: Option<i64>,
     fills_after_stop: u64,
     last_fill_time: i64,
+    /// Which candles are news (a redelivered one is not counted again).
+    sequence: CandleSequence,
 }
 
 impl ReportAgent {
@@ -133,6 +138,7 @@ impl ReportAgent {
             emergency_stop_at: None,
             fills_after_stop: 0,
             last_fill_time: 0,
+            sequence: CandleSequence::new(),
         }
     }
 
@@ -155,7 +161,16 @@ impl ReportAgent {
         }
     }
 
+    /// Follows up to `max_symbols` symbols.
+    pub fn with_max_symbols(mut self, max_symbols: usize) -> Self {
+        self.sequence = CandleSequence::with_limit(max_symbols);
+        self
+    }
+
     fn on_candle(&mut self, candle: &Candle) {
+        if !self.sequence.is_new(candle) {
+            return;
+        }
         if self.step_time.is_some_and(|t| t != candle.open_time_ms) {
             self.close_step();
         }
@@ -230,6 +245,7 @@ impl ReportAgent {
         let (sharpe, sortino) = self.equity.ratios(self.bars_per_year);
         Report {
             candles: self.candles,
+            candles_late_or_repeated: self.sequence.repeats(),
             time_steps: self.steps,
             period_ms: (self.first_time.unwrap_or(0), self.last_time),
             initial_cash: p.initial_cash,
@@ -394,6 +410,13 @@ impl Report {
             "Bistoury report: {} candles over {} time steps",
             self.candles, self.time_steps
         );
+        if self.candles_late_or_repeated > 0 {
+            let _ = writeln!(
+                s,
+                "({} candles came again or late, after the market had moved on: passed by)",
+                self.candles_late_or_repeated
+            );
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,

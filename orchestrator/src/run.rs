@@ -151,12 +151,16 @@ pub fn build_agent(
             .map_err(|source| WiringError::TradeLog {
                 path: trade_log.to_path_buf(),
                 source,
-            })?,
+            })?
+            .with_max_symbols(config.signals.max_symbols),
         ),
-        "report" => Box::new(ReportAgent::new(
-            config.trader.initial_cash,
-            config.data.interval_ms.unwrap_or(60_000),
-        )),
+        "report" => Box::new(
+            ReportAgent::new(
+                config.trader.initial_cash,
+                config.data.interval_ms.unwrap_or(60_000),
+            )
+            .with_max_symbols(config.signals.max_symbols),
+        ),
         other => {
             return Err(WiringError::Config(format!(
                 "no agent named {other:?}; agents are {}",

@@ -148,7 +148,10 @@ fn check_report(report: &Value, dir: &Path) {
             .output()
             .expect("date runs");
         let date = String::from_utf8(date.stdout).unwrap();
-        assert_eq!(fill["time_utc"], format!("{}.{:03}Z", date.trim(), ms % 1000));
+        assert_eq!(
+            fill["time_utc"],
+            format!("{}.{:03}Z", date.trim(), ms % 1000)
+        );
     }
     let candles = report["candles"].as_u64().unwrap();
     assert_eq!(candles, 6000);

@@ -12,29 +12,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 mod support;
-use support::{free_port, NatsServer};
-
-/// Starts `bistoury ARGS` in `dir`; its stdout lines arrive on the channel,
-/// which closes when the process's stdout does (so after the process has
-/// exited, `iter()` yields every remaining line and ends).
-fn bistoury(args: &[&str], dir: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    (child, rx)
-}
+use support::{bistoury, free_port, NatsServer};
 
 /// A configuration naming `server` and a subject prefix, plus `extra` TOML.
 fn nats_config(dir: &Path, server: &NatsServer, prefix: &str, extra: &str) -> std::path::PathBuf {

@@ -1,6 +1,7 @@
 //! The message model: envelope, types, payloads, priority and delivery.
 
 pub mod binary;
+pub mod candle_sequence;
 pub mod delivery;
 pub mod envelope;
 pub mod headers;
@@ -10,6 +11,7 @@ pub mod payload;
 pub mod symbol_map;
 pub mod time;
 
+pub use candle_sequence::{CandleAdmission, CandleSequence};
 pub use delivery::{DeliveryMode, MessageStatus, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};
 pub use headers::Headers;

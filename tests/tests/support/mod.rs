@@ -1,7 +1,9 @@
 //! Shared by the test files that need a real `nats-server`.
 #![allow(dead_code)] // each test file uses its own part
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bus_core::local_server::LocalServer;
@@ -26,7 +28,10 @@ impl NatsServer {
 
     /// A server that wants `token` from its clients.
     pub fn start_with_token(token: &str) -> Self {
-        Self::start_with(free_port(), vec!["--auth".into(), token.into()])
+        match LocalServer::start_with_token("nats-server", free_port(), &[], Some(token)) {
+            Ok(server) => Self(server),
+            Err(e) => panic!("{e}: is nats-server on PATH? The README's test command installs it"),
+        }
     }
 
     pub fn start_with(port: u16, args: Vec<String>) -> Self {
@@ -64,4 +69,30 @@ impl NatsServer {
     pub fn url(&self) -> String {
         self.0.url()
     }
+
+    pub fn port(&self) -> u16 {
+        self.0.port()
+    }
+}
+
+/// Starts `bistoury ARGS` in `dir`; its stdout lines arrive on the channel,
+/// which closes when the process's stdout does (so after the process has
+/// exited, `iter()` yields every remaining line and ends).
+pub fn bistoury(args: &[&str], dir: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
 }
