@@ -123,6 +123,29 @@ pub fn main() -> ExitCode {
         Ok(prepared) => prepared,
         Err(code) => return code,
     };
+    // The outputs are checked before the run, not found wrong after it.
+    let report_path = args
+        .report
+        .unwrap_or_else(|| config.run.output_dir.join("report.json"));
+    let report_path = match crate::output::ReportPath::claim(&report_path) {
+        Ok(claimed) => claimed,
+        Err(problem) => {
+            eprintln!("--report: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let mode = match (backtest, config.bus.transport) {
+        (true, _) => crate::run::Mode::Backtest,
+        (false, crate::config::Transport::InProcess) => crate::run::Mode::Run,
+        (false, crate::config::Transport::Nats) => crate::run::Mode::Processes,
+    };
+    let provenance = match crate::output::Provenance::of(&config, mode) {
+        Ok(provenance) => provenance,
+        Err(error) => {
+            eprintln!("cannot read the inputs to record them in the report: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let total = match config.data.kind {
         crate::config::DataKind::Synthetic => config
             .data
@@ -169,11 +192,7 @@ pub fn main() -> ExitCode {
     if let Some(progress) = progress {
         progress.finish();
     }
-    finish(
-        outcome,
-        args.report
-            .unwrap_or_else(|| config.run.output_dir.join("report.json")),
-    )
+    finish(outcome, &report_path, &provenance)
 }
 
 /// Loads the configuration, applies `--output-dir`, creates the output
@@ -414,7 +433,11 @@ fn exit_when_stuck(stop: bus_core::driver::StopSignal, name: String, limit: std:
         });
 }
 
-fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> ExitCode {
+fn finish(
+    outcome: Result<RunOutcome, WiringError>,
+    report_path: &crate::output::ReportPath,
+    provenance: &crate::output::Provenance,
+) -> ExitCode {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(error) => {
@@ -422,9 +445,11 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
             return ExitCode::FAILURE;
         }
     };
-    let json = serde_json::to_string_pretty(&outcome.report).expect("reports serialize");
-    if let Err(error) = std::fs::write(&report_path, json + "\n") {
-        eprintln!("cannot write report {}: {error}", report_path.display());
+    if let Err(error) = report_path.write(&outcome.report, provenance) {
+        eprintln!(
+            "cannot write report {}: {error}",
+            report_path.path().display()
+        );
         return ExitCode::FAILURE;
     }
     print!("{}", outcome.report.to_table());
@@ -459,7 +484,7 @@ fn finish(outcome: Result<RunOutcome, WiringError>, report_path: PathBuf) -> Exi
             outcome.skipped_rows
         );
     }
-    println!("report:    {}", report_path.display());
+    println!("report:    {}", report_path.path().display());
     println!(
         "trade log: {} ({} fills)",
         outcome.trade_log.display(),

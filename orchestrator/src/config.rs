@@ -38,6 +38,10 @@ pub struct BistouryConfig {
     pub bus: BusConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// The merged configuration as loaded (default, file, environment),
+    /// keys sorted: what a report's configuration hash is taken of.
+    #[serde(skip)]
+    pub effective: serde_json::Value,
 }
 
 /// Where `bistoury run` runs the agents.
@@ -474,14 +478,35 @@ impl DataConfig {
                     errors.extend(e);
                 }
             }
-            DataKind::File => {
-                if self.path.is_none() {
-                    errors.push("data.path: required when data.kind = \"file\"".into());
+            DataKind::File => match &self.path {
+                None => errors.push("data.path: required when data.kind = \"file\"".into()),
+                Some(path) => {
+                    if let Err(problem) = readable_file(path) {
+                        errors.push(format!("data.path: {}: {problem}", path.display()));
+                    }
                 }
-            }
+            },
         }
         errors
     }
+}
+
+/// `Ok` when `path` is a regular file this process can open for reading.
+fn readable_file(path: &Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such file".into()),
+        Err(e) => Err(e.to_string()),
+        Ok(meta) if meta.is_dir() => Err("is a directory, not a file".into()),
+        Ok(_) => std::fs::File::open(path)
+            .map(drop)
+            .map_err(|e| format!("cannot be read: {e}")),
+    }
+}
+
+/// The environment variable that sets `key` (`trader.fee_rate` ->
+/// `BISTOURY__TRADER__FEE_RATE`).
+fn variable_for(key: &str) -> String {
+    format!("BISTOURY__{}", key.replace('.', "__").to_uppercase())
 }
 
 /// Everything wrong with a configuration.
@@ -517,6 +542,12 @@ impl BistouryConfig {
             if !path.exists() {
                 return Err(fail(vec![format!("{}: no such file", path.display())]));
             }
+            if path.is_dir() {
+                return Err(fail(vec![format!(
+                    "{}: is a directory, not a configuration file",
+                    path.display()
+                )]));
+            }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
         let overrides: std::collections::HashMap<String, String> = env
@@ -529,7 +560,7 @@ impl BistouryConfig {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
-                .source(Some(overrides)),
+                .source(Some(overrides.clone())),
         );
         let merged = builder.build().map_err(|e| fail(vec![e.to_string()]))?;
         let mut tree: serde_json::Value = merged
@@ -569,14 +600,31 @@ impl BistouryConfig {
                 }
             }
         };
-        let Some(config) = config else {
-            return Err(fail(errors));
+        // A problem with a key an environment variable set says so.
+        let from_environment = |errors: Vec<String>| -> Vec<String> {
+            errors
+                .into_iter()
+                .map(|error| {
+                    let key = error.split(':').next().unwrap_or_default();
+                    let key = key.split('[').next().unwrap_or_default();
+                    let variable = variable_for(key);
+                    match overrides.contains_key(&variable) {
+                        true => format!("{error} (set by the environment variable {variable})"),
+                        false => error,
+                    }
+                })
+                .collect()
         };
+        let Some(config) = config else {
+            return Err(fail(from_environment(errors)));
+        };
+        let mut config = config.resolve_paths(file);
         errors.extend(config.validate());
         if errors.is_empty() {
-            Ok(config.resolve_paths(file))
+            config.effective = tree;
+            Ok(config)
         } else {
-            Err(fail(errors))
+            Err(fail(from_environment(errors)))
         }
     }
 

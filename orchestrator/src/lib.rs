@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod output;
 pub mod processes;
 pub mod progress;
 pub mod report;

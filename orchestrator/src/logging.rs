@@ -1,5 +1,6 @@
-//! Logging: console on stderr at the configured level (or `RUST_LOG`), and
-//! rolling daily files in the configured directory.
+//! Logging: console on stderr at the configured level (or `RUST_LOG`),
+//! coloured on a terminal only, and rolling daily files in the configured
+//! directory.
 
 use std::path::Path;
 
@@ -8,12 +9,20 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
+/// Colour codes only for a terminal, and not when `NO_COLOR` is set
+/// (<https://no-color.org>): in a file or a pipe they are noise.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the global subscriber; keep the guard alive until exit so the
 /// file writer flushes.
 pub fn init(level: &str, directory: Option<&Path>) -> std::io::Result<Option<WorkerGuard>> {
     let console_filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let console = fmt::layer()
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr)
         .with_filter(console_filter);
     let (file_layer, guard) = match directory {

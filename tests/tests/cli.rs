@@ -287,7 +287,26 @@ fn environment_overrides_apply_and_are_validated() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("trader.fee_rate"), "{}", text(&out));
+    assert!(
+        text(&out).contains("(set by the environment variable BISTOURY__TRADER__FEE_RATE)"),
+        "{}",
+        text(&out)
+    );
+    // A value of the wrong type, and a key that does not exist.
+    let out = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["validate-config", config.to_str().unwrap()])
+        .env("BISTOURY__DATA__CANDLES", "lots")
+        .env("BISTOURY__RISK__MAX_LEVERAGE", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    for variable in ["BISTOURY__DATA__CANDLES", "BISTOURY__RISK__MAX_LEVERAGE"] {
+        assert!(
+            text(&out).contains(&format!("(set by the environment variable {variable})")),
+            "{}",
+            text(&out)
+        );
+    }
 }
 
 fn csv_market(rows: usize) -> String {
@@ -349,9 +368,157 @@ fn file_data_with_malformed_rows_per_policy() {
         &["backtest", "--config", missing.to_str().unwrap()],
         dir.path(),
     );
-    assert!(!out.status.success());
-    assert!(text(&out).contains("nowhere.csv"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "a configuration error");
+    assert!(
+        text(&out).contains("data.path:") && text(&out).contains("nowhere.csv: no such file"),
+        "{}",
+        text(&out)
+    );
     assert!(!text(&out).contains("panicked"));
+    // validate-config finds it too, and a folder where a file should be.
+    std::fs::create_dir(dir.path().join("folder.csv")).unwrap();
+    let folder = write(
+        dir.path(),
+        "folder.toml",
+        "[data]\nkind = \"file\"\npath = \"folder.csv\"\n",
+    );
+    for (config, problem) in [(&missing, "no such file"), (&folder, "is a directory")] {
+        let out = bistoury(&["validate-config", config.to_str().unwrap()], dir.path());
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            text(&out).contains("data.path:") && text(&out).contains(problem),
+            "{}",
+            text(&out)
+        );
+    }
+    // --config naming a folder says so.
+    let out = bistoury(
+        &["backtest", "--config", dir.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("is a directory"), "{}", text(&out));
+}
+
+#[test]
+fn output_paths_are_checked_before_the_run_and_never_written_through_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "c.toml", SMALL);
+    let config = config.to_str().unwrap();
+    let trades = dir.path().join("bistoury-output/trades.csv");
+    for (report, problem) in [
+        ("missing/r.json", "does not exist"),
+        (".", "is a directory"),
+    ] {
+        let out = bistoury(
+            &["backtest", "--config", config, "--report", report],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains("--report") && text(&out).contains(problem),
+            "{}",
+            text(&out)
+        );
+        assert!(!trades.exists(), "the run started");
+    }
+    let precious = write(dir.path(), "precious.txt", "keep me");
+    std::os::unix::fs::symlink(&precious, dir.path().join("linked.json")).unwrap();
+    let out = bistoury(
+        &["backtest", "--config", config, "--report", "linked.json"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("symbolic link"), "{}", text(&out));
+    std::fs::create_dir_all(dir.path().join("bistoury-output")).unwrap();
+    std::os::unix::fs::symlink(&precious, &trades).unwrap();
+    let out = bistoury(&["backtest", "--config", config], dir.path());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("symbolic link"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+}
+
+#[test]
+fn a_report_records_its_inputs_and_a_failed_run_leaves_no_older_report() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "market.csv", &csv_market(500));
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[data]\nkind = \"file\"\npath = \"market.csv\"\n",
+    );
+    let out = bistoury(
+        &["backtest", "--config", good.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report = dir.path().join("bistoury-output/report.json");
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let provenance = &json["provenance"];
+    assert_eq!(provenance["mode"], "backtest");
+    assert_eq!(provenance["bistoury_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(provenance["seed"], Value::Null, "file data has no seed");
+    let config_hash = provenance["config_sha256"].as_str().unwrap();
+    assert_eq!(config_hash.len(), 64);
+    // The data file's hash is the one sha256sum gives.
+    let data = &provenance["data_files"][0];
+    let sum = Command::new("sha256sum")
+        .arg(dir.path().join("market.csv"))
+        .output()
+        .expect("sha256sum runs");
+    let sum = String::from_utf8(sum.stdout).unwrap();
+    assert_eq!(data["sha256"], sum.split_whitespace().next().unwrap());
+    assert_eq!(data["bytes"], csv_market(500).len());
+    // The same inputs into another output folder: the same hash; another
+    // fee: another hash.
+    let out = bistoury(
+        &[
+            "backtest",
+            "--config",
+            good.to_str().unwrap(),
+            "--output-dir",
+            "other",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let other: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("other/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(other["provenance"]["config_sha256"], config_hash);
+    let out = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args([
+            "backtest",
+            "--config",
+            good.to_str().unwrap(),
+            "--output-dir",
+            "fee",
+        ])
+        .current_dir(dir.path())
+        .env("BISTOURY__TRADER__FEE_RATE", "0.002")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let fee: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("fee/report.json")).unwrap())
+            .unwrap();
+    assert_ne!(fee["provenance"]["config_sha256"], config_hash);
+
+    // A run that fails part-way (a bad row under the `stop` policy) leaves
+    // its own trade log and no report, not the earlier run's.
+    let mut data = csv_market(500);
+    data.push_str("30000000,BTC,not-a-price,1,1,1,1\n");
+    write(dir.path(), "bad.csv", &data);
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[data]\nkind = \"file\"\npath = \"bad.csv\"\nbad_rows = \"stop\"\n",
+    );
+    let out = bistoury(&["backtest", "--config", bad.to_str().unwrap()], dir.path());
+    assert!(!out.status.success());
+    assert!(!report.exists(), "an older report beside a newer trade log");
+    assert!(dir.path().join("bistoury-output/trades.csv").exists());
 }
 
 #[test]
@@ -475,6 +642,27 @@ fn stops_gracefully_on(signal: &str) {
         report["trades"].as_u64().unwrap() as usize,
         trade_rows(dir.path()).len()
     );
+}
+
+#[test]
+fn log_lines_on_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c.toml",
+        &format!("{SMALL}\n[risk]\nmax_drawdown = \"0.002\"\n"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["backtest", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("emergency stop"), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
 }
 
 #[test]

@@ -1,0 +1,182 @@
+//! Where a run's results go, and what ties them to their inputs.
+//!
+//! The report is checked for before the run starts: its folder must exist
+//! and be writable, and the path must not be a directory or a symbolic
+//! link (outputs are never written through one). A report left by an
+//! earlier run is removed at the start, so that a run that fails never
+//! leaves an old report beside its own, newer trade log. The report is
+//! then written whole or not at all: into a new file beside it, renamed
+//! into place.
+//!
+//! Every report carries its provenance: Bistoury's version, the mode, the
+//! synthetic market's seed, and SHA-256 hashes of the effective
+//! configuration (output directory aside: it changes no figure) and of
+//! every data file, so a saved report can be tied to what made it
+//! (`sha256sum` checks a data file).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use agent_trader::trade_log::create_output_file;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{BistouryConfig, DataKind};
+use crate::report::Report;
+use crate::run::Mode;
+
+/// A data file a run read.
+#[derive(Debug, Clone, Serialize)]
+pub struct DataFile {
+    /// As configured (resolved against the config file's folder).
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+    /// SHA-256 of its content, hex.
+    pub sha256: String,
+}
+
+/// What a report was made from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Provenance {
+    /// `bistoury --version`.
+    pub bistoury_version: &'static str,
+    /// How the agents ran.
+    pub mode: Mode,
+    /// The synthetic market's seed (none for file data).
+    pub seed: Option<u64>,
+    /// SHA-256 of the effective configuration (keys sorted, as JSON,
+    /// `run.output_dir` left out), hex.
+    pub config_sha256: String,
+    /// The data files read.
+    pub data_files: Vec<DataFile>,
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 and length of a file's content.
+fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0; 1 << 16];
+    let mut bytes = 0;
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        hasher.update(&buffer[..n]);
+    }
+    Ok((bytes, hex(&hasher.finalize())))
+}
+
+impl Provenance {
+    /// The provenance of a run of `config` in `mode`.
+    pub fn of(config: &BistouryConfig, mode: Mode) -> std::io::Result<Self> {
+        let mut effective = config.effective.clone();
+        if let Some(run) = effective.get_mut("run").and_then(|r| r.as_object_mut()) {
+            run.remove("output_dir");
+        }
+        let text = serde_json::to_string(&effective).map_err(std::io::Error::other)?;
+        let data_files = match (config.data.kind, &config.data.path) {
+            (DataKind::File, Some(path)) => {
+                let (bytes, sha256) = hash_file(path)?;
+                vec![DataFile {
+                    path: path.clone(),
+                    bytes,
+                    sha256,
+                }]
+            }
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            bistoury_version: env!("CARGO_PKG_VERSION"),
+            mode,
+            seed: match config.data.kind {
+                DataKind::Synthetic => config.data.seed,
+                DataKind::File => None,
+            },
+            config_sha256: hex(&Sha256::digest(text.as_bytes())),
+            data_files,
+        })
+    }
+}
+
+/// `report.json`: the provenance, then the report's figures.
+#[derive(Serialize)]
+struct ReportFile<'a> {
+    provenance: &'a Provenance,
+    #[serde(flatten)]
+    report: &'a Report,
+}
+
+/// The report's place, claimed before the run (see the module docs).
+#[derive(Debug)]
+pub struct ReportPath {
+    path: PathBuf,
+    partial: PathBuf,
+}
+
+impl ReportPath {
+    /// Checks `path` can take the report; removes a report an earlier run
+    /// left there. The error says what is wrong with it.
+    pub fn claim(path: &Path) -> Result<Self, String> {
+        let show = path.display();
+        let folder = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !folder.is_dir() {
+            return Err(format!(
+                "{show}: folder {} does not exist",
+                folder.display()
+            ));
+        }
+        match path.symlink_metadata() {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(format!(
+                    "{show}: is a symbolic link; refusing to write through it"
+                ))
+            }
+            Ok(meta) if meta.is_dir() => return Err(format!("{show}: is a directory")),
+            Ok(_) => std::fs::remove_file(path)
+                .map_err(|e| format!("{show}: cannot replace the earlier report: {e}"))?,
+            Err(_) => {}
+        }
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        let partial = path.with_file_name(name);
+        // Proves the folder writable now rather than after the run.
+        create_output_file(&partial).map_err(|e| format!("{show}: cannot be written: {e}"))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            partial,
+        })
+    }
+
+    /// Where it goes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the report and its provenance, whole or not at all.
+    pub fn write(&self, report: &Report, provenance: &Provenance) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(&ReportFile { provenance, report })
+            .map_err(std::io::Error::other)?;
+        let mut file = create_output_file(&self.partial)?;
+        file.write_all(json.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::rename(&self.partial, &self.path)
+    }
+}
+
+impl Drop for ReportPath {
+    fn drop(&mut self) {
+        // Gone already once the report was written.
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
