@@ -489,6 +489,10 @@ pub struct NatsRunStats {
     /// payload); each is logged and dead-lettered on
     /// `<prefix>.system.dead_letter` with the reason and the raw bytes.
     pub undecodable: u64,
+    /// Messages that decoded but were not what they said they were (on
+    /// another topic's subject, a payload at odds with its topic, an
+    /// oversized name); each is dead-lettered with the reason.
+    pub misaddressed: u64,
     /// JetStream deliveries of exactly-once messages this consumer had
     /// already handled (acknowledged, not handled again).
     pub duplicates: u64,
@@ -1247,6 +1251,27 @@ impl Transport for NatsTransport {
                 return Ok(None);
             }
         };
+        // What came from outside must be what it says it is: on the
+        // subject of its own topic, addressed consistently.
+        let topic = self.screen.topic_of(subject);
+        let misaddressed = if topic != envelope.topic.as_str() {
+            Some(format!(
+                "an envelope for topic {} on subject {subject}",
+                envelope.topic
+            ))
+        } else {
+            crate::message::addressing::check_addressing(&envelope).err()
+        };
+        if let Some(reason) = misaddressed {
+            self.count(|s| s.misaddressed += 1);
+            tracing::warn!(agent = %agent, %subject, %reason, "misaddressed message dead-lettered");
+            self.dead_letter(agent, subject, payload, None, reason, 1)
+                .await?;
+            if let Some(message) = durable {
+                self.bus.ack(message, AckKind::Term, false).await;
+            }
+            return Ok(None);
+        }
         let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
         if let Some(message) = durable {
             if exactly_once && lock(&self.processed).contains(&envelope.id) {

@@ -342,11 +342,12 @@ fn run_one_agent(
         Ok((agent, stats)) => {
             println!(
                 "agent {name} stopped: {} messages received, {} published, {} undecodable, \
-                 {} duplicates, {} redeliveries requested, {} dead-lettered, \
+                 {} misaddressed, {} duplicates, {} redeliveries requested, {} dead-lettered, \
                  {} left to other instances",
                 stats.received,
                 stats.published,
                 stats.undecodable,
+                stats.misaddressed,
                 stats.duplicates,
                 stats.redeliveries_requested,
                 stats.dead_lettered,

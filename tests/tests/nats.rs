@@ -148,6 +148,82 @@ async fn a_signal_agent_process_reacts_to_raw_json_over_nats() {
     assert!(summary.contains("2 undecodable"), "{summary}");
 }
 
+/// Hostile input: envelopes that decode but are not what they claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misaddressed_envelopes_are_dead_lettered_with_the_reason() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = nats_config(dir.path(), &server, "hostile", "");
+    let (child, lines) = start_agent("signals", &config, dir.path());
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut dead_letters = client
+        .subscribe("hostile.system.dead_letter")
+        .await
+        .unwrap();
+    let mut signals = client.subscribe("hostile.signal.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    let with = |mut candle: Value, edit: &dyn Fn(&mut Value)| {
+        edit(&mut candle);
+        candle.to_string()
+    };
+    let btc = || serde_json::from_slice::<Value>(&raw_candle(1, 100.0)).unwrap();
+    let cases: Vec<(&str, String, &str)> = vec![
+        // An ETH candle on the BTC topic and subject.
+        (
+            "hostile.data.candle.BTC.1m",
+            with(btc(), &|c| c["payload"]["symbol"] = "ETH".into()),
+            "the payload's symbol is ETH",
+        ),
+        // A BTC candle envelope sent on the ETH subject.
+        (
+            "hostile.data.candle.ETH.1m",
+            btc().to_string(),
+            "on subject hostile.data.candle.ETH.1m",
+        ),
+        // A price update on a candle topic.
+        (
+            "hostile.data.candle.BTC.1m",
+            with(btc(), &|c| {
+                c["type"] = "data.price_update".into();
+                c["payload"] = json!({"symbol": "BTC", "price": "100", "timestamp_ms": 60000});
+            }),
+            "must start with data.price_update",
+        ),
+        // A sender of a million characters.
+        (
+            "hostile.data.candle.BTC.1m",
+            with(btc(), &|c| c["sender"] = "x".repeat(1_000_000).into()),
+            "sender: 1000000 bytes",
+        ),
+    ];
+    for (subject, body, _) in &cases {
+        client
+            .publish(subject.to_string(), body.clone().into())
+            .await
+            .unwrap();
+    }
+    for (_, _, reason) in &cases {
+        let letter = tokio::time::timeout(Duration::from_secs(10), dead_letters.next())
+            .await
+            .expect("a dead letter")
+            .unwrap();
+        let value: Value = serde_json::from_slice(&letter.payload).unwrap();
+        let error = value["payload"]["error"].as_str().unwrap();
+        assert!(error.contains(reason), "{error} / {reason}");
+    }
+    // Nothing of it reached the strategies.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), signals.next())
+            .await
+            .is_err(),
+        "a misaddressed candle was analysed"
+    );
+    let summary = interrupt_agent(child, lines);
+    assert!(summary.contains("4 misaddressed"), "{summary}");
+    assert!(summary.contains("0 messages received"), "{summary}");
+}
+
 fn order_request(quantity: i64) -> bus_core::Envelope {
     use bus_core::message::payload::{OrderId, OrderRequest, OrderRequestFields, OrderType, Side};
     use bus_core::prelude::*;

@@ -1,5 +1,6 @@
 //! The message model: envelope, types, payloads, priority and delivery.
 
+pub mod addressing;
 pub mod binary;
 pub mod candle_sequence;
 pub mod delivery;
