@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 
 use crate::config::RiskConfig;
 use crate::limits::{Decision, RiskState};
+use crate::state::{RiskSnapshot, RiskStateStore, StateError};
 
 /// Counters of risk decisions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,7 +47,12 @@ pub struct RiskAgent {
     counters: RiskCounters,
     warned: Vec<&'static str>,
     emergency_stop_at: Option<i64>,
+    /// Where the state is saved after each change, if anywhere.
+    store: Option<Box<dyn RiskStateStore>>,
 }
+
+/// The limits the agent watches (and warns about) by name.
+const WATCHED: [&str; 2] = ["max_drawdown", "max_daily_loss"];
 
 impl RiskAgent {
     /// A risk manager; `config` should have passed `validate`.
@@ -59,7 +65,80 @@ impl RiskAgent {
             counters: RiskCounters::default(),
             warned: Vec::new(),
             emergency_stop_at: None,
+            store: None,
         }
+    }
+
+    /// Saves its state in `store` after every change, starting from the
+    /// snapshot already there, if any (see [`crate::state`]).
+    pub fn with_state_store(
+        mut self,
+        mut store: Box<dyn RiskStateStore>,
+    ) -> Result<Self, StateError> {
+        if let Some(snapshot) = store.load()? {
+            tracing::info!(
+                agent = %self.id, halted = snapshot.halted, day_start = ?snapshot.day_start,
+                peak = ?snapshot.peak_equity, "risk state restored"
+            );
+            self.restore(snapshot);
+        }
+        self.store = Some(store);
+        Ok(self)
+    }
+
+    /// The state as saved.
+    pub fn snapshot(&self) -> RiskSnapshot {
+        RiskSnapshot {
+            format: RiskSnapshot::format(),
+            limits: self.config.clone(),
+            positions: self.state.positions.clone(),
+            recent_orders: self.state.recent_orders.clone(),
+            peak_equity: self.state.peak_equity,
+            day_start: self.state.day_start,
+            halted: self.state.halted,
+            emergency_stop_at: self.emergency_stop_at,
+            warned: self.warned.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+
+    fn restore(&mut self, snapshot: RiskSnapshot) {
+        self.config = snapshot.limits;
+        self.state = RiskState {
+            positions: snapshot.positions,
+            recent_orders: snapshot.recent_orders,
+            peak_equity: snapshot.peak_equity,
+            day_start: snapshot.day_start,
+            halted: snapshot.halted,
+        };
+        self.emergency_stop_at = snapshot.emergency_stop_at;
+        self.warned = WATCHED
+            .into_iter()
+            .filter(|limit| snapshot.warned.iter().any(|w| w == limit))
+            .collect();
+    }
+
+    /// What a pnl update may change (compared before and after, to save
+    /// only when something did).
+    fn watch_marks(&self) -> (Option<Decimal>, Option<(i64, Decimal)>, bool, usize) {
+        (
+            self.state.peak_equity,
+            self.state.day_start,
+            self.state.halted,
+            self.warned.len(),
+        )
+    }
+
+    fn save(&mut self) -> HandlerResult {
+        let snapshot = match &self.store {
+            Some(_) => self.snapshot(),
+            None => return Ok(()),
+        };
+        if let Some(store) = &mut self.store {
+            store
+                .save(&snapshot)
+                .map_err(|e| HandlerError::new(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Decision counters.
@@ -252,16 +331,42 @@ impl Agent for RiskAgent {
         .collect()
     }
 
+    /// A restored agent that was halted says so again: its state is saved
+    /// before its messages go out, so the stop it decided may never have
+    /// been published (a trader that heard it already is halted anyway).
+    fn on_start(&mut self, out: &mut Outbox) -> HandlerResult {
+        if let (true, Some(at)) = (self.state.halted, self.emergency_stop_at) {
+            let stop = EmergencyStop {
+                reason: "trading was halted before the risk agent restarted".into(),
+                triggered_by: "restored_state".into(),
+            };
+            let topic = Topic::new("risk.emergency_stop").expect("valid topic");
+            out.publish(
+                self.factory
+                    .make_critical(topic, Payload::RiskEmergencyStop(stop), at),
+            );
+        }
+        Ok(())
+    }
+
     fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
-        match envelope.payload() {
-            Payload::TradeOrderRequest(order) => self.on_order(envelope, order, out),
+        let changed = match envelope.payload() {
+            Payload::TradeOrderRequest(order) => {
+                let approved = self.counters.approved;
+                self.on_order(envelope, order, out);
+                self.counters.approved != approved
+            }
             Payload::SystemConfigUpdate(update) => {
-                self.apply_config_update(&update.key, &update.value)?
+                let before = self.config.clone();
+                self.apply_config_update(&update.key, &update.value)?;
+                self.config != before
             }
             Payload::TradePositionUpdate(p) => {
-                self.state.positions.insert(p.symbol.clone(), p.quantity);
+                let before = self.state.positions.insert(p.symbol.clone(), p.quantity);
+                before != Some(p.quantity)
             }
             Payload::TradePnlUpdate(pnl) => {
+                let before = self.watch_marks();
                 let (drawdown, day_loss) = self.state.observe_equity(pnl.equity, pnl.timestamp_ms);
                 self.watch(
                     "max_drawdown",
@@ -277,8 +382,14 @@ impl Agent for RiskAgent {
                     pnl.timestamp_ms,
                     out,
                 );
+                self.watch_marks() != before
             }
-            _ => {}
+            _ => false,
+        };
+        // Saved before the message counts as handled: a crash before this
+        // point has the message handled again (JetStream redelivers it).
+        if changed {
+            self.save()?;
         }
         Ok(())
     }

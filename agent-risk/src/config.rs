@@ -1,10 +1,10 @@
 //! Risk limits.
 
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `[risk]` section. Omitted limits are not enforced.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RiskConfig {
     /// Largest position notional per market (|quantity| x price).

@@ -24,7 +24,9 @@
 pub mod agent;
 pub mod config;
 pub mod limits;
+pub mod state;
 
 pub use agent::RiskAgent;
 pub use config::RiskConfig;
 pub use limits::{Decision, RiskState};
+pub use state::{RiskSnapshot, RiskStateStore, SharedState, StateFile};

@@ -254,7 +254,11 @@ fn run_one_agent(
         Err(code) => return code,
     };
     let trade_log = config.run.output_dir.join("trades.csv");
-    let agent = match crate::run::build_agent(name, &config, false, &trade_log, None) {
+    // A risk agent process keeps its state in a file: restarted (by
+    // `bistoury run`, or by hand), it carries on from it.
+    let risk_memory = crate::run::RiskMemory::file(&config);
+    let agent = match crate::run::build_agent(name, &config, false, &trade_log, None, &risk_memory)
+    {
         Ok(agent) => agent,
         Err(crate::run::WiringError::Config(message)) => {
             eprintln!("{message}");

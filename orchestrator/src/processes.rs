@@ -308,6 +308,10 @@ pub async fn run_processes(
              data.stagger for a run that matches the backtest)"
         );
     }
+    // A run starts from the beginning of its data: the risk state an
+    // earlier run's agent saved is not this run's.
+    let risk_state = config.run.output_dir.join(crate::run::RISK_STATE_FILE);
+    agent_risk::StateFile::discard(&risk_state).map_err(|e| failed(e.to_string()))?;
     let mut nats = config.bus.nats().map_err(WiringError::Config)?;
     let mut run_token = None;
     let server = match config.bus.nats_server.trim() {
@@ -387,7 +391,14 @@ pub async fn run_processes(
 
     // The report agent, here.
     let trade_log = config.run.output_dir.join("trades.csv");
-    let report = build_agent("report", config, false, &trade_log, None)?;
+    let report = build_agent(
+        "report",
+        config,
+        false,
+        &trade_log,
+        None,
+        &crate::run::RiskMemory::None,
+    )?;
     let report_stop = StopSignal::new();
     let (ready, subscribed) = tokio::sync::oneshot::channel();
     let report_task = {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_collector::{CandleSource, CollectorAgent, FileSource, ReadAhead, SyntheticMarket};
-use agent_risk::RiskAgent;
+use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
 use agent_signals::SignalAgent;
 use agent_trader::TraderAgent;
 use bus_core::driver::{
@@ -95,13 +95,36 @@ pub struct RunOutcome {
 /// The agents a configuration can run, by name.
 pub const AGENT_NAMES: [&str; 5] = ["collector", "signals", "risk", "trader", "report"];
 
-/// Builds one agent by name (one of [`AGENT_NAMES`]).
+/// Where a risk agent keeps the state a restart must not lose.
+#[derive(Clone)]
+pub enum RiskMemory {
+    /// Nowhere: a backtest, or an agent that is never restarted.
+    None,
+    /// In memory shared with the agent's rebuild (restart in process).
+    Shared(SharedState),
+    /// In a file (an agent process, restarted as a new process).
+    File(PathBuf),
+}
+
+impl RiskMemory {
+    /// The file an agent process of `config` keeps its risk state in.
+    pub fn file(config: &BistouryConfig) -> Self {
+        Self::File(config.run.output_dir.join(RISK_STATE_FILE))
+    }
+}
+
+/// The risk agent's state file, under `run.output_dir`.
+pub const RISK_STATE_FILE: &str = "risk-state.json";
+
+/// Builds one agent by name (one of [`AGENT_NAMES`]); `risk` keeps its
+/// state in `risk_memory`.
 pub fn build_agent(
     name: &str,
     config: &BistouryConfig,
     deterministic: bool,
     trade_log: &std::path::Path,
     progress: Option<&Arc<AtomicU64>>,
+    risk_memory: &RiskMemory,
 ) -> Result<Box<dyn Agent>, WiringError> {
     Ok(match name {
         "collector" => {
@@ -139,7 +162,7 @@ pub fn build_agent(
                 None => collector,
             })
         }
-        "signals" | "risk" => restartable_agent(name, config, deterministic)
+        "signals" | "risk" => restartable_agent(name, config, deterministic, risk_memory)?
             .expect("signals and risk are restartable"),
         "trader" => Box::new(
             TraderAgent::new(
@@ -177,26 +200,37 @@ pub(crate) const PARTITIONED: [&str; 1] = ["signals"];
 /// Names of the agents [`restartable_agent`] builds.
 pub(crate) const RESTARTABLE: [&str; 2] = ["signals", "risk"];
 
-/// The agents that can start over from their configuration alone (no data
-/// position, positions or figures to lose), built fresh; `None` for others.
+/// The agents that can start over from their configuration (and, for
+/// risk, the state it saved in `risk_memory`), built fresh; `None` for
+/// others.
 fn restartable_agent(
     name: &str,
     config: &BistouryConfig,
     deterministic: bool,
-) -> Option<Box<dyn Agent>> {
-    match name {
+    risk_memory: &RiskMemory,
+) -> Result<Option<Box<dyn Agent>>, WiringError> {
+    Ok(match name {
         "signals" => Some(Box::new(SignalAgent::new(
             AgentId::new("signals"),
             config.signals.clone(),
             deterministic,
         ))),
-        "risk" => Some(Box::new(RiskAgent::new(
-            AgentId::new("risk"),
-            config.risk.clone(),
-            deterministic,
-        ))),
+        "risk" => {
+            let agent = RiskAgent::new(AgentId::new("risk"), config.risk.clone(), deterministic);
+            let store: Option<Box<dyn RiskStateStore>> = match risk_memory {
+                RiskMemory::None => None,
+                RiskMemory::Shared(shared) => Some(Box::new(shared.clone())),
+                RiskMemory::File(path) => Some(Box::new(StateFile::new(path))),
+            };
+            Some(Box::new(match store {
+                None => agent,
+                Some(store) => agent
+                    .with_state_store(store)
+                    .map_err(|e| WiringError::Config(e.to_string()))?,
+            }))
+        }
         _ => None,
-    }
+    })
 }
 
 /// The agents in dependency order, each with its supervision policy.
@@ -211,14 +245,29 @@ pub fn build_agents(
     let settings: std::collections::BTreeMap<&str, &crate::config::AgentSettings> =
         config.agents.all().into_iter().collect();
     let mut specs = Vec::with_capacity(order.len());
+    // A backtest never restarts an agent; a run may, and its risk agent
+    // then carries on from where the one it replaces was.
+    let risk_memory = match deterministic {
+        true => RiskMemory::None,
+        false => RiskMemory::Shared(SharedState::default()),
+    };
     for name in order {
-        let agent = build_agent(&name, config, deterministic, trade_log, progress)?;
+        let agent = build_agent(
+            &name,
+            config,
+            deterministic,
+            trade_log,
+            progress,
+            &risk_memory,
+        )?;
         let policy = settings[name.as_str()].policy();
         let rebuild: Option<Rebuild> = RESTARTABLE.contains(&name.as_str()).then(|| {
-            let (name, config) = (name.clone(), config.clone());
+            let (name, config, memory) = (name.clone(), config.clone(), risk_memory.clone());
             Box::new(move || {
-                restartable_agent(&name, &config, deterministic)
-                    .expect("checked when the spec was built")
+                restartable_agent(&name, &config, deterministic, &memory)
+                    .ok()
+                    .flatten()
+                    .expect("built once already with the same inputs")
             }) as Rebuild
         });
         specs.push(AgentSpec::new(agent).with_policy(policy, rebuild));

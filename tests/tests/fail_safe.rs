@@ -450,3 +450,132 @@ async fn agents_exit_when_their_parent_and_the_server_die_together() {
     run.child.wait().unwrap();
     tokio::task::block_in_place(|| wait_gone(&agents, Duration::from_secs(15)));
 }
+
+/// A `trade.pnl_update` envelope as any client would write it.
+fn pnl_update(i: i64, equity: i64) -> String {
+    let t = DAY + i * 60_000;
+    serde_json::json!({
+        "id": format!("00000000-0000-4000-8000-{i:012}"),
+        "type": "trade.pnl_update",
+        "topic": "trade.pnl_update",
+        "sender": "trader",
+        "created_at_ms": t,
+        "payload": {
+            "timestamp_ms": t, "cash": equity.to_string(), "realised_pnl": "0",
+            "unrealised_pnl": "0", "fees": "0", "equity": equity.to_string()
+        }
+    })
+    .to_string()
+}
+
+/// 2023-11-15 00:00 UTC.
+const DAY: i64 = 1_700_006_400_000;
+
+/// Publishes updates `range` (equity 100,000 at the day's start, 1,000 less
+/// a minute) into JetStream and waits until the risk agent has handled
+/// and acknowledged every one (interest retention: the stream is empty).
+async fn publish_day(js: &async_nats::jetstream::Context, range: std::ops::Range<i64>) {
+    for i in range {
+        js.publish(
+            "rs.trade.pnl_update",
+            pnl_update(i, 100_000 - 1000 * i).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let started = Instant::now();
+    while messages_in(js, "RS_TRADE").await > 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "not handled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
+    let store = tempfile::tempdir().unwrap();
+    let server = NatsServer::start_jetstream(store.path());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"rs\"\n\n\
+             [bus.jetstream]\nfamilies = [\"trade\"]\nack_wait_ms = 1000\n\n\
+             [risk]\nmax_daily_loss = \"15000\"\n",
+            server.url()
+        ),
+    );
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stops = client.subscribe("rs.risk.emergency_stop").await.unwrap();
+    let start_risk = || {
+        tokio::task::block_in_place(|| {
+            let mut risk = Running::start(
+                &["agent", "risk", "--config", config.to_str().unwrap()],
+                dir.path(),
+                &[],
+            );
+            risk.wait_for("agent risk connected");
+            risk
+        })
+    };
+
+    // The day goes to a loss of 10,000; the agent is killed.
+    let mut risk = start_risk();
+    publish_day(&js, 0..11).await;
+    risk.child.kill().unwrap();
+    risk.child.wait().unwrap();
+
+    // Restarted, it stops trading when the loss reaches 15,000, as it would
+    // have without the kill (not 15,000 below where it restarted).
+    let mut risk = start_risk();
+    publish_day(&js, 11..20).await;
+    let stop = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut stops),
+    )
+    .await
+    .expect("an emergency stop")
+    .unwrap();
+    let stop: Value = serde_json::from_slice(&stop.payload).unwrap();
+    assert_eq!(stop["created_at_ms"], DAY + 15 * 60_000, "{stop}");
+    assert!(
+        stop["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("15000 >= 15000"),
+        "{stop}"
+    );
+
+    // Killed once more: it comes back halted, says so again, and fires no
+    // second stop however far the equity falls.
+    risk.child.kill().unwrap();
+    risk.child.wait().unwrap();
+    let risk = start_risk();
+    let again = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(&mut stops),
+    )
+    .await
+    .expect("the halt announced again")
+    .unwrap();
+    let again: Value = serde_json::from_slice(&again.payload).unwrap();
+    assert_eq!(
+        again["payload"]["triggered_by"], "restored_state",
+        "{again}"
+    );
+    publish_day(&js, 20..30).await;
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            futures_util::StreamExt::next(&mut stops)
+        )
+        .await
+        .is_err(),
+        "a second emergency stop"
+    );
+    risk.signal("-INT");
+    let (status, output) = tokio::task::block_in_place(|| risk.finish(Duration::from_secs(15)));
+    assert!(status.success(), "{output}");
+}

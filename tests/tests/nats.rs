@@ -188,7 +188,7 @@ async fn misaddressed_envelopes_are_dead_lettered_with_the_reason() {
                 c["type"] = "data.price_update".into();
                 c["payload"] = json!({"symbol": "BTC", "price": "100", "timestamp_ms": 60000});
             }),
-            "must start with data.price_update",
+            "for data.candle messages",
         ),
         // A sender of a million characters.
         (

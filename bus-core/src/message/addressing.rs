@@ -3,16 +3,17 @@
 //!
 //! Inside a process, agents build their topics from their payloads. On the
 //! wire, anyone can write an envelope, so three things are checked before
-//! an agent sees it: names are of a bounded size; a market-data, signal or
-//! trade message travels on a topic of its own type (`data.candle...` for
-//! a candle: a price update sent on a candle topic is refused, not
-//! silently dropped by the agent that expected a candle); and when that
-//! topic names a market (`data.candle.<symbol>...`), it is the payload's
-//! (an ETH candle on a BTC topic is refused, not traded as ETH). Replies,
+//! an agent sees it: names are of a bounded size; a topic that names a
+//! market-data, signal or trade message type carries that type (a price
+//! update sent on a `data.candle...` topic is refused, not silently
+//! dropped by the agent that expected a candle); and when that topic
+//! names a market (`data.candle.<symbol>...`), it is the payload's (an ETH
+//! candle on a BTC topic is refused, not traded as ETH). Replies,
 //! commands, risk and system messages travel on topics chosen by their
-//! senders and are not held to a type.
+//! senders and are not held to a type, nor are topics that name no
+//! message type (`data.quotes.BTC` may carry what its users agree on).
 
-use super::kind::Payload;
+use super::kind::{MessageType, Payload};
 use super::payload::Symbol;
 use super::Envelope;
 
@@ -57,16 +58,22 @@ pub fn check_addressing(envelope: &Envelope) -> Result<(), String> {
             topic.len()
         ));
     }
-    let kind = envelope.message_type();
-    if !matches!(kind.family(), "data" | "signal" | "trade") {
-        return Ok(());
-    }
+    // A topic that names a market-data, signal or trade message type
+    // (`data.candle...`) carries that type, about the market it names.
     let mut segments = topic.split('.');
-    let type_name = kind.as_str();
-    let (family, name) = type_name.split_once('.').unwrap_or((type_name, ""));
-    if segments.next() != Some(family) || segments.next() != Some(name) {
+    let named = match (segments.next(), segments.next()) {
+        (Some(family @ ("data" | "signal" | "trade")), Some(kind)) => {
+            format!("{family}.{kind}").parse::<MessageType>().ok()
+        }
+        _ => None,
+    };
+    let Some(named) = named else {
+        return Ok(());
+    };
+    let kind = envelope.message_type();
+    if kind != named {
         return Err(format!(
-            "a {type_name} message on topic {topic}: its topic must start with {type_name}"
+            "a {kind} message on topic {topic}, which is for {named} messages"
         ));
     }
     if let (Some(symbol), Some(market)) = (symbol_of(envelope.payload()), segments.next()) {
@@ -116,6 +123,12 @@ mod tests {
             check_addressing(&candle("BTC", "data.candle", "feed")),
             Ok(())
         );
+        // Topics that name no message type are the users' to agree on.
+        assert_eq!(
+            check_addressing(&candle("BTC", "data.bars.BTC", "feed")),
+            Ok(())
+        );
+        assert_eq!(check_addressing(&candle("BTC", "latency", "bench")), Ok(()));
     }
 
     #[test]
@@ -124,11 +137,11 @@ mod tests {
             (candle("ETH", "data.candle.BTC.1m", "feed"), "about BTC"),
             (
                 candle("BTC", "data.price_update.BTC", "feed"),
-                "must start with data.candle",
+                "which is for data.price_update messages",
             ),
             (
                 candle("BTC", "signal.generated.BTC", "feed"),
-                "must start with data.candle",
+                "which is for signal.generated messages",
             ),
             (
                 candle("BTC", "data.candle.BTC.1m", &"x".repeat(999)),
