@@ -48,7 +48,8 @@ use crate::transport::{AgentRunError, Channel, Deliveries, Inbox, Transport, MAX
 /// How to reach the NATS server.
 #[derive(Clone)]
 pub struct NatsSettings {
-    /// Server URL, e.g. `nats://127.0.0.1:4222`.
+    /// Server URL, e.g. `nats://127.0.0.1:4222`, or several separated by
+    /// commas (a cluster's seed servers).
     pub url: String,
     /// Subject prefix (one or more segments, no wildcards).
     pub prefix: String,
@@ -423,14 +424,26 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
         Some(token) => async_nats::ConnectOptions::with_token(token.clone()),
         None => async_nats::ConnectOptions::new(),
     };
+    let failed = |reason: String| NatsError::Connect {
+        url: settings.url.clone(),
+        reason,
+    };
+    // Several servers (a cluster's seeds), comma-separated: the client
+    // connects to one and fails over to the others.
+    let servers = settings
+        .url
+        .split(',')
+        .map(|url| {
+            url.trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| failed(format!("{url:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     options
         .name("bistoury")
-        .connect(settings.url.as_str())
+        .connect(servers)
         .await
-        .map_err(|e| NatsError::Connect {
-            url: settings.url.clone(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| failed(e.to_string()))
 }
 
 /// Which share of a keyed message stream one instance of an agent takes:

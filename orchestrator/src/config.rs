@@ -68,7 +68,10 @@ pub struct BusConfig {
     /// Times `bistoury run` starts the server it started (`nats_server`)
     /// again after it died, before stopping the run.
     pub server_restarts: u32,
-    /// Server URL.
+    /// Server URL, or several (a NATS cluster's seed servers, as a list
+    /// or comma-separated): the client connects to one and fails over to
+    /// the others.
+    #[serde(deserialize_with = "one_or_many_urls")]
     pub nats_url: String,
     /// Subjects are `<subject_prefix>.<topic>`.
     pub subject_prefix: String,
@@ -84,6 +87,20 @@ pub struct BusConfig {
     pub when_disconnected: bus_core::nats::WhenDisconnected,
     /// How agents write envelopes (`json` or `binary`; they read both).
     pub wire_format: bus_core::message::WireFormat,
+}
+
+/// A URL, or a list of them, as one comma-separated text.
+fn one_or_many_urls<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Urls {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Urls::deserialize(d)? {
+        Urls::One(url) => url,
+        Urls::Many(urls) => urls.join(","),
+    })
 }
 
 /// `[bus.jetstream]`: which topic families travel through JetStream
@@ -107,6 +124,9 @@ pub struct JetStreamConfig {
     /// At-least-once publishes carry the envelope id so a retried one is
     /// stored once (exactly-once ones always do).
     pub deduplicate_publishes: bool,
+    /// Copies of each stream a cluster keeps (1 to 5; 3 survives the loss
+    /// of one node of three).
+    pub replicas: usize,
 }
 
 impl JetStreamConfig {
@@ -135,6 +155,11 @@ impl JetStreamConfig {
         if self.max_ack_pending < 1 {
             errors.push("bus.jetstream.max_ack_pending: must be at least 1".into());
         }
+        if !(1..=5).contains(&self.replicas) {
+            errors.push(
+                "bus.jetstream.replicas: must be 1 to 5 (NATS keeps at most 5 copies)".into(),
+            );
+        }
         errors
     }
 
@@ -152,6 +177,7 @@ impl JetStreamConfig {
                 .collect(),
             max_ack_pending: self.max_ack_pending,
             deduplicate_publishes: self.deduplicate_publishes,
+            replicas: self.replicas,
             ..Default::default()
         })
     }

@@ -73,6 +73,13 @@ const SERVER_RESTART_WAIT: Duration = Duration::from_millis(500);
 /// The loopback port in `url`, for a server started here; an error naming
 /// `bus.nats_url` for a URL that is not on this machine's loopback.
 fn loopback_port(url: &str) -> Result<u16, WiringError> {
+    if url.contains(',') {
+        return Err(failed(format!(
+            "bus.nats_url: {url:?} names several servers; bistoury run starts one \
+             (bus.nats_server): name its one URL, or leave bus.nats_server empty to use \
+             a cluster that is already running"
+        )));
+    }
     let rest = url
         .strip_prefix("nats://")
         .unwrap_or(url)

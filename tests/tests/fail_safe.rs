@@ -579,3 +579,47 @@ async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
     let (status, output) = tokio::task::block_in_place(|| risk.finish(Duration::from_secs(15)));
     assert!(status.success(), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_run_on_a_cluster_finishes_through_the_loss_of_two_nodes() {
+    let store = tempfile::tempdir().unwrap();
+    let mut cluster = support::NatsCluster::start(3, store.path()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = cluster
+        .urls()
+        .split(',')
+        .map(|u| format!("{u:?}"))
+        .collect();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[bus]\ntransport = \"nats\"\nnats_url = [{}]\nsubject_prefix = \"clustered\"\n\n\
+             [bus.jetstream]\nfamilies = [\"data\"]\nreplicas = 3\nack_wait_ms = 2000\n\n\
+             [data]\ncandles = 6000\nspeed = 30000.0\n",
+            urls.join(", ")
+        ),
+    );
+    let mut run = Running::start(
+        &["run", "--config", config.to_str().unwrap()],
+        dir.path(),
+        &[],
+    );
+    tokio::task::block_in_place(|| run.pid_after("started agent collector"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.nodes[0].kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| cluster.nodes[0].respawn());
+    cluster.wait_until_ready().await;
+    cluster.nodes[1].kill();
+    let (status, output) = tokio::task::block_in_place(|| run.finish(Duration::from_secs(120)));
+    assert!(status.success(), "{output}");
+    let report = report(dir.path());
+    assert_eq!(report["accounting_identity_holds"], true, "{output}");
+    let candles = report["candles"].as_u64().unwrap();
+    let passed_by = report["candles_late_or_repeated"].as_u64().unwrap();
+    assert!(candles <= 18_000, "{candles}");
+    assert!(
+        candles + passed_by >= 18_000,
+        "{candles} + {passed_by}: {output}"
+    );
+}

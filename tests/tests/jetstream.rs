@@ -19,11 +19,15 @@ use bus_core::{
 use rust_decimal::Decimal;
 
 mod support;
-use support::NatsServer;
+use support::{NatsCluster, NatsServer};
 
 fn settings(server: &NatsServer, prefix: &str) -> NatsSettings {
+    settings_for(server.url(), prefix)
+}
+
+fn settings_for(url: String, prefix: &str) -> NatsSettings {
     NatsSettings {
-        url: server.url(),
+        url,
         prefix: prefix.into(),
         token: None,
         when_disconnected: Default::default(),
@@ -229,6 +233,80 @@ async fn a_server_killed_mid_run_loses_no_acknowledged_message_and_exactly_once_
         handled.len(),
         handled.values().map(|&n| n as u64 - 1).sum::<u64>(),
         stats.duplicates
+    );
+}
+
+/// A three-node cluster, streams kept on all three: one node killed mid-run,
+/// then, once it is back, another. Publishers and consumers fail over to
+/// the nodes left; nothing acknowledged is lost, no exactly-once message
+/// is handled twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_losing_one_node_then_another_loses_no_acknowledged_message() {
+    let store = tempfile::tempdir().unwrap();
+    let mut cluster = NatsCluster::start(3, store.path()).await;
+    let mut settings = settings_for(cluster.urls(), "cl1");
+    if let Some(js) = &mut settings.jetstream {
+        js.replicas = 3;
+    }
+    let (handled, stop_recorder, recorder) = start_recorder(&settings, true);
+    let publisher = NatsBus::connect(&settings).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stream = publisher
+        .reliable()
+        .unwrap()
+        .context()
+        .get_stream("CL1_DATA")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .num_replicas;
+    assert_eq!(stream, 3, "the stream is kept on every node");
+
+    let stop = StopSignal::new();
+    let (mut acknowledged, mut exactly_once) = (Vec::new(), BTreeSet::new());
+    for n in 0..3000 {
+        match n {
+            800 => cluster.nodes[0].kill(),
+            1400 => {
+                tokio::task::block_in_place(|| cluster.nodes[0].respawn());
+                cluster.wait_until_ready().await;
+            }
+            2000 => cluster.nodes[1].kill(),
+            _ => {}
+        }
+        let mode = if n % 2 == 0 {
+            DeliveryMode::AtLeastOnce
+        } else {
+            DeliveryMode::ExactlyOnce
+        };
+        let envelope = price(n, mode);
+        publisher.publish(&envelope, &stop).await.unwrap();
+        acknowledged.push(envelope.id);
+        if mode == DeliveryMode::ExactlyOnce {
+            exactly_once.insert(envelope.id);
+        }
+    }
+    wait_until_handled(
+        &handled,
+        &acknowledged,
+        Duration::from_secs(60),
+        "acknowledged messages never reached the consumer",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop_recorder.stop();
+    recorder.await.unwrap();
+    let handled = handled.lock().unwrap();
+    for id in &exactly_once {
+        assert_eq!(handled[id], 1, "exactly-once message {id} handled twice");
+    }
+    assert_eq!(
+        handled.len(),
+        acknowledged.len(),
+        "nothing unexpected handled"
     );
 }
 

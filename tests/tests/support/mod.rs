@@ -96,3 +96,73 @@ pub fn bistoury(args: &[&str], dir: &Path) -> (Child, std::sync::mpsc::Receiver<
     });
     (child, rx)
 }
+
+/// A NATS cluster on loopback: `n` servers with JetStream, routed to each
+/// other, each with its store under `store`.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub async fn start(n: usize, store: &Path) -> Self {
+        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes: Vec<NatsServer> = route_ports
+            .iter()
+            .enumerate()
+            .map(|(i, route_port)| {
+                let mut args = bus_core::local_server::jetstream_args(&store.join(format!("n{i}")));
+                args.extend([
+                    "--cluster_name".into(),
+                    "bistoury-test".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route_port}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ]);
+                NatsServer::start_with(free_port(), args)
+            })
+            .collect();
+        let cluster = Self { nodes };
+        cluster.wait_until_ready().await;
+        cluster
+    }
+
+    /// Every node's URL, comma-separated (what `bus.nats_url` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until JetStream answers through every node (its cluster has
+    /// elected a leader), at most 30 s.
+    pub async fn wait_until_ready(&self) {
+        let started = std::time::Instant::now();
+        for node in &self.nodes {
+            loop {
+                let ready = match async_nats::connect(node.url()).await {
+                    Ok(client) => async_nats::jetstream::new(client)
+                        .query_account()
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                };
+                if ready {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the cluster's JetStream did not come up"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
