@@ -6,6 +6,9 @@ use bus_core::prelude::*;
 use bus_core::script::run_script;
 use rust_decimal_macros::dec;
 
+mod common;
+use common::pnl;
+
 #[test]
 fn approves_refuses_and_stops_on_drawdown() {
     let config = RiskConfig {
@@ -36,22 +39,6 @@ fn approves_refuses_and_stops_on_drawdown() {
             1,
         )
         .with_reply_to(Topic::new("trade.decision.trader").unwrap())
-    };
-    let pnl = |f: &mut MessageFactory, equity, t| {
-        let p = PnlUpdate::new(PnlUpdateFields {
-            timestamp_ms: t,
-            cash: equity,
-            realised_pnl: dec!(0),
-            unrealised_pnl: dec!(0),
-            fees: dec!(0),
-            equity,
-        })
-        .unwrap();
-        f.make(
-            Topic::new("trade.pnl_update").unwrap(),
-            Payload::TradePnlUpdate(p),
-            t,
-        )
     };
     let small = order(&mut f, dec!(5));
     let big = order(&mut f, dec!(50));

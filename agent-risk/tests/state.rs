@@ -7,6 +7,9 @@ use bus_core::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
+mod common;
+use common::pnl;
+
 /// 2023-11-15 00:00 UTC.
 const DAY: i64 = 1_700_006_400_000;
 
@@ -27,21 +30,10 @@ fn updates() -> Vec<Envelope> {
     let mut f = MessageFactory::new(AgentId::new("trader"), true);
     (0..30)
         .map(|i| {
-            let equity = dec!(100000) - Decimal::from(1000 * i);
-            let t = DAY + i * 60_000;
-            let p = PnlUpdate::new(PnlUpdateFields {
-                timestamp_ms: t,
-                cash: equity,
-                realised_pnl: dec!(0),
-                unrealised_pnl: dec!(0),
-                fees: dec!(0),
-                equity,
-            })
-            .unwrap();
-            f.make(
-                Topic::new("trade.pnl_update").unwrap(),
-                Payload::TradePnlUpdate(p),
-                t,
+            pnl(
+                &mut f,
+                dec!(100000) - Decimal::from(1000 * i),
+                DAY + i * 60_000,
             )
         })
         .collect()

@@ -146,6 +146,7 @@ impl SignalsConfig {
             "threshold",
             "must be within 0..=1",
         );
+        check(self.max_symbols >= 1, "max_symbols", "must be at least 1");
         let weight_ok = |w: f64| w.is_finite() && w >= 0.0;
         if let Some(c) = &self.ma_crossover {
             check(c.fast >= 1, "ma_crossover.fast", "must be at least 1");

@@ -3,110 +3,25 @@
 //! dying server is started again or ends the run with its partial report,
 //! and no agent process outlives the run.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod support;
-use support::{free_port, NatsServer};
+use support::{free_port, NatsServer, Running};
 
-/// A `bistoury` process whose stdout lines arrive on a channel and whose
-/// stderr is collected.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    stderr: std::thread::JoinHandle<String>,
-}
-
-impl Running {
-    fn start(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"));
-        command
-            .args(args)
-            .current_dir(dir)
-            .env("RUST_LOG", "error")
-            .env_remove("BISTOURY_NATS_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    /// Waits for a line starting with `prefix`; returns the rest of it.
-    fn wait_for(&mut self, prefix: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no line {prefix:?}: {:?}", self.seen));
-            self.seen.push(line.clone());
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.to_string();
-            }
-        }
-    }
-
-    /// The pid in `... (pid N)` or `... (pid N; ...)` after `prefix`.
-    fn pid_after(&mut self, prefix: &str) -> u32 {
-        let rest = self.wait_for(prefix);
-        let pid = rest.split("(pid ").nth(1).expect("a pid");
-        pid.split([')', ';']).next().unwrap().parse().unwrap()
-    }
-
-    fn signal(&self, signal: &str) {
-        assert!(Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    /// Waits for the exit (at most `limit`); returns the status and all the
-    /// output, stdout then stderr.
-    fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                self.seen.extend(self.lines.iter());
-                panic!("still running after {limit:?}: {:?}", self.seen);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        self.seen.extend(self.lines.iter());
-        let stderr = self.stderr.join().unwrap();
-        (status, format!("{}\n{stderr}", self.seen.join("\n")))
-    }
+/// The next message on `subscription` as JSON (at most 10 s away).
+async fn next_json(subscription: &mut async_nats::Subscriber, what: &str) -> Value {
+    let message = tokio::time::timeout(
+        Duration::from_secs(10),
+        futures_util::StreamExt::next(subscription),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no {what}"))
+    .unwrap();
+    serde_json::from_slice(&message.payload).unwrap()
 }
 
 fn write_config(dir: &Path, text: &str) -> PathBuf {
@@ -531,14 +446,7 @@ async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
     // have without the kill (not 15,000 below where it restarted).
     let mut risk = start_risk();
     publish_day(&js, 11..20).await;
-    let stop = tokio::time::timeout(
-        Duration::from_secs(10),
-        futures_util::StreamExt::next(&mut stops),
-    )
-    .await
-    .expect("an emergency stop")
-    .unwrap();
-    let stop: Value = serde_json::from_slice(&stop.payload).unwrap();
+    let stop = next_json(&mut stops, "emergency stop").await;
     assert_eq!(stop["created_at_ms"], DAY + 15 * 60_000, "{stop}");
     assert!(
         stop["payload"]["reason"]
@@ -553,14 +461,7 @@ async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
     risk.child.kill().unwrap();
     risk.child.wait().unwrap();
     let risk = start_risk();
-    let again = tokio::time::timeout(
-        Duration::from_secs(10),
-        futures_util::StreamExt::next(&mut stops),
-    )
-    .await
-    .expect("the halt announced again")
-    .unwrap();
-    let again: Value = serde_json::from_slice(&again.payload).unwrap();
+    let again = next_json(&mut stops, "halt announced again").await;
     assert_eq!(
         again["payload"]["triggered_by"], "restored_state",
         "{again}"

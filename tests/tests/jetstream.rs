@@ -176,64 +176,92 @@ async fn a_server_killed_mid_run_loses_no_acknowledged_message_and_exactly_once_
     // messages for the consumers there when they arrive).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let stop = StopSignal::new();
-    let (mut acknowledged, mut exactly_once) = (Vec::new(), BTreeSet::new());
-    let mut republished = 0;
-    for n in 0..3000 {
-        if n == 1200 {
-            // SIGKILL, half a second without a server, a fresh process on
-            // the same port and store.
-            tokio::task::block_in_place(|| server.restart_after(Duration::from_millis(500)));
-        }
-        let mode = if n % 2 == 0 {
-            DeliveryMode::AtLeastOnce
-        } else {
-            DeliveryMode::ExactlyOnce
-        };
-        let envelope = price(n, mode);
-        // Blocks (retrying with the same Nats-Msg-Id) while the server is away.
-        publisher.publish(&envelope, &stop).await.unwrap();
-        acknowledged.push(envelope.id);
-        if mode == DeliveryMode::ExactlyOnce {
-            exactly_once.insert(envelope.id);
-            if n % 10 == 1 {
-                // A publisher retrying after a lost ack: the stream drops it.
-                publisher.publish(&envelope, &stop).await.unwrap();
-                republished += 1;
-            }
-        }
-    }
-    assert!(republished > 100);
-
+    let mut published = Published::default();
+    published.prices(&publisher, 0..1200).await;
+    // SIGKILL, half a second without a server, a fresh process on the
+    // same port and store.
+    tokio::task::block_in_place(|| server.restart_after(Duration::from_millis(500)));
+    published.prices(&publisher, 1200..3000).await;
+    assert!(published.republished > 100);
     // Well within 20 s: the consumer pulls afresh once its client has
     // reconnected, and the acknowledgements the dead server owed are not
     // waited for (stalls of 30-60 s under load before).
-    wait_until_handled(
-        &handled,
-        &acknowledged,
-        Duration::from_secs(20),
-        "acknowledged messages never reached the consumer",
-    )
-    .await;
-    // Let late redeliveries (acks lost with the server) arrive, then stop.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    stop_recorder.stop();
-    let stats = recorder.await.unwrap();
-    let handled = handled.lock().unwrap();
-    for id in &exactly_once {
-        assert_eq!(handled[id], 1, "exactly-once message {id} handled twice");
+    published
+        .check_handled(&handled, Duration::from_secs(20), stop_recorder, recorder)
+        .await;
+}
+
+/// What a test published: every id acknowledged by the stream, and the
+/// exactly-once ones.
+#[derive(Default)]
+struct Published {
+    acknowledged: Vec<MessageId>,
+    exactly_once: BTreeSet<MessageId>,
+    republished: usize,
+}
+
+impl Published {
+    /// Publishes prices `range`, at-least-once and exactly-once in turn;
+    /// every tenth exactly-once one twice, as a publisher retrying after a
+    /// lost acknowledgement would (the stream drops the copy). Each publish
+    /// blocks (retrying with the same Nats-Msg-Id) while no server takes it.
+    async fn prices(&mut self, publisher: &NatsBus, range: std::ops::Range<i64>) {
+        let stop = StopSignal::new();
+        for n in range {
+            let mode = match n % 2 {
+                0 => DeliveryMode::AtLeastOnce,
+                _ => DeliveryMode::ExactlyOnce,
+            };
+            let envelope = price(n, mode);
+            publisher.publish(&envelope, &stop).await.unwrap();
+            self.acknowledged.push(envelope.id);
+            if mode == DeliveryMode::ExactlyOnce {
+                self.exactly_once.insert(envelope.id);
+                if n % 10 == 1 {
+                    publisher.publish(&envelope, &stop).await.unwrap();
+                    self.republished += 1;
+                }
+            }
+        }
     }
-    assert_eq!(
-        handled.len(),
-        acknowledged.len(),
-        "nothing unexpected handled"
-    );
-    eprintln!(
-        "handled {} messages, {} at-least-once repeats, {} exactly-once duplicates suppressed",
-        handled.len(),
-        handled.values().map(|&n| n as u64 - 1).sum::<u64>(),
-        stats.duplicates
-    );
+
+    /// Waits (at most `limit`) until every acknowledged message was
+    /// handled, lets late redeliveries arrive, stops the recorder, and
+    /// checks no exactly-once message was handled twice.
+    async fn check_handled(
+        &self,
+        handled: &Handled,
+        limit: Duration,
+        stop_recorder: StopSignal,
+        recorder: tokio::task::JoinHandle<bus_core::nats::NatsRunStats>,
+    ) {
+        wait_until_handled(
+            handled,
+            &self.acknowledged,
+            limit,
+            "acknowledged messages never reached the consumer",
+        )
+        .await;
+        // Acks lost with a dead server bring redeliveries, a little later.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        stop_recorder.stop();
+        let stats = recorder.await.unwrap();
+        let handled = handled.lock().unwrap();
+        for id in &self.exactly_once {
+            assert_eq!(handled[id], 1, "exactly-once message {id} handled twice");
+        }
+        assert_eq!(
+            handled.len(),
+            self.acknowledged.len(),
+            "nothing unexpected handled"
+        );
+        eprintln!(
+            "handled {} messages, {} at-least-once repeats, {} exactly-once duplicates suppressed",
+            handled.len(),
+            handled.values().map(|&n| n as u64 - 1).sum::<u64>(),
+            stats.duplicates
+        );
+    }
 }
 
 /// A three-node cluster, streams kept on all three: one node killed mid-run,
@@ -265,49 +293,18 @@ async fn a_cluster_losing_one_node_then_another_loses_no_acknowledged_message() 
         .num_replicas;
     assert_eq!(stream, 3, "the stream is kept on every node");
 
-    let stop = StopSignal::new();
-    let (mut acknowledged, mut exactly_once) = (Vec::new(), BTreeSet::new());
-    for n in 0..3000 {
-        match n {
-            800 => cluster.nodes[0].kill(),
-            1400 => {
-                tokio::task::block_in_place(|| cluster.nodes[0].respawn());
-                cluster.wait_until_ready().await;
-            }
-            2000 => cluster.nodes[1].kill(),
-            _ => {}
-        }
-        let mode = if n % 2 == 0 {
-            DeliveryMode::AtLeastOnce
-        } else {
-            DeliveryMode::ExactlyOnce
-        };
-        let envelope = price(n, mode);
-        publisher.publish(&envelope, &stop).await.unwrap();
-        acknowledged.push(envelope.id);
-        if mode == DeliveryMode::ExactlyOnce {
-            exactly_once.insert(envelope.id);
-        }
-    }
-    wait_until_handled(
-        &handled,
-        &acknowledged,
-        Duration::from_secs(60),
-        "acknowledged messages never reached the consumer",
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    stop_recorder.stop();
-    recorder.await.unwrap();
-    let handled = handled.lock().unwrap();
-    for id in &exactly_once {
-        assert_eq!(handled[id], 1, "exactly-once message {id} handled twice");
-    }
-    assert_eq!(
-        handled.len(),
-        acknowledged.len(),
-        "nothing unexpected handled"
-    );
+    let mut published = Published::default();
+    published.prices(&publisher, 0..800).await;
+    cluster.nodes[0].kill();
+    published.prices(&publisher, 800..1400).await;
+    tokio::task::block_in_place(|| cluster.nodes[0].respawn());
+    cluster.wait_until_ready().await;
+    published.prices(&publisher, 1400..2000).await;
+    cluster.nodes[1].kill();
+    published.prices(&publisher, 2000..3000).await;
+    published
+        .check_handled(&handled, Duration::from_secs(60), stop_recorder, recorder)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

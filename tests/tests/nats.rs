@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 mod support;
-use support::{bistoury, free_port, NatsServer};
+use support::{bistoury, free_port, NatsServer, Running};
 
 /// A configuration naming `server` and a subject prefix, plus `extra` TOML.
 fn nats_config(dir: &Path, server: &NatsServer, prefix: &str, extra: &str) -> std::path::PathBuf {
@@ -624,57 +624,22 @@ fn the_progress_line_counts_candles_in_a_distributed_run() {
     );
 }
 
-/// Reads a `bistoury run`'s output lines, keeping them for the failure
-/// message.
-struct RunOutput {
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl RunOutput {
-    /// Waits for `started agent AGENT (pid N)` and returns N.
-    fn started(&mut self, agent: &str) -> u32 {
-        let prefix = format!("started agent {agent} (pid ");
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("{agent} never started: {:?}", self.seen));
-            self.seen.push(line.clone());
-            if let Some(rest) = line.strip_prefix(&prefix) {
-                return rest.trim_end_matches(')').parse().unwrap();
-            }
-        }
-    }
-
-    /// Everything, once the process has exited.
-    fn rest(mut self) -> String {
-        self.seen.extend(self.lines.iter());
-        self.seen.join("\n")
-    }
-}
-
 /// Runs `bistoury run` distributed, kills the signals process with
 /// SIGKILL `after` the collector has started, waits for its restart and
 /// for the run to end; returns the killed and the new pid, and the output.
 fn kill_signals_mid_run(dir: &Path, config: &Path, after: Duration) -> (u32, u32, String) {
-    let (mut child, lines) = run_distributed(dir, config);
-    let mut out = RunOutput {
-        lines,
-        seen: Vec::new(),
-    };
-    let signals = out.started("signals");
-    out.started("collector");
+    let mut run = Running::start(&["run", "--config", config.to_str().unwrap()], dir, &[]);
+    let signals = run.pid_after("started agent signals");
+    run.pid_after("started agent collector");
     std::thread::sleep(after);
     assert!(Command::new("kill")
         .args(["-9", &signals.to_string()])
         .status()
         .unwrap()
         .success());
-    let again = out.started("signals");
+    let again = run.pid_after("started agent signals");
     assert_ne!(again, signals);
-    let status = child.wait().unwrap();
-    let output = out.rest();
+    let (status, output) = run.finish(Duration::from_secs(120));
     assert!(status.success(), "{output}");
     assert!(output.contains("agent signals exited"), "{output}");
     assert!(output.contains("restart 1 of 3"), "{output}");

@@ -1,10 +1,12 @@
 //! Shared by the test files that need a real `nats-server`.
 #![allow(dead_code)] // each test file uses its own part
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
+use std::time::Instant;
 
 use bus_core::local_server::LocalServer;
 
@@ -164,5 +166,100 @@ impl NatsCluster {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+    }
+}
+
+/// A `bistoury` process whose stdout lines arrive on a channel and whose
+/// stderr is collected.
+pub struct Running {
+    pub child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Running {
+    pub fn start(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"));
+        command
+            .args(args)
+            .current_dir(dir)
+            .env("RUST_LOG", "error")
+            .env_remove("BISTOURY_NATS_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    /// Waits for a line starting with `prefix`; returns the rest of it.
+    pub fn wait_for(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no line {prefix:?}: {:?}", self.seen));
+            self.seen.push(line.clone());
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_string();
+            }
+        }
+    }
+
+    /// The pid in `... (pid N)` or `... (pid N; ...)` after `prefix`.
+    pub fn pid_after(&mut self, prefix: &str) -> u32 {
+        let rest = self.wait_for(prefix);
+        let pid = rest.split("(pid ").nth(1).expect("a pid");
+        pid.split([')', ';']).next().unwrap().parse().unwrap()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        assert!(Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits for the exit (at most `limit`); returns the status and all the
+    /// output, stdout then stderr.
+    pub fn finish(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.seen.extend(self.lines.iter());
+                panic!("still running after {limit:?}: {:?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.seen.extend(self.lines.iter());
+        let stderr = self.stderr.join().unwrap();
+        (status, format!("{}\n{stderr}", self.seen.join("\n")))
     }
 }
