@@ -810,6 +810,11 @@ impl Reconnections {
 /// the server goes away with its subscription: the server skips requests
 /// nobody listens to, and a message already sent to one comes back after
 /// `ack_wait`.
+/// How long one pull request waits at the server for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How often the server says a pull is alive while it has nothing.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
 async fn read_consumer(
     consumer: async_nats::jetstream::consumer::Consumer<
         async_nats::jetstream::consumer::pull::Config,
@@ -823,7 +828,17 @@ async fn read_consumer(
     let mut wait = Duration::from_millis(50);
     while !stop.is_stopped() {
         let connected_as = reconnections.count();
-        match consumer.messages().await {
+        // Short pulls with frequent heartbeats: a pull waiting at a server
+        // (or, in a cluster, at a consumer leader) that died is noticed
+        // within seconds by its missing heartbeats and made again, where
+        // the client's defaults (30 s, 15 s) left the agent idle for most
+        // of a minute.
+        let pull = consumer
+            .stream()
+            .expires(PULL_EXPIRES)
+            .heartbeat(PULL_HEARTBEAT)
+            .messages();
+        match pull.await {
             Ok(mut messages) => {
                 let reconnected = reconnections.since(connected_as);
                 tokio::pin!(reconnected);

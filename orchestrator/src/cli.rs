@@ -344,7 +344,12 @@ fn run_one_agent(
     });
     match result {
         Ok((agent, stats)) => {
-            println!(
+            use std::io::Write;
+            // Written, not printed: an agent whose parent is gone (its
+            // stdout a broken pipe) still exits cleanly.
+            let mut stdout = std::io::stdout();
+            let _ = writeln!(
+                stdout,
                 "agent {name} stopped: {} messages received, {} published, {} undecodable, \
                  {} misaddressed, {} duplicates, {} redeliveries requested, {} dead-lettered, \
                  {} left to other instances",
@@ -363,7 +368,7 @@ fn run_one_agent(
                 .as_any_mut()
                 .downcast_mut::<crate::report::ReportAgent>()
             {
-                print!("{}", report.finish().to_table());
+                let _ = write!(stdout, "{}", report.finish().to_table());
             }
             ExitCode::SUCCESS
         }

@@ -503,7 +503,7 @@ async fn a_distributed_run_on_a_cluster_finishes_through_the_loss_of_two_nodes()
     let mut run = Running::start(
         &["run", "--config", config.to_str().unwrap()],
         dir.path(),
-        &[],
+        &[("RUST_LOG", "warn,bus_core=info,orchestrator=info")],
     );
     tokio::task::block_in_place(|| run.pid_after("started agent collector"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -511,6 +511,7 @@ async fn a_distributed_run_on_a_cluster_finishes_through_the_loss_of_two_nodes()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     tokio::task::block_in_place(|| cluster.nodes[0].respawn());
     cluster.wait_until_ready().await;
+    cluster.wait_until_caught_up().await;
     cluster.nodes[1].kill();
     let (status, output) = tokio::task::block_in_place(|| run.finish(Duration::from_secs(120)));
     assert!(status.success(), "{output}");

@@ -299,6 +299,7 @@ async fn a_cluster_losing_one_node_then_another_loses_no_acknowledged_message() 
     published.prices(&publisher, 800..1400).await;
     tokio::task::block_in_place(|| cluster.nodes[0].respawn());
     cluster.wait_until_ready().await;
+    cluster.wait_until_caught_up().await;
     published.prices(&publisher, 1400..2000).await;
     cluster.nodes[1].kill();
     published.prices(&publisher, 2000..3000).await;

@@ -15,24 +15,49 @@ pub fn free_port() -> u16 {
     bus_core::local_server::free_port().expect("a free loopback port")
 }
 
+/// `n` distinct free loopback ports (held together while chosen, so that
+/// the kernel cannot hand out one of them twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// A nats-server on a free loopback port, stopped on drop.
 pub struct NatsServer(LocalServer);
 
 impl NatsServer {
     pub fn start() -> Self {
-        Self::start_with(free_port(), Vec::new())
+        Self::start_on_a_free_port(&[], None)
     }
 
     /// A server with JetStream, keeping its streams under `store`.
     pub fn start_jetstream(store: &Path) -> Self {
-        Self::start_with(free_port(), bus_core::local_server::jetstream_args(store))
+        Self::start_on_a_free_port(&bus_core::local_server::jetstream_args(store), None)
     }
 
     /// A server that wants `token` from its clients.
     pub fn start_with_token(token: &str) -> Self {
-        match LocalServer::start_with_token("nats-server", free_port(), &[], Some(token)) {
-            Ok(server) => Self(server),
-            Err(e) => panic!("{e}: is nats-server on PATH? The README's test command installs it"),
+        Self::start_on_a_free_port(&[], Some(token))
+    }
+
+    /// On a port free when chosen; tests run side by side, so another may
+    /// take it first: then on another.
+    fn start_on_a_free_port(args: &[String], token: Option<&str>) -> Self {
+        let mut tries = 0;
+        loop {
+            match LocalServer::start_with_token("nats-server", free_port(), args, token) {
+                Ok(server) => return Self(server),
+                Err(bus_core::local_server::LocalServerError::PortBusy { .. }) if tries < 5 => {
+                    tries += 1
+                }
+                Err(e) => {
+                    panic!("{e}: is nats-server on PATH? The README's test command installs it")
+                }
+            }
         }
     }
 
@@ -107,31 +132,47 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub async fn start(n: usize, store: &Path) -> Self {
-        let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        // Tests run side by side: a port free when chosen may be taken by
+        // another before its node starts; then the cluster starts again on
+        // other ports.
+        for _ in 0..5 {
+            if let Some(cluster) = Self::try_start(n, store) {
+                cluster.wait_until_ready().await;
+                return cluster;
+            }
+        }
+        panic!("could not start a {n}-node cluster: is nats-server on PATH?")
+    }
+
+    fn try_start(n: usize, store: &Path) -> Option<Self> {
+        let ports = free_ports(2 * n);
+        let (route_ports, client_ports) = ports.split_at(n);
         let routes = route_ports
             .iter()
             .map(|p| format!("nats://127.0.0.1:{p}"))
             .collect::<Vec<_>>()
             .join(",");
-        let nodes: Vec<NatsServer> = route_ports
-            .iter()
-            .enumerate()
-            .map(|(i, route_port)| {
-                let mut args = bus_core::local_server::jetstream_args(&store.join(format!("n{i}")));
-                args.extend([
-                    "--cluster_name".into(),
-                    "bistoury-test".into(),
-                    "--cluster".into(),
-                    format!("nats://127.0.0.1:{route_port}"),
-                    "--routes".into(),
-                    routes.clone(),
-                ]);
-                NatsServer::start_with(free_port(), args)
-            })
-            .collect();
-        let cluster = Self { nodes };
-        cluster.wait_until_ready().await;
-        cluster
+        let mut nodes = Vec::new();
+        for (i, route_port) in route_ports.iter().enumerate() {
+            let dir = store.join(format!("{}-n{i}", client_ports[0]));
+            let mut args = bus_core::local_server::jetstream_args(&dir);
+            args.extend([
+                "--cluster_name".into(),
+                "bistoury-test".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{route_port}"),
+                "--routes".into(),
+                routes.clone(),
+            ]);
+            match LocalServer::start("nats-server", client_ports[i], &args) {
+                Ok(server) => nodes.push(NatsServer(server)),
+                Err(error) => {
+                    eprintln!("cluster node {i}: {error}; starting again on other ports");
+                    return None;
+                }
+            }
+        }
+        Some(Self { nodes })
     }
 
     /// Every node's URL, comma-separated (what `bus.nats_url` takes).
@@ -141,6 +182,61 @@ impl NatsCluster {
             .map(NatsServer::url)
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Waits until every stream and consumer has a leader and all its
+    /// replicas are current (a node that came back has caught up), at most 60 s: only
+    /// then may another node go without the streams losing their quorum.
+    pub async fn wait_until_caught_up(&self) {
+        use futures_util::StreamExt;
+        let started = std::time::Instant::now();
+        loop {
+            let mut caught_up = false;
+            for node in &self.nodes {
+                let Ok(client) = async_nats::connect(node.url()).await else {
+                    continue;
+                };
+                let js = async_nats::jetstream::new(client);
+                let names: Vec<String> = js
+                    .stream_names()
+                    .filter_map(|n| async move { n.ok() })
+                    .collect()
+                    .await;
+                let healthy = |c: Option<async_nats::jetstream::stream::ClusterInfo>| {
+                    c.is_some_and(|c| {
+                        c.leader.is_some()
+                            && c.replicas
+                                .iter()
+                                .all(|p| p.current && !p.offline && p.lag.unwrap_or(0) == 0)
+                    })
+                };
+                let mut all = true;
+                for name in names {
+                    let Ok(mut stream) = js.get_stream(&name).await else {
+                        all = false;
+                        continue;
+                    };
+                    all &= healthy(stream.info().await.ok().and_then(|i| i.cluster.clone()));
+                    // Its consumers are replicated groups of their own.
+                    let consumers: Vec<_> = stream.consumers().collect().await;
+                    for consumer in consumers {
+                        all &= consumer.is_ok_and(|c| healthy(c.cluster));
+                    }
+                }
+                caught_up = all;
+                break;
+            }
+            if caught_up {
+                // A moment more for the leaders to settle in.
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the cluster's streams did not catch up"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until JetStream answers through every node (its cluster has
@@ -254,7 +350,12 @@ impl Running {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
                 self.seen.extend(self.lines.iter());
-                panic!("still running after {limit:?}: {:?}", self.seen);
+                let stderr = self.stderr.join().unwrap_or_default();
+                let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+                panic!(
+                    "still running after {limit:?}: {:?}\nstderr (last lines first): {tail:#?}",
+                    self.seen
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         };
