@@ -30,6 +30,9 @@ struct Order {
     side: Side,
     quantity: Decimal,
     reason: String,
+    /// Open time of the bar whose close decided it (exits decided on a
+    /// bar fill on that bar, at the price that triggered them).
+    decided_on_bar_ms: i64,
 }
 
 struct Topics {
@@ -203,6 +206,7 @@ impl TraderAgent {
                 "{:?} signal, confidence {:.2}",
                 signal.direction, signal.confidence
             ),
+            decided_on_bar_ms: signal.timestamp_ms,
         };
         let request = OrderRequest::new(OrderRequestFields {
             order_id: order.id.clone(),
@@ -317,6 +321,7 @@ impl TraderAgent {
             },
             quantity: held.abs(),
             reason: reason.to_string(),
+            decided_on_bar_ms: self.time_ms,
         })
     }
 
@@ -369,7 +374,19 @@ impl TraderAgent {
         // each check below is skipped when it cannot apply (one map lookup
         // per candle instead of five).
         if !self.approved.is_empty() {
-            for order in self.approved.remove(symbol).unwrap_or_default() {
+            // An approved order fills at the open of a bar strictly after
+            // the bar whose close made its signal, whatever order the
+            // messages came in (a signal and its approval may overtake
+            // their own bar's candle on a queued bus): never at an open
+            // that was already past when it was decided.
+            let orders = self.approved.remove(symbol).unwrap_or_default();
+            let (due, early): (Vec<Order>, Vec<Order>) = orders
+                .into_iter()
+                .partition(|o| o.decided_on_bar_ms < candle.open_time_ms);
+            if !early.is_empty() {
+                self.approved.insert(symbol.clone(), early);
+            }
+            for order in due {
                 self.fill(&order, candle.open, out)?;
             }
         }

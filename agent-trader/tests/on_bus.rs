@@ -134,3 +134,46 @@ fn signals_to_fills_through_the_bus_and_emergency_stop_halts() {
     assert_eq!(pnl.realised_pnl, dec!(500));
     assert_eq!(pnl.equity, dec!(10000) + dec!(500) - pnl.fees);
 }
+
+/// A signal and its approval may reach the trader before the candle of the
+/// bar that made the signal (on a queued bus they are more urgent than
+/// candles): the order still fills at the next bar's open, never at the
+/// open of its own bar.
+#[test]
+fn an_order_never_fills_at_the_open_of_its_own_signal_bar() {
+    let config = TraderConfig {
+        initial_cash: dec!(10000),
+        fee_rate: dec!(0),
+        slippage: dec!(0),
+        position_fraction: dec!(0.5),
+        quantity_scale: 4,
+        allow_short: false,
+        min_confidence: 0.0,
+        stop_loss: None,
+        take_profit: None,
+        close_on_emergency_stop: false,
+    };
+    let mut f = MessageFactory::new(AgentId::new("script"), true);
+    // Bar 60's close (100) makes a long signal; it arrives before bar 60's
+    // candle (open 95). Bar 120 opens at 110.
+    let script = vec![
+        candle(&mut f, 0, 90),
+        signal(&mut f, 60, SignalDirection::Long, 100),
+        candle(&mut f, 60, 95),
+        candle(&mut f, 120, 110),
+    ];
+    let trader = TraderAgent::new(AgentId::new("trader"), config, None, true).unwrap();
+    let risk = ApproveAll(
+        AgentId::new("risk"),
+        MessageFactory::new(AgentId::new("risk"), true),
+    );
+    let seen = run_script_with(vec![Box::new(risk), Box::new(trader)], script, &["trade"]).unwrap();
+    let fills: Vec<(i64, Decimal)> = seen
+        .iter()
+        .filter_map(|e| match e.payload() {
+            Payload::TradeOrderFilled(f) => Some((f.timestamp_ms, f.price)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fills, vec![(120, dec!(110))]);
+}

@@ -65,21 +65,26 @@ impl CandleSequence {
     /// What `candle` is (and, when new, remembered as the last of its
     /// symbol); repeats and refusals are counted.
     pub fn admit(&mut self, candle: &Candle) -> CandleAdmission {
-        if self.last.len() >= self.max_symbols && !self.last.contains_key(&candle.symbol) {
+        // One lookup for a symbol already followed (every candle but the
+        // first of each symbol).
+        if let Some(last) = self.last.get_mut(&candle.symbol) {
+            if candle.open_time_ms > *last {
+                *last = candle.open_time_ms;
+                return CandleAdmission::New;
+            }
+            self.repeats += 1;
+            return CandleAdmission::Repeat;
+        }
+        if self.last.len() >= self.max_symbols {
             self.over_limit += 1;
             return CandleAdmission::OverLimit;
         }
-        let last = self.last.get_or_insert_with(&candle.symbol, || i64::MIN);
-        if candle.open_time_ms > *last {
-            *last = candle.open_time_ms;
-            CandleAdmission::New
-        } else {
-            self.repeats += 1;
-            CandleAdmission::Repeat
-        }
+        self.last.insert(candle.symbol.clone(), candle.open_time_ms);
+        CandleAdmission::New
     }
 
     /// True when `candle` is news ([`CandleAdmission::New`]).
+    #[inline]
     pub fn is_new(&mut self, candle: &Candle) -> bool {
         self.admit(candle) == CandleAdmission::New
     }
