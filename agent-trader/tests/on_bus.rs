@@ -67,11 +67,11 @@ fn signal(f: &mut MessageFactory, t: i64, direction: SignalDirection, price: i64
     )
 }
 
-#[test]
-fn signals_to_fills_through_the_bus_and_emergency_stop_halts() {
-    let config = TraderConfig {
+/// Long-only, half the equity per position, no slippage, no stops.
+fn config(fee_rate: Decimal) -> TraderConfig {
+    TraderConfig {
         initial_cash: dec!(10000),
-        fee_rate: dec!(0.001),
+        fee_rate,
         slippage: dec!(0),
         position_fraction: dec!(0.5),
         quantity_scale: 4,
@@ -80,7 +80,23 @@ fn signals_to_fills_through_the_bus_and_emergency_stop_halts() {
         stop_loss: None,
         take_profit: None,
         close_on_emergency_stop: false,
-    };
+    }
+}
+
+/// Runs a trader (and a risk stand-in approving everything) on `script`;
+/// returns what they said on `trade.*`.
+fn trade(config: TraderConfig, script: Vec<Envelope>) -> Vec<Envelope> {
+    let trader = TraderAgent::new(AgentId::new("trader"), config, None, true).unwrap();
+    let risk = ApproveAll(
+        AgentId::new("risk"),
+        MessageFactory::new(AgentId::new("risk"), true),
+    );
+    run_script_with(vec![Box::new(risk), Box::new(trader)], script, &["trade"]).unwrap()
+}
+
+#[test]
+fn signals_to_fills_through_the_bus_and_emergency_stop_halts() {
+    let config = config(dec!(0.001));
     let mut f = MessageFactory::new(AgentId::new("script"), true);
     let stop = f.make_critical(
         Topic::new("risk.emergency_stop").unwrap(),
@@ -100,12 +116,7 @@ fn signals_to_fills_through_the_bus_and_emergency_stop_halts() {
         signal(&mut f, 5, SignalDirection::Long, 120),
         candle(&mut f, 6, 130),
     ];
-    let trader = TraderAgent::new(AgentId::new("trader"), config, None, true).unwrap();
-    let risk = ApproveAll(
-        AgentId::new("risk"),
-        MessageFactory::new(AgentId::new("risk"), true),
-    );
-    let seen = run_script_with(vec![Box::new(risk), Box::new(trader)], script, &["trade"]).unwrap();
+    let seen = trade(config, script);
     let fills: Vec<(Side, Decimal, Decimal)> = seen
         .iter()
         .filter_map(|e| match e.payload() {
@@ -141,18 +152,7 @@ fn signals_to_fills_through_the_bus_and_emergency_stop_halts() {
 /// open of its own bar.
 #[test]
 fn an_order_never_fills_at_the_open_of_its_own_signal_bar() {
-    let config = TraderConfig {
-        initial_cash: dec!(10000),
-        fee_rate: dec!(0),
-        slippage: dec!(0),
-        position_fraction: dec!(0.5),
-        quantity_scale: 4,
-        allow_short: false,
-        min_confidence: 0.0,
-        stop_loss: None,
-        take_profit: None,
-        close_on_emergency_stop: false,
-    };
+    let config = config(dec!(0));
     let mut f = MessageFactory::new(AgentId::new("script"), true);
     // Bar 60's close (100) makes a long signal; it arrives before bar 60's
     // candle (open 95). Bar 120 opens at 110.
@@ -162,12 +162,7 @@ fn an_order_never_fills_at_the_open_of_its_own_signal_bar() {
         candle(&mut f, 60, 95),
         candle(&mut f, 120, 110),
     ];
-    let trader = TraderAgent::new(AgentId::new("trader"), config, None, true).unwrap();
-    let risk = ApproveAll(
-        AgentId::new("risk"),
-        MessageFactory::new(AgentId::new("risk"), true),
-    );
-    let seen = run_script_with(vec![Box::new(risk), Box::new(trader)], script, &["trade"]).unwrap();
+    let seen = trade(config, script);
     let fills: Vec<(i64, Decimal)> = seen
         .iter()
         .filter_map(|e| match e.payload() {
