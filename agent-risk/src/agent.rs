@@ -129,16 +129,27 @@ impl RiskAgent {
     }
 
     fn save(&mut self) -> HandlerResult {
-        let snapshot = match &self.store {
-            Some(_) => self.snapshot(),
-            None => return Ok(()),
-        };
-        if let Some(store) = &mut self.store {
-            store
-                .save(&snapshot)
-                .map_err(|e| HandlerError::new(e.to_string()))?;
+        if self.store.is_none() {
+            return Ok(());
         }
-        Ok(())
+        let snapshot = self.snapshot();
+        self.store
+            .as_mut()
+            .map_or(Ok(()), |store| store.save(&snapshot))
+            .map_err(|e| HandlerError::new(e.to_string()))
+    }
+
+    /// Publishes a CRITICAL `risk.emergency_stop` at market time `time`.
+    fn announce_stop(&mut self, reason: String, triggered_by: &str, time: i64, out: &mut Outbox) {
+        let stop = EmergencyStop {
+            reason,
+            triggered_by: triggered_by.to_string(),
+        };
+        let topic = Topic::new("risk.emergency_stop").expect("valid topic");
+        out.publish(
+            self.factory
+                .make_critical(topic, Payload::RiskEmergencyStop(stop), time),
+        );
     }
 
     /// Decision counters.
@@ -230,16 +241,12 @@ impl RiskAgent {
                     time,
                     out,
                 );
-                let stop = EmergencyStop {
-                    reason: format!("{limit} reached: {value} >= {threshold}"),
-                    triggered_by: limit.to_string(),
-                };
-                let topic = Topic::new("risk.emergency_stop").expect("valid topic");
-                out.publish(self.factory.make_critical(
-                    topic,
-                    Payload::RiskEmergencyStop(stop),
+                self.announce_stop(
+                    format!("{limit} reached: {value} >= {threshold}"),
+                    limit,
                     time,
-                ));
+                    out,
+                );
                 tracing::warn!(agent = %self.id, limit, %value, %threshold, "emergency stop");
             }
         } else if value >= threshold * self.config.warning_fraction {
@@ -336,14 +343,11 @@ impl Agent for RiskAgent {
     /// been published (a trader that heard it already is halted anyway).
     fn on_start(&mut self, out: &mut Outbox) -> HandlerResult {
         if let (true, Some(at)) = (self.state.halted, self.emergency_stop_at) {
-            let stop = EmergencyStop {
-                reason: "trading was halted before the risk agent restarted".into(),
-                triggered_by: "restored_state".into(),
-            };
-            let topic = Topic::new("risk.emergency_stop").expect("valid topic");
-            out.publish(
-                self.factory
-                    .make_critical(topic, Payload::RiskEmergencyStop(stop), at),
+            self.announce_stop(
+                "trading was halted before the risk agent restarted".into(),
+                "restored_state",
+                at,
+                out,
             );
         }
         Ok(())

@@ -28,23 +28,27 @@ pub struct TradeLog {
     rows: u64,
 }
 
-/// Creates `path` afresh for writing: refuses a symbolic link, replaces a
-/// regular file. The creation itself refuses to follow a link (`O_EXCL`),
-/// so one put in place between the check and the creation fails it too.
+/// Clears the way for a new output file at `path`: refuses a symbolic
+/// link or a directory there, removes a regular file (an earlier run's).
+pub fn clear_output_path(path: &Path) -> std::io::Result<()> {
+    match path.symlink_metadata() {
+        Ok(meta) if meta.file_type().is_symlink() => Err(std::io::Error::other(
+            "it is a symbolic link: refusing to write through it",
+        )),
+        Ok(meta) if meta.is_dir() => Err(std::io::Error::other("it is a directory")),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Creates `path` afresh for writing (see [`clear_output_path`]). The
+/// creation itself refuses to follow a link (`O_EXCL`), so one put in
+/// place between the check and the creation fails it too.
 pub fn create_output_file(path: &Path) -> std::io::Result<File> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    match path.symlink_metadata() {
-        Ok(meta) if meta.file_type().is_symlink() => {
-            return Err(std::io::Error::other(
-                "it is a symbolic link: refusing to write through it",
-            ))
-        }
-        Ok(meta) if meta.is_dir() => return Err(std::io::Error::other("it is a directory")),
-        Ok(_) => std::fs::remove_file(path)?,
-        Err(_) => {}
-    }
+    clear_output_path(path)?;
     File::options().write(true).create_new(true).open(path)
 }
 

@@ -130,7 +130,8 @@ pub fn stream_name(prefix: &str, family: &str) -> String {
 /// The metadata key of Bistoury's mark on its streams.
 pub const MARK_KEY: &str = "bistoury.subjects";
 
-/// What a family's stream is for, as its mark says: `<prefix>.<family>.>`.
+/// The subjects of a family's stream, `<prefix>.<family>.>`: also what
+/// its mark says it was created for.
 fn mark(prefix: &str, family: &str) -> String {
     subject(prefix, &format!("{family}.>"))
 }
@@ -224,7 +225,7 @@ impl Reliable {
             let config = stream::Config {
                 name: name.clone(),
                 description: Some(format!("Bistoury: the {family} messages under {prefix}")),
-                subjects: vec![subject(prefix, &format!("{family}.>"))],
+                subjects: vec![mark(prefix, family)],
                 retention: stream::RetentionPolicy::Interest,
                 storage: stream::StorageType::File,
                 duplicate_window: settings.duplicate_window,
@@ -458,13 +459,14 @@ async fn existing_stream(
     context: &jetstream::Context,
     name: &str,
 ) -> Result<Option<stream::Config>, NatsError> {
+    let failed = |reason: String| NatsError::JetStream {
+        what: format!("stream {name}"),
+        reason,
+    };
     match context.get_stream(name).await {
         Ok(mut stream) => match stream.info().await {
             Ok(info) => Ok(Some(info.config.clone())),
-            Err(e) => Err(NatsError::JetStream {
-                what: format!("stream {name}"),
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(failed(e.to_string())),
         },
         Err(e)
             if matches!(
@@ -475,10 +477,7 @@ async fn existing_stream(
         {
             Ok(None)
         }
-        Err(e) => Err(NatsError::JetStream {
-            what: format!("stream {name}"),
-            reason: e.to_string(),
-        }),
+        Err(e) => Err(failed(e.to_string())),
     }
 }
 

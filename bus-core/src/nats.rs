@@ -795,6 +795,11 @@ impl Reconnections {
     }
 }
 
+/// How long one pull request waits at the server for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How often the server says a pull is alive while it has nothing.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
+
 /// Pulls from a durable consumer into `to`, starting over after errors
 /// (missed heartbeats, a consumer the server does not have yet) with
 /// backoff, and after every reconnection of the client.
@@ -810,11 +815,6 @@ impl Reconnections {
 /// the server goes away with its subscription: the server skips requests
 /// nobody listens to, and a message already sent to one comes back after
 /// `ack_wait`.
-/// How long one pull request waits at the server for messages.
-const PULL_EXPIRES: Duration = Duration::from_secs(5);
-/// How often the server says a pull is alive while it has nothing.
-const PULL_HEARTBEAT: Duration = Duration::from_secs(1);
-
 async fn read_consumer(
     consumer: async_nats::jetstream::consumer::Consumer<
         async_nats::jetstream::consumer::pull::Config,
@@ -1029,6 +1029,25 @@ impl NatsTransport {
 
     fn count(&self, f: impl FnOnce(&mut NatsRunStats)) {
         f(&mut lock(&self.stats));
+    }
+
+    /// Refuses an arrival `agent` cannot take (undecodable, misaddressed):
+    /// a dead letter with its raw bytes and `reason`, and a JetStream
+    /// delivery terminated (never redelivered).
+    async fn refuse(
+        &self,
+        agent: &AgentId,
+        subject: &async_nats::Subject,
+        payload: &[u8],
+        durable: Option<&async_nats::jetstream::Message>,
+        reason: String,
+    ) -> Result<(), NatsError> {
+        self.dead_letter(agent, subject, payload, None, reason, 1)
+            .await?;
+        if let Some(message) = durable {
+            self.bus.ack(message, AckKind::Term, false).await;
+        }
+        Ok(())
     }
 
     /// Publishes a dead letter for what `agent` could not take.
@@ -1271,11 +1290,14 @@ impl Transport for NatsTransport {
             Err(error) => {
                 self.count(|s| s.undecodable += 1);
                 tracing::warn!(agent = %agent, %subject, %error, "undecodable message dead-lettered");
-                self.dead_letter(agent, subject, payload, None, error.to_string(), 1)
-                    .await?;
-                if let Some(message) = durable {
-                    self.bus.ack(message, AckKind::Term, false).await;
-                }
+                self.refuse(
+                    agent,
+                    subject,
+                    payload,
+                    durable.map(|m| &**m),
+                    error.to_string(),
+                )
+                .await?;
                 return Ok(None);
             }
         };
@@ -1293,11 +1315,8 @@ impl Transport for NatsTransport {
         if let Some(reason) = misaddressed {
             self.count(|s| s.misaddressed += 1);
             tracing::warn!(agent = %agent, %subject, %reason, "misaddressed message dead-lettered");
-            self.dead_letter(agent, subject, payload, None, reason, 1)
+            self.refuse(agent, subject, payload, durable.map(|m| &**m), reason)
                 .await?;
-            if let Some(message) = durable {
-                self.bus.ack(message, AckKind::Term, false).await;
-            }
             return Ok(None);
         }
         let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;

@@ -17,7 +17,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use agent_trader::trade_log::create_output_file;
+use agent_trader::trade_log::{clear_output_path, create_output_file};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -135,17 +135,7 @@ impl ReportPath {
                 folder.display()
             ));
         }
-        match path.symlink_metadata() {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(format!(
-                    "{show}: is a symbolic link; refusing to write through it"
-                ))
-            }
-            Ok(meta) if meta.is_dir() => return Err(format!("{show}: is a directory")),
-            Ok(_) => std::fs::remove_file(path)
-                .map_err(|e| format!("{show}: cannot replace the earlier report: {e}"))?,
-            Err(_) => {}
-        }
+        clear_output_path(path).map_err(|e| format!("{show}: {e}"))?;
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".partial");
         let partial = path.with_file_name(name);

@@ -80,26 +80,23 @@ fn loopback_port(url: &str) -> Result<u16, WiringError> {
              a cluster that is already running"
         )));
     }
+    let no_port = || {
+        failed(format!(
+            "bus.nats_url: no port in {url:?} to start nats-server on"
+        ))
+    };
     let rest = url
         .strip_prefix("nats://")
         .unwrap_or(url)
         .trim_end_matches('/');
-    let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
-        failed(format!(
-            "bus.nats_url: no port in {url:?} to start nats-server on"
-        ))
-    })?;
+    let (host, port) = rest.rsplit_once(':').ok_or_else(no_port)?;
     if !matches!(host, "127.0.0.1" | "localhost") {
         return Err(failed(format!(
             "bus.nats_url: {url:?} is not on 127.0.0.1; a server started by bistoury run \
              (bus.nats_server) listens on loopback only"
         )));
     }
-    port.parse().map_err(|_| {
-        failed(format!(
-            "bus.nats_url: no port in {url:?} to start nats-server on"
-        ))
-    })
+    port.parse().map_err(|_| no_port())
 }
 
 /// Starts `nats-server` on the loopback port of `url`, requiring `token`;

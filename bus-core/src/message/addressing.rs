@@ -60,14 +60,17 @@ pub fn check_addressing(envelope: &Envelope) -> Result<(), String> {
     }
     // A topic that names a market-data, signal or trade message type
     // (`data.candle...`) carries that type, about the market it names.
+    // (Looked up from the topic's own first two segments: no allocation
+    // per message on the transport's receiving path.)
+    if !matches!(topic.split('.').next(), Some("data" | "signal" | "trade")) {
+        return Ok(());
+    }
     let mut segments = topic.split('.');
-    let named = match (segments.next(), segments.next()) {
-        (Some(family @ ("data" | "signal" | "trade")), Some(kind)) => {
-            format!("{family}.{kind}").parse::<MessageType>().ok()
-        }
-        _ => None,
+    let type_end = match (segments.next(), segments.next()) {
+        (Some(family), Some(kind)) => family.len() + 1 + kind.len(),
+        _ => return Ok(()),
     };
-    let Some(named) = named else {
+    let Some(named) = MessageType::from_wire_name(&topic.as_bytes()[..type_end]) else {
         return Ok(());
     };
     let kind = envelope.message_type();
