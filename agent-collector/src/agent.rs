@@ -1,6 +1,6 @@
 //! The collector agent.
 
-use bus_core::message::payload::Command;
+use bus_core::model::payload::Command;
 use bus_core::prelude::*;
 
 use crate::source::CandleSource;
@@ -18,7 +18,7 @@ pub struct CollectorAgent {
     failure: Option<String>,
     /// Per symbol, the topic of each interval seen (usually one): looked up
     /// by reference, without cloning a key per candle.
-    topics: bus_core::ids::NameMap<Symbol, Vec<(std::sync::Arc<str>, Topic)>>,
+    topics: bus_core::model::ids::NameMap<Symbol, Vec<(std::sync::Arc<str>, Topic)>>,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     pacing: Option<Pacing>,
     /// Staggered pacing: the current step's candles not yet published, and

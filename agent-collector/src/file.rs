@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use bus_core::message::payload::{Candle, CandleFields, Symbol};
+use bus_core::model::payload::{Candle, CandleFields, Symbol};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 

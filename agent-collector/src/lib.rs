@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use agent_collector::{CandleSource, SymbolSpec, SyntheticMarket, SyntheticSpec};
-//! use bus_core::message::payload::Symbol;
+//! use bus_core::model::payload::Symbol;
 //!
 //! let mut market = SyntheticMarket::new(SyntheticSpec {
 //!     symbols: vec![SymbolSpec { symbol: Symbol::new("BTC").unwrap(), start_price: 30_000.0 }],

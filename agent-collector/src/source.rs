@@ -1,6 +1,6 @@
 //! Where candles come from.
 
-use bus_core::message::payload::Candle;
+use bus_core::model::payload::Candle;
 
 use crate::error::CollectorError;
 
@@ -133,7 +133,7 @@ mod tests {
             symbols: ["BTC", "ETH"]
                 .iter()
                 .map(|s| SymbolSpec {
-                    symbol: bus_core::message::payload::Symbol::new(*s).unwrap(),
+                    symbol: bus_core::model::payload::Symbol::new(*s).unwrap(),
                     start_price: 100.0,
                 })
                 .collect(),

@@ -6,7 +6,7 @@
 //! high and low are real extremes of the path. Prices are rounded to cents
 //! and kept positive; the same seed always gives the same candles.
 
-use bus_core::message::payload::{Candle, CandleFields, Symbol};
+use bus_core::model::payload::{Candle, CandleFields, Symbol};
 use rust_decimal::prelude::FromPrimitive;
 use rust_decimal::Decimal;
 

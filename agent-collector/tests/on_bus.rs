@@ -1,9 +1,9 @@
 //! The collector alone on a bus: candles come out, commands are obeyed.
 
 use agent_collector::{CollectorAgent, SymbolSpec, SyntheticMarket, SyntheticSpec};
-use bus_core::message::payload::{Command, Symbol};
+use bus_core::model::payload::{Command, Symbol};
 use bus_core::prelude::*;
-use bus_core::script::run_script;
+use bus_core::runtime::script::run_script;
 
 #[test]
 fn publishes_every_candle_on_the_bus_and_obeys_stop_collection() {

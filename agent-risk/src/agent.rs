@@ -4,7 +4,7 @@
 //! approved but not yet filled is not counted against the next request; the
 //! trader keeps at most one order in flight per market, which bounds that gap.
 
-use bus_core::message::payload::*;
+use bus_core::model::payload::*;
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 

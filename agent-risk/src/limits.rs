@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bus_core::message::payload::{OrderRequest, Symbol};
+use bus_core::model::payload::{OrderRequest, Symbol};
 use rust_decimal::Decimal;
 
 use crate::config::RiskConfig;
@@ -141,7 +141,7 @@ fn refuse(limit: &'static str, value: Decimal, threshold: Decimal) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bus_core::message::payload::{OrderId, OrderRequestFields, OrderType, Side};
+    use bus_core::model::payload::{OrderId, OrderRequestFields, OrderType, Side};
     use rust_decimal_macros::dec;
 
     fn order(side: Side, quantity: Decimal, price: Decimal, symbol: &str) -> OrderRequest {

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bus_core::message::payload::Symbol;
+use bus_core::model::payload::Symbol;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 

@@ -1,9 +1,9 @@
 //! The risk agent alone on a bus: scripted orders and PnL.
 
 use agent_risk::{RiskAgent, RiskConfig};
-use bus_core::message::payload::*;
+use bus_core::model::payload::*;
 use bus_core::prelude::*;
-use bus_core::script::run_script;
+use bus_core::runtime::script::run_script;
 use rust_decimal_macros::dec;
 
 mod common;

@@ -2,7 +2,7 @@
 //! the same loss as if it had never been restarted.
 
 use agent_risk::{RiskAgent, RiskConfig, RiskStateStore, SharedState, StateFile};
-use bus_core::message::payload::*;
+use bus_core::model::payload::*;
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;

@@ -5,12 +5,12 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use bus_core::ids::NameMap;
+use bus_core::model::ids::NameMap;
 
-use bus_core::message::payload::{
+use bus_core::model::payload::{
     AggregatedSignal, AggregatedSignalFields, AnalysisComplete, Candle, Signal, SignalFields,
 };
-use bus_core::message::{CandleAdmission, CandleSequence};
+use bus_core::model::{CandleAdmission, CandleSequence};
 use bus_core::prelude::*;
 
 use crate::aggregator::{Aggregator, Weighted};
@@ -234,7 +234,7 @@ impl Agent for SignalAgent {
 mod tests {
     use super::*;
     use crate::config::MaCrossoverConfig;
-    use bus_core::message::payload::{CandleFields, SignalDirection};
+    use bus_core::model::payload::{CandleFields, SignalDirection};
     use rust_decimal::Decimal;
 
     fn candle(n: i64, close: i64) -> Envelope {

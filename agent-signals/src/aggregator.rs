@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use bus_core::message::payload::{SignalContribution, SignalDirection};
+use bus_core::model::payload::{SignalContribution, SignalDirection};
 
 use crate::strategy::StrategySignal;
 

@@ -99,7 +99,7 @@ pub struct SignalsConfig {
 }
 
 fn default_max_symbols() -> usize {
-    bus_core::message::candle_sequence::DEFAULT_MAX_SYMBOLS
+    bus_core::model::candle_sequence::DEFAULT_MAX_SYMBOLS
 }
 
 fn yes() -> bool {

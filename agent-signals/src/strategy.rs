@@ -1,7 +1,7 @@
 //! The strategy trait and what strategies see and say.
 
-use bus_core::message::decimal_to_f64;
-use bus_core::message::payload::{Candle, SignalDirection};
+use bus_core::model::decimal_to_f64;
+use bus_core::model::payload::{Candle, SignalDirection};
 
 /// One candle as the strategies see it: `f64` prices.
 #[derive(Debug, Clone, Copy, PartialEq)]

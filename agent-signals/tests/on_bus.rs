@@ -2,9 +2,9 @@
 
 use agent_signals::config::{MaCrossoverConfig, RsiConfig};
 use agent_signals::{SignalAgent, SignalsConfig};
-use bus_core::message::payload::{Candle, CandleFields, SignalDirection, Symbol};
+use bus_core::model::payload::{Candle, CandleFields, SignalDirection, Symbol};
 use bus_core::prelude::*;
-use bus_core::script::run_script;
+use bus_core::runtime::script::run_script;
 use rust_decimal::Decimal;
 
 fn candles(closes: &[i64]) -> Vec<Envelope> {

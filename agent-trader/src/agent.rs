@@ -11,11 +11,11 @@
 
 use std::collections::BTreeMap;
 
-use bus_core::ids::NameMap;
+use bus_core::model::ids::NameMap;
 use std::path::Path;
 
-use bus_core::message::payload::*;
-use bus_core::message::CandleSequence;
+use bus_core::model::payload::*;
+use bus_core::model::CandleSequence;
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 

@@ -10,7 +10,7 @@
 //!
 //! ```
 //! use agent_trader::Portfolio;
-//! use bus_core::message::payload::{Side, Symbol};
+//! use bus_core::model::payload::{Side, Symbol};
 //! use rust_decimal::Decimal;
 //!
 //! let btc = Symbol::new("BTC").unwrap();

@@ -7,8 +7,8 @@
 //! `equity = initial cash + realised + unrealised - fees` holds to the last
 //! digit. The average price is derived for display.
 
-use bus_core::message::payload::{Side, Symbol};
-use bus_core::message::SymbolMap;
+use bus_core::model::payload::{Side, Symbol};
+use bus_core::model::SymbolMap;
 use rust_decimal::Decimal;
 use serde::Serialize;
 

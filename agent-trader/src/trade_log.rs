@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bus_core::message::payload::Fill;
-use bus_core::message::time::iso8601_utc;
+use bus_core::model::payload::Fill;
+use bus_core::model::time::iso8601_utc;
 
 /// Column names, in order.
 pub const HEADER: &str =
@@ -85,8 +85,8 @@ impl TradeLog {
     ) -> std::io::Result<()> {
         use std::fmt::Write as _;
         let side = match fill.side {
-            bus_core::message::payload::Side::Buy => "buy",
-            bus_core::message::payload::Side::Sell => "sell",
+            bus_core::model::payload::Side::Buy => "buy",
+            bus_core::model::payload::Side::Sell => "sell",
         };
         let row = &mut self.row;
         row.clear();

@@ -3,9 +3,9 @@
 //! open, and an emergency stop halts new orders.
 
 use agent_trader::{TraderAgent, TraderConfig};
-use bus_core::message::payload::*;
+use bus_core::model::payload::*;
 use bus_core::prelude::*;
-use bus_core::script::run_script_with;
+use bus_core::runtime::script::run_script_with;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 

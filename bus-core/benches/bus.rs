@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rust_decimal::Decimal;

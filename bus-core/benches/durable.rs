@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bus_core::local_server::LocalServer;
+use bus_core::nats::local_server::LocalServer;
 use bus_core::prelude::*;
 use bus_core::store::{Store, StoreConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

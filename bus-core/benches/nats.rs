@@ -29,11 +29,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_core::driver::StopSignal;
-use bus_core::local_server::LocalServer;
-use bus_core::message::WireFormat;
+use bus_core::model::WireFormat;
+use bus_core::nats::local_server::LocalServer;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
+use bus_core::runtime::StopSignal;
 use criterion::{criterion_group, Criterion, Throughput};
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
@@ -371,7 +371,7 @@ fn jetstream_publish(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str)
         token: None,
         when_disconnected: Default::default(),
         wire_format: Default::default(),
-        jetstream: Some(bus_core::jetstream::JetStreamSettings {
+        jetstream: Some(bus_core::nats::jetstream::JetStreamSettings {
             families: vec!["js".into()],
             ..Default::default()
         }),

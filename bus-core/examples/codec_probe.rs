@@ -14,9 +14,9 @@ fn main() {
         .map(|i| common::price_update(i, "prices.btc"))
         .collect();
     let format = if mode.starts_with("bin") {
-        bus_core::message::WireFormat::Binary
+        bus_core::model::WireFormat::Binary
     } else {
-        bus_core::message::WireFormat::Json
+        bus_core::model::WireFormat::Json
     };
     let bodies: Vec<Vec<u8>> = msgs.iter().map(|m| format.encode(m)).collect();
     let mut k = 0;
@@ -32,6 +32,6 @@ fn main() {
     println!(
         "{k} (sizes: JSON {} bytes, binary {} bytes)",
         msgs[0].to_json_bytes().len(),
-        bus_core::message::binary::encode(&msgs[0]).len()
+        bus_core::model::wire::binary::encode(&msgs[0]).len()
     );
 }

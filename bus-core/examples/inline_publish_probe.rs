@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::hint::black_box;
 use std::rc::Rc;
 
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 

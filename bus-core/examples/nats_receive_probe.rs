@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus_core::driver::StopSignal;
-use bus_core::local_server::LocalServer;
-use bus_core::message::WireFormat;
+use bus_core::model::WireFormat;
+use bus_core::nats::local_server::LocalServer;
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::prelude::*;
+use bus_core::runtime::StopSignal;
 use futures_util::StreamExt;
 
 mod common;

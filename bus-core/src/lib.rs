@@ -3,26 +3,17 @@
 //! Bistoury's message bus. Agents talk only through it; it never knows what
 //! the agents do.
 //!
-//! * [`message`]: the [`Envelope`] and its typed [`Payload`]s (34 message
-//!   types in eight families), priorities, delivery modes, the JSON wire format;
-//! * [`topic`]: dot-separated topics and NATS-style patterns, matched by segment;
-//! * [`filter`]: predicates over envelopes, composable;
-//! * [`routing`]: the segment-trie index with a per-topic cache;
-//! * [`queue`]: the bounded four-lane priority queue;
-//! * [`bus`]: the concurrent in-process bus ([`MessageBus`]) with one queue and
-//!   one consumer per subscription, overflow policies, circuit breakers,
-//!   request/response and graceful shutdown;
-//! * [`reliability`] and [`store`]: retries, dead letters, de-duplication,
-//!   and the durable store that makes them survive a crash (see
-//!   *Delivery guarantees* below);
-//! * [`inline`]: the synchronous, deterministic bus for backtests ([`InlineBus`]);
-//! * [`stats`]: counters and snapshots;
-//! * [`agent`]: the [`Agent`] trait, the lifecycle state machine and message stamping;
-//! * [`driver`]: runs agents on the inline bus (backtests) or the queued bus;
-//! * [`transport`]: the [`Transport`](transport::Transport) trait and the one
-//!   driver that runs an agent on any transport: the in-process bus, or
-//!   (feature `nats`) `nats` — core NATS plus `jetstream` for the
-//!   reliable families — with agent instances that split keyed work.
+//! Six subsystems, each a folder with a module doc saying what it owns;
+//! each imports only the ones before it in this list:
+//!
+//! | module | what it owns |
+//! |---|---|
+//! | [`model`] | ids, topics and patterns, the [`Envelope`] and its typed [`Payload`]s (34 message types in eight families), priorities, delivery modes, headers, the wire codecs |
+//! | [`store`] | the durable journal: record format, group commit, recovery, cleanup |
+//! | [`bus`] | the concurrent in-process [`MessageBus`], the deterministic [`InlineBus`], routing, filters, the priority queue, circuit breakers, retries, dead letters, statistics |
+//! | [`agent`] | the [`Agent`] contract, its [`Outbox`], lifecycle, [`MessageFactory`], registry, health checks, supervision |
+//! | [`runtime`] | the drivers that run agents: on the inline bus (backtests), the queued bus, or any [`Transport`](runtime::transport::Transport); [`StopSignal`](runtime::StopSignal), [`Partition`](runtime::Partition) |
+//! | `nats` (feature `nats`) | agents in separate processes: core NATS, JetStream, a local `nats-server` launcher |
 //!
 //! ## Example
 //!
@@ -88,9 +79,9 @@
 //! error names the failing field's path (`payload.close`).
 //!
 //! Between Bistoury processes the same envelope may travel in the compact
-//! binary layout of [`message::binary`] (about a third of the size,
+//! binary layout of [`model::wire::binary`] (about a third of the size,
 //! several times cheaper to encode and decode); a writer chooses with
-//! [`message::WireFormat`], and [`Envelope::from_wire`] reads either.
+//! [`model::WireFormat`], and [`Envelope::from_wire`] reads either.
 //!
 //! ## Delivery guarantees
 //!
@@ -102,7 +93,7 @@
 //!
 //! A handler acknowledges by returning `Ok`, or, for
 //! [`Handler::manual_ack`] handlers, by calling `ack()` on the
-//! [`handler::Acknowledgement`] it was given (possibly later; a nack, a
+//! [`Acknowledgement`](bus::Acknowledgement) it was given (possibly later; a nack, a
 //! dropped acknowledgement or `ack_wait` passing counts as a failure).
 //!
 //! Durable tracking is per *named* subscription: the store records, with
@@ -156,52 +147,30 @@
 
 pub mod agent;
 pub mod bus;
-pub mod circuit;
-pub mod driver;
-pub mod error;
-pub mod filter;
-pub mod handler;
-pub mod health;
-pub mod ids;
-pub mod inline;
-mod intern;
-#[cfg(feature = "nats")]
-pub mod jetstream;
-#[cfg(feature = "nats")]
-pub mod local_server;
-pub mod message;
+pub mod model;
 #[cfg(feature = "nats")]
 pub mod nats;
-pub mod queue;
-pub mod registry;
-pub mod reliability;
-pub mod routing;
-pub mod script;
-pub mod stats;
+pub mod runtime;
 pub mod store;
-pub mod supervision;
-pub mod topic;
-pub mod transport;
 
-pub use agent::{Agent, Lifecycle, MessageFactory, Produce};
+pub use agent::{Agent, Lifecycle, MessageFactory, Outbox, Produce};
+pub use bus::error::{HandlerError, HandlerResult, PublishError, RequestError};
+pub use bus::filter::Filter;
+pub use bus::handler::Handler;
+pub use bus::inline::InlineBus;
+pub use bus::stats::{BusStats, DropReason};
 pub use bus::{
-    MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport, SubscribeError, SubscribeOptions,
+    CircuitBreakerConfig, CircuitState, MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport,
+    SubscribeError, SubscribeOptions,
 };
-pub use circuit::{CircuitBreakerConfig, CircuitState};
-pub use error::{
-    DecodeError, HandlerError, HandlerResult, PayloadError, PublishError, RequestError, TopicError,
-};
-pub use filter::Filter;
-pub use handler::Handler;
-pub use ids::{AgentId, MessageId, SubscriptionId};
-pub use inline::{InlineBus, Outbox};
-pub use message::{DeliveryMode, Envelope, MessageStatus, MessageType, Payload, Priority};
-pub use stats::{BusStats, DropReason};
-pub use topic::{Topic, TopicPattern};
+pub use model::error::{DecodeError, PayloadError, TopicError};
+pub use model::ids::{AgentId, MessageId, SubscriptionId};
+pub use model::topic::{Topic, TopicPattern};
+pub use model::{DeliveryMode, Envelope, MessageStatus, MessageType, Payload, Priority};
 
 /// Everything an agent usually needs, in one import.
 pub mod prelude {
-    pub use crate::message::payload::*;
+    pub use crate::model::payload::*;
     pub use crate::{
         Agent, AgentId, DeliveryMode, Envelope, Filter, Handler, HandlerError, HandlerResult,
         InlineBus, MessageBus, MessageFactory, MessageId, MessageType, Outbox, OverflowPolicy,

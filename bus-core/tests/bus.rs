@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bus_core::message::payload::*;
+use bus_core::model::payload::*;
 use bus_core::prelude::*;
 use bus_core::{CircuitBreakerConfig, CircuitState, DropReason, PublishError, RequestError};
 use rust_decimal::Decimal;

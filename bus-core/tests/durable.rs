@@ -7,10 +7,10 @@ use common::eventually;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus_core::handler::Acknowledgement;
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::bus::handler::Acknowledgement;
+use bus_core::bus::reliability::RetryPolicy;
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
-use bus_core::reliability::RetryPolicy;
 use bus_core::store::{Store, StoreConfig, StoreError};
 use bus_core::PublishError;
 use proptest::prelude::*;

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bus_core::message::payload::*;
+use bus_core::model::payload::*;
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 

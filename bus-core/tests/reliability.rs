@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::bus::reliability::RetryPolicy;
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
-use bus_core::reliability::RetryPolicy;
 use rust_decimal::Decimal;
 
 fn message(mode: DeliveryMode, max_attempts: u32) -> Envelope {

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus_core::driver::{run_inline, run_queued, RunError};
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::agent::supervision::{AgentSpec, RestartPolicy};
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
-use bus_core::supervision::{AgentSpec, RestartPolicy};
+use bus_core::runtime::{run_inline, run_queued, RunError};
 use rust_decimal::Decimal;
 
 /// A source publishing `1..=n` as prices on `n`.
@@ -243,7 +243,7 @@ fn every_agent_answers_a_health_check() {
         panic_on: vec![],
         handled,
     };
-    let seen = bus_core::script::run_script(
+    let seen = bus_core::runtime::script::run_script(
         Box::new(fragile),
         vec![check.clone()],
         &["agent.health_update"],
@@ -254,7 +254,7 @@ fn every_agent_answers_a_health_check() {
         .filter_map(|e| match e.payload() {
             Payload::AgentHealthUpdate(h) if e.correlation_id == Some(check.id) => {
                 assert!(h.healthy);
-                assert_eq!(h.state, bus_core::message::payload::AgentState::Running);
+                assert_eq!(h.state, bus_core::model::payload::AgentState::Running);
                 Some(h.agent.to_string())
             }
             _ => None,
@@ -300,16 +300,16 @@ async fn an_agent_stuck_in_a_handler_misses_its_heartbeat() {
         })),
         AgentSpec::new(Box::new(Counter::new(10))),
     ];
-    let settings = bus_core::health::HealthCheckSettings {
+    let settings = bus_core::agent::health::HealthCheckSettings {
         interval: Duration::from_millis(50),
         ttl: Duration::from_millis(250),
     };
-    let run = bus_core::driver::run_queued_until(
+    let run = bus_core::runtime::run_queued_until(
         MessageBus::new(),
         specs,
         Duration::from_secs(5),
-        bus_core::driver::StopSignal::new(),
-        bus_core::driver::QueuedOptions {
+        bus_core::runtime::StopSignal::new(),
+        bus_core::runtime::QueuedOptions {
             health: Some(settings),
             lockstep: false,
         },

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use bus_core::message::payload::*;
-use bus_core::message::{binary, WireFormat};
+use bus_core::model::payload::*;
+use bus_core::model::wire::binary;
+use bus_core::model::WireFormat;
 use bus_core::prelude::*;
 use bus_core::DecodeError;
 use proptest::prelude::*;

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_signals::SignalAgent;
-use bus_core::driver::StopSignal;
-use bus_core::local_server::{free_port, LocalServer};
-use bus_core::message::payload::{Candle, CandleFields, Symbol};
-use bus_core::nats::{NatsBus, NatsSettings, Partition};
-use bus_core::supervision::AgentSpec;
+use bus_core::agent::supervision::AgentSpec;
+use bus_core::model::payload::{Candle, CandleFields, Symbol};
+use bus_core::nats::local_server::{free_port, LocalServer};
+use bus_core::nats::{NatsBus, NatsSettings};
+use bus_core::runtime::Partition;
+use bus_core::runtime::StopSignal;
 use bus_core::{AgentId, Envelope, Payload, Topic};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::StreamExt;

@@ -94,7 +94,7 @@ pub fn main() -> ExitCode {
             instance,
         }) => {
             let partition = match instance.as_deref().map(parse_instance) {
-                None => bus_core::nats::Partition::WHOLE,
+                None => bus_core::runtime::Partition::WHOLE,
                 Some(Ok(partition)) => partition,
                 Some(Err(message)) => {
                     eprintln!("--instance: {message}");
@@ -157,7 +157,7 @@ pub fn main() -> ExitCode {
     let progress = crate::progress::Progress::start(total);
     let control = crate::run::RunControl {
         progress: progress.as_ref().map(|p| p.counter()),
-        stop: bus_core::driver::StopSignal::new(),
+        stop: bus_core::runtime::StopSignal::new(),
     };
     stop_on_signals(
         control.stop.clone(),
@@ -233,12 +233,12 @@ fn prepare(
 }
 
 /// `K/N`, 1 <= K <= N.
-fn parse_instance(text: &str) -> Result<bus_core::nats::Partition, String> {
+fn parse_instance(text: &str) -> Result<bus_core::runtime::Partition, String> {
     let parse = |part: &str| part.trim().parse::<u32>().ok();
     text.split_once('/')
         .and_then(|(k, n)| Some((parse(k)?, parse(n)?)))
         .filter(|&(k, _)| k >= 1)
-        .and_then(|(k, n)| bus_core::nats::Partition::new(k - 1, n))
+        .and_then(|(k, n)| bus_core::runtime::Partition::new(k - 1, n))
         .ok_or_else(|| format!("{text:?} is not K/N with 1 <= K <= N (e.g. 2/4)"))
 }
 
@@ -247,7 +247,7 @@ fn run_one_agent(
     file: Option<&std::path::Path>,
     output_dir: Option<PathBuf>,
     exit_with_parent: bool,
-    partition: bus_core::nats::Partition,
+    partition: bus_core::runtime::Partition,
 ) -> ExitCode {
     let (config, _guard) = match prepare(file, output_dir) {
         Ok(prepared) => prepared,
@@ -275,13 +275,13 @@ fn run_one_agent(
         .into_iter()
         .find(|(n, _)| *n == name)
         .map(|(_, s)| s.clone());
-    let spec = bus_core::supervision::AgentSpec::new(agent).with_policy(
-        settings.map_or(bus_core::supervision::RestartPolicy::Shutdown, |s| {
+    let spec = bus_core::agent::supervision::AgentSpec::new(agent).with_policy(
+        settings.map_or(bus_core::agent::supervision::RestartPolicy::Shutdown, |s| {
             s.policy()
         }),
         None,
     );
-    let stop = bus_core::driver::StopSignal::new();
+    let stop = bus_core::runtime::StopSignal::new();
     stop_on_signals(
         stop.clone(),
         (!exit_with_parent).then_some("finishing the message in hand (Ctrl-C again to quit now)"),
@@ -321,7 +321,7 @@ fn run_one_agent(
         // Started by `bistoury run`, which has said it once already.
         if nats.jetstream.is_some() && !exit_with_parent {
             let version = bus.client().server_info().version;
-            if let Some(warning) = bus_core::jetstream::server_warning(&version) {
+            if let Some(warning) = bus_core::nats::jetstream::server_warning(&version) {
                 eprintln!("warning: {warning}");
             }
         }
@@ -387,7 +387,7 @@ const AGENT_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
 /// queues drain, the report is written) and `message` says so (none for
 /// an agent process stopped by `bistoury run`, which speaks for it); a
 /// second signal exits at once (130 after SIGINT, 143 after SIGTERM).
-fn stop_on_signals(stop: bus_core::driver::StopSignal, message: Option<&'static str>) {
+fn stop_on_signals(stop: bus_core::runtime::StopSignal, message: Option<&'static str>) {
     use tokio::signal::unix::{signal, SignalKind};
     let watcher = std::thread::Builder::new()
         .name("signals".into())
@@ -428,7 +428,7 @@ fn stop_on_signals(stop: bus_core::driver::StopSignal, message: Option<&'static 
 
 /// Once `stop` is raised, exits the process if it is still running after
 /// `limit`.
-fn exit_when_stuck(stop: bus_core::driver::StopSignal, name: String, limit: std::time::Duration) {
+fn exit_when_stuck(stop: bus_core::runtime::StopSignal, name: String, limit: std::time::Duration) {
     let _ = std::thread::Builder::new()
         .name("stop-limit".into())
         .spawn(move || {

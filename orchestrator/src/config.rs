@@ -12,7 +12,7 @@ use agent_collector::{BadRowPolicy, SymbolSpec, SyntheticSpec};
 use agent_risk::RiskConfig;
 use agent_signals::SignalsConfig;
 use agent_trader::TraderConfig;
-use bus_core::message::payload::Symbol;
+use bus_core::model::payload::Symbol;
 use serde::Deserialize;
 
 /// The embedded default configuration.
@@ -86,7 +86,7 @@ pub struct BusConfig {
     /// (`buffer` or `block`).
     pub when_disconnected: bus_core::nats::WhenDisconnected,
     /// How agents write envelopes (`json` or `binary`; they read both).
-    pub wire_format: bus_core::message::WireFormat,
+    pub wire_format: bus_core::model::WireFormat,
 }
 
 /// A URL, or a list of them, as one comma-separated text.
@@ -164,8 +164,8 @@ impl JetStreamConfig {
     }
 
     /// The settings the NATS transport takes; `None` with no families.
-    pub fn settings(&self) -> Option<bus_core::jetstream::JetStreamSettings> {
-        (!self.families.is_empty()).then(|| bus_core::jetstream::JetStreamSettings {
+    pub fn settings(&self) -> Option<bus_core::nats::jetstream::JetStreamSettings> {
+        (!self.families.is_empty()).then(|| bus_core::nats::jetstream::JetStreamSettings {
             families: self.families.clone(),
             duplicate_window: Duration::from_secs(self.duplicate_window_secs),
             ack_wait: Duration::from_millis(self.ack_wait_ms),
@@ -266,8 +266,8 @@ fn default_max_backoff() -> u64 {
 
 impl AgentSettings {
     /// The bus-core policy.
-    pub fn policy(&self) -> bus_core::supervision::RestartPolicy {
-        use bus_core::supervision::RestartPolicy;
+    pub fn policy(&self) -> bus_core::agent::supervision::RestartPolicy {
+        use bus_core::agent::supervision::RestartPolicy;
         match self.on_panic {
             OnPanic::Restart => RestartPolicy::Restart {
                 max_restarts: self.max_restarts,
@@ -312,7 +312,7 @@ impl AgentsConfig {
 
     /// Start order, or the configuration error (unknown dependency, cycle).
     pub fn start_order(&self) -> Result<Vec<String>, String> {
-        let mut registry = bus_core::registry::Registry::new();
+        let mut registry = bus_core::agent::registry::Registry::new();
         for (name, settings) in self.all() {
             let deps = settings
                 .depends_on
@@ -366,7 +366,7 @@ pub struct RunConfig {
     pub heartbeat_ttl_ms: u64,
     /// `run` only: the collector publishes the next time step only once
     /// every agent has worked through the last one (see
-    /// [`QueuedOptions::lockstep`](bus_core::driver::QueuedOptions)).
+    /// [`QueuedOptions::lockstep`](bus_core::runtime::QueuedOptions)).
     pub lockstep: bool,
 }
 

@@ -42,10 +42,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus_core::driver::StopSignal;
-use bus_core::local_server::{jetstream_args, LocalServer};
-use bus_core::nats::Partition;
-use bus_core::supervision::{AgentSpec, RestartPolicy};
+use bus_core::agent::supervision::{AgentSpec, RestartPolicy};
+use bus_core::nats::local_server::{jetstream_args, LocalServer};
+use bus_core::runtime::Partition;
+use bus_core::runtime::StopSignal;
 use futures_util::StreamExt;
 
 use crate::config::BistouryConfig;
@@ -326,7 +326,7 @@ pub async fn run_processes(
             let generated = nats.token.is_none();
             let token = nats
                 .token
-                .get_or_insert_with(bus_core::local_server::generate_token)
+                .get_or_insert_with(bus_core::nats::local_server::generate_token)
                 .clone();
             let store = config.run.output_dir.join("jetstream");
             let jetstream = !config.bus.jetstream.families.is_empty();
@@ -350,17 +350,23 @@ pub async fn run_processes(
         .await
         .map_err(|e| failed(e.to_string()))?;
     if let Some(js) = &nats.jetstream {
-        if let Some(warning) = bus_core::jetstream::server_warning(&client.server_info().version) {
+        if let Some(warning) =
+            bus_core::nats::jetstream::server_warning(&client.server_info().version)
+        {
             println!("warning: {warning}");
         }
         // A run replays its data from the start: nothing an earlier run
         // left in the streams (messages, consumers of agents configured
         // differently then) may reach it. Only streams with our mark go,
         // unless --fresh says otherwise.
-        let deleted =
-            bus_core::jetstream::Reliable::reset(client.clone(), &nats.prefix, &js.families, fresh)
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+        let deleted = bus_core::nats::jetstream::Reliable::reset(
+            client.clone(),
+            &nats.prefix,
+            &js.families,
+            fresh,
+        )
+        .await
+        .map_err(|e| failed(e.to_string()))?;
         if !deleted.is_empty() {
             println!(
                 "JetStream: deleted {}, left by an earlier run (a run starts from empty streams)",

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use agent_trader::Portfolio;
-use bus_core::message::payload::{Candle, Fill};
-use bus_core::message::{decimal_to_f64, CandleSequence, SymbolMap};
+use bus_core::model::payload::{Candle, Fill};
+use bus_core::model::{decimal_to_f64, CandleSequence, SymbolMap};
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -477,7 +477,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bus_core::message::payload::Symbol;
+    use bus_core::model::payload::Symbol;
 
     #[test]
     fn drawdown_and_ratios() {
@@ -496,7 +496,7 @@ mod tests {
     /// equity recomputed at every step (what the report did before it kept
     /// equity between moves).
     fn equity_both_ways(steps: &[Vec<MarketStep>]) -> (EquityStats, EquityStats) {
-        use bus_core::message::payload::{CandleFields, FillFields, OrderId, Side};
+        use bus_core::model::payload::{CandleFields, FillFields, OrderId, Side};
         let symbols = [Symbol::new("BTC").unwrap(), Symbol::new("ETH").unwrap()];
         let cash = Decimal::new(100_000, 0);
         let mut report = ReportAgent::new(cash, 60_000);

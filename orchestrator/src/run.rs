@@ -11,11 +11,11 @@ use agent_collector::{CandleSource, CollectorAgent, FileSource, ReadAhead, Synth
 use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
 use agent_signals::SignalAgent;
 use agent_trader::TraderAgent;
-use bus_core::driver::{
+use bus_core::agent::health::HealthCheckSettings;
+use bus_core::agent::supervision::{AgentSpec, Rebuild};
+use bus_core::runtime::{
     run_inline_until, run_queued_until, Finished, QueuedOptions, RunError, StopSignal,
 };
-use bus_core::health::HealthCheckSettings;
-use bus_core::supervision::{AgentSpec, Rebuild};
 use bus_core::{Agent, AgentId, MessageBus};
 use serde::Serialize;
 

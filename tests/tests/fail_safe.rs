@@ -61,7 +61,7 @@ fn wait_gone(pids: &[u32], limit: Duration) {
 async fn someone_elses_stream(server: &NatsServer, prefix: &str) -> async_nats::jetstream::Context {
     let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
     js.create_stream(async_nats::jetstream::stream::Config {
-        name: bus_core::jetstream::stream_name(prefix, "data"),
+        name: bus_core::nats::jetstream::stream_name(prefix, "data"),
         subjects: vec![format!("{prefix}.data.>")],
         ..Default::default()
     })

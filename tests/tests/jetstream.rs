@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bus_core::agent::supervision::AgentSpec;
 use bus_core::agent::Agent;
-use bus_core::driver::StopSignal;
-use bus_core::inline::Outbox;
-use bus_core::jetstream::JetStreamSettings;
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::nats::jetstream::JetStreamSettings;
 use bus_core::nats::{NatsBus, NatsSettings};
-use bus_core::supervision::AgentSpec;
+use bus_core::runtime::StopSignal;
+use bus_core::Outbox;
 use bus_core::{
     AgentId, DeliveryMode, Envelope, HandlerResult, MessageId, Payload, Topic, TopicPattern,
 };
@@ -412,7 +412,7 @@ impl Agent for Flaky {
 /// consumers that exist, so the stream's count says what was stored.
 async fn kept_data_stream(bus: &NatsBus, prefix: &str) -> async_nats::jetstream::stream::Stream {
     let context = bus.reliable().unwrap().context().clone();
-    let stream_name = bus_core::jetstream::stream_name(prefix, "data");
+    let stream_name = bus_core::nats::jetstream::stream_name(prefix, "data");
     let stream = context.get_stream(&stream_name).await.unwrap();
     stream
         .get_or_create_consumer(
@@ -654,7 +654,7 @@ fn timestamps_and_prices(envelopes: &[Envelope]) -> Vec<(i64, Decimal)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_agent_runs_unchanged_on_either_transport() {
-    use bus_core::transport::{run_agent, InProcess};
+    use bus_core::runtime::transport::{run_agent, InProcess};
     let inputs: Vec<Envelope> = (1..=40)
         .map(|n| price(n, DeliveryMode::AtLeastOnce))
         .collect();

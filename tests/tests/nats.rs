@@ -225,7 +225,7 @@ async fn misaddressed_envelopes_are_dead_lettered_with_the_reason() {
 }
 
 fn order_request(quantity: i64) -> bus_core::Envelope {
-    use bus_core::message::payload::{OrderId, OrderRequest, OrderRequestFields, OrderType, Side};
+    use bus_core::model::payload::{OrderId, OrderRequest, OrderRequestFields, OrderType, Side};
     use bus_core::prelude::*;
     let order = OrderRequest::new(OrderRequestFields {
         order_id: OrderId(format!("req-{quantity}")),
@@ -342,7 +342,7 @@ async fn two_signal_instances_split_the_symbols_and_handle_every_candle_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_risk_agent_process_answers_nats_requests() {
-    use bus_core::message::Payload;
+    use bus_core::model::Payload;
     let server = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let config = nats_config(dir.path(), &server, "rr", "");
@@ -471,7 +471,7 @@ async fn an_agent_writing_binary_reads_both_formats_and_dead_letters_bad_binary(
     let mut dead_letters = client.subscribe("bin.system.dead_letter").await.unwrap();
     client.flush().await.unwrap();
     // Bad binary: the marker, then a type that is not one.
-    let mut bad = bus_core::message::binary::MAGIC.to_vec();
+    let mut bad = bus_core::model::wire::binary::MAGIC.to_vec();
     bad.extend_from_slice(&[0; 16]);
     bad.extend_from_slice(b"\x0bdata.bogus!");
     client
@@ -486,7 +486,7 @@ async fn an_agent_writing_binary_reads_both_formats_and_dead_letters_bad_binary(
         let bytes = if i % 2 == 0 {
             json
         } else {
-            bus_core::message::binary::encode(&bus_core::Envelope::from_json(&json).unwrap())
+            bus_core::model::wire::binary::encode(&bus_core::Envelope::from_json(&json).unwrap())
         };
         client
             .publish("bin.data.candle.BTC.1m", bytes.into())
@@ -501,7 +501,7 @@ async fn an_agent_writing_binary_reads_both_formats_and_dead_letters_bad_binary(
             .expect("signals arrive")
             .unwrap();
         assert!(
-            bus_core::message::binary::is_binary(&message.payload),
+            bus_core::model::wire::binary::is_binary(&message.payload),
             "the agent writes binary"
         );
         let envelope = bus_core::Envelope::from_wire(&message.payload).unwrap();

@@ -5,13 +5,13 @@
 
 use std::time::Duration;
 
+use bus_core::agent::supervision::AgentSpec;
 use bus_core::agent::Agent;
-use bus_core::driver::StopSignal;
-use bus_core::inline::Outbox;
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
-use bus_core::message::WireFormat;
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::model::WireFormat;
 use bus_core::nats::{NatsBus, NatsSettings};
-use bus_core::supervision::AgentSpec;
+use bus_core::runtime::StopSignal;
+use bus_core::Outbox;
 use bus_core::{AgentId, Envelope, Payload, Topic};
 use bus_core::{HandlerResult, TopicPattern};
 use futures_util::StreamExt;
@@ -71,7 +71,7 @@ async fn many_publications_arrive_whole_and_in_order_in_either_format() {
             assert_eq!(message.subject.as_str(), format!("many.{}", expected.topic));
             assert_eq!(
                 format == WireFormat::Binary,
-                bus_core::message::binary::is_binary(&message.payload)
+                bus_core::model::wire::binary::is_binary(&message.payload)
             );
             let decoded = Envelope::from_wire(&message.payload).unwrap();
             assert_eq!(&decoded, expected, "{format:?}");

@@ -1,6 +1,6 @@
 //! Shared by the risk agent's integration tests.
 
-use bus_core::message::payload::*;
+use bus_core::model::payload::*;
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 

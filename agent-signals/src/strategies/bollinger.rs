@@ -1,7 +1,7 @@
 //! Bollinger reversion: long when the close falls below the lower band,
 //! short when it rises above the upper band.
 
-use bus_core::message::payload::SignalDirection;
+use bus_core::model::payload::SignalDirection;
 
 use crate::indicators::Bollinger;
 use crate::strategy::{Bar, Strategy, StrategySignal};

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use bus_core::message::payload::SignalDirection;
+use bus_core::model::payload::SignalDirection;
 
 use crate::indicators::Sma;
 use crate::strategy::{Bar, Strategy, StrategySignal};

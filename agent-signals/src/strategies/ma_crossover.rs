@@ -1,7 +1,7 @@
 //! Moving-average crossover: long when the fast SMA crosses above the slow
 //! one, short when it crosses below. Confidence grows with the gap.
 
-use bus_core::message::payload::SignalDirection;
+use bus_core::model::payload::SignalDirection;
 
 use crate::indicators::Sma;
 use crate::strategy::{Bar, Strategy, StrategySignal};

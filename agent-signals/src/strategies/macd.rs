@@ -1,7 +1,7 @@
 //! MACD crossover: long when the MACD line crosses above its signal line,
 //! short when it crosses below.
 
-use bus_core::message::payload::SignalDirection;
+use bus_core::model::payload::SignalDirection;
 
 use crate::indicators::Macd;
 use crate::strategy::{Bar, Strategy, StrategySignal};

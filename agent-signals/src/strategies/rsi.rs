@@ -1,7 +1,7 @@
 //! RSI reversal: long when RSI leaves the oversold zone upwards, short when
 //! it leaves the overbought zone downwards.
 
-use bus_core::message::payload::SignalDirection;
+use bus_core::model::payload::SignalDirection;
 
 use crate::indicators::Rsi;
 use crate::strategy::{Bar, Strategy, StrategySignal};

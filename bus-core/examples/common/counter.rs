@@ -4,12 +4,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bus_core::agent::supervision::AgentSpec;
 use bus_core::agent::Agent;
-use bus_core::driver::StopSignal;
-use bus_core::inline::Outbox;
 use bus_core::nats::NatsBus;
 use bus_core::prelude::*;
-use bus_core::supervision::AgentSpec;
+use bus_core::runtime::StopSignal;
+use bus_core::Outbox;
 
 /// Counts what it receives (on `prices`); with `echo`, answers requests
 /// (on `echo`) with a copy; with `arrivals`, tells it of each message (on

@@ -1,7 +1,7 @@
 //! The message the codec probe, the NATS probe and the NATS and durable
 //! benches all send (one module, included by each: `mod common;` in the
 //! examples, `#[path]` in the benches).
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 

@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bus_core::message::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+use bus_core::bus::reliability::RetryPolicy;
+use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
 use bus_core::prelude::*;
-use bus_core::reliability::RetryPolicy;
 use bus_core::store::{Store, StoreConfig};
 use bus_core::{CircuitBreakerConfig, HandlerError, MessageBus, PublishError, SubscribeOptions};
 use rust_decimal::Decimal;

@@ -8,11 +8,11 @@ use std::sync::mpsc::Receiver;
 use std::time::Duration;
 use std::time::Instant;
 
-use bus_core::local_server::LocalServer;
+use bus_core::nats::local_server::LocalServer;
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    bus_core::local_server::free_port().expect("a free loopback port")
+    bus_core::nats::local_server::free_port().expect("a free loopback port")
 }
 
 /// `n` distinct free loopback ports (held together while chosen, so that
@@ -36,7 +36,7 @@ impl NatsServer {
 
     /// A server with JetStream, keeping its streams under `store`.
     pub fn start_jetstream(store: &Path) -> Self {
-        Self::start_on_a_free_port(&bus_core::local_server::jetstream_args(store), None)
+        Self::start_on_a_free_port(&bus_core::nats::local_server::jetstream_args(store), None)
     }
 
     /// A server that wants `token` from its clients.
@@ -51,7 +51,9 @@ impl NatsServer {
         loop {
             match LocalServer::start_with_token("nats-server", free_port(), args, token) {
                 Ok(server) => return Self(server),
-                Err(bus_core::local_server::LocalServerError::PortBusy { .. }) if tries < 5 => {
+                Err(bus_core::nats::local_server::LocalServerError::PortBusy { .. })
+                    if tries < 5 =>
+                {
                     tries += 1
                 }
                 Err(e) => {
@@ -155,7 +157,7 @@ impl NatsCluster {
         let mut nodes = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
             let dir = store.join(format!("{}-n{i}", client_ports[0]));
-            let mut args = bus_core::local_server::jetstream_args(&dir);
+            let mut args = bus_core::nats::local_server::jetstream_args(&dir);
             args.extend([
                 "--cluster_name".into(),
                 "bistoury-test".into(),

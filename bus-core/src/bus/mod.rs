@@ -1,0 +1,34 @@
+//! The buses: how a published envelope reaches the handlers subscribed to
+//! its topic.
+//!
+//! * [`MessageBus`]: the concurrent in-process bus, one bounded priority
+//!   `queue` and one consumer per subscription, overflow policies,
+//!   circuit breakers, retries and dead letters ([`reliability`]),
+//!   request/response, graceful shutdown, and (with a [`Store`](crate::store::Store))
+//!   durable delivery;
+//! * [`InlineBus`](inline::InlineBus): the synchronous, deterministic bus
+//!   for backtests;
+//! * `routing` (the segment-trie index both use), [`filter`]s over
+//!   envelopes, [`stats`], [`handler`]s and the [`Outbox`] a handler fills.
+//!
+//! Imports the [`model`](crate::model) and the [`store`](crate::store); knows
+//! nothing of agents.
+
+pub(crate) mod circuit;
+pub mod error;
+pub mod filter;
+pub mod handler;
+pub mod inline;
+mod message_bus;
+mod outbox;
+pub(crate) mod queue;
+pub mod reliability;
+pub(crate) mod routing;
+pub mod stats;
+
+pub use circuit::{CircuitBreakerConfig, CircuitState};
+pub use message_bus::{
+    Acknowledgement, MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport, SubscribeError,
+    SubscribeOptions,
+};
+pub use outbox::Outbox;

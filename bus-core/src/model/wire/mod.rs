@@ -1,0 +1,141 @@
+//! The wire codecs: the documented JSON format (the envelope's own
+//! `to_json`/`from_json`), the compact [`binary`] layout between Bistoury
+//! processes, and the MessagePack reader the binary layout's payloads use.
+
+pub mod binary;
+pub(crate) mod msgpack;
+
+use crate::model::Envelope;
+
+/// How payload decimals are written: as text in human-readable formats
+/// (JSON: `"65123.45"`, exact), as their 16-byte binary form (flags, then
+/// the 96-bit mantissa, little-endian; what `Decimal::serialize` gives) in
+/// the binary codec, where formatting and parsing text dominated the cost.
+pub(crate) mod decimal {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            Serialize::serialize(value, s)
+        } else {
+            s.serialize_bytes(&value.serialize())
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        if d.is_human_readable() {
+            return <Decimal as Deserialize>::deserialize(d);
+        }
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Decimal;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a decimal as 16 bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Decimal, E> {
+                from_bytes(bytes).ok_or_else(|| E::custom("not a valid 16-byte decimal"))
+            }
+        }
+        d.deserialize_bytes(Visitor)
+    }
+
+    /// The decimal in `bytes`, if they are a well-formed 16-byte decimal
+    /// (scale at most 28, no stray flag bits).
+    fn from_bytes(bytes: &[u8]) -> Option<Decimal> {
+        let bytes: [u8; 16] = bytes.try_into().ok()?;
+        let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+        let flags = word(0);
+        let scale = (flags >> 16) & 0xff;
+        if flags & !0x80ff_0000 != 0 || scale > 28 {
+            return None;
+        }
+        Some(Decimal::from_parts(
+            word(4),
+            word(8),
+            word(12),
+            flags & 0x8000_0000 != 0,
+            scale,
+        ))
+    }
+
+    /// `Option<Decimal>` the same way.
+    pub(crate) mod option {
+        use rust_decimal::Decimal;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(crate) fn serialize<S: Serializer>(
+            value: &Option<Decimal>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => super::serialize(value, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Decimal>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] Decimal);
+            Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(value)| value))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn bytes_round_trip_and_bad_bytes_are_refused() {
+            for text in [
+                "0",
+                "65123.45",
+                "-0.000001",
+                "79228162514264337593543950335",
+            ] {
+                let d: Decimal = text.parse().unwrap();
+                assert_eq!(from_bytes(&d.serialize()), Some(d));
+            }
+            let mut bad = Decimal::ONE.serialize();
+            bad[2] = 29; // scale 29
+            assert_eq!(from_bytes(&bad), None);
+            let mut bad = Decimal::ONE.serialize();
+            bad[0] = 1; // stray flag bit
+            assert_eq!(from_bytes(&bad), None);
+            assert_eq!(from_bytes(&[0; 15]), None);
+        }
+    }
+}
+
+/// How envelopes are written on the wire. Readers take both (a binary
+/// envelope starts with [`binary::MAGIC`]); the choice is the writer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    /// The documented JSON format: what clients in other languages read.
+    #[default]
+    Json,
+    /// The compact binary format ([`binary`]): smaller and cheaper, for
+    /// links between Bistoury processes.
+    Binary,
+}
+
+impl WireFormat {
+    /// Encodes `envelope` in this format (dead letters are always JSON).
+    pub fn encode(self, envelope: &Envelope) -> Vec<u8> {
+        match self {
+            WireFormat::Json => envelope.to_json_bytes(),
+            WireFormat::Binary => binary::encode(envelope),
+        }
+    }
+
+    /// Appends `envelope`, encoded in this format, to `out`.
+    pub fn encode_into(self, envelope: &Envelope, out: &mut Vec<u8>) {
+        match self {
+            WireFormat::Json => envelope.write_json(out),
+            WireFormat::Binary => binary::encode_into(envelope, out),
+        }
+    }
+}

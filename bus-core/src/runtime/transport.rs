@@ -1,0 +1,646 @@
+//! Transports: what carries one agent's messages, and the driver that runs
+//! an agent on any of them.
+//!
+//! A [`Transport`] subscribes an agent to its patterns, hands its
+//! deliveries over one at a time, publishes what the agent sends, and
+//! settles each delivery once the agent has handled it (and what it sent
+//! because of it has been published). Two implement it:
+//!
+//! * [`InProcess`]: the [`MessageBus`] of this process. The agent's
+//!   subscription is a named (so, on a durable bus, durable) manual-ack
+//!   subscription; a delivery is acknowledged after the agent handled it,
+//!   and a failure is nacked — redelivered with backoff, then
+//!   dead-lettered, per the bus's retry policy.
+//! * `nats::NatsTransport` (feature `nats`): core NATS, and JetStream for
+//!   the families configured reliable.
+//!
+//! [`run_agent`] drives any agent on either, unchanged: the agents never
+//! see the transport, and which one carries them is configuration.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::supervision::{AgentSpec, Supervised};
+use crate::agent::Produce;
+use crate::bus::error::{HandlerError, HandlerResult};
+use crate::bus::handler::Handler;
+use crate::bus::Outbox;
+use crate::bus::{Acknowledgement, MessageBus, SubscribeOptions};
+use crate::model::ids::{AgentId, SubscriptionId};
+use crate::model::topic::TopicPattern;
+use crate::model::Envelope;
+use crate::runtime::{RunError, StopSignal};
+
+/// The most deliveries an [`Inbox`] hands over at once.
+pub const MAX_TAKE: usize = 32;
+
+/// Where an [`Inbox`]'s deliveries come from. The driver takes what is
+/// waiting, in batches, on the agent's own task: a busy stream costs no
+/// wake-up and no channel operation per message.
+pub trait Deliveries<D>: Send {
+    /// Moves what is waiting, up to [`MAX_TAKE`], onto the back of `into`
+    /// (in arrival order). Pending when nothing is (the task is woken when
+    /// something comes); ready with `false` once nothing more will come
+    /// (after what it moved, if anything), else `true`.
+    fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        into: &mut VecDeque<D>,
+    ) -> std::task::Poll<bool>;
+
+    /// Moves what is waiting, up to [`MAX_TAKE`], onto the back of `into`
+    /// without waiting; whether it moved anything.
+    fn try_take(&mut self, into: &mut VecDeque<D>) -> bool;
+}
+
+/// Deliveries sent one by one over a channel.
+pub struct Channel<D: 'static> {
+    deliveries: flume::Receiver<D>,
+    /// The receive in progress, once polled.
+    waiting: Option<flume::r#async::RecvFut<'static, D>>,
+}
+
+impl<D: 'static> Channel<D> {
+    /// Reads `deliveries`.
+    pub fn new(deliveries: flume::Receiver<D>) -> Self {
+        Self {
+            deliveries,
+            waiting: None,
+        }
+    }
+}
+
+impl<D: Send + 'static> Deliveries<D> for Channel<D> {
+    fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        into: &mut VecDeque<D>,
+    ) -> std::task::Poll<bool> {
+        use std::task::Poll;
+        let receiver = &self.deliveries;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| receiver.clone().into_recv_async());
+        match std::pin::Pin::new(waiting).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(received) => {
+                self.waiting = None;
+                let Ok(delivery) = received else {
+                    return Poll::Ready(false);
+                };
+                into.push_back(delivery);
+                self.try_take(into);
+                Poll::Ready(true)
+            }
+        }
+    }
+
+    fn try_take(&mut self, into: &mut VecDeque<D>) -> bool {
+        let before = into.len();
+        while into.len() - before < MAX_TAKE {
+            match self.deliveries.try_recv() {
+                Ok(delivery) => into.push_back(delivery),
+                Err(_) => break,
+            }
+        }
+        into.len() > before
+    }
+}
+
+/// Deliveries for one subscriber, and what keeps them coming (dropping the
+/// inbox ends the subscription).
+pub struct Inbox<D> {
+    deliveries: Box<dyn Deliveries<D>>,
+    /// Runs `on_drop` when the inbox goes (unsubscribe, stop readers).
+    on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl<D> Inbox<D> {
+    /// An inbox reading `deliveries`; `on_drop` runs when it is dropped.
+    pub fn new(
+        deliveries: impl Deliveries<D> + 'static,
+        on_drop: impl FnOnce() + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            deliveries: Box::new(deliveries),
+            on_drop: Some(Box::new(on_drop)),
+        }
+    }
+
+    /// Waits for deliveries and moves them onto the back of `into`;
+    /// `false` once none will come.
+    pub async fn take(&mut self, into: &mut VecDeque<D>) -> bool {
+        std::future::poll_fn(|cx| self.deliveries.poll_take(cx, into)).await
+    }
+
+    /// Moves what is waiting onto the back of `into`; whether there was
+    /// anything.
+    pub fn try_take(&mut self, into: &mut VecDeque<D>) -> bool {
+        self.deliveries.try_take(into)
+    }
+}
+
+impl<D> Drop for Inbox<D> {
+    fn drop(&mut self) {
+        if let Some(on_drop) = self.on_drop.take() {
+            on_drop();
+        }
+    }
+}
+
+/// What carries one agent's messages.
+pub trait Transport: Send + Sync {
+    /// A message as it arrived, not yet opened.
+    type Delivery: Send + 'static;
+    /// What goes wrong.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Publications sent but not yet confirmed stored (JetStream's
+    /// acknowledgements still to come).
+    type Unconfirmed: Send + 'static;
+
+    /// Subscribes `agent` to `patterns` (plus the health checks every agent
+    /// answers). Returns once the subscription is in place, so what is
+    /// published afterwards reaches it.
+    fn subscribe(
+        &self,
+        agent: &AgentId,
+        patterns: Vec<TopicPattern>,
+    ) -> impl Future<Output = Result<Inbox<Self::Delivery>, Self::Error>> + Send;
+
+    /// Sends `envelopes` in order. Returns what is still to be confirmed
+    /// before they count as stored (reliable delivery), if anything: see
+    /// [`Transport::confirm`].
+    fn send(
+        &self,
+        envelopes: &[Envelope],
+    ) -> impl Future<Output = Result<Option<Self::Unconfirmed>, Self::Error>> + Send;
+
+    /// Waits until what [`Transport::send`] left unconfirmed is stored.
+    fn confirm(
+        &self,
+        unconfirmed: Self::Unconfirmed,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The envelope in a delivery, to hand to `agent`; `None` when it is not
+    /// the agent's to handle (another instance's share, a duplicate, or
+    /// undecodable — dead-lettered), in which case it is settled here.
+    /// (The delivery is lent, not moved: moving it in and out of the
+    /// futures cost a copy of it each time.)
+    fn open(
+        &self,
+        delivery: &Self::Delivery,
+        agent: &AgentId,
+    ) -> impl Future<Output = Result<Option<Arc<Envelope>>, Self::Error>> + Send;
+
+    /// Whether a delivery has anything to settle once handled (a core NATS
+    /// message that is not a request has not: the driver then skips
+    /// [`Transport::settle`]).
+    fn settles(&self, _delivery: &Self::Delivery) -> bool {
+        true
+    }
+
+    /// Settles a delivery, opened as `envelope`, that `agent` handled with
+    /// `outcome`, after `answers` (what it published because of it) were
+    /// published.
+    fn settle(
+        &self,
+        delivery: Self::Delivery,
+        envelope: &Envelope,
+        agent: &AgentId,
+        outcome: &HandlerResult,
+        answers: &[Envelope],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Makes sure what was published has left this process.
+    fn flush(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// What [`run_agent`] saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentRunStats {
+    /// Messages handed to the agent.
+    pub received: u64,
+    /// Messages the agent published.
+    pub published: u64,
+}
+
+/// Why [`run_agent`] stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentRunError<E: std::error::Error + 'static> {
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(E),
+    /// The agent could not start, or failed for good.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Runs one agent on `transport` until it is a finished source, its inbox
+/// closes, or `stop` is raised; the agent is supervised as on the other
+/// drivers. `ready`, if given, is told once the subscriptions are in place
+/// (before the agent starts), so a caller can start what publishes to it.
+pub async fn run_agent<T: Transport>(
+    spec: AgentSpec,
+    transport: &T,
+    stop: StopSignal,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<(Supervised, AgentRunStats), AgentRunError<T::Error>> {
+    let mut agent = Supervised::new(spec, false);
+    let id = agent.id().clone();
+    let mut inbox = transport
+        .subscribe(&id, agent.agent().subscriptions())
+        .await
+        .map_err(AgentRunError::Transport)?;
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
+    let mut driver = Driver {
+        agent_id: id.clone(),
+        transport,
+        stats: AgentRunStats::default(),
+        out: Outbox::new(),
+        pending: VecDeque::new(),
+    };
+    driver.drive(&mut agent, &mut inbox, &stop).await?;
+    drop(inbox);
+    if let Some(failure) = agent.failure() {
+        return Err(RunError::AgentFailed(failure.to_string()).into());
+    }
+    Ok((agent, driver.stats))
+}
+
+/// Publications waiting for their confirmation, and what to settle once
+/// they have it: at most this many at once. The agent goes on handling
+/// deliveries meanwhile (a confirmation is a round trip to the server:
+/// waiting for each before the next delivery made reliable runs round-trip
+/// bound). A delivery is still settled only after what it caused is stored.
+const UNCONFIRMED_WINDOW: usize = 64;
+
+/// Sent, not yet confirmed; then the delivery that caused it, if any (a
+/// source's production has none), to settle.
+struct Pending<T: Transport> {
+    unconfirmed: Option<T::Unconfirmed>,
+    settle: Option<Settle<T::Delivery>>,
+}
+
+/// A delivery handled: what settling it needs.
+struct Settle<D> {
+    delivery: D,
+    envelope: Arc<Envelope>,
+    outcome: HandlerResult,
+    answers: Vec<Envelope>,
+}
+
+struct Driver<'a, T: Transport> {
+    agent_id: AgentId,
+    transport: &'a T,
+    stats: AgentRunStats,
+    out: Outbox,
+    /// Oldest first.
+    pending: VecDeque<Pending<T>>,
+}
+
+impl<T: Transport> Driver<'_, T> {
+    /// Sends what the agent put in its outbox; returns it, and what is
+    /// left to confirm.
+    async fn send(
+        &mut self,
+    ) -> Result<(Vec<Envelope>, Option<T::Unconfirmed>), AgentRunError<T::Error>> {
+        if self.out.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let sent: Vec<Envelope> = self.out.drain().collect();
+        let unconfirmed = self
+            .transport
+            .send(&sent)
+            .await
+            .map_err(AgentRunError::Transport)?;
+        self.stats.published += sent.len() as u64;
+        Ok((sent, unconfirmed))
+    }
+
+    /// Publishes what the agent put in its outbox and waits until it is
+    /// stored (after everything sent before it).
+    async fn publish(&mut self) -> Result<(), AgentRunError<T::Error>> {
+        self.settle_all().await?;
+        if let (_, Some(unconfirmed)) = self.send().await? {
+            self.confirm(unconfirmed).await?;
+        }
+        Ok(())
+    }
+
+    async fn confirm(&self, unconfirmed: T::Unconfirmed) -> Result<(), AgentRunError<T::Error>> {
+        self.transport
+            .confirm(unconfirmed)
+            .await
+            .map_err(AgentRunError::Transport)
+    }
+
+    /// Queues what waits for a confirmation; beyond the window, completes
+    /// the oldest first.
+    async fn wait_for(&mut self, pending: Pending<T>) -> Result<(), AgentRunError<T::Error>> {
+        self.pending.push_back(pending);
+        while self.pending.len() > UNCONFIRMED_WINDOW {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Confirms the oldest pending publications, then settles their cause.
+    async fn settle_oldest(&mut self) -> Result<(), AgentRunError<T::Error>> {
+        let Some(pending) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        if let Some(unconfirmed) = pending.unconfirmed {
+            self.confirm(unconfirmed).await?;
+        }
+        if let Some(handled) = pending.settle {
+            return self.settle(handled).await;
+        }
+        Ok(())
+    }
+
+    /// Confirms and settles everything pending, oldest first.
+    async fn settle_all(&mut self) -> Result<(), AgentRunError<T::Error>> {
+        while !self.pending.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
+    async fn settle(&self, handled: Settle<T::Delivery>) -> Result<(), AgentRunError<T::Error>> {
+        let Settle {
+            delivery,
+            envelope,
+            outcome,
+            answers,
+        } = handled;
+        self.transport
+            .settle(delivery, &envelope, &self.agent_id, &outcome, &answers)
+            .await
+            .map_err(AgentRunError::Transport)
+    }
+
+    async fn drive(
+        &mut self,
+        agent: &mut Supervised,
+        inbox: &mut Inbox<T::Delivery>,
+        stop: &StopSignal,
+    ) -> Result<(), AgentRunError<T::Error>> {
+        let started = agent.start(&mut self.out);
+        self.publish().await?;
+        started.map_err(|error| RunError::StartFailed {
+            agent: agent.id().to_string(),
+            error,
+        })?;
+        let mut producing = true;
+        let mut produced = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut waiting = VecDeque::with_capacity(MAX_TAKE);
+        loop {
+            if stop.is_stopped() || agent.failure().is_some() {
+                break;
+            }
+            if producing {
+                // A source: produce a step (its confirmation may come while
+                // the next is produced), then take whatever arrived meanwhile.
+                let step = agent.produce(&mut self.out);
+                if let (_, Some(unconfirmed)) = self.send().await? {
+                    self.wait_for(Pending {
+                        unconfirmed: Some(unconfirmed),
+                        settle: None,
+                    })
+                    .await?;
+                }
+                if step == Produce::Done {
+                    producing = false;
+                    self.settle_all().await?;
+                    self.transport.flush().await;
+                    // A source that has finished has nothing left to do on
+                    // its own (its commands would start nothing): it ends.
+                    // (An agent that never produced is not a source.)
+                    if produced || agent.agent().subscriptions().is_empty() {
+                        break;
+                    }
+                } else {
+                    produced = true;
+                }
+                while inbox.try_take(&mut waiting) {
+                    self.take_all(agent, &mut waiting, stop).await?;
+                }
+                if step == Produce::Idle {
+                    self.settle_all().await?;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                continue;
+            }
+            // Nothing waits for a confirmation while the agent waits.
+            self.settle_all().await?;
+            let open = tokio::select! {
+                open = inbox.take(&mut waiting) => open,
+                _ = tick.tick() => true,
+            };
+            self.take_all(agent, &mut waiting, stop).await?;
+            if !open {
+                break;
+            }
+            // Take what else has arrived before waiting again (a busy
+            // stream then costs no wait set-up per message).
+            while !stop.is_stopped() && agent.failure().is_none() && inbox.try_take(&mut waiting) {
+                self.take_all(agent, &mut waiting, stop).await?;
+            }
+        }
+        self.settle_all().await?;
+        agent.stop(&mut self.out);
+        self.publish().await?;
+        self.transport.flush().await;
+        Ok(())
+    }
+
+    /// Takes the `waiting` deliveries in order, until `stop` or the
+    /// agent's failure (what is left is dropped, as it would be with the
+    /// inbox: JetStream redelivers it, core NATS never promised it).
+    async fn take_all(
+        &mut self,
+        agent: &mut Supervised,
+        waiting: &mut VecDeque<T::Delivery>,
+        stop: &StopSignal,
+    ) -> Result<(), AgentRunError<T::Error>> {
+        while let Some(delivery) = waiting.pop_front() {
+            if stop.is_stopped() || agent.failure().is_some() {
+                waiting.clear();
+                break;
+            }
+            self.take(agent, delivery).await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a delivery, hands it to the agent, sends the answers, and
+    /// settles it once they are stored: at once, or from the window of
+    /// pending confirmations.
+    async fn take(
+        &mut self,
+        agent: &mut Supervised,
+        delivery: T::Delivery,
+    ) -> Result<(), AgentRunError<T::Error>> {
+        let opened = self
+            .transport
+            .open(&delivery, agent.id())
+            .await
+            .map_err(AgentRunError::Transport)?;
+        let Some(envelope) = opened else {
+            return Ok(());
+        };
+        self.stats.received += 1;
+        let outcome = agent.deliver(&envelope, &mut self.out);
+        if let Err(error) = &outcome {
+            tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
+        }
+        // What the agent published is stored before its cause is settled:
+        // at once when there is nothing to wait for, else once confirmed.
+        // (An empty outbox is checked here: even with nothing to send,
+        // making the `send` future cost more than the check.)
+        let (answers, unconfirmed) = match self.out.is_empty() {
+            true => (Vec::new(), None),
+            false => self.send().await?,
+        };
+        if !self.transport.settles(&delivery) {
+            if unconfirmed.is_some() {
+                self.wait_for(Pending {
+                    unconfirmed,
+                    settle: None,
+                })
+                .await?;
+            }
+            return Ok(());
+        }
+        let handled = Settle {
+            delivery,
+            envelope,
+            outcome,
+            answers,
+        };
+        if unconfirmed.is_none() && self.pending.is_empty() {
+            return self.settle(handled).await;
+        }
+        self.wait_for(Pending {
+            unconfirmed,
+            settle: Some(handled),
+        })
+        .await
+    }
+}
+
+/// The in-process [`MessageBus`] as a transport.
+#[derive(Clone)]
+pub struct InProcess {
+    bus: MessageBus,
+    ack_wait: Duration,
+}
+
+impl InProcess {
+    /// Carries agents on `bus`; a delivery not settled within `ack_wait`
+    /// of reaching the agent's inbox counts as failed.
+    pub fn new(bus: MessageBus, ack_wait: Duration) -> Self {
+        Self { bus, ack_wait }
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &MessageBus {
+        &self.bus
+    }
+}
+
+/// Why the in-process transport failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InProcessError {
+    /// A publish was refused.
+    #[error(transparent)]
+    Publish(#[from] crate::bus::error::PublishError),
+    /// The subscription was refused.
+    #[error("cannot subscribe {agent}: {reason}")]
+    Subscribe {
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Messages an agent's inbox holds before the bus waits for it.
+const INBOX_DEPTH: usize = 64;
+
+impl Transport for InProcess {
+    type Delivery = (Arc<Envelope>, Acknowledgement);
+    type Error = InProcessError;
+    /// The bus has what it was given: nothing is left to confirm.
+    type Unconfirmed = std::convert::Infallible;
+
+    async fn subscribe(
+        &self,
+        agent: &AgentId,
+        mut patterns: Vec<TopicPattern>,
+    ) -> Result<Inbox<Self::Delivery>, Self::Error> {
+        patterns.push(crate::runtime::driver::health_check_pattern());
+        let (tx, rx) = flume::bounded(INBOX_DEPTH);
+        let handler = Handler::manual_ack(self.ack_wait, move |envelope, ack| {
+            let tx = tx.clone();
+            async move {
+                tx.send_async((envelope, ack))
+                    .await
+                    .map_err(|_| HandlerError::new("the agent's inbox is closed"))
+            }
+        });
+        let patterns: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
+        let id: SubscriptionId = self
+            .bus
+            .subscribe_many(&patterns, handler, SubscribeOptions::named(agent.as_str()))
+            .map_err(|e| InProcessError::Subscribe {
+                agent: agent.to_string(),
+                reason: e.to_string(),
+            })?;
+        let bus = self.bus.clone();
+        Ok(Inbox::new(Channel::new(rx), move || {
+            bus.unsubscribe(id);
+        }))
+    }
+
+    async fn send(&self, envelopes: &[Envelope]) -> Result<Option<Self::Unconfirmed>, Self::Error> {
+        for envelope in envelopes {
+            self.bus.publish(envelope.clone()).await?;
+        }
+        Ok(None)
+    }
+
+    async fn confirm(&self, unconfirmed: Self::Unconfirmed) -> Result<(), Self::Error> {
+        match unconfirmed {}
+    }
+
+    async fn open(
+        &self,
+        delivery: &Self::Delivery,
+        _agent: &AgentId,
+    ) -> Result<Option<Arc<Envelope>>, Self::Error> {
+        Ok(Some(delivery.0.clone()))
+    }
+
+    async fn settle(
+        &self,
+        (_, ack): Self::Delivery,
+        _envelope: &Envelope,
+        _agent: &AgentId,
+        outcome: &HandlerResult,
+        _answers: &[Envelope],
+    ) -> Result<(), Self::Error> {
+        match outcome {
+            Ok(()) => ack.ack(),
+            Err(error) => ack.nack(error.to_string()),
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) {}
+}
