@@ -15,139 +15,29 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{oneshot, Notify};
 
-use crate::bus::circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitState};
 use crate::bus::error::{PublishError, RequestError};
-use crate::bus::filter::Filter;
-use crate::bus::handler::{
-    call_blocking, AsyncHandler, BlockingHandler, CatchUnwind, Handler, ManualAckHandler, Outcome,
-};
-use crate::bus::queue::{PriorityQueue, PushOutcome};
-use crate::bus::reliability::{DedupeWindow, RetryPolicy};
+use crate::bus::handler::Handler;
+use crate::bus::queue::PriorityQueue;
+use crate::bus::reliability::DedupeWindow;
 use crate::bus::routing::RouteIndex;
 use crate::bus::stats::{
-    BusStats, CachePadded, ConsumerCounters, DropCounters, DropReason, PublishCounters,
-    SharedLatency, SubscriptionStats,
+    BusStats, CachePadded, DropCounters, DropReason, PublishCounters, SharedLatency,
+    SubscriptionStats,
 };
-use crate::model::error::TopicError;
-use crate::model::ids::{AgentId, MessageId, SubscriptionId};
+use crate::model::ids::{MessageId, SubscriptionId};
 use crate::model::payload::DeadLetter;
 use crate::model::topic::{Topic, TopicPattern};
+use crate::model::DeliveryMode;
 use crate::model::{now_ms, Envelope};
-use crate::model::{DeliveryMode, Payload, Priority};
 use crate::store::Store;
 
-/// What a subscription does when its queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverflowPolicy {
-    /// The publisher waits up to `timeout` for room, then gets `BlockedTimeout`.
-    Block {
-        /// Longest wait.
-        timeout: Duration,
-    },
-    /// Drop the oldest queued message of the lowest priority not above the
-    /// new one's (or the new one, if nothing lower is queued). Counted.
-    DropOldestLowest,
-    /// Refuse the message; the publisher gets `Rejected`. Counted.
-    Reject,
-}
-
-impl Default for OverflowPolicy {
-    /// Back-pressure by default: nothing is dropped unless a publisher waits a full second.
-    fn default() -> Self {
-        OverflowPolicy::Block {
-            timeout: Duration::from_secs(1),
-        }
-    }
-}
-
-/// How a subscription is set up.
-#[derive(Debug, Clone)]
-pub struct SubscribeOptions {
-    /// Name shown in stats and logs.
-    pub name: String,
-    /// Optional refinement after topic routing.
-    pub filter: Option<Filter>,
-    /// Queue capacity for non-critical messages.
-    pub capacity: usize,
-    /// What to do when the queue is full.
-    pub overflow: OverflowPolicy,
-    /// When to stop calling a failing handler.
-    pub circuit_breaker: CircuitBreakerConfig,
-    /// When to redeliver failed at-least-once / exactly-once messages.
-    pub retry: RetryPolicy,
-    /// Ids remembered for exactly-once de-duplication.
-    pub dedupe_window: usize,
-}
-
-impl Default for SubscribeOptions {
-    fn default() -> Self {
-        Self {
-            name: String::new(),
-            filter: None,
-            capacity: 10_000,
-            overflow: OverflowPolicy::default(),
-            circuit_breaker: CircuitBreakerConfig::default(),
-            retry: RetryPolicy::default(),
-            dedupe_window: 100_000,
-        }
-    }
-}
-
-impl SubscribeOptions {
-    /// Options with a name.
-    pub fn named(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            ..Self::default()
-        }
-    }
-
-    /// Sets the filter.
-    pub fn with_filter(mut self, filter: Filter) -> Self {
-        self.filter = Some(filter);
-        self
-    }
-
-    /// Sets the queue capacity.
-    pub fn with_capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity;
-        self
-    }
-
-    /// Sets the overflow policy.
-    pub fn with_overflow(mut self, overflow: OverflowPolicy) -> Self {
-        self.overflow = overflow;
-        self
-    }
-
-    /// Sets the retry policy.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Sets the circuit breaker.
-    pub fn with_circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
-        self.circuit_breaker = config;
-        self
-    }
-}
-
-/// Why a subscription could not be made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubscribeError {
-    /// The pattern is malformed.
-    #[error(transparent)]
-    InvalidPattern(#[from] TopicError),
-    /// The bus is shutting down.
-    #[error("the bus is closed")]
-    BusClosed,
-}
+use super::consumer::*;
+use super::subscription::*;
 
 /// What `publish` did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -172,197 +62,11 @@ pub struct ShutdownReport {
     pub stats: BusStats,
 }
 
-struct QueueState {
-    queue: PriorityQueue<Arc<Envelope>>,
-    /// Messages ever queued here (first deliveries and redeliveries): lets
-    /// [`MessageBus::is_quiet`] see a message that arrived while it looked.
-    enqueued: u64,
-    consumer_idle: bool,
-    closed: bool,
-    abandon: bool,
-}
-
-enum Next {
-    Item(Arc<Envelope>),
-    Idle,
-    Finished,
-}
-
-enum Enqueued {
-    Queued,
-    Displaced(Arc<Envelope>),
-    Full,
-    Closed,
-}
-
-struct Subscription {
-    id: SubscriptionId,
-    name: String,
-    patterns: Vec<TopicPattern>,
-    filter: Option<Filter>,
-    overflow: OverflowPolicy,
-    state: Mutex<QueueState>,
-    doorbell: flume::Sender<()>,
-    done: flume::Receiver<()>,
-    space: Notify,
-    blocked_publishers: AtomicUsize,
-    /// Written only by the consumer; padded away from the queue lock.
-    consumed: CachePadded<ConsumerCounters>,
-    /// The breaker's state as last published by the consumer (for stats).
-    circuit: AtomicU8,
-    drops: DropCounters,
-    latency: SharedLatency,
-    /// The name under which the durable store tracks this subscription's
-    /// pending messages: set for named subscriptions of a durable bus.
-    durable: Option<Arc<str>>,
-    /// Ids of exactly-once messages handled (locked only for those).
-    dedupe: Mutex<DedupeWindow>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding these locks can only come from our own code
-    // between lock and unlock (handlers never run under them); the data is
-    // still consistent, so carry on.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl Subscription {
-    fn try_enqueue(&self, envelope: &Arc<Envelope>) -> Enqueued {
-        let displace = self.overflow == OverflowPolicy::DropOldestLowest;
-        let mut state = lock(&self.state);
-        if state.closed {
-            return Enqueued::Closed;
-        }
-        let result = match state
-            .queue
-            .push(envelope.clone(), envelope.priority, displace)
-        {
-            PushOutcome::Queued => Enqueued::Queued,
-            PushOutcome::Displaced(old, _) => Enqueued::Displaced(old),
-            PushOutcome::Full(_) => return Enqueued::Full,
-        };
-        state.enqueued += 1;
-        let wake = std::mem::take(&mut state.consumer_idle);
-        drop(state);
-        if wake {
-            let _ = self.doorbell.try_send(());
-        }
-        result
-    }
-
-    /// Pops the next message. With `may_idle` false an empty queue answers
-    /// `Idle` without telling publishers to ring (the consumer will look again).
-    fn next(&self, may_idle: bool) -> Next {
-        let mut state = lock(&self.state);
-        if state.abandon {
-            return Next::Finished;
-        }
-        match state.queue.pop() {
-            Some((envelope, _)) => {
-                // Counted as running from the moment it leaves the queue, so
-                // `in_flight` never sees it in neither place.
-                self.consumed.running.store(1, Ordering::Relaxed);
-                drop(state);
-                if self.blocked_publishers.load(Ordering::SeqCst) > 0 {
-                    self.space.notify_waiters();
-                }
-                Next::Item(envelope)
-            }
-            None if state.closed => Next::Finished,
-            None => {
-                state.consumer_idle = may_idle;
-                Next::Idle
-            }
-        }
-    }
-
-    /// Puts a redelivery back in the queue. It was accepted once already,
-    /// so capacity does not apply. False when the queue is closed.
-    fn requeue(&self, envelope: Arc<Envelope>) -> bool {
-        let mut state = lock(&self.state);
-        if state.closed {
-            return false;
-        }
-        let priority = envelope.priority;
-        state.queue.push_unbounded(envelope, priority);
-        state.enqueued += 1;
-        let wake = std::mem::take(&mut state.consumer_idle);
-        drop(state);
-        if wake {
-            let _ = self.doorbell.try_send(());
-        }
-        true
-    }
-
-    fn close(&self) {
-        lock(&self.state).closed = true;
-        let _ = self.doorbell.try_send(());
-    }
-
-    /// Closes and empties the queue; returns what was in it.
-    fn abandon(&self) -> Vec<Arc<Envelope>> {
-        let mut state = lock(&self.state);
-        state.closed = true;
-        state.abandon = true;
-        let left = state.queue.drain().into_iter().map(|(e, _)| e).collect();
-        drop(state);
-        let _ = self.doorbell.try_send(());
-        self.space.notify_waiters();
-        left
-    }
-
-    fn queue_depth(&self) -> usize {
-        lock(&self.state).queue.len()
-    }
-
-    fn stats(&self) -> SubscriptionStats {
-        SubscriptionStats {
-            id: self.id,
-            name: self.name.clone(),
-            pattern: self
-                .patterns
-                .iter()
-                .map(|p| p.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            queue_depth: self.queue_depth(),
-            delivered: self.consumed.delivered.load(Ordering::Relaxed),
-            failed: self.consumed.failed.load(Ordering::Relaxed),
-            panicked: self.consumed.panicked.load(Ordering::Relaxed),
-            expired: self.consumed.expired.load(Ordering::Relaxed),
-            retries: self.consumed.retries.load(Ordering::Relaxed),
-            dead_lettered: self.consumed.dead_lettered.load(Ordering::Relaxed),
-            duplicates: self.consumed.duplicates.load(Ordering::Relaxed),
-            dropped: self.drops.snapshot(),
-            circuit: circuit_from_u8(self.circuit.load(Ordering::Relaxed)),
-            latency: self.latency.summary(),
-        }
-    }
-}
-
-fn circuit_to_u8(state: CircuitState) -> u8 {
-    match state {
-        CircuitState::Closed => 0,
-        CircuitState::Open => 1,
-        CircuitState::HalfOpen => 2,
-    }
-}
-
-fn circuit_from_u8(value: u8) -> CircuitState {
-    match value {
-        1 => CircuitState::Open,
-        2 => CircuitState::HalfOpen,
-        _ => CircuitState::Closed,
-    }
-}
-
 /// Dead letters kept for `MessageBus::dead_letters`.
-const DEAD_LETTERS_KEPT: usize = 10_000;
+pub(super) const DEAD_LETTERS_KEPT: usize = 10_000;
 
 /// Where one subscription's copy of a message went.
-enum Placed {
+pub(super) enum Placed {
     Queued,
     Displaced,
     Dropped,
@@ -371,14 +75,14 @@ enum Placed {
 
 /// Collects the per-subscription results of one publish.
 #[derive(Default)]
-struct FanOut {
-    receipt: PublishReceipt,
-    rejected_by: Vec<SubscriptionId>,
-    first_error: Option<PublishError>,
+pub(super) struct FanOut {
+    pub(super) receipt: PublishReceipt,
+    pub(super) rejected_by: Vec<SubscriptionId>,
+    pub(super) first_error: Option<PublishError>,
 }
 
 impl FanOut {
-    fn add(&mut self, id: SubscriptionId, result: Result<Placed, PublishError>) {
+    pub(super) fn add(&mut self, id: SubscriptionId, result: Result<Placed, PublishError>) {
         match result {
             Ok(Placed::Queued) => self.receipt.queued += 1,
             Ok(Placed::Displaced) => {
@@ -394,7 +98,7 @@ impl FanOut {
         }
     }
 
-    fn finish(self, bus: &BusInner) -> Result<PublishReceipt, PublishError> {
+    pub(super) fn finish(self, bus: &BusInner) -> Result<PublishReceipt, PublishError> {
         let reached = self.receipt.queued + self.receipt.dropped + self.rejected_by.len();
         if reached == 0 && self.first_error.is_none() {
             bus.counters.unrouted.fetch_add(1, Ordering::Relaxed);
@@ -412,28 +116,34 @@ impl FanOut {
     }
 }
 
-struct BusInner {
-    routes: RwLock<RouteIndex<Arc<Subscription>>>,
-    subscriptions: Mutex<BTreeMap<SubscriptionId, Arc<Subscription>>>,
-    consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    next_id: AtomicU64,
-    accepting: AtomicBool,
-    counters: CachePadded<PublishCounters>,
+pub(super) struct BusInner {
+    pub(super) routes: RwLock<RouteIndex<Arc<Subscription>>>,
+    pub(super) subscriptions: Mutex<BTreeMap<SubscriptionId, Arc<Subscription>>>,
+    pub(super) consumers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub(super) next_id: AtomicU64,
+    pub(super) accepting: AtomicBool,
+    pub(super) counters: CachePadded<PublishCounters>,
     /// The most recent dead letters, for inspection.
-    dead_letters: Mutex<VecDeque<DeadLetter>>,
+    pub(super) dead_letters: Mutex<VecDeque<DeadLetter>>,
     /// Figures of removed subscriptions, so bus totals never go backwards.
-    retired: Mutex<Vec<SubscriptionStats>>,
-    dropped_by_topic: Mutex<HashMap<Topic, u64>>,
-    pending_requests: Mutex<HashMap<MessageId, oneshot::Sender<Envelope>>>,
-    pending_count: AtomicUsize,
-    runtime: tokio::runtime::Handle,
-    store: Option<Store>,
+    pub(super) retired: Mutex<Vec<SubscriptionStats>>,
+    pub(super) dropped_by_topic: Mutex<HashMap<Topic, u64>>,
+    pub(super) pending_requests: Mutex<HashMap<MessageId, oneshot::Sender<Envelope>>>,
+    pub(super) pending_count: AtomicUsize,
+    pub(super) runtime: tokio::runtime::Handle,
+    pub(super) store: Option<Store>,
     /// Messages read back from the store and queued again.
-    replayed: AtomicU64,
+    pub(super) replayed: AtomicU64,
 }
 
 impl BusInner {
-    fn record_drop(&self, sub: &Subscription, topic: &Topic, reason: DropReason, n: u64) {
+    pub(super) fn record_drop(
+        &self,
+        sub: &Subscription,
+        topic: &Topic,
+        reason: DropReason,
+        n: u64,
+    ) {
         if n == 0 {
             return;
         }
@@ -445,469 +155,10 @@ impl BusInner {
     }
 }
 
-/// Settles deliveries: acknowledges, retries or dead-letters them. The
-/// consumer owns one; a manual-ack handler's settlement carries a clone.
-#[derive(Clone)]
-struct Settler {
-    bus: Arc<BusInner>,
-    sub: Arc<Subscription>,
-    retry: RetryPolicy,
-}
-
-impl Settler {
-    /// The handler finished the message.
-    fn acknowledge(&self, envelope: &Envelope) {
-        let sub = &self.sub;
-        sub.consumed.delivered.fetch_add(1, Ordering::Relaxed);
-        let exactly_once = envelope.delivery_mode == DeliveryMode::ExactlyOnce;
-        if exactly_once {
-            lock(&sub.dedupe).insert(envelope.id);
-        }
-        if let Some((store, name)) = self.journal(envelope) {
-            store.ack(envelope.id, name, exactly_once);
-        }
-    }
-
-    /// The store and this subscription's durable name, when what happens
-    /// to `envelope` here must be journaled: a durable bus, a named
-    /// subscription, a reliable message.
-    fn journal(&self, envelope: &Envelope) -> Option<(&Store, &Arc<str>)> {
-        let store = self.bus.store.as_ref()?;
-        let name = self.sub.durable.as_ref()?;
-        (envelope.delivery_mode != DeliveryMode::FireAndForget).then_some((store, name))
-    }
-
-    /// A reliable delivery failed: redeliver later, or give up.
-    fn retry_or_dead_letter(&self, envelope: &Arc<Envelope>, error: &str) {
-        let attempts = envelope.attempt.saturating_add(1);
-        if attempts < envelope.max_attempts {
-            let mut again = (**envelope).clone();
-            again.attempt = attempts;
-            let delay = self.retry.delay(envelope.id, attempts);
-            let (bus, sub) = (self.bus.clone(), self.sub.clone());
-            sub.consumed.retries.fetch_add(1, Ordering::Relaxed);
-            sub.consumed.retrying.fetch_add(1, Ordering::Relaxed);
-            self.bus.runtime.spawn(async move {
-                tokio::time::sleep(delay).await;
-                let topic = again.topic.clone();
-                if !sub.requeue(Arc::new(again)) {
-                    bus.record_drop(&sub, &topic, DropReason::Shutdown, 1);
-                }
-                sub.consumed.retrying.fetch_sub(1, Ordering::Release);
-            });
-            return;
-        }
-        self.sub
-            .consumed
-            .dead_lettered
-            .fetch_add(1, Ordering::Relaxed);
-        let letter = DeadLetter {
-            original: Some(Box::new((**envelope).clone())),
-            raw: None,
-            subscription: self.sub.name.clone(),
-            error: error.to_string(),
-            attempts,
-            dead_lettered_at_ms: now_ms(),
-        };
-        tracing::error!(subscription = %self.sub.name, message_id = %envelope.id, attempts, %error, "dead-lettered");
-        if let Some((store, name)) = self.journal(envelope) {
-            store.dead_letter(envelope.id, name, &letter);
-        }
-        {
-            let mut letters = lock(&self.bus.dead_letters);
-            if letters.len() >= DEAD_LETTERS_KEPT {
-                letters.pop_front();
-            }
-            letters.push_back(letter.clone());
-        }
-        let notice = Envelope::new(
-            AgentId::new("bus"),
-            Topic::new("system.dead_letter").expect("valid topic"),
-            Payload::SystemDeadLetter(letter),
-        )
-        .with_priority(Priority::High);
-        // Best effort: the letter is kept in `dead_letters` either way.
-        let _ = MessageBus {
-            inner: self.bus.clone(),
-        }
-        .try_publish(notice);
-    }
-
-    /// A handler failed (or never acknowledged): retry or drop per mode.
-    fn failed(&self, envelope: &Arc<Envelope>, error: &str) {
-        if envelope.delivery_mode != DeliveryMode::FireAndForget {
-            self.retry_or_dead_letter(envelope, error);
-        }
-    }
-
-    /// The message ran out of time before its handler ran.
-    fn expired(&self, envelope: &Envelope) {
-        self.sub.consumed.expired.fetch_add(1, Ordering::Relaxed);
-        if let Some((store, name)) = self.journal(envelope) {
-            store.expire(envelope.id, name);
-        }
-    }
-
-    /// Settles a manual-ack delivery whose handler returned: waits (on a
-    /// task of its own) for the handler's ack or nack, up to `ack_wait`.
-    fn await_settlement(
-        &self,
-        envelope: Arc<Envelope>,
-        settlement: flume::Receiver<Settlement>,
-        ack_wait: Duration,
-    ) {
-        let settler = self.clone();
-        settler
-            .sub
-            .consumed
-            .retrying
-            .fetch_add(1, Ordering::Relaxed);
-        self.bus.runtime.spawn(async move {
-            let verdict = tokio::time::timeout(ack_wait, settlement.recv_async()).await;
-            match verdict {
-                Ok(Ok(Settlement::Ack)) => settler.acknowledge(&envelope),
-                Ok(Ok(Settlement::Nack(reason))) => {
-                    settler.sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
-                    settler.failed(&envelope, &reason);
-                }
-                Ok(Err(_)) | Err(_) => {
-                    settler.sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
-                    let reason = format!("not acknowledged within {ack_wait:?}");
-                    tracing::warn!(subscription = %settler.sub.name, message_id = %envelope.id, %reason, "delivery unacknowledged");
-                    settler.failed(&envelope, &reason);
-                }
-            }
-            settler.sub.consumed.retrying.fetch_sub(1, Ordering::Release);
-        });
-    }
-}
-
-/// How a manual-ack handler settled a message.
-enum Settlement {
-    Ack,
-    Nack(String),
-}
-
-/// The right (and duty) to settle one delivery, handed to a manual-ack
-/// handler (see [`Handler::manual_ack`]). Call [`ack`](Self::ack) once the
-/// work is done, [`nack`](Self::nack) to have it redelivered (with the
-/// subscription's backoff) or dead-lettered after the last attempt.
-/// Dropping it unsettled counts as a nack; not settling it within the
-/// handler's `ack_wait` counts as a failure too.
-#[derive(Debug)]
-pub struct Acknowledgement {
-    settle: Option<flume::Sender<Settlement>>,
-}
-
-impl Acknowledgement {
-    /// The work is done: the message is acknowledged.
-    pub fn ack(mut self) {
-        if let Some(settle) = self.settle.take() {
-            let _ = settle.send(Settlement::Ack);
-        }
-    }
-
-    /// The work failed: redeliver (or dead-letter) with this reason.
-    pub fn nack(mut self, reason: impl Into<String>) {
-        if let Some(settle) = self.settle.take() {
-            let _ = settle.send(Settlement::Nack(reason.into()));
-        }
-    }
-}
-
-impl Drop for Acknowledgement {
-    fn drop(&mut self) {
-        if let Some(settle) = self.settle.take() {
-            let _ = settle.send(Settlement::Nack(
-                "acknowledgement dropped unsettled".to_string(),
-            ));
-        }
-    }
-}
-
-impl std::fmt::Debug for Settlement {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Settlement::Ack => f.write_str("ack"),
-            Settlement::Nack(reason) => write!(f, "nack({reason})"),
-        }
-    }
-}
-
-/// What a consumer keeps to itself: its breaker (only the consumer touches
-/// it, so the hot path takes no lock for it) and its clock.
-struct Consumer {
-    settler: Settler,
-    sub: Arc<Subscription>,
-    breaker: CircuitBreaker,
-    /// When the previous handler run ended, if the consumer went straight on
-    /// to the next message: reused as that message's start time, which saves
-    /// one clock read per message under load. Latency is therefore measured
-    /// from dequeue to handler completion.
-    last_finish: Option<Instant>,
-}
-
-impl Consumer {
-    fn new(
-        bus: Arc<BusInner>,
-        sub: Arc<Subscription>,
-        breaker: CircuitBreakerConfig,
-        retry: RetryPolicy,
-    ) -> Self {
-        Self {
-            settler: Settler {
-                bus,
-                sub: sub.clone(),
-                retry,
-            },
-            sub,
-            breaker: CircuitBreaker::new(breaker),
-            last_finish: None,
-        }
-    }
-
-    fn reliable(envelope: &Envelope) -> bool {
-        envelope.delivery_mode != DeliveryMode::FireAndForget
-    }
-
-    /// An exactly-once message this subscription already handled: counted,
-    /// and acknowledged again so the store stops holding it.
-    fn is_duplicate(&self, envelope: &Envelope) -> bool {
-        let duplicate = envelope.delivery_mode == DeliveryMode::ExactlyOnce
-            && lock(&self.sub.dedupe).contains(&envelope.id);
-        if duplicate {
-            self.sub.consumed.duplicates.fetch_add(1, Ordering::Relaxed);
-            if let Some((store, name)) = self.settler.journal(envelope) {
-                store.ack(envelope.id, name, true);
-            }
-        }
-        duplicate
-    }
-
-    /// Start time for the message just dequeued.
-    fn start_clock(&mut self) -> Instant {
-        self.last_finish.take().unwrap_or_else(Instant::now)
-    }
-
-    /// Checks expiry and the breaker; false means "do not call the handler".
-    fn admit(&mut self, envelope: &Arc<Envelope>, now: Instant) -> bool {
-        if envelope.expires_at_ms.is_some() && envelope.is_expired_at(now_ms()) {
-            self.settler.expired(envelope);
-            return false;
-        }
-        if !self.breaker.allow(now) {
-            self.publish_circuit();
-            if Self::reliable(envelope) {
-                self.settler
-                    .retry_or_dead_letter(envelope, "circuit breaker open");
-            } else {
-                self.settler.bus.record_drop(
-                    &self.sub,
-                    &envelope.topic,
-                    DropReason::CircuitOpen,
-                    1,
-                );
-            }
-            return false;
-        }
-        self.sub.consumed.running.store(1, Ordering::Relaxed);
-        true
-    }
-
-    fn finish(&mut self, envelope: &Arc<Envelope>, started: Instant, outcome: Outcome) {
-        let finished = Instant::now();
-        self.last_finish = Some(finished);
-        let sub = &self.sub;
-        sub.latency.record(finished - started);
-        match outcome {
-            Outcome::Ok => {
-                self.breaker.record_success();
-                self.settler.acknowledge(envelope);
-            }
-            Outcome::Failed(error) => {
-                sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
-                self.breaker.record_failure(finished);
-                tracing::warn!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %error, "handler failed");
-                self.settler.failed(envelope, &error.message);
-            }
-            Outcome::Panicked(panic) => {
-                let sub = &self.sub;
-                sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
-                sub.consumed.panicked.fetch_add(1, Ordering::Relaxed);
-                self.breaker.record_failure(finished);
-                tracing::error!(subscription = %sub.name, message_id = %envelope.id, topic = %envelope.topic, %panic, "handler panicked");
-                self.settler.failed(envelope, &format!("panicked: {panic}"));
-            }
-        }
-        let sub = &self.sub;
-        self.publish_circuit();
-        sub.consumed.running.store(0, Ordering::Relaxed);
-    }
-
-    /// A manual-ack handler returned: its settlement decides the outcome.
-    fn finish_manual(
-        &mut self,
-        envelope: &Arc<Envelope>,
-        started: Instant,
-        outcome: Outcome,
-        settlement: flume::Receiver<Settlement>,
-        ack_wait: Duration,
-    ) {
-        let finished = Instant::now();
-        self.last_finish = Some(finished);
-        self.sub.latency.record(finished - started);
-        let error = match outcome {
-            Outcome::Ok => {
-                self.breaker.record_success();
-                self.settler
-                    .await_settlement(envelope.clone(), settlement, ack_wait);
-                self.publish_circuit();
-                self.sub.consumed.running.store(0, Ordering::Relaxed);
-                return;
-            }
-            Outcome::Failed(error) => error.message,
-            Outcome::Panicked(panic) => {
-                self.sub.consumed.panicked.fetch_add(1, Ordering::Relaxed);
-                format!("panicked: {panic}")
-            }
-        };
-        if matches!(settlement.try_recv(), Ok(Settlement::Ack)) {
-            self.breaker.record_success();
-            self.settler.acknowledge(envelope);
-        } else {
-            self.sub.consumed.failed.fetch_add(1, Ordering::Relaxed);
-            self.breaker.record_failure(finished);
-            tracing::warn!(subscription = %self.sub.name, message_id = %envelope.id, %error, "handler failed");
-            self.settler.failed(envelope, &error);
-        }
-        self.publish_circuit();
-        self.sub.consumed.running.store(0, Ordering::Relaxed);
-    }
-
-    fn publish_circuit(&self) {
-        let state = circuit_to_u8(self.breaker.state());
-        if self.sub.circuit.load(Ordering::Relaxed) != state {
-            self.sub.circuit.store(state, Ordering::Relaxed);
-        }
-    }
-
-    /// The item taken by `next` is settled (handled, skipped as a
-    /// duplicate, expired, or refused by the breaker).
-    fn done_with_item(&self) {
-        // Release: what the handler queued elsewhere is visible to an
-        // `is_quiet` that sees this.
-        self.sub.consumed.running.store(0, Ordering::Release);
-    }
-
-    /// Next message; an empty queue resets the clock reuse.
-    fn next(&mut self, may_idle: bool) -> Next {
-        let next = self.sub.next(may_idle);
-        if !matches!(next, Next::Item(_)) {
-            self.last_finish = None;
-        }
-        next
-    }
-}
-
-/// Times an async consumer that found its queue empty looks again, yielding
-/// to the runtime in between, before it goes to sleep. Under a steady stream
-/// this saves a wake-up (a doorbell ring and a task schedule) per message.
-const SPINS_BEFORE_SLEEP: u32 = 4;
-
-/// The handler of an async consumer.
-enum AsyncKind {
-    /// Returning Ok acknowledges.
-    Auto(Arc<dyn AsyncHandler>),
-    /// The handler acknowledges through an [`Acknowledgement`].
-    Manual(Arc<dyn ManualAckHandler>, Duration),
-}
-
-async fn consume_async(
-    mut consumer: Consumer,
-    handler: AsyncKind,
-    doorbell: flume::Receiver<()>,
-    _done: flume::Sender<()>,
-) {
-    let mut empty_looks = 0;
-    loop {
-        match consumer.next(empty_looks >= SPINS_BEFORE_SLEEP) {
-            Next::Item(envelope) => {
-                empty_looks = 0;
-                let started = consumer.start_clock();
-                if !consumer.is_duplicate(&envelope) && consumer.admit(&envelope, started) {
-                    match &handler {
-                        AsyncKind::Auto(handler) => {
-                            let outcome = CatchUnwind::new(handler.call(envelope.clone())).await;
-                            consumer.finish(&envelope, started, outcome);
-                        }
-                        AsyncKind::Manual(handler, ack_wait) => {
-                            let (settle, settlement) = flume::bounded(1);
-                            let ack = Acknowledgement {
-                                settle: Some(settle),
-                            };
-                            let outcome =
-                                CatchUnwind::new(handler.call(envelope.clone(), ack)).await;
-                            consumer
-                                .finish_manual(&envelope, started, outcome, settlement, *ack_wait);
-                        }
-                    }
-                }
-                consumer.done_with_item();
-            }
-            Next::Idle if empty_looks < SPINS_BEFORE_SLEEP => {
-                empty_looks += 1;
-                tokio::task::yield_now().await;
-            }
-            Next::Idle => {
-                empty_looks = 0;
-                if doorbell.recv_async().await.is_err() {
-                    break;
-                }
-            }
-            Next::Finished => break,
-        }
-    }
-}
-
-fn consume_blocking(
-    mut consumer: Consumer,
-    mut handler: BlockingHandler,
-    doorbell: flume::Receiver<()>,
-    _done: flume::Sender<()>,
-) {
-    // Like the async consumer, look a few times (yielding the CPU) before
-    // sleeping: a thread wake-up per message dominated `bistoury run`.
-    let mut empty_looks = 0;
-    loop {
-        match consumer.next(empty_looks >= SPINS_BEFORE_SLEEP) {
-            Next::Item(envelope) => {
-                empty_looks = 0;
-                let started = consumer.start_clock();
-                if !consumer.is_duplicate(&envelope) && consumer.admit(&envelope, started) {
-                    let outcome = call_blocking(|| handler(&envelope));
-                    consumer.finish(&envelope, started, outcome);
-                }
-                consumer.done_with_item();
-            }
-            Next::Idle if empty_looks < SPINS_BEFORE_SLEEP => {
-                empty_looks += 1;
-                std::thread::yield_now();
-            }
-            Next::Idle => {
-                empty_looks = 0;
-                if doorbell.recv().is_err() {
-                    break;
-                }
-            }
-            Next::Finished => break,
-        }
-    }
-}
-
 /// The in-process message bus; clone it freely (clones share one bus).
 #[derive(Clone)]
 pub struct MessageBus {
-    inner: Arc<BusInner>,
+    pub(super) inner: Arc<BusInner>,
 }
 
 impl std::fmt::Debug for MessageBus {
@@ -1110,7 +361,7 @@ impl MessageBus {
         true
     }
 
-    fn routes(&self, topic: &Topic) -> Arc<[Arc<Subscription>]> {
+    pub(super) fn routes(&self, topic: &Topic) -> Arc<[Arc<Subscription>]> {
         {
             let routes = self.inner.routes.read().unwrap_or_else(|p| p.into_inner());
             if let Some(hit) = routes.cached(topic) {
@@ -1124,7 +375,7 @@ impl MessageBus {
             .resolve(topic)
     }
 
-    fn accept(&self, envelope: &Envelope) -> Result<(), PublishError> {
+    pub(super) fn accept(&self, envelope: &Envelope) -> Result<(), PublishError> {
         if !self.inner.accepting.load(Ordering::Relaxed) {
             return Err(PublishError::BusClosed);
         }
@@ -1196,7 +447,11 @@ impl MessageBus {
 
     /// The synchronous publish; `wait` says whether a full `Block`
     /// subscription is waited for (blocking this thread) or given up on.
-    fn publish_now(&self, envelope: Envelope, wait: bool) -> Result<PublishReceipt, PublishError> {
+    pub(super) fn publish_now(
+        &self,
+        envelope: Envelope,
+        wait: bool,
+    ) -> Result<PublishReceipt, PublishError> {
         self.accept(&envelope)?;
         let envelope = Arc::new(envelope);
         let routes = self.routes(&envelope.topic);
@@ -1221,7 +476,7 @@ impl MessageBus {
     /// Starts writing a durable message to the store, with the names of the
     /// durable subscriptions it goes to. `None` when nothing is written
     /// (no store, or a fire-and-forget message).
-    fn persist(
+    pub(super) fn persist(
         &self,
         routes: &[Arc<Subscription>],
         envelope: &Envelope,
@@ -1241,7 +496,7 @@ impl MessageBus {
     }
 
     /// Counts a block-policy timeout.
-    fn give_up(
+    pub(super) fn give_up(
         &self,
         sub: &Subscription,
         envelope: &Arc<Envelope>,
@@ -1256,7 +511,7 @@ impl MessageBus {
     }
 
     /// Tries once. `None` means "full, and the policy says wait".
-    fn enqueue_once(
+    pub(super) fn enqueue_once(
         &self,
         sub: &Subscription,
         envelope: &Arc<Envelope>,
@@ -1289,7 +544,7 @@ impl MessageBus {
         }
     }
 
-    async fn enqueue(
+    pub(super) async fn enqueue(
         &self,
         sub: &Subscription,
         envelope: &Arc<Envelope>,

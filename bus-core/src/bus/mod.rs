@@ -15,6 +15,7 @@
 //! nothing of agents.
 
 pub(crate) mod circuit;
+mod consumer;
 pub mod error;
 pub mod filter;
 pub mod handler;
@@ -24,11 +25,12 @@ mod outbox;
 pub(crate) mod queue;
 pub mod reliability;
 pub(crate) mod routing;
+mod settlement;
 pub mod stats;
+mod subscription;
 
 pub use circuit::{CircuitBreakerConfig, CircuitState};
-pub use message_bus::{
-    Acknowledgement, MessageBus, OverflowPolicy, PublishReceipt, ShutdownReport, SubscribeError,
-    SubscribeOptions,
-};
+pub use message_bus::{MessageBus, PublishReceipt, ShutdownReport};
 pub use outbox::Outbox;
+pub use settlement::Acknowledgement;
+pub use subscription::{OverflowPolicy, SubscribeError, SubscribeOptions};

@@ -6,8 +6,13 @@
 //! Imports the runtime (agents on NATS run on its one driver) and
 //! everything below it.
 
+mod bus;
+mod connection;
+mod incoming;
 pub mod jetstream;
 pub mod local_server;
 mod transport;
 
+pub use bus::*;
+pub use connection::*;
 pub use transport::*;

@@ -3,6 +3,7 @@
 //! processes, and the MessagePack reader the binary layout's payloads use.
 
 pub mod binary;
+mod json;
 pub(crate) mod msgpack;
 
 use crate::model::Envelope;
