@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::agents::AgentKind;
 use crate::config::BistouryConfig;
 use crate::run::{RunOutcome, WiringError};
 use clap::{Parser, Subcommand};
@@ -93,6 +94,13 @@ pub fn main() -> ExitCode {
             exit_with_parent,
             instance,
         }) => {
+            let kind = match name.parse::<AgentKind>() {
+                Ok(kind) => kind,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(2);
+                }
+            };
             let partition = match instance.as_deref().map(parse_instance) {
                 None => bus_core::runtime::Partition::WHOLE,
                 Some(Ok(partition)) => partition,
@@ -102,7 +110,7 @@ pub fn main() -> ExitCode {
                 }
             };
             return run_one_agent(
-                &name,
+                kind,
                 config.as_deref(),
                 output_dir,
                 exit_with_parent,
@@ -243,7 +251,7 @@ fn parse_instance(text: &str) -> Result<bus_core::runtime::Partition, String> {
 }
 
 fn run_one_agent(
-    name: &str,
+    kind: AgentKind,
     file: Option<&std::path::Path>,
     output_dir: Option<PathBuf>,
     exit_with_parent: bool,
@@ -257,7 +265,8 @@ fn run_one_agent(
     // A risk agent process keeps its state in a file: restarted (by
     // `bistoury run`, or by hand), it carries on from it.
     let risk_memory = crate::run::RiskMemory::file(&config);
-    let agent = match crate::run::build_agent(name, &config, false, &trade_log, None, &risk_memory)
+    let name = kind.name();
+    let agent = match crate::run::build_agent(kind, &config, false, &trade_log, None, &risk_memory)
     {
         Ok(agent) => agent,
         Err(crate::run::WiringError::Config(message)) => {
@@ -269,18 +278,8 @@ fn run_one_agent(
             return ExitCode::FAILURE;
         }
     };
-    let settings = config
-        .agents
-        .all()
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, s)| s.clone());
-    let spec = bus_core::agent::supervision::AgentSpec::new(agent).with_policy(
-        settings.map_or(bus_core::agent::supervision::RestartPolicy::Shutdown, |s| {
-            s.policy()
-        }),
-        None,
-    );
+    let spec = bus_core::agent::supervision::AgentSpec::new(agent)
+        .with_policy(config.agents.get(kind).policy(), None);
     let stop = bus_core::runtime::StopSignal::new();
     stop_on_signals(
         stop.clone(),

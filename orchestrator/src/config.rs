@@ -15,6 +15,8 @@ use agent_trader::TraderConfig;
 use bus_core::model::payload::Symbol;
 use serde::Deserialize;
 
+use crate::agents::AgentKind;
+
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -299,19 +301,30 @@ pub struct AgentsConfig {
 }
 
 impl AgentsConfig {
-    /// `(name, settings)` in declaration order.
-    pub fn all(&self) -> [(&'static str, &AgentSettings); 5] {
+    /// `(agent, settings)` in declaration order.
+    pub fn all(&self) -> [(AgentKind, &AgentSettings); 5] {
         [
-            ("collector", &self.collector),
-            ("signals", &self.signals),
-            ("risk", &self.risk),
-            ("trader", &self.trader),
-            ("report", &self.report),
+            (AgentKind::Collector, &self.collector),
+            (AgentKind::Signals, &self.signals),
+            (AgentKind::Risk, &self.risk),
+            (AgentKind::Trader, &self.trader),
+            (AgentKind::Report, &self.report),
         ]
     }
 
+    /// One agent's settings.
+    pub fn get(&self, kind: AgentKind) -> &AgentSettings {
+        match kind {
+            AgentKind::Collector => &self.collector,
+            AgentKind::Signals => &self.signals,
+            AgentKind::Risk => &self.risk,
+            AgentKind::Trader => &self.trader,
+            AgentKind::Report => &self.report,
+        }
+    }
+
     /// Start order, or the configuration error (unknown dependency, cycle).
-    pub fn start_order(&self) -> Result<Vec<String>, String> {
+    pub fn start_order(&self) -> Result<Vec<AgentKind>, String> {
         let mut registry = bus_core::agent::registry::Registry::new();
         for (name, settings) in self.all() {
             let deps = settings
@@ -320,21 +333,24 @@ impl AgentsConfig {
                 .map(bus_core::AgentId::new)
                 .collect();
             registry
-                .register(bus_core::AgentId::new(name), Vec::new(), deps)
+                .register(bus_core::AgentId::new(name.name()), Vec::new(), deps)
                 .map_err(|e| format!("agents.{name}: {e}"))?;
         }
         registry
             .start_order()
-            .map(|order| order.iter().map(|a| a.to_string()).collect())
+            .map(|order| {
+                order
+                    .iter()
+                    .map(|a| a.as_str().parse().expect("registered from AgentKind names"))
+                    .collect()
+            })
             .map_err(|e| format!("agents: {e}"))
     }
 
     fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         for (name, settings) in self.all() {
-            if settings.on_panic == OnPanic::Restart
-                && matches!(name, "collector" | "trader" | "report")
-            {
+            if settings.on_panic == OnPanic::Restart && !name.restartable() {
                 errors.push(format!(
                     "agents.{name}.on_panic: \"restart\" would lose the {name}'s state (positions, data position, figures); use \"shutdown\" or \"isolate\""
                 ));
@@ -670,10 +686,10 @@ impl BistouryConfig {
             if settings.instances == 0 {
                 errors.push(format!("{key}: must be at least 1"));
             } else if settings.instances > 1 {
-                if !crate::run::PARTITIONED.contains(&name) {
+                if !name.partitioned() {
                     errors.push(format!(
                         "{key}: {name} keeps state that instances cannot split; only {} can run as several instances",
-                        crate::run::PARTITIONED.join(", ")
+                        AgentKind::names_where(AgentKind::partitioned)
                     ));
                 } else if self.bus.transport != Transport::Nats {
                     errors.push(format!(

@@ -48,6 +48,7 @@ use bus_core::runtime::Partition;
 use bus_core::runtime::StopSignal;
 use futures_util::StreamExt;
 
+use crate::agents::AgentKind;
 use crate::config::BistouryConfig;
 use crate::report::ReportAgent;
 use crate::run::{build_agent, Mode, RunControl, RunOutcome, WiringError};
@@ -170,7 +171,7 @@ impl ServerWatch {
 
 /// One agent process.
 struct AgentProcess {
-    name: String,
+    kind: AgentKind,
     /// Which instance, when the agent runs as several.
     instance: Partition,
     child: Child,
@@ -190,10 +191,10 @@ struct Launcher {
 
 impl Launcher {
     /// Starts `bistoury agent NAME` and waits until it is subscribed.
-    fn start(&self, name: &str, instance: Partition) -> Result<Child, WiringError> {
+    fn start(&self, kind: AgentKind, instance: Partition) -> Result<Child, WiringError> {
         let mut command = Command::new(&self.exe);
-        command.arg("agent").arg(name);
-        let name = &label(name, instance);
+        command.arg("agent").arg(kind.name());
+        let name = &label(kind, instance);
         if instance.count > 1 {
             command
                 .arg("--instance")
@@ -252,10 +253,10 @@ impl Launcher {
 }
 
 /// `signals`, or `signals[2of4]` for one of several instances.
-fn label(name: &str, instance: Partition) -> String {
+fn label(kind: AgentKind, instance: Partition) -> String {
     match instance.count {
-        1 => name.to_string(),
-        _ => format!("{name}[{}]", instance.label()),
+        1 => kind.to_string(),
+        _ => format!("{kind}[{}]", instance.label()),
     }
 }
 
@@ -285,7 +286,7 @@ fn stop_processes(agents: &mut [&mut AgentProcess], grace: Duration) -> Vec<Opti
     }
     for (agent, status) in agents.iter_mut().zip(statuses.iter_mut()) {
         if status.is_none() {
-            let name = label(&agent.name, agent.instance);
+            let name = label(agent.kind, agent.instance);
             tracing::warn!(agent = %name, "did not stop within {grace:?}; killed");
             let _ = agent.child.kill();
             *status = agent.child.wait().ok();
@@ -402,7 +403,7 @@ pub async fn run_processes(
     // The report agent, here.
     let trade_log = config.run.output_dir.join("trades.csv");
     let report = build_agent(
-        "report",
+        AgentKind::Report,
         config,
         false,
         &trade_log,
@@ -429,29 +430,23 @@ pub async fn run_processes(
         run_token,
     };
     let mut order = config.agents.start_order().map_err(WiringError::Config)?;
-    order.retain(|n| n != "report");
-    order.sort_by_key(|n| n == "collector");
-    let instances: std::collections::BTreeMap<&str, u32> = config
-        .agents
-        .all()
+    order.retain(|kind| *kind != AgentKind::Report);
+    order.sort_by_key(|kind| kind.is_source());
+    let order: Vec<(AgentKind, Partition)> = order
         .into_iter()
-        .map(|(n, s)| (n, s.instances))
-        .collect();
-    let order: Vec<(String, Partition)> = order
-        .into_iter()
-        .flat_map(|name| {
-            let count = instances.get(name.as_str()).copied().unwrap_or(1).max(1);
+        .flat_map(|kind| {
+            let count = config.agents.get(kind).instances.max(1);
             (0..count).map(move |index| {
                 let instance = Partition::new(index, count).expect("index < count");
-                (name.clone(), instance)
+                (kind, instance)
             })
         })
         .collect();
-    let policies: std::collections::BTreeMap<String, RestartPolicy> = config
+    let policies: std::collections::BTreeMap<AgentKind, RestartPolicy> = config
         .agents
         .all()
         .into_iter()
-        .map(|(n, s)| (n.to_string(), s.policy()))
+        .map(|(kind, s)| (kind, s.policy()))
         .collect();
     let mut agents: Vec<AgentProcess> = Vec::new();
     let mut outcome = supervise(
@@ -467,10 +462,8 @@ pub async fn run_processes(
     // Stopped early: the data stops first, so that what is left to drain
     // is what was already published.
     if control.stop.is_stopped() {
-        let mut collectors: Vec<&mut AgentProcess> = agents
-            .iter_mut()
-            .filter(|a| a.name == "collector")
-            .collect();
+        let mut collectors: Vec<&mut AgentProcess> =
+            agents.iter_mut().filter(|a| a.kind.is_source()).collect();
         tokio::task::block_in_place(|| stop_processes(&mut collectors, STOP_GRACE));
     }
     // Drain: wait for quiet, then stop everyone.
@@ -484,7 +477,7 @@ pub async fn run_processes(
         if outcome.is_ok() && !agent.isolated && !status.is_some_and(|s| s.success()) {
             outcome = Err(failed(format!(
                 "agent {} did not stop cleanly ({status:?})",
-                label(&agent.name, agent.instance)
+                label(agent.kind, agent.instance)
             )));
         }
     }
@@ -561,17 +554,17 @@ async fn drain(
 /// the run is stopped); restarts crashed ones per policy.
 async fn supervise(
     launcher: &Launcher,
-    order: &[(String, Partition)],
-    policies: &std::collections::BTreeMap<String, RestartPolicy>,
+    order: &[(AgentKind, Partition)],
+    policies: &std::collections::BTreeMap<AgentKind, RestartPolicy>,
     agents: &mut Vec<AgentProcess>,
     control: &RunControl,
     server: &mut ServerWatch,
 ) -> Result<(), WiringError> {
-    for (name, instance) in order {
-        let child = tokio::task::block_in_place(|| launcher.start(name, *instance))?;
+    for &(kind, instance) in order {
+        let child = tokio::task::block_in_place(|| launcher.start(kind, instance))?;
         agents.push(AgentProcess {
-            name: name.clone(),
-            instance: *instance,
+            kind,
+            instance,
             child,
             restarts: 0,
             isolated: false,
@@ -586,14 +579,14 @@ async fn supervise(
             let Ok(Some(status)) = agent.child.try_wait() else {
                 continue;
             };
-            if agent.name == "collector" && status.success() {
+            if agent.kind.is_source() && status.success() {
                 return Ok(());
             }
             let policy = policies
-                .get(&agent.name)
+                .get(&agent.kind)
                 .copied()
                 .unwrap_or(RestartPolicy::Shutdown);
-            let restartable = crate::run::RESTARTABLE.contains(&agent.name.as_str());
+            let restartable = agent.kind.restartable();
             match policy {
                 RestartPolicy::Restart { max_restarts, .. }
                     if restartable && agent.restarts < max_restarts =>
@@ -602,25 +595,24 @@ async fn supervise(
                     let wait = policy.backoff(agent.restarts);
                     println!(
                         "agent {} exited ({status}); restart {} of {max_restarts} in {wait:?}",
-                        label(&agent.name, agent.instance),
+                        label(agent.kind, agent.instance),
                         agent.restarts
                     );
                     tokio::time::sleep(wait).await;
-                    agent.child = tokio::task::block_in_place(|| {
-                        launcher.start(&agent.name, agent.instance)
-                    })?;
+                    agent.child =
+                        tokio::task::block_in_place(|| launcher.start(agent.kind, agent.instance))?;
                 }
-                RestartPolicy::Isolate if agent.name != "collector" => {
+                RestartPolicy::Isolate if !agent.kind.is_source() => {
                     println!(
                         "agent {} exited ({status}); isolated, the run carries on",
-                        label(&agent.name, agent.instance)
+                        label(agent.kind, agent.instance)
                     );
                     agent.isolated = true;
                 }
                 _ => {
                     return Err(failed(format!(
                         "agent {} exited ({status}) and its policy does not restart it",
-                        label(&agent.name, agent.instance)
+                        label(agent.kind, agent.instance)
                     )))
                 }
             }

@@ -123,7 +123,7 @@ impl ReportAgent {
     /// A report starting from `initial_cash`, for bars of `interval_ms`.
     pub fn new(initial_cash: Decimal, interval_ms: i64) -> Self {
         Self {
-            id: AgentId::new("report"),
+            id: AgentId::new(crate::agents::AgentKind::Report.name()),
             portfolio: Portfolio::new(initial_cash),
             tallies: SymbolMap::new(),
             candles: 0,

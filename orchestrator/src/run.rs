@@ -19,6 +19,7 @@ use bus_core::runtime::{
 use bus_core::{Agent, AgentId, MessageBus};
 use serde::Serialize;
 
+use crate::agents::AgentKind;
 use crate::config::{BistouryConfig, DataKind};
 use crate::report::{Report, ReportAgent};
 
@@ -91,10 +92,6 @@ pub struct RunOutcome {
     pub failure: Option<String>,
 }
 
-/// Builds one agent by name.
-/// The agents a configuration can run, by name.
-pub const AGENT_NAMES: [&str; 5] = ["collector", "signals", "risk", "trader", "report"];
-
 /// Where a risk agent keeps the state a restart must not lose.
 #[derive(Clone)]
 pub enum RiskMemory {
@@ -116,18 +113,17 @@ impl RiskMemory {
 /// The risk agent's state file, under `run.output_dir`.
 pub const RISK_STATE_FILE: &str = "risk-state.json";
 
-/// Builds one agent by name (one of [`AGENT_NAMES`]); `risk` keeps its
-/// state in `risk_memory`.
+/// Builds one agent; `risk` keeps its state in `risk_memory`.
 pub fn build_agent(
-    name: &str,
+    kind: AgentKind,
     config: &BistouryConfig,
     deterministic: bool,
     trade_log: &std::path::Path,
     progress: Option<&Arc<AtomicU64>>,
     risk_memory: &RiskMemory,
 ) -> Result<Box<dyn Agent>, WiringError> {
-    Ok(match name {
-        "collector" => {
+    Ok(match kind {
+        AgentKind::Collector => {
             let source: Box<dyn CandleSource> = match config.data.kind {
                 DataKind::Synthetic => {
                     let spec = config
@@ -149,7 +145,7 @@ pub fn build_agent(
             // thread; the batches are the same, in the same order.
             let source = Box::new(ReadAhead::new(source, 4));
             let mut collector =
-                CollectorAgent::new(AgentId::new("collector"), source, deterministic);
+                CollectorAgent::new(AgentId::new(kind.name()), source, deterministic);
             // Pacing is wall-clock time: never in a (deterministic) backtest.
             if !deterministic && config.data.speed > 0.0 {
                 collector = collector.with_speed(config.data.speed);
@@ -162,11 +158,13 @@ pub fn build_agent(
                 None => collector,
             })
         }
-        "signals" | "risk" => restartable_agent(name, config, deterministic, risk_memory)?
-            .expect("signals and risk are restartable"),
-        "trader" => Box::new(
+        AgentKind::Signals | AgentKind::Risk => {
+            restartable_agent(kind, config, deterministic, risk_memory)?
+                .expect("signals and risk are restartable")
+        }
+        AgentKind::Trader => Box::new(
             TraderAgent::new(
-                AgentId::new("trader"),
+                AgentId::new(kind.name()),
                 config.trader.clone(),
                 Some(trade_log),
                 deterministic,
@@ -177,46 +175,37 @@ pub fn build_agent(
             })?
             .with_max_symbols(config.signals.max_symbols),
         ),
-        "report" => Box::new(
+        AgentKind::Report => Box::new(
             ReportAgent::new(
                 config.trader.initial_cash,
                 config.data.interval_ms.unwrap_or(60_000),
             )
             .with_max_symbols(config.signals.max_symbols),
         ),
-        other => {
-            return Err(WiringError::Config(format!(
-                "no agent named {other:?}; agents are {}",
-                AGENT_NAMES.join(", ")
-            )))
-        }
     })
 }
-
-/// Agents that can run as several instances, each handling its share of
-/// the keys its state is kept by (`Agent::partition_key`).
-pub(crate) const PARTITIONED: [&str; 1] = ["signals"];
-
-/// Names of the agents [`restartable_agent`] builds.
-pub(crate) const RESTARTABLE: [&str; 2] = ["signals", "risk"];
 
 /// The agents that can start over from their configuration (and, for
 /// risk, the state it saved in `risk_memory`), built fresh; `None` for
 /// others.
 fn restartable_agent(
-    name: &str,
+    kind: AgentKind,
     config: &BistouryConfig,
     deterministic: bool,
     risk_memory: &RiskMemory,
 ) -> Result<Option<Box<dyn Agent>>, WiringError> {
-    Ok(match name {
-        "signals" => Some(Box::new(SignalAgent::new(
-            AgentId::new("signals"),
+    Ok(match kind {
+        AgentKind::Signals => Some(Box::new(SignalAgent::new(
+            AgentId::new(kind.name()),
             config.signals.clone(),
             deterministic,
         ))),
-        "risk" => {
-            let agent = RiskAgent::new(AgentId::new("risk"), config.risk.clone(), deterministic);
+        AgentKind::Risk => {
+            let agent = RiskAgent::new(
+                AgentId::new(kind.name()),
+                config.risk.clone(),
+                deterministic,
+            );
             let store: Option<Box<dyn RiskStateStore>> = match risk_memory {
                 RiskMemory::None => None,
                 RiskMemory::Shared(shared) => Some(Box::new(shared.clone())),
@@ -229,7 +218,7 @@ fn restartable_agent(
                     .map_err(|e| WiringError::Config(e.to_string()))?,
             }))
         }
-        _ => None,
+        AgentKind::Collector | AgentKind::Trader | AgentKind::Report => None,
     })
 }
 
@@ -242,8 +231,6 @@ pub fn build_agents(
     progress: Option<&Arc<AtomicU64>>,
 ) -> Result<Vec<AgentSpec>, WiringError> {
     let order = config.agents.start_order().map_err(WiringError::Config)?;
-    let settings: std::collections::BTreeMap<&str, &crate::config::AgentSettings> =
-        config.agents.all().into_iter().collect();
     let mut specs = Vec::with_capacity(order.len());
     // A backtest never restarts an agent; a run may, and its risk agent
     // then carries on from where the one it replaces was.
@@ -251,20 +238,20 @@ pub fn build_agents(
         true => RiskMemory::None,
         false => RiskMemory::Shared(SharedState::default()),
     };
-    for name in order {
+    for kind in order {
         let agent = build_agent(
-            &name,
+            kind,
             config,
             deterministic,
             trade_log,
             progress,
             &risk_memory,
         )?;
-        let policy = settings[name.as_str()].policy();
-        let rebuild: Option<Rebuild> = RESTARTABLE.contains(&name.as_str()).then(|| {
-            let (name, config, memory) = (name.clone(), config.clone(), risk_memory.clone());
+        let policy = config.agents.get(kind).policy();
+        let rebuild: Option<Rebuild> = kind.restartable().then(|| {
+            let (config, memory) = (config.clone(), risk_memory.clone());
             Box::new(move || {
-                restartable_agent(&name, &config, deterministic, &memory)
+                restartable_agent(kind, &config, deterministic, &memory)
                     .ok()
                     .flatten()
                     .expect("built once already with the same inputs")
