@@ -1,6 +1,7 @@
 //! The collector agent.
 
 use bus_core::model::payload::Command;
+use bus_core::model::SymbolTopics;
 use bus_core::prelude::*;
 
 use crate::source::CandleSource;
@@ -18,7 +19,7 @@ pub struct CollectorAgent {
     failure: Option<String>,
     /// Per symbol, the topic of each interval seen (usually one): looked up
     /// by reference, without cloning a key per candle.
-    topics: bus_core::model::ids::NameMap<Symbol, Vec<(std::sync::Arc<str>, Topic)>>,
+    topics: SymbolTopics,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     pacing: Option<Pacing>,
     /// Staggered pacing: the current step's candles not yet published, and
@@ -49,7 +50,7 @@ impl CollectorAgent {
             stopped_all: false,
             published: 0,
             failure: None,
-            topics: Default::default(),
+            topics: SymbolTopics::new("data.candle"),
             progress: None,
             pacing: None,
             held: Default::default(),
@@ -143,8 +144,8 @@ impl Agent for CollectorAgent {
 
     fn subscriptions(&self) -> Vec<TopicPattern> {
         vec![
-            TopicPattern::new("command.start_collection").expect("valid"),
-            TopicPattern::new("command.stop_collection").expect("valid"),
+            TopicPattern::from_static("command.start_collection"),
+            TopicPattern::from_static("command.stop_collection"),
         ]
     }
 
@@ -197,28 +198,11 @@ impl CollectorAgent {
         if self.stopped_all || self.stopped.contains(&candle.symbol) {
             return;
         }
-        let known = self.topics.get(&candle.symbol).and_then(|intervals| {
-            intervals
-                .iter()
-                .find(|(interval, _)| *interval == candle.interval)
-                .map(|(_, topic)| topic.clone())
-        });
-        let topic = match known {
-            Some(topic) => topic,
-            None => {
-                match Topic::new(format!("data.candle.{}.{}", candle.symbol, candle.interval)) {
-                    Ok(topic) => {
-                        self.topics
-                            .entry(candle.symbol.clone())
-                            .or_default()
-                            .push((candle.interval.clone(), topic.clone()));
-                        topic
-                    }
-                    Err(_) => {
-                        tracing::warn!(interval = %candle.interval, "interval is not a valid topic segment");
-                        return;
-                    }
-                }
+        let topic = match self.topics.topic_with(&candle.symbol, &candle.interval) {
+            Ok(topic) => topic,
+            Err(_) => {
+                tracing::warn!(interval = %candle.interval, "interval is not a valid topic segment");
+                return;
             }
         };
         let time = candle.open_time_ms;

@@ -145,7 +145,7 @@ impl RiskAgent {
             reason,
             triggered_by: triggered_by.to_string(),
         };
-        let topic = Topic::new("risk.emergency_stop").expect("valid topic");
+        let topic = Topic::from_static("risk.emergency_stop");
         out.publish(
             self.factory
                 .make_critical(topic, Payload::RiskEmergencyStop(stop), time),
@@ -333,8 +333,8 @@ impl Agent for RiskAgent {
             "trade.pnl_update",
             "system.config_update",
         ]
-        .iter()
-        .map(|p| TopicPattern::new(p).expect("valid pattern"))
+        .into_iter()
+        .map(TopicPattern::from_static)
         .collect()
     }
 

@@ -2,9 +2,10 @@
 //! the book, and the decision for one order. Decisions are values, not
 //! booleans, so a refusal always says which limit and by how much.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-use bus_core::model::payload::{OrderRequest, Symbol};
+use bus_core::model::payload::OrderRequest;
+use bus_core::model::SymbolMap;
 use rust_decimal::Decimal;
 
 use crate::config::RiskConfig;
@@ -33,7 +34,7 @@ pub enum Decision {
 #[derive(Debug, Clone, Default)]
 pub struct RiskState {
     /// Signed quantity per market, from `trade.position_update`.
-    pub positions: BTreeMap<Symbol, Decimal>,
+    pub positions: SymbolMap<Decimal>,
     /// Market times of recent approved orders.
     pub recent_orders: VecDeque<i64>,
     /// Highest equity seen.
@@ -141,7 +142,7 @@ fn refuse(limit: &'static str, value: Decimal, threshold: Decimal) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bus_core::model::payload::{OrderId, OrderRequestFields, OrderType, Side};
+    use bus_core::model::payload::{OrderId, OrderRequestFields, OrderType, Side, Symbol};
     use rust_decimal_macros::dec;
 
     fn order(side: Side, quantity: Decimal, price: Decimal, symbol: &str) -> OrderRequest {

@@ -14,11 +14,11 @@
 //! * [`SharedState`]: memory shared with whoever rebuilds the agent in the
 //!   same process (restart after a panic).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bus_core::model::payload::Symbol;
+use bus_core::model::SymbolMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +35,7 @@ pub struct RiskSnapshot {
     /// The limits in force (run-time changes included).
     pub limits: RiskConfig,
     /// Signed quantity per market.
-    pub positions: BTreeMap<Symbol, Decimal>,
+    pub positions: SymbolMap<Decimal>,
     /// Market times of recent approved orders.
     pub recent_orders: VecDeque<i64>,
     /// Highest equity seen.

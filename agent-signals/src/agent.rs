@@ -5,12 +5,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use bus_core::model::ids::NameMap;
-
 use bus_core::model::payload::{
     AggregatedSignal, AggregatedSignalFields, AnalysisComplete, Candle, Signal, SignalFields,
 };
-use bus_core::model::{CandleAdmission, CandleSequence};
+use bus_core::model::{CandleAdmission, CandleSequence, SymbolMap};
 use bus_core::prelude::*;
 
 use crate::aggregator::{Aggregator, Weighted};
@@ -32,7 +30,7 @@ pub struct SignalAgent {
     config: SignalsConfig,
     aggregator: Aggregator,
     factory: MessageFactory,
-    symbols: NameMap<Symbol, SymbolState>,
+    symbols: SymbolMap<SymbolState>,
     /// Which candles are news (repeats and symbols beyond the limit are not).
     sequence: CandleSequence,
     aggregated: u64,
@@ -74,7 +72,7 @@ impl SignalAgent {
             sequence: CandleSequence::with_limit(config.max_symbols),
             id,
             config,
-            symbols: NameMap::default(),
+            symbols: SymbolMap::new(),
             aggregated: 0,
             spoken: Vec::new(),
         }
@@ -126,7 +124,7 @@ impl SignalAgent {
                     aggregated: topic("aggregated")?,
                     complete: topic("analysis_complete")?,
                 };
-                self.symbols.entry(candle.symbol.clone()).or_insert(state)
+                self.symbols.get_or_insert_with(&candle.symbol, || state)
             }
         };
         let bar = Bar::from_candle(candle);
@@ -213,7 +211,7 @@ impl Agent for SignalAgent {
     }
 
     fn subscriptions(&self) -> Vec<TopicPattern> {
-        vec![TopicPattern::new("data.candle").expect("valid")]
+        vec![TopicPattern::from_static("data.candle")]
     }
 
     fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {

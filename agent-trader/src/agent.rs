@@ -11,11 +11,10 @@
 
 use std::collections::BTreeMap;
 
-use bus_core::model::ids::NameMap;
 use std::path::Path;
 
 use bus_core::model::payload::*;
-use bus_core::model::CandleSequence;
+use bus_core::model::{CandleSequence, SymbolMap, SymbolTopics};
 use bus_core::prelude::*;
 use rust_decimal::Decimal;
 
@@ -36,10 +35,10 @@ struct Order {
 }
 
 struct Topics {
-    request: Topic,
-    filled: Topic,
-    cancelled: Topic,
-    position: Topic,
+    request: SymbolTopics,
+    filled: SymbolTopics,
+    cancelled: SymbolTopics,
+    position: SymbolTopics,
 }
 
 /// Counters of the trader's decisions.
@@ -66,9 +65,9 @@ pub struct TraderAgent {
     log: Option<TradeLog>,
     decision_topic: Topic,
     pnl_topic: Topic,
-    topics: NameMap<Symbol, Topics>,
+    topics: Topics,
     awaiting_decision: BTreeMap<MessageId, Order>,
-    approved: BTreeMap<Symbol, Vec<Order>>,
+    approved: SymbolMap<Vec<Order>>,
     next_order: u64,
     time_ms: i64,
     /// Which candles are news: a repeated candle must not fill an order or
@@ -90,9 +89,7 @@ impl TraderAgent {
         deterministic: bool,
     ) -> std::io::Result<Self> {
         let log = trade_log.map(TradeLog::create).transpose()?;
-        let decision_topic = Topic::new(format!("trade.decision.{id}"))
-            .or_else(|_| Topic::new("trade.decision"))
-            .expect("valid topic");
+        let decision_topic = Topic::under("trade.decision", id.as_str());
         Ok(Self {
             factory: MessageFactory::new(id.clone(), deterministic),
             portfolio: Portfolio::new(config.initial_cash),
@@ -100,10 +97,15 @@ impl TraderAgent {
             config,
             log,
             decision_topic,
-            pnl_topic: Topic::new("trade.pnl_update").expect("valid topic"),
-            topics: NameMap::default(),
+            pnl_topic: Topic::from_static("trade.pnl_update"),
+            topics: Topics {
+                request: SymbolTopics::new("trade.order_request"),
+                filled: SymbolTopics::new("trade.order_filled"),
+                cancelled: SymbolTopics::new("trade.order_cancelled"),
+                position: SymbolTopics::new("trade.position_update"),
+            },
             awaiting_decision: BTreeMap::new(),
-            approved: BTreeMap::new(),
+            approved: SymbolMap::new(),
             next_order: 0,
             time_ms: 0,
             sequence: CandleSequence::new(),
@@ -140,20 +142,6 @@ impl TraderAgent {
     /// Rows in the trade log, if one is written.
     pub fn trade_log_rows(&self) -> Option<u64> {
         self.log.as_ref().map(TradeLog::rows)
-    }
-
-    fn topics(&mut self, symbol: &Symbol) -> Result<&Topics, HandlerError> {
-        if !self.topics.contains_key(symbol) {
-            let t = |kind: &str| Topic::new(format!("trade.{kind}.{symbol}"));
-            let topics = Topics {
-                request: t("order_request")?,
-                filled: t("order_filled")?,
-                cancelled: t("order_cancelled")?,
-                position: t("position_update")?,
-            };
-            self.topics.insert(symbol.clone(), topics);
-        }
-        Ok(&self.topics[symbol])
     }
 
     fn on_signal(&mut self, signal: &AggregatedSignal, out: &mut Outbox) -> HandlerResult {
@@ -218,7 +206,7 @@ impl TraderAgent {
             reference_price: signal.price,
             reason: order.reason.clone(),
         })?;
-        let topic = self.topics(symbol)?.request.clone();
+        let topic = self.topics.request.topic(symbol)?;
         let message = self
             .factory
             .make(topic, Payload::TradeOrderRequest(request), self.time_ms)
@@ -236,7 +224,7 @@ impl TraderAgent {
             symbol: order.symbol.clone(),
             reason: reason.to_string(),
         };
-        let topic = self.topics(&order.symbol)?.cancelled.clone();
+        let topic = self.topics.cancelled.topic(&order.symbol)?;
         out.publish(
             self.factory
                 .make(topic, Payload::TradeOrderCancelled(payload), self.time_ms),
@@ -254,10 +242,7 @@ impl TraderAgent {
         };
         match response.payload() {
             Payload::ResponseSuccess(_) if !self.halted => {
-                self.approved
-                    .entry(order.symbol.clone())
-                    .or_default()
-                    .push(order);
+                self.approved.get_or_default(&order.symbol).push(order);
             }
             Payload::ResponseSuccess(_) => self.cancel(&order, "emergency stop", out)?,
             Payload::ResponseError(e) => {
@@ -296,7 +281,7 @@ impl TraderAgent {
             self.first_fill_after_halt = Some(self.time_ms);
         }
         self.counters.filled += 1;
-        let topic = self.topics(&order.symbol)?.filled.clone();
+        let topic = self.topics.filled.topic(&order.symbol)?;
         out.publish(
             self.factory
                 .make(topic, Payload::TradeOrderFilled(fill), self.time_ms)
@@ -414,7 +399,7 @@ impl TraderAgent {
                 realised_pnl: p.realised,
                 unrealised_pnl: p.unrealised(),
             })?;
-            let topic = self.topics(symbol)?.position.clone();
+            let topic = self.topics.position.topic(symbol)?;
             out.publish(self.factory.make(
                 topic,
                 Payload::TradePositionUpdate(update),
@@ -470,17 +455,19 @@ impl Agent for TraderAgent {
     }
 
     fn subscriptions(&self) -> Vec<TopicPattern> {
-        [
+        let mut patterns: Vec<TopicPattern> = [
             "data.candle",
             "signal.aggregated",
-            self.decision_topic.as_str(),
+            // (its own decision topic goes here)
             "risk.emergency_stop",
             "command.pause_trading",
             "command.resume_trading",
         ]
-        .iter()
-        .map(|p| TopicPattern::new(p).expect("valid pattern"))
-        .collect()
+        .into_iter()
+        .map(TopicPattern::from_static)
+        .collect();
+        patterns.insert(2, TopicPattern::from(&self.decision_topic));
+        patterns
     }
 
     fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {

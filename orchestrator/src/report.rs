@@ -383,8 +383,8 @@ impl Agent for ReportAgent {
 
     fn subscriptions(&self) -> Vec<TopicPattern> {
         ["data.candle", "trade.order_filled", "risk.emergency_stop"]
-            .iter()
-            .map(|p| TopicPattern::new(p).expect("valid pattern"))
+            .into_iter()
+            .map(TopicPattern::from_static)
             .collect()
     }
 

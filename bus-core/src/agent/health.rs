@@ -70,7 +70,7 @@ impl HealthMonitor {
         let unhealthy = Arc::new(Mutex::new(BTreeSet::new()));
         let (seen, check_bus) = (unhealthy.clone(), bus.clone());
         let task = tokio::spawn(async move {
-            let topic = Topic::new("system.health_check").expect("valid topic");
+            let topic = Topic::from_static("system.health_check");
             let monitor = AgentId::new("supervisor");
             loop {
                 tokio::time::sleep(settings.interval).await;

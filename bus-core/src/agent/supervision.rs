@@ -257,9 +257,7 @@ impl Supervised {
             healthy,
             detail,
         };
-        let topic = Topic::new(format!("agent.health_update.{}", self.id))
-            .or_else(|_| Topic::new("agent.health_update"))
-            .expect("valid topic");
+        let topic = Topic::under("agent.health_update", self.id.as_str());
         let time = self.time_ms.max(check.created_at_ms);
         out.publish(
             self.factory
@@ -315,9 +313,7 @@ impl Supervised {
             error: format!("panicked: {panic}"),
             fatal: !can_restart && self.policy != RestartPolicy::Isolate,
         };
-        let topic = Topic::new(format!("agent.error.{}", self.id))
-            .or_else(|_| Topic::new("agent.error"))
-            .expect("valid topic");
+        let topic = Topic::under("agent.error", self.id.as_str());
         out.publish(
             self.factory
                 .make(topic, Payload::AgentError(report), self.time_ms)

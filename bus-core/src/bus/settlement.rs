@@ -94,7 +94,7 @@ impl Settler {
         }
         let notice = Envelope::new(
             AgentId::new("bus"),
-            Topic::new("system.dead_letter").expect("valid topic"),
+            Topic::from_static("system.dead_letter"),
             Payload::SystemDeadLetter(letter),
         )
         .with_priority(Priority::High);

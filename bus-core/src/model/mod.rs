@@ -24,7 +24,7 @@ pub use delivery::{DeliveryMode, MessageStatus, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};
 pub use headers::Headers;
 pub use kind::{MessageType, Payload};
-pub use symbol_map::SymbolMap;
+pub use symbol_map::{SymbolMap, SymbolTopics};
 pub use wire::WireFormat;
 
 /// A decimal as `f64` through its mantissa and scale, for indicators and

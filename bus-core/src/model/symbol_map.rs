@@ -4,9 +4,11 @@
 use std::ops::Index;
 
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::error::TopicError;
 use super::payload::Symbol;
+use super::topic::Topic;
 
 /// Up to this many entries, a lookup first looks for the very same symbol
 /// (one pointer comparison per entry) before comparing text.
@@ -104,6 +106,11 @@ impl<V> SymbolMap<V> {
         self.entries.iter().map(|(_, v)| v)
     }
 
+    /// The values, in symbol order, taking the map.
+    pub fn into_values(self) -> impl ExactSizeIterator<Item = V> {
+        self.entries.into_iter().map(|(_, v)| v)
+    }
+
     /// How many symbols.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -155,6 +162,63 @@ impl<V: Serialize> Serialize for SymbolMap<V> {
     }
 }
 
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SymbolMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let sorted = std::collections::BTreeMap::<Symbol, V>::deserialize(deserializer)?;
+        Ok(sorted.into_iter().collect())
+    }
+}
+
+impl<V> FromIterator<(Symbol, V)> for SymbolMap<V> {
+    fn from_iter<I: IntoIterator<Item = (Symbol, V)>>(entries: I) -> Self {
+        let mut map = Self::new();
+        for (symbol, value) in entries {
+            map.insert(symbol, value);
+        }
+        map
+    }
+}
+
+/// One family's topics per symbol, `<family>.<symbol>` (or
+/// `<family>.<symbol>.<last>`), each made once and cloned after (a clone
+/// is a reference count): what agents publish on per market.
+#[derive(Debug, Clone)]
+pub struct SymbolTopics {
+    family: &'static str,
+    topics: SymbolMap<Vec<(Box<str>, Topic)>>,
+}
+
+impl SymbolTopics {
+    /// Topics under `family` (e.g. `trade.order_filled`).
+    pub fn new(family: &'static str) -> Self {
+        Self {
+            family,
+            topics: SymbolMap::new(),
+        }
+    }
+
+    /// `<family>.<symbol>`; an error when the symbol cannot be a topic
+    /// segment.
+    pub fn topic(&mut self, symbol: &Symbol) -> Result<Topic, TopicError> {
+        self.topic_with(symbol, "")
+    }
+
+    /// `<family>.<symbol>.<last>` (`<family>.<symbol>` when `last` is
+    /// empty).
+    pub fn topic_with(&mut self, symbol: &Symbol, last: &str) -> Result<Topic, TopicError> {
+        let known = self.topics.get_or_default(symbol);
+        if let Some((_, topic)) = known.iter().find(|(l, _)| &**l == last) {
+            return Ok(topic.clone());
+        }
+        let topic = match last {
+            "" => Topic::new(format!("{}.{symbol}", self.family))?,
+            _ => Topic::new(format!("{}.{symbol}.{last}", self.family))?,
+        };
+        known.push((last.into(), topic.clone()));
+        Ok(topic)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +266,25 @@ mod tests {
             panic.downcast_ref::<String>().unwrap(),
             "no entry for symbol BTC"
         );
+    }
+
+    #[test]
+    fn symbol_topics_are_made_once_and_refuse_a_bad_segment() {
+        let mut topics = SymbolTopics::new("trade.order_filled");
+        let btc = Symbol::new("BTC").unwrap();
+        let first = topics.topic(&btc).unwrap();
+        assert_eq!(first.as_str(), "trade.order_filled.BTC");
+        assert_eq!(first, topics.topic(&btc).unwrap());
+        assert_eq!(topics.topics[&btc].len(), 1, "made once");
+        let mut candles = SymbolTopics::new("data.candle");
+        assert_eq!(
+            candles.topic_with(&btc, "1m").unwrap().as_str(),
+            "data.candle.BTC.1m"
+        );
+        assert_eq!(
+            candles.topic_with(&btc, "1h").unwrap().as_str(),
+            "data.candle.BTC.1h"
+        );
+        assert!(candles.topic_with(&btc, "1 m").is_err());
     }
 }

@@ -95,6 +95,23 @@ impl Topic {
         })))
     }
 
+    /// A topic written in the source. Panics, naming it, when it is not a
+    /// valid topic: a literal is checked by the first test that reaches it.
+    #[track_caller]
+    pub fn from_static(text: &'static str) -> Self {
+        match Self::new(text) {
+            Ok(topic) => topic,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    /// `<base>.<segment>`, or `base` alone when `segment` cannot be a topic
+    /// segment (an id with a dot or a space): an agent's own reply or
+    /// status topic, still on its family.
+    pub fn under(base: &'static str, segment: &str) -> Self {
+        Self::new(format!("{base}.{segment}")).unwrap_or_else(|_| Self::from_static(base))
+    }
+
     /// The topic as text.
     pub fn as_str(&self) -> &str {
         &self.0.text
@@ -195,6 +212,16 @@ pub struct TopicPattern {
 }
 
 impl TopicPattern {
+    /// A pattern written in the source. Panics, naming it, when it is not a
+    /// valid pattern: a literal is checked by the first test that reaches it.
+    #[track_caller]
+    pub fn from_static(text: &'static str) -> Self {
+        match Self::new(text) {
+            Ok(pattern) => pattern,
+            Err(error) => panic!("{error}"),
+        }
+    }
+
     /// Parses and validates a pattern.
     pub fn new(text: impl AsRef<str>) -> Result<Self, TopicError> {
         let text = text.as_ref();
@@ -271,6 +298,13 @@ impl fmt::Debug for TopicPattern {
 impl fmt::Display for TopicPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+/// The pattern that matches exactly this topic and the ones below it.
+impl From<&Topic> for TopicPattern {
+    fn from(topic: &Topic) -> Self {
+        TopicPattern::new(topic.as_str()).expect("a topic is a valid pattern")
     }
 }
 

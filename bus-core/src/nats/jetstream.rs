@@ -211,37 +211,20 @@ impl Reliable {
         let reconnections = Reconnections::of(&client);
         let context = jetstream::new(client);
         for family in &settings.families {
-            let name = stream_name(prefix, family);
-            let failed = |e: String| NatsError::JetStream {
-                what: format!("stream {name}"),
-                reason: e,
-            };
-            if let Some(existing) = existing_stream(&context, &name).await? {
-                if !is_ours(&existing, prefix, family) {
-                    return Err(foreign(&name, prefix, family, &existing));
-                }
-                continue;
-            }
-            let config = stream::Config {
-                name: name.clone(),
-                description: Some(format!("Bistoury: the {family} messages under {prefix}")),
-                subjects: vec![mark(prefix, family)],
-                retention: stream::RetentionPolicy::Interest,
-                storage: stream::StorageType::File,
-                duplicate_window: settings.duplicate_window,
-                num_replicas: settings.replicas.max(1),
-                metadata: [(MARK_KEY.to_string(), mark(prefix, family))].into(),
-                ..Default::default()
-            };
-            if let Err(error) = context.create_stream(config).await {
-                // Agents start together: another one may have created the
-                // stream between this one's look and its create (the server
-                // then refuses the second create). The stream being there
-                // now, with our mark, is what counts.
-                match existing_stream(&context, &name).await? {
-                    Some(existing) if is_ours(&existing, prefix, family) => {}
-                    Some(existing) => return Err(foreign(&name, prefix, family, &existing)),
-                    None => return Err(failed(error.to_string())),
+            // A cluster still forming, or still placing a stream another
+            // agent just created, answers late: such a request is tried
+            // again until STREAM_READY_LIMIT, a foreign stream never.
+            let started = std::time::Instant::now();
+            loop {
+                match ensure_stream(&context, prefix, family, &settings).await {
+                    Ok(()) => break,
+                    Err(NatsError::JetStream { what, reason })
+                        if started.elapsed() < STREAM_READY_LIMIT =>
+                    {
+                        tracing::warn!(%what, %reason, "JetStream not ready; trying again");
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    Err(error) => return Err(error),
                 }
             }
         }
@@ -452,6 +435,52 @@ impl Reliable {
             .await
             .map_err(|e| failed(e.to_string()))
     }
+}
+
+/// How long [`Reliable::open`] keeps asking a server that answers late.
+const STREAM_READY_LIMIT: Duration = Duration::from_secs(20);
+
+/// Makes sure `family`'s stream under `prefix` exists with our mark.
+async fn ensure_stream(
+    context: &jetstream::Context,
+    prefix: &str,
+    family: &str,
+    settings: &JetStreamSettings,
+) -> Result<(), NatsError> {
+    let name = stream_name(prefix, family);
+    let failed = |e: String| NatsError::JetStream {
+        what: format!("stream {name}"),
+        reason: e,
+    };
+    if let Some(existing) = existing_stream(context, &name).await? {
+        if !is_ours(&existing, prefix, family) {
+            return Err(foreign(&name, prefix, family, &existing));
+        }
+        return Ok(());
+    }
+    let config = stream::Config {
+        name: name.clone(),
+        description: Some(format!("Bistoury: the {family} messages under {prefix}")),
+        subjects: vec![mark(prefix, family)],
+        retention: stream::RetentionPolicy::Interest,
+        storage: stream::StorageType::File,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas.max(1),
+        metadata: [(MARK_KEY.to_string(), mark(prefix, family))].into(),
+        ..Default::default()
+    };
+    if let Err(error) = context.create_stream(config).await {
+        // Agents start together: another one may have created the
+        // stream between this one's look and its create (the server
+        // then refuses the second create). The stream being there
+        // now, with our mark, is what counts.
+        match existing_stream(context, &name).await? {
+            Some(existing) if is_ours(&existing, prefix, family) => {}
+            Some(existing) => return Err(foreign(&name, prefix, family, &existing)),
+            None => return Err(failed(error.to_string())),
+        }
+    }
+    Ok(())
 }
 
 /// The configuration of the stream `name`, or `None` when there is none.

@@ -247,7 +247,7 @@ impl NatsTransport {
             attempts,
             dead_lettered_at_ms: crate::model::now_ms(),
         };
-        let topic = Topic::new("system.dead_letter").expect("valid topic");
+        let topic = Topic::from_static("system.dead_letter");
         let letter = Envelope::new(agent.clone(), topic, Payload::SystemDeadLetter(letter))
             .with_priority(Priority::High);
         self.bus.publish_many(&[letter], &self.stop).await

@@ -69,7 +69,7 @@ pub enum RunError {
 }
 
 pub(crate) fn health_check_pattern() -> crate::model::topic::TopicPattern {
-    crate::model::topic::TopicPattern::new("system.health_check").expect("valid pattern")
+    crate::model::topic::TopicPattern::from_static("system.health_check")
 }
 
 /// What a run leaves behind.

@@ -264,6 +264,37 @@ impl NatsCluster {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        // Every node answering is not yet a cluster that can place a stream
+        // on all of them (the meta group may still be electing or missing a
+        // peer): create a probe stream on every node, then remove it.
+        loop {
+            if self.probe_stream_on_every_node().await {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the cluster could not place a stream on all {} nodes",
+                self.nodes.len()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn probe_stream_on_every_node(&self) -> bool {
+        let Ok(client) = async_nats::connect(self.nodes[0].url()).await else {
+            return false;
+        };
+        let js = async_nats::jetstream::new(client);
+        let created = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "TEST_CLUSTER_PROBE".into(),
+                subjects: vec!["test-cluster-probe".into()],
+                num_replicas: self.nodes.len(),
+                ..Default::default()
+            })
+            .await
+            .is_ok();
+        created && js.delete_stream("TEST_CLUSTER_PROBE").await.is_ok()
     }
 }
 
