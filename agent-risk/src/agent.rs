@@ -9,7 +9,7 @@ use bus_core::prelude::*;
 use rust_decimal::Decimal;
 
 use crate::config::RiskConfig;
-use crate::limits::{Decision, RiskState};
+use crate::limits::{Decision, Limit, Refusal, RiskState};
 use crate::state::{RiskSnapshot, RiskStateStore, StateError};
 
 /// Counters of risk decisions.
@@ -24,7 +24,7 @@ pub struct RiskCounters {
 }
 
 fn risk_alert(
-    limit: &str,
+    limit: Limit,
     value: Decimal,
     threshold: Decimal,
     symbol: Option<Symbol>,
@@ -45,14 +45,11 @@ pub struct RiskAgent {
     state: RiskState,
     factory: MessageFactory,
     counters: RiskCounters,
-    warned: Vec<&'static str>,
+    warned: Vec<Limit>,
     emergency_stop_at: Option<i64>,
     /// Where the state is saved after each change, if anywhere.
     store: Option<Box<dyn RiskStateStore>>,
 }
-
-/// The limits the agent watches (and warns about) by name.
-const WATCHED: [&str; 2] = ["max_drawdown", "max_daily_loss"];
 
 impl RiskAgent {
     /// A risk manager; `config` should have passed `validate`.
@@ -111,9 +108,9 @@ impl RiskAgent {
             halted: snapshot.halted,
         };
         self.emergency_stop_at = snapshot.emergency_stop_at;
-        self.warned = WATCHED
+        self.warned = Limit::WATCHED
             .into_iter()
-            .filter(|limit| snapshot.warned.iter().any(|w| w == limit))
+            .filter(|limit| snapshot.warned.iter().any(|w| w == limit.key()))
             .collect();
     }
 
@@ -198,23 +195,23 @@ impl RiskAgent {
                 self.counters.refused += 1;
                 let refused = Payload::ResponseError(ErrorResponse {
                     code: "risk_refused".into(),
-                    message: format!(
-                        "{}: {} against a limit of {}",
-                        refusal.limit, refusal.value, refusal.threshold
-                    ),
+                    message: refusal.to_string(),
                 });
                 out.publish(self.factory.reply(request, refused, time));
-                self.alert(
-                    MessageType::RiskLimitBreach,
-                    risk_alert(
-                        refusal.limit,
-                        refusal.value,
-                        refusal.threshold,
-                        Some(order.symbol.clone()),
-                    ),
-                    time,
-                    out,
-                );
+                // A halt was announced when it happened; a breach is news.
+                if let Refusal::Limit {
+                    limit,
+                    value,
+                    threshold,
+                } = refusal
+                {
+                    self.alert(
+                        MessageType::RiskLimitBreach,
+                        risk_alert(limit, value, threshold, Some(order.symbol.clone())),
+                        time,
+                        out,
+                    );
+                }
             }
         }
     }
@@ -222,7 +219,7 @@ impl RiskAgent {
     /// Warns once per approach, stops at the limit.
     fn watch(
         &mut self,
-        limit: &'static str,
+        limit: Limit,
         value: Decimal,
         threshold: Option<Decimal>,
         time: i64,
@@ -243,11 +240,11 @@ impl RiskAgent {
                 );
                 self.announce_stop(
                     format!("{limit} reached: {value} >= {threshold}"),
-                    limit,
+                    limit.key(),
                     time,
                     out,
                 );
-                tracing::warn!(agent = %self.id, limit, %value, %threshold, "emergency stop");
+                tracing::warn!(agent = %self.id, limit = limit.key(), %value, %threshold, "emergency stop");
             }
         } else if value >= threshold * self.config.warning_fraction {
             if !self.warned.contains(&limit) {
@@ -295,17 +292,17 @@ impl RiskAgent {
                 .map_err(|_| bad("not a whole number"))
         };
         let mut next = self.config.clone();
-        match field {
-            "max_position_notional" => next.max_position_notional = decimal()?,
-            "max_order_notional" => next.max_order_notional = decimal()?,
-            "max_drawdown" => next.max_drawdown = decimal()?,
-            "max_daily_loss" => next.max_daily_loss = decimal()?,
-            "max_open_positions" => next.max_open_positions = count()?,
-            "max_orders_per_minute" => next.max_orders_per_minute = count()?,
-            "warning_fraction" => {
+        match field.parse::<Limit>() {
+            Ok(Limit::MaxPositionNotional) => next.max_position_notional = decimal()?,
+            Ok(Limit::MaxOrderNotional) => next.max_order_notional = decimal()?,
+            Ok(Limit::MaxDrawdown) => next.max_drawdown = decimal()?,
+            Ok(Limit::MaxDailyLoss) => next.max_daily_loss = decimal()?,
+            Ok(Limit::MaxOpenPositions) => next.max_open_positions = count()?,
+            Ok(Limit::MaxOrdersPerMinute) => next.max_orders_per_minute = count()?,
+            Err(_) if field == "warning_fraction" => {
                 next.warning_fraction = decimal()?.ok_or_else(|| bad("cannot be none"))?
             }
-            _ => return Err(bad("unknown risk setting")),
+            Err(_) => return Err(bad("unknown risk setting")),
         }
         let errors = next.validate("risk");
         if !errors.is_empty() {
@@ -373,14 +370,14 @@ impl Agent for RiskAgent {
                 let before = self.watch_marks();
                 let (drawdown, day_loss) = self.state.observe_equity(pnl.equity, pnl.timestamp_ms);
                 self.watch(
-                    "max_drawdown",
+                    Limit::MaxDrawdown,
                     drawdown,
                     self.config.max_drawdown,
                     pnl.timestamp_ms,
                     out,
                 );
                 self.watch(
-                    "max_daily_loss",
+                    Limit::MaxDailyLoss,
                     day_loss,
                     self.config.max_daily_loss,
                     pnl.timestamp_ms,
@@ -398,15 +395,12 @@ impl Agent for RiskAgent {
         Ok(())
     }
 
-    fn health(&self) -> (bool, String) {
-        (
-            true,
-            if self.state.halted {
-                "trading halted".into()
-            } else {
-                "watching".into()
-            },
-        )
+    fn health(&self) -> Health {
+        Health::ok(if self.state.halted {
+            "trading halted"
+        } else {
+            "watching"
+        })
     }
 }
 

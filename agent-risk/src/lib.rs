@@ -28,5 +28,5 @@ pub mod state;
 
 pub use agent::RiskAgent;
 pub use config::RiskConfig;
-pub use limits::{Decision, RiskState};
+pub use limits::{Decision, Limit, Refusal, RiskState};
 pub use state::{RiskSnapshot, RiskStateStore, SharedState, StateFile};

@@ -10,15 +10,97 @@ use rust_decimal::Decimal;
 
 use crate::config::RiskConfig;
 
-/// A refused order: the limit, what the order would make it, the threshold.
+/// A risk limit. Its `Display` is its config key (`max_daily_loss`), which
+/// is also the last segment of its `risk.warning.*` and
+/// `risk.limit_breach.*` topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Limit {
+    /// Largest notional of one position.
+    MaxPositionNotional,
+    /// Largest notional of one order.
+    MaxOrderNotional,
+    /// Most positions open at once.
+    MaxOpenPositions,
+    /// Most orders approved in a minute of market time.
+    MaxOrdersPerMinute,
+    /// Largest fall from peak equity, as a fraction: stops trading for good.
+    MaxDrawdown,
+    /// Largest loss since the start of the UTC day: stops trading.
+    MaxDailyLoss,
+}
+
+impl Limit {
+    /// Every limit.
+    pub const ALL: [Limit; 6] = [
+        Limit::MaxPositionNotional,
+        Limit::MaxOrderNotional,
+        Limit::MaxOpenPositions,
+        Limit::MaxOrdersPerMinute,
+        Limit::MaxDrawdown,
+        Limit::MaxDailyLoss,
+    ];
+
+    /// The limits watched on every equity update (warned about on the
+    /// approach, an emergency stop at the limit).
+    pub const WATCHED: [Limit; 2] = [Limit::MaxDrawdown, Limit::MaxDailyLoss];
+
+    /// Its config key.
+    pub const fn key(self) -> &'static str {
+        match self {
+            Limit::MaxPositionNotional => "max_position_notional",
+            Limit::MaxOrderNotional => "max_order_notional",
+            Limit::MaxOpenPositions => "max_open_positions",
+            Limit::MaxOrdersPerMinute => "max_orders_per_minute",
+            Limit::MaxDrawdown => "max_drawdown",
+            Limit::MaxDailyLoss => "max_daily_loss",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+
+    fn from_str(key: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|limit| limit.key() == key)
+            .ok_or_else(|| format!("{key:?} is not a risk limit"))
+    }
+}
+
+/// Why an order was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// Limit name (the config key).
-    pub limit: &'static str,
-    /// Value the order would reach.
-    pub value: Decimal,
-    /// The limit.
-    pub threshold: Decimal,
+pub enum Refusal {
+    /// The order would take `limit` to `value`, past `threshold`.
+    Limit {
+        /// Which limit.
+        limit: Limit,
+        /// Value the order would reach.
+        value: Decimal,
+        /// The limit's setting.
+        threshold: Decimal,
+    },
+    /// Trading is halted (an emergency stop): every order is refused.
+    Halted,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Limit {
+                limit,
+                value,
+                threshold,
+            } => write!(f, "{limit}: {value} against a limit of {threshold}"),
+            Refusal::Halted => f.write_str("emergency_stop: trading is halted"),
+        }
+    }
 }
 
 /// The decision on one order.
@@ -52,17 +134,13 @@ impl RiskState {
     /// Decides on `order` placed at market time `now_ms`.
     pub fn decide(&mut self, config: &RiskConfig, order: &OrderRequest, now_ms: i64) -> Decision {
         if self.halted {
-            return Decision::Refused(Refusal {
-                limit: "emergency_stop",
-                value: Decimal::ONE,
-                threshold: Decimal::ZERO,
-            });
+            return Decision::Refused(Refusal::Halted);
         }
         let price = order.limit_price.unwrap_or(order.reference_price);
         let order_notional = order.quantity * price;
         if let Some(max) = config.max_order_notional {
             if order_notional > max {
-                return refuse("max_order_notional", order_notional, max);
+                return refuse(Limit::MaxOrderNotional, order_notional, max);
             }
         }
         let held = self
@@ -75,7 +153,7 @@ impl RiskState {
             let notional = after.abs() * price;
             // An order that shrinks the position is always allowed.
             if notional > max && after.abs() > held.abs() {
-                return refuse("max_position_notional", notional, max);
+                return refuse(Limit::MaxPositionNotional, notional, max);
             }
         }
         if let Some(max) = config.max_open_positions {
@@ -83,7 +161,7 @@ impl RiskState {
             let open = self.positions.values().filter(|q| !q.is_zero()).count();
             if opening && open + 1 > max {
                 return refuse(
-                    "max_open_positions",
+                    Limit::MaxOpenPositions,
                     Decimal::from(open + 1),
                     Decimal::from(max),
                 );
@@ -99,7 +177,7 @@ impl RiskState {
             }
             if self.recent_orders.len() + 1 > max {
                 return refuse(
-                    "max_orders_per_minute",
+                    Limit::MaxOrdersPerMinute,
                     Decimal::from(self.recent_orders.len() + 1),
                     Decimal::from(max),
                 );
@@ -131,8 +209,8 @@ impl RiskState {
     }
 }
 
-fn refuse(limit: &'static str, value: Decimal, threshold: Decimal) -> Decision {
-    Decision::Refused(Refusal {
+fn refuse(limit: Limit, value: Decimal, threshold: Decimal) -> Decision {
+    Decision::Refused(Refusal::Limit {
         limit,
         value,
         threshold,
@@ -177,12 +255,12 @@ mod tests {
         let mut s = RiskState::default();
         assert_eq!(
             s.decide(&c, &order(Side::Buy, dec!(7), dec!(100), "BTC"), 0),
-            refuse("max_order_notional", dec!(700), dec!(600))
+            refuse(Limit::MaxOrderNotional, dec!(700), dec!(600))
         );
         s.positions.insert(Symbol::new("BTC").unwrap(), dec!(5));
         assert_eq!(
             s.decide(&c, &order(Side::Buy, dec!(6), dec!(100), "BTC"), 0),
-            refuse("max_position_notional", dec!(1100), dec!(1000))
+            refuse(Limit::MaxPositionNotional, dec!(1100), dec!(1000))
         );
         // Reducing is fine even above the limit.
         s.positions.insert(Symbol::new("BTC").unwrap(), dec!(12));
@@ -192,8 +270,8 @@ mod tests {
         );
         assert!(matches!(
             s.decide(&c, &order(Side::Buy, dec!(1), dec!(10), "ETH"), 0),
-            Decision::Refused(Refusal {
-                limit: "max_open_positions",
+            Decision::Refused(Refusal::Limit {
+                limit: Limit::MaxOpenPositions,
                 ..
             })
         ));
@@ -203,8 +281,8 @@ mod tests {
         );
         assert!(matches!(
             s.decide(&c, &order(Side::Sell, dec!(1), dec!(100), "BTC"), 20),
-            Decision::Refused(Refusal {
-                limit: "max_orders_per_minute",
+            Decision::Refused(Refusal::Limit {
+                limit: Limit::MaxOrdersPerMinute,
                 ..
             })
         ));
@@ -216,11 +294,17 @@ mod tests {
         s.halted = true;
         assert!(matches!(
             s.decide(&c, &order(Side::Sell, dec!(1), dec!(100), "BTC"), 200_000),
-            Decision::Refused(Refusal {
-                limit: "emergency_stop",
-                ..
-            })
+            Decision::Refused(Refusal::Halted)
         ));
+    }
+
+    #[test]
+    fn every_limit_is_named_by_its_config_key() {
+        for limit in Limit::ALL {
+            assert_eq!(limit.to_string().parse::<Limit>(), Ok(limit));
+        }
+        assert_eq!(Limit::MaxDailyLoss.to_string(), "max_daily_loss");
+        assert!("emergency_stop".parse::<Limit>().is_err());
     }
 
     #[test]

@@ -498,11 +498,11 @@ impl Agent for TraderAgent {
         Ok(())
     }
 
-    fn health(&self) -> (bool, String) {
+    fn health(&self) -> Health {
         if self.halted {
-            (true, "halted by emergency stop".into())
+            Health::ok("halted by emergency stop")
         } else {
-            (true, format!("{} fills", self.counters.filled))
+            Health::ok(format!("{} fills", self.counters.filled))
         }
     }
 }

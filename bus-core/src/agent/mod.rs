@@ -102,8 +102,35 @@ pub trait Agent: AsAny + Send + 'static {
     }
 
     /// Whether it is healthy, and a short detail.
-    fn health(&self) -> (bool, String) {
-        (true, String::new())
+    fn health(&self) -> Health {
+        Health::ok("")
+    }
+}
+
+/// What an agent says when asked how it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Able to do its work.
+    pub healthy: bool,
+    /// A short detail for people (`"halted by emergency stop"`).
+    pub detail: String,
+}
+
+impl Health {
+    /// Healthy, with a detail.
+    pub fn ok(detail: impl Into<String>) -> Self {
+        Self {
+            healthy: true,
+            detail: detail.into(),
+        }
+    }
+
+    /// Not healthy, and why.
+    pub fn failing(detail: impl Into<String>) -> Self {
+        Self {
+            healthy: false,
+            detail: detail.into(),
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use crate::agent::{Agent, Lifecycle, MessageFactory, Produce};
+use crate::agent::{Agent, Health, Lifecycle, MessageFactory, Produce};
 use crate::bus::error::{HandlerError, HandlerResult};
 use crate::bus::handler::panic_message;
 use crate::bus::Outbox;
@@ -238,17 +238,16 @@ impl Supervised {
     }
 
     fn answer_health_check(&mut self, check: &Envelope, out: &mut Outbox) {
-        let (healthy, detail) = if self.isolated {
-            (false, "isolated after a panic".to_string())
+        let Health { healthy, detail } = if self.isolated {
+            Health::failing("isolated after a panic")
         } else if let Some(failure) = &self.failure {
-            (false, failure.clone())
+            Health::failing(failure.clone())
         } else {
             match catch_unwind(AssertUnwindSafe(|| self.agent.health())) {
                 Ok(health) => health,
-                Err(panic) => (
-                    false,
-                    format!("health check panicked: {}", panic_message(&*panic)),
-                ),
+                Err(panic) => {
+                    Health::failing(format!("health check panicked: {}", panic_message(&*panic)))
+                }
             }
         };
         let health = AgentHealth {

@@ -93,7 +93,7 @@ pub async fn run_agent_instance(
     let bus = bus.clone();
     let cannot = |reason: String| {
         NatsError::Run(RunError::StartFailed {
-            agent: agent.clone(),
+            agent: AgentId::new(agent.as_str()),
             error: crate::bus::error::HandlerError::new(reason),
         })
     };

@@ -27,7 +27,8 @@ use crate::bus::handler::Handler;
 use crate::bus::inline::{InlineBus, InlineStats};
 use crate::bus::stats::BusStats;
 use crate::bus::Outbox;
-use crate::bus::{MessageBus, OverflowPolicy, SubscribeOptions};
+use crate::bus::{MessageBus, OverflowPolicy, SubscribeError, SubscribeOptions};
+use crate::model::ids::AgentId;
 use crate::runtime::StopSignal;
 
 /// Why a run could not go on.
@@ -37,8 +38,9 @@ pub enum RunError {
     #[error("agent {agent} failed to start: {error}")]
     StartFailed {
         /// The agent.
-        agent: String,
+        agent: AgentId,
         /// Its error.
+        #[source]
         error: HandlerError,
     },
     /// An agent failed and its policy is to stop the run.
@@ -48,22 +50,24 @@ pub enum RunError {
     #[error("agent {agent}: {error}")]
     Subscribe {
         /// The agent.
-        agent: String,
+        agent: AgentId,
         /// Why.
-        error: String,
+        #[source]
+        error: SubscribeError,
     },
     /// An agent was still held by a consumer long after shutdown.
     #[error("agent {agent} did not come back after shutdown")]
     AgentStuck {
         /// The agent.
-        agent: String,
+        agent: AgentId,
     },
     /// Publishing failed where nothing may be lost.
     #[error("publishing for agent {agent} failed: {error}")]
     Publish {
         /// The agent.
-        agent: String,
+        agent: AgentId,
         /// Why.
+        #[source]
         error: PublishError,
     },
 }
@@ -126,8 +130,8 @@ pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<Inl
                 target.borrow_mut().deliver(e, out)
             })
             .map_err(|e| RunError::Subscribe {
-                agent: id.clone(),
-                error: e.to_string(),
+                agent: AgentId::new(id.as_str()),
+                error: e.into(),
             })?;
         }
     }
@@ -137,7 +141,7 @@ pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<Inl
         bus.publish_all(&mut out);
         if let Err(error) = started {
             return Err(RunError::StartFailed {
-                agent: agent.borrow().id().to_string(),
+                agent: agent.borrow().id().clone(),
                 error,
             });
         }
@@ -192,7 +196,7 @@ fn publish_blocking(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Result<(
     for message in out.drain() {
         bus.publish_blocking(message)
             .map_err(|error| RunError::Publish {
-                agent: agent.to_string(),
+                agent: AgentId::new(agent),
                 error,
             })?;
     }
@@ -204,7 +208,7 @@ async fn publish_queued(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Resu
         bus.publish(message)
             .await
             .map_err(|error| RunError::Publish {
-                agent: agent.to_string(),
+                agent: AgentId::new(agent),
                 error,
             })?;
     }
@@ -300,8 +304,8 @@ pub async fn run_queued_until(
             SubscribeOptions::named(format!("{id} health")),
         )
         .map_err(|e| RunError::Subscribe {
-            agent: id.clone(),
-            error: e.to_string(),
+            agent: AgentId::new(id.as_str()),
+            error: e.into(),
         })?;
         if patterns.is_empty() {
             continue;
@@ -336,8 +340,8 @@ pub async fn run_queued_until(
         });
         bus.subscribe_many(&patterns, handler, options)
             .map_err(|e| RunError::Subscribe {
-                agent: id.clone(),
-                error: e.to_string(),
+                agent: AgentId::new(id.as_str()),
+                error: e.into(),
             })?;
     }
     for agent in &shared {
@@ -347,7 +351,10 @@ pub async fn run_queued_until(
             (a.id().to_string(), a.start(&mut out))
         };
         publish_queued(&bus, &id, &mut out).await?;
-        started.map_err(|error| RunError::StartFailed { agent: id, error })?;
+        started.map_err(|error| RunError::StartFailed {
+            agent: AgentId::new(id),
+            error,
+        })?;
     }
     let monitor = match health {
         Some(settings) => {
@@ -361,7 +368,7 @@ pub async fn run_queued_until(
             Some(
                 HealthMonitor::start(&bus, agents, settings).map_err(|e| RunError::Subscribe {
                     agent: "health monitor".into(),
-                    error: e.to_string(),
+                    error: e.into(),
                 })?,
             )
         }
@@ -434,7 +441,7 @@ pub async fn run_queued_until(
                 }
                 Err(back) => {
                     return Err(RunError::AgentStuck {
-                        agent: lock(&back).id().to_string(),
+                        agent: lock(&back).id().clone(),
                     })
                 }
             }

@@ -138,7 +138,7 @@ pub fn run_script_with(
 ) -> Result<Vec<Envelope>, RunError> {
     let (recorder, seen) = Recorder::new(record).map_err(|e| RunError::Subscribe {
         agent: "recorder".into(),
-        error: e.to_string(),
+        error: e.into(),
     })?;
     let mut specs = vec![AgentSpec::new(Box::new(recorder))];
     specs.extend(agents.into_iter().map(AgentSpec::new));

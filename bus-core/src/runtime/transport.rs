@@ -392,7 +392,7 @@ impl<T: Transport> Driver<'_, T> {
         let started = agent.start(&mut self.out);
         self.publish().await?;
         started.map_err(|error| RunError::StartFailed {
-            agent: agent.id().to_string(),
+            agent: agent.id().clone(),
             error,
         })?;
         let mut producing = true;
