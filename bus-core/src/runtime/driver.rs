@@ -305,7 +305,7 @@ pub async fn run_queued_until(
         )
         .map_err(|e| RunError::Subscribe {
             agent: AgentId::new(id.as_str()),
-            error: e.into(),
+            error: e,
         })?;
         if patterns.is_empty() {
             continue;
@@ -341,7 +341,7 @@ pub async fn run_queued_until(
         bus.subscribe_many(&patterns, handler, options)
             .map_err(|e| RunError::Subscribe {
                 agent: AgentId::new(id.as_str()),
-                error: e.into(),
+                error: e,
             })?;
     }
     for agent in &shared {
@@ -368,7 +368,7 @@ pub async fn run_queued_until(
             Some(
                 HealthMonitor::start(&bus, agents, settings).map_err(|e| RunError::Subscribe {
                     agent: "health monitor".into(),
-                    error: e.into(),
+                    error: e,
                 })?,
             )
         }
