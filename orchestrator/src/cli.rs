@@ -154,14 +154,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let total = match config.data.kind {
-        crate::config::DataKind::Synthetic => config
-            .data
-            .candles
-            .zip(config.data.symbols.as_ref())
-            .map(|(n, symbols)| (n * symbols.len()) as u64),
-        crate::config::DataKind::File => None,
-    };
+    let total = config
+        .data
+        .source()
+        .ok()
+        .and_then(|source| source.known_candles());
     let progress = crate::progress::Progress::start(total);
     let control = crate::run::RunControl {
         progress: progress.as_ref().map(|p| p.counter()),

@@ -455,9 +455,60 @@ pub enum DataKind {
     File,
 }
 
+/// Where the candles of a run come from, checked: what `[data]` describes
+/// once its kind has picked the keys that matter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// The seeded synthetic market.
+    Synthetic(SyntheticSpec),
+    /// A CSV or JSON-lines file of candles.
+    File(CandleFile),
+}
+
+/// `[data]` with `kind = "file"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandleFile {
+    /// The file (relative paths were resolved against the config file).
+    pub path: PathBuf,
+    /// What to do with malformed rows.
+    pub bad_rows: BadRowPolicy,
+    /// The bar interval label for topics (`1m`).
+    pub interval: String,
+}
+
+impl DataSource {
+    /// Candles it will produce, when known before reading (a synthetic
+    /// market's bars times its symbols).
+    pub fn known_candles(&self) -> Option<u64> {
+        match self {
+            DataSource::Synthetic(spec) => Some((spec.candles * spec.symbols.len()) as u64),
+            DataSource::File(_) => None,
+        }
+    }
+}
+
 impl DataConfig {
+    /// The checked source, or every problem with `[data]`'s keys for its
+    /// kind.
+    pub fn source(&self) -> Result<DataSource, Vec<String>> {
+        match self.kind {
+            DataKind::Synthetic => self.synthetic_spec().map(DataSource::Synthetic),
+            DataKind::File => match &self.path {
+                None => Err(vec!["data.path: required when data.kind = \"file\"".into()]),
+                Some(path) => match readable_file(path) {
+                    Err(problem) => Err(vec![format!("data.path: {}: {problem}", path.display())]),
+                    Ok(()) => Ok(DataSource::File(CandleFile {
+                        path: path.clone(),
+                        bad_rows: self.bad_rows.unwrap_or(BadRowPolicy::Skip),
+                        interval: self.interval.clone(),
+                    })),
+                },
+            },
+        }
+    }
+
     /// The synthetic market spec, or the errors that prevent it.
-    pub fn synthetic_spec(&self) -> Result<SyntheticSpec, Vec<String>> {
+    fn synthetic_spec(&self) -> Result<SyntheticSpec, Vec<String>> {
         let mut errors = Vec::new();
         let mut need = |present: bool, key: &str| {
             if !present {
@@ -514,20 +565,8 @@ impl DataConfig {
         if !(self.speed.is_finite() && self.speed >= 0.0) {
             errors.push("data.speed: must be 0 (as fast as possible) or a positive factor".into());
         }
-        match self.kind {
-            DataKind::Synthetic => {
-                if let Err(e) = self.synthetic_spec() {
-                    errors.extend(e);
-                }
-            }
-            DataKind::File => match &self.path {
-                None => errors.push("data.path: required when data.kind = \"file\"".into()),
-                Some(path) => {
-                    if let Err(problem) = readable_file(path) {
-                        errors.push(format!("data.path: {}: {problem}", path.display()));
-                    }
-                }
-            },
+        if let Err(problems) = self.source() {
+            errors.extend(problems);
         }
         errors
     }

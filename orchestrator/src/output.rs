@@ -21,7 +21,7 @@ use agent_trader::trade_log::{clear_output_path, create_output_file};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{BistouryConfig, DataKind};
+use crate::config::{BistouryConfig, DataSource};
 use crate::report::Report;
 use crate::run::Mode;
 
@@ -81,24 +81,26 @@ impl Provenance {
             run.remove("output_dir");
         }
         let text = serde_json::to_string(&effective).map_err(std::io::Error::other)?;
-        let data_files = match (config.data.kind, &config.data.path) {
-            (DataKind::File, Some(path)) => {
-                let (bytes, sha256) = hash_file(path)?;
-                vec![DataFile {
-                    path: path.clone(),
+        let source = config
+            .data
+            .source()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.join("; ")))?;
+        let (data_files, seed) = match &source {
+            DataSource::File(file) => {
+                let (bytes, sha256) = hash_file(&file.path)?;
+                let data = DataFile {
+                    path: file.path.clone(),
                     bytes,
                     sha256,
-                }]
+                };
+                (vec![data], None)
             }
-            _ => Vec::new(),
+            DataSource::Synthetic(spec) => (Vec::new(), Some(spec.seed)),
         };
         Ok(Self {
             bistoury_version: env!("CARGO_PKG_VERSION"),
             mode,
-            seed: match config.data.kind {
-                DataKind::Synthetic => config.data.seed,
-                DataKind::File => None,
-            },
+            seed,
             config_sha256: hex(&Sha256::digest(text.as_bytes())),
             data_files,
         })

@@ -20,7 +20,7 @@ use bus_core::{Agent, AgentId, MessageBus};
 use serde::Serialize;
 
 use crate::agents::AgentKind;
-use crate::config::{BistouryConfig, DataKind};
+use crate::config::{BistouryConfig, DataSource};
 use crate::report::{Report, ReportAgent};
 
 /// How the agents are dispatched.
@@ -124,21 +124,14 @@ pub fn build_agent(
 ) -> Result<Box<dyn Agent>, WiringError> {
     Ok(match kind {
         AgentKind::Collector => {
-            let source: Box<dyn CandleSource> = match config.data.kind {
-                DataKind::Synthetic => {
-                    let spec = config
-                        .data
-                        .synthetic_spec()
-                        .map_err(|e| agent_collector::CollectorError::BadSpec(e.join("; ")))?;
-                    Box::new(SyntheticMarket::new(spec)?)
-                }
-                DataKind::File => {
-                    let path = config.data.path.clone().unwrap_or_default();
-                    let policy = config
-                        .data
-                        .bad_rows
-                        .unwrap_or(agent_collector::BadRowPolicy::Skip);
-                    Box::new(FileSource::open(&path, &config.data.interval, policy)?)
+            let source: Box<dyn CandleSource> = match config
+                .data
+                .source()
+                .map_err(|e| agent_collector::CollectorError::BadSpec(e.join("; ")))?
+            {
+                DataSource::Synthetic(spec) => Box::new(SyntheticMarket::new(spec)?),
+                DataSource::File(file) => {
+                    Box::new(FileSource::open(&file.path, &file.interval, file.bad_rows)?)
                 }
             };
             // Generating or parsing runs a few thousand bars ahead on its own
