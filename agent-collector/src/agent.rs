@@ -26,6 +26,18 @@ pub struct CollectorAgent {
     /// how many it had.
     held: std::collections::VecDeque<Candle>,
     held_of: usize,
+    outcome: Option<Outcome<Collected>>,
+}
+
+/// What a collector hands back when it stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// Candles published.
+    pub published: u64,
+    /// Rows the source skipped as malformed.
+    pub skipped_rows: usize,
+    /// The error that ended collection early, if any.
+    pub failure: Option<String>,
 }
 
 /// Replays market time at `speed` times real time.
@@ -55,7 +67,14 @@ impl CollectorAgent {
             pacing: None,
             held: Default::default(),
             held_of: 0,
+            outcome: None,
         }
+    }
+
+    /// Hands what it collected to `outcome` when it stops.
+    pub fn with_outcome(mut self, outcome: Outcome<Collected>) -> Self {
+        self.outcome = Some(outcome);
+        self
     }
 
     /// Replays at `speed` times real time (60 = a minute of market data per
@@ -154,6 +173,17 @@ impl Agent for CollectorAgent {
             Payload::CommandStartCollection(c) => self.apply(c, false),
             Payload::CommandStopCollection(c) => self.apply(c, true),
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_stop(&mut self, _out: &mut Outbox) -> HandlerResult {
+        if let Some(outcome) = &self.outcome {
+            outcome.set(Collected {
+                published: self.published,
+                skipped_rows: self.skipped_rows(),
+                failure: self.failure.clone(),
+            });
         }
         Ok(())
     }

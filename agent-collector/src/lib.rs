@@ -35,7 +35,7 @@ pub mod random;
 pub mod source;
 pub mod synthetic;
 
-pub use agent::CollectorAgent;
+pub use agent::{Collected, CollectorAgent};
 pub use error::CollectorError;
 pub use file::{BadRowPolicy, FileSource};
 pub use source::{CandleSource, ReadAhead};

@@ -41,7 +41,16 @@ struct Topics {
     position: SymbolTopics,
 }
 
-/// Counters of the trader's decisions.
+/// What a trader hands back when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traded {
+    /// Fills executed.
+    pub fills: u64,
+    /// Rows written to the trade log, if one is written.
+    pub trade_log_rows: Option<u64>,
+}
+
+/// Counters of what the trader did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TraderCounters {
     /// Order requests sent to risk.
@@ -77,6 +86,7 @@ pub struct TraderAgent {
     paused: bool,
     counters: TraderCounters,
     first_fill_after_halt: Option<i64>,
+    outcome: Option<Outcome<Traded>>,
     halted_at: Option<i64>,
 }
 
@@ -113,6 +123,7 @@ impl TraderAgent {
             paused: false,
             counters: TraderCounters::default(),
             first_fill_after_halt: None,
+            outcome: None,
             halted_at: None,
         })
     }
@@ -137,6 +148,12 @@ impl TraderAgent {
     /// True after an emergency stop.
     pub fn halted(&self) -> bool {
         self.halted
+    }
+
+    /// Hands what it traded to `outcome` when it stops.
+    pub fn with_outcome(mut self, outcome: Outcome<Traded>) -> Self {
+        self.outcome = Some(outcome);
+        self
     }
 
     /// Rows in the trade log, if one is written.
@@ -494,6 +511,12 @@ impl Agent for TraderAgent {
         if let Some(log) = self.log.as_mut() {
             log.flush()
                 .map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
+        }
+        if let Some(outcome) = &self.outcome {
+            outcome.set(Traded {
+                fills: self.counters.filled,
+                trade_log_rows: self.trade_log_rows(),
+            });
         }
         Ok(())
     }

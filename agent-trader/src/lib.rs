@@ -29,7 +29,7 @@ pub mod config;
 pub mod portfolio;
 pub mod trade_log;
 
-pub use agent::TraderAgent;
+pub use agent::{Traded, TraderAgent};
 pub use config::TraderConfig;
 pub use portfolio::{FillEffect, Portfolio, Position};
 pub use trade_log::TradeLog;

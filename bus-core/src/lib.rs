@@ -153,7 +153,7 @@ pub mod nats;
 pub mod runtime;
 pub mod store;
 
-pub use agent::{Agent, Health, Lifecycle, MessageFactory, Outbox, Produce};
+pub use agent::{Agent, Health, Lifecycle, MessageFactory, Outbox, Outcome, Produce};
 pub use bus::error::{HandlerError, HandlerResult, PublishError, RequestError};
 pub use bus::filter::Filter;
 pub use bus::handler::Handler;
@@ -173,7 +173,7 @@ pub mod prelude {
     pub use crate::model::payload::*;
     pub use crate::{
         Agent, AgentId, DeliveryMode, Envelope, Filter, Handler, HandlerError, HandlerResult,
-        Health, InlineBus, MessageBus, MessageFactory, MessageId, MessageType, Outbox,
+        Health, InlineBus, MessageBus, MessageFactory, MessageId, MessageType, Outbox, Outcome,
         OverflowPolicy, Payload, Priority, Produce, SubscribeOptions, Topic, TopicPattern,
     };
 }

@@ -263,18 +263,19 @@ fn run_one_agent(
     // `bistoury run`, or by hand), it carries on from it.
     let risk_memory = crate::run::RiskMemory::file(&config);
     let name = kind.name();
-    let agent = match crate::run::build_agent(kind, &config, false, &trade_log, None, &risk_memory)
-    {
-        Ok(agent) => agent,
-        Err(crate::run::WiringError::Config(message)) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-        Err(error) => {
-            eprintln!("bistoury: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let hooks = crate::run::Hooks::default();
+    let agent =
+        match crate::run::build_agent(kind, &config, false, &trade_log, &hooks, &risk_memory) {
+            Ok(agent) => agent,
+            Err(crate::run::WiringError::Config(message)) => {
+                eprintln!("{message}");
+                return ExitCode::from(2);
+            }
+            Err(error) => {
+                eprintln!("bistoury: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
     let spec = bus_core::agent::supervision::AgentSpec::new(agent)
         .with_policy(config.agents.get(kind).policy(), None);
     let stop = bus_core::runtime::StopSignal::new();
@@ -339,7 +340,7 @@ fn run_one_agent(
         result
     });
     match result {
-        Ok((agent, stats)) => {
+        Ok((_agent, stats)) => {
             use std::io::Write;
             // Written, not printed: an agent whose parent is gone (its
             // stdout a broken pipe) still exits cleanly.
@@ -358,13 +359,8 @@ fn run_one_agent(
                 stats.dead_lettered,
                 stats.other_partitions
             );
-            let mut agent = agent.into_agent();
-            if let Some(report) = agent
-                .as_mut()
-                .as_any_mut()
-                .downcast_mut::<crate::report::ReportAgent>()
-            {
-                let _ = write!(stdout, "{}", report.finish().to_table());
+            if let Some(report) = hooks.report.take() {
+                let _ = write!(stdout, "{}", report.to_table());
             }
             ExitCode::SUCCESS
         }

@@ -50,7 +50,6 @@ use futures_util::StreamExt;
 
 use crate::agents::AgentKind;
 use crate::config::BistouryConfig;
-use crate::report::ReportAgent;
 use crate::run::{build_agent, Mode, RunControl, RunOutcome, WiringError};
 
 /// How long an agent process may take to say it is subscribed.
@@ -402,12 +401,13 @@ pub async fn run_processes(
 
     // The report agent, here.
     let trade_log = config.run.output_dir.join("trades.csv");
+    let report_hooks = crate::run::Hooks::default();
     let report = build_agent(
         AgentKind::Report,
         config,
         false,
         &trade_log,
-        None,
+        &report_hooks,
         &crate::run::RiskMemory::None,
     )?;
     let report_stop = StopSignal::new();
@@ -482,18 +482,15 @@ pub async fn run_processes(
         }
     }
     report_stop.stop();
-    let (report, _stats) = report_task
+    report_task
         .await
         .map_err(|e| failed(format!("report agent: {e}")))?
         .map_err(|e| failed(format!("report agent: {e}")))?;
     watcher.abort();
-    let mut report = report.into_agent();
-    let report = report
-        .as_mut()
-        .as_any_mut()
-        .downcast_mut::<ReportAgent>()
-        .expect("the report agent")
-        .finish();
+    let report = report_hooks
+        .report
+        .take()
+        .ok_or(WiringError::NoOutcome(AgentKind::Report))?;
     let trade_log_rows = std::fs::read_to_string(&trade_log)
         .map(|t| t.lines().count().saturating_sub(1) as u64)
         .unwrap_or(0);

@@ -117,6 +117,7 @@ pub struct ReportAgent {
     last_fill_time: i64,
     /// Which candles are news (a redelivered one is not counted again).
     sequence: CandleSequence,
+    outcome: Option<Outcome<Report>>,
 }
 
 impl ReportAgent {
@@ -139,6 +140,7 @@ impl ReportAgent {
             fills_after_stop: 0,
             last_fill_time: 0,
             sequence: CandleSequence::new(),
+            outcome: None,
         }
     }
 
@@ -201,6 +203,12 @@ impl ReportAgent {
             self.fills_after_stop += 1;
         }
         self.last_fill_time = fill.timestamp_ms;
+    }
+
+    /// Hands the finished report to `outcome` when it stops.
+    pub fn with_outcome(mut self, outcome: Outcome<Report>) -> Self {
+        self.outcome = Some(outcome);
+        self
     }
 
     /// The finished report (closes the last time step).
@@ -396,6 +404,13 @@ impl Agent for ReportAgent {
                 self.emergency_stop_at.get_or_insert(envelope.created_at_ms);
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_stop(&mut self, _out: &mut Outbox) -> HandlerResult {
+        if let Some(outcome) = self.outcome.clone() {
+            outcome.set(self.finish());
         }
         Ok(())
     }

@@ -7,16 +7,18 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_collector::{CandleSource, CollectorAgent, FileSource, ReadAhead, SyntheticMarket};
+use agent_collector::{
+    CandleSource, Collected, CollectorAgent, FileSource, ReadAhead, SyntheticMarket,
+};
 use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
 use agent_signals::SignalAgent;
-use agent_trader::TraderAgent;
+use agent_trader::{Traded, TraderAgent};
 use bus_core::agent::health::HealthCheckSettings;
 use bus_core::agent::supervision::{AgentSpec, Rebuild};
 use bus_core::runtime::{
     run_inline_until, run_queued_until, Finished, QueuedOptions, RunError, StopSignal,
 };
-use bus_core::{Agent, AgentId, MessageBus};
+use bus_core::{Agent, AgentId, MessageBus, Outcome};
 use serde::Serialize;
 
 use crate::agents::AgentKind;
@@ -61,6 +63,10 @@ pub enum WiringError {
     /// Distributed mode (agents as processes over NATS) failed.
     #[error("distributed run: {0}")]
     Distributed(String),
+    /// An agent ended without handing back what it owes the report (it
+    /// never stopped cleanly).
+    #[error("agent {0} ended without handing back its results")]
+    NoOutcome(AgentKind),
 }
 
 /// What a run produced.
@@ -113,13 +119,27 @@ impl RiskMemory {
 /// The risk agent's state file, under `run.output_dir`.
 pub const RISK_STATE_FILE: &str = "risk-state.json";
 
+/// What the orchestrator gives the agents it builds, and gets back from
+/// them when they stop.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// The collector counts published candles here (a progress display).
+    pub progress: Option<Arc<AtomicU64>>,
+    /// What the collector collected.
+    pub collected: Outcome<Collected>,
+    /// What the trader traded.
+    pub traded: Outcome<Traded>,
+    /// The report.
+    pub report: Outcome<Report>,
+}
+
 /// Builds one agent; `risk` keeps its state in `risk_memory`.
 pub fn build_agent(
     kind: AgentKind,
     config: &BistouryConfig,
     deterministic: bool,
     trade_log: &std::path::Path,
-    progress: Option<&Arc<AtomicU64>>,
+    hooks: &Hooks,
     risk_memory: &RiskMemory,
 ) -> Result<Box<dyn Agent>, WiringError> {
     Ok(match kind {
@@ -146,7 +166,8 @@ pub fn build_agent(
                     collector = collector.staggered(config.data.interval_ms.unwrap_or(60_000));
                 }
             }
-            Box::new(match progress {
+            let collector = collector.with_outcome(hooks.collected.clone());
+            Box::new(match &hooks.progress {
                 Some(counter) => collector.with_progress(counter.clone()),
                 None => collector,
             })
@@ -166,14 +187,16 @@ pub fn build_agent(
                 path: trade_log.to_path_buf(),
                 source,
             })?
-            .with_max_symbols(config.signals.max_symbols),
+            .with_max_symbols(config.signals.max_symbols)
+            .with_outcome(hooks.traded.clone()),
         ),
         AgentKind::Report => Box::new(
             ReportAgent::new(
                 config.trader.initial_cash,
                 config.data.interval_ms.unwrap_or(60_000),
             )
-            .with_max_symbols(config.signals.max_symbols),
+            .with_max_symbols(config.signals.max_symbols)
+            .with_outcome(hooks.report.clone()),
         ),
     })
 }
@@ -221,7 +244,7 @@ pub fn build_agents(
     config: &BistouryConfig,
     deterministic: bool,
     trade_log: &std::path::Path,
-    progress: Option<&Arc<AtomicU64>>,
+    hooks: &Hooks,
 ) -> Result<Vec<AgentSpec>, WiringError> {
     let order = config.agents.start_order().map_err(WiringError::Config)?;
     let mut specs = Vec::with_capacity(order.len());
@@ -232,14 +255,7 @@ pub fn build_agents(
         false => RiskMemory::Shared(SharedState::default()),
     };
     for kind in order {
-        let agent = build_agent(
-            kind,
-            config,
-            deterministic,
-            trade_log,
-            progress,
-            &risk_memory,
-        )?;
+        let agent = build_agent(kind, config, deterministic, trade_log, hooks, &risk_memory)?;
         let policy = config.agents.get(kind).policy();
         let rebuild: Option<Rebuild> = kind.restartable().then(|| {
             let (config, memory) = (config.clone(), risk_memory.clone());
@@ -255,30 +271,30 @@ pub fn build_agents(
     Ok(specs)
 }
 
-fn find<T: 'static>(agents: &mut [Box<dyn Agent>]) -> Option<&mut T> {
-    agents
-        .iter_mut()
-        .find_map(|a| a.as_mut().as_any_mut().downcast_mut::<T>())
-}
-
 fn conclude(
     mode: Mode,
     finished: Finished,
+    hooks: &Hooks,
     trade_log: PathBuf,
     started: Instant,
 ) -> Result<RunOutcome, WiringError> {
-    let mut agents = finished.agents;
-    let collector = find::<CollectorAgent>(&mut agents).expect("the collector is wired");
-    if let Some(failure) = collector.failure() {
-        return Err(WiringError::Collection(failure.to_string()));
+    let collected = hooks
+        .collected
+        .take()
+        .ok_or(WiringError::NoOutcome(AgentKind::Collector))?;
+    if let Some(failure) = collected.failure {
+        return Err(WiringError::Collection(failure));
     }
-    let skipped_rows = collector.skipped_rows();
-    let trade_log_rows = find::<TraderAgent>(&mut agents)
-        .and_then(|t| t.trade_log_rows())
+    let skipped_rows = collected.skipped_rows;
+    let trade_log_rows = hooks
+        .traded
+        .take()
+        .and_then(|t| t.trade_log_rows)
         .unwrap_or(0);
-    let report = find::<ReportAgent>(&mut agents)
-        .expect("the report is wired")
-        .finish();
+    let report = hooks
+        .report
+        .take()
+        .ok_or(WiringError::NoOutcome(AgentKind::Report))?;
     Ok(RunOutcome {
         mode,
         report,
@@ -313,12 +329,15 @@ pub fn backtest_with(
     config: &BistouryConfig,
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
-    let progress = control.progress.as_ref();
+    let hooks = Hooks {
+        progress: control.progress.clone(),
+        ..Hooks::default()
+    };
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
-    let agents = build_agents(config, true, &trade_log, progress)?;
+    let agents = build_agents(config, true, &trade_log, &hooks)?;
     let run = run_inline_until(agents, &control.stop)?;
-    let mut outcome = conclude(Mode::Backtest, run.finished, trade_log, started)?;
+    let mut outcome = conclude(Mode::Backtest, run.finished, &hooks, trade_log, started)?;
     outcome.stopped_early = control.stop.is_stopped();
     Ok(outcome)
 }
@@ -333,10 +352,13 @@ pub async fn run_with(
     config: &BistouryConfig,
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
-    let progress = control.progress.as_ref();
+    let hooks = Hooks {
+        progress: control.progress.clone(),
+        ..Hooks::default()
+    };
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
-    let agents = build_agents(config, false, &trade_log, progress)?;
+    let agents = build_agents(config, false, &trade_log, &hooks)?;
     let bus = MessageBus::new();
     let deadline = Duration::from_secs(config.run.shutdown_timeout_secs);
     let health = (config.run.health_check_interval_ms > 0).then(|| HealthCheckSettings {
@@ -349,7 +371,7 @@ pub async fn run_with(
     };
     let run = run_queued_until(bus, agents, deadline, control.stop.clone(), options).await?;
     let unhealthy = run.unhealthy.clone();
-    let mut outcome = conclude(Mode::Run, run.finished, trade_log, started)?;
+    let mut outcome = conclude(Mode::Run, run.finished, &hooks, trade_log, started)?;
     outcome.stopped_early = control.stop.is_stopped();
     outcome.unhealthy_agents = unhealthy;
     Ok(outcome)

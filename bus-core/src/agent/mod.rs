@@ -12,14 +12,16 @@
 //! checks, and [`supervision`] (restart policies around an agent).
 //! Imports the model and the buses; the runtime above drives agents.
 
-use std::any::Any;
 use std::fmt;
 
 use serde::Serialize;
 
 pub mod health;
+mod outcome;
 pub mod registry;
 pub mod supervision;
+
+pub use outcome::Outcome;
 
 use crate::bus::error::HandlerResult;
 pub use crate::bus::Outbox;
@@ -39,27 +41,8 @@ pub enum Produce {
     Done,
 }
 
-/// Lets the owner of a `Box<dyn Agent>` get the concrete agent back (for
-/// reports and tests). Implemented for every type; call it on the agent,
-/// not on the box (`agent.as_ref().as_any()`).
-pub trait AsAny: Any {
-    /// `&self` as `Any`.
-    fn as_any(&self) -> &dyn Any;
-    /// `&mut self` as `Any`.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-}
-
-impl<T: Any> AsAny for T {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-}
-
 /// A Bistoury agent.
-pub trait Agent: AsAny + Send + 'static {
+pub trait Agent: Send + 'static {
     /// Its identity.
     fn id(&self) -> &AgentId;
 
