@@ -13,6 +13,7 @@ use bus_core::prelude::*;
 
 use crate::aggregator::{Aggregator, Weighted};
 use crate::config::{SignalsConfig, StrategyConfig};
+use crate::registry::StrategyRegistry;
 use crate::strategies::*;
 use crate::strategy::{Bar, Strategy};
 
@@ -36,15 +37,20 @@ pub struct SignalAgent {
     aggregated: u64,
     /// What the strategies said on the current bar (kept to reuse its room).
     spoken: Vec<Weighted>,
+    /// Where `[signals.custom.*]` strategies come from.
+    registry: StrategyRegistry,
 }
 
-fn build(config: &StrategyConfig) -> Box<dyn Strategy> {
+fn build(config: &StrategyConfig, registry: &StrategyRegistry) -> Box<dyn Strategy> {
     match config {
         StrategyConfig::MaCrossover(c) => Box::new(MovingAverageCrossover::new(c.fast, c.slow)),
         StrategyConfig::Rsi(c) => Box::new(RsiReversal::new(c.period, c.oversold, c.overbought)),
         StrategyConfig::Macd(c) => Box::new(MacdCrossover::new(c.fast, c.slow, c.signal)),
         StrategyConfig::Bollinger(c) => Box::new(BollingerReversion::new(c.period, c.k)),
         StrategyConfig::Candlestick(_) => Box::new(CandlestickPatterns::new()),
+        StrategyConfig::Custom(name, c) => registry
+            .build(name, c)
+            .expect("checked when the agent was made"),
     }
 }
 
@@ -55,18 +61,41 @@ fn weight_of(config: &StrategyConfig) -> f64 {
         StrategyConfig::Macd(c) => c.weight,
         StrategyConfig::Bollinger(c) => c.weight,
         StrategyConfig::Candlestick(c) => c.weight,
+        StrategyConfig::Custom(_, c) => c.weight,
     }
 }
 
 impl SignalAgent {
-    /// A signal agent; `config` should have passed `validate`.
+    /// A signal agent running the strategies this crate ships; `config`
+    /// should have passed `validate`.
+    ///
+    /// # Panics
+    /// When `config` turns on `[signals.custom.*]` strategies: those need
+    /// [`SignalAgent::with_strategies`].
     pub fn new(id: AgentId, config: SignalsConfig, deterministic: bool) -> Self {
+        Self::with_strategies(id, config, deterministic, StrategyRegistry::new())
+            .unwrap_or_else(|errors| panic!("{}", errors.join("; ")))
+    }
+
+    /// A signal agent that can also run the strategies in `registry`
+    /// turned on by `[signals.custom.<name>]`; every problem with those
+    /// (an unregistered name, parameters a factory refuses) otherwise.
+    pub fn with_strategies(
+        id: AgentId,
+        config: SignalsConfig,
+        deterministic: bool,
+        registry: StrategyRegistry,
+    ) -> Result<Self, Vec<String>> {
+        let errors = registry.check(&config, "signals");
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         let weights: BTreeMap<String, f64> = config
             .strategies()
             .iter()
-            .map(|c| (build(c).name().to_string(), weight_of(c)))
+            .map(|c| (build(c, &registry).name().to_string(), weight_of(c)))
             .collect();
-        Self {
+        Ok(Self {
             factory: MessageFactory::new(id.clone(), deterministic),
             aggregator: Aggregator::new(weights, config.threshold),
             sequence: CandleSequence::with_limit(config.max_symbols),
@@ -75,7 +104,8 @@ impl SignalAgent {
             symbols: SymbolMap::new(),
             aggregated: 0,
             spoken: Vec::new(),
-        }
+            registry,
+        })
     }
 
     /// Aggregated signals published so far.
@@ -106,6 +136,7 @@ impl SignalAgent {
         }
         let config = &self.config;
         let aggregator = &self.aggregator;
+        let registry = &self.registry;
         let state = match self.symbols.get_mut(&candle.symbol) {
             Some(state) => state,
             None => {
@@ -115,7 +146,7 @@ impl SignalAgent {
                         .strategies()
                         .iter()
                         .map(|c| {
-                            let strategy = build(c);
+                            let strategy = build(c, registry);
                             let weight = aggregator.weight(strategy.name());
                             (strategy, weight)
                         })
@@ -269,6 +300,7 @@ mod tests {
             macd: None,
             bollinger: None,
             candlestick: None,
+            custom: Default::default(),
         };
         assert!(config.validate("signals").is_empty());
         let mut agent = SignalAgent::new(AgentId::new("signals"), config, true);
@@ -312,6 +344,7 @@ mod tests {
             macd: None,
             bollinger: None,
             candlestick: None,
+            custom: Default::default(),
         };
         let errors = config.validate("signals");
         assert!(errors.iter().any(|e| e.starts_with("signals.threshold")));

@@ -1,6 +1,8 @@
 //! Configuration of the signal agent: which strategies run, their
 //! parameters and weights, and the aggregation threshold.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 fn one() -> f64 {
@@ -96,6 +98,34 @@ pub struct SignalsConfig {
     pub bollinger: Option<BollingerConfig>,
     /// `[signals.candlestick]`.
     pub candlestick: Option<CandlestickConfig>,
+    /// `[signals.custom.<name>]`: strategies this crate does not ship,
+    /// built by the factory registered under `<name>` in a
+    /// [`StrategyRegistry`](crate::StrategyRegistry).
+    #[serde(default)]
+    pub custom: BTreeMap<String, CustomStrategyConfig>,
+}
+
+/// `[signals.custom.<name>]`: a strategy registered by the program that
+/// runs the agent. Every key but `weight` is a numeric parameter handed to
+/// its factory (`period = 20`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CustomStrategyConfig {
+    /// Weight in the aggregate (default 1).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Its parameters, by name.
+    #[serde(flatten)]
+    pub params: BTreeMap<String, f64>,
+}
+
+impl CustomStrategyConfig {
+    /// Parameter `name`, or a message naming it when it is missing.
+    pub fn param(&self, name: &str) -> Result<f64, String> {
+        self.params
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("parameter {name:?} is missing"))
+    }
 }
 
 fn default_max_symbols() -> usize {
@@ -119,6 +149,8 @@ pub enum StrategyConfig {
     Bollinger(BollingerConfig),
     /// See [`CandlestickConfig`].
     Candlestick(CandlestickConfig),
+    /// A registered strategy, by name.
+    Custom(String, CustomStrategyConfig),
 }
 
 impl SignalsConfig {
@@ -130,6 +162,11 @@ impl SignalsConfig {
         all.extend(self.macd.clone().map(StrategyConfig::Macd));
         all.extend(self.bollinger.clone().map(StrategyConfig::Bollinger));
         all.extend(self.candlestick.clone().map(StrategyConfig::Candlestick));
+        all.extend(
+            self.custom
+                .iter()
+                .map(|(name, c)| StrategyConfig::Custom(name.clone(), c.clone())),
+        );
         all
     }
 
@@ -186,6 +223,13 @@ impl SignalsConfig {
         }
         if let Some(c) = &self.candlestick {
             check(weight_ok(c.weight), "candlestick.weight", "must be >= 0");
+        }
+        for (name, c) in &self.custom {
+            check(
+                weight_ok(c.weight),
+                &format!("custom.{name}.weight"),
+                "must be >= 0",
+            );
         }
         check(
             !self.strategies().is_empty(),

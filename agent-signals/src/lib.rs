@@ -21,10 +21,12 @@ pub mod agent;
 pub mod aggregator;
 pub mod config;
 pub mod indicators;
+pub mod registry;
 pub mod strategies;
 pub mod strategy;
 
 pub use agent::SignalAgent;
 pub use aggregator::{Aggregator, Weighted};
-pub use config::{SignalsConfig, StrategyConfig};
+pub use config::{CustomStrategyConfig, SignalsConfig, StrategyConfig};
+pub use registry::{StrategyFactory, StrategyRegistry};
 pub use strategy::{Bar, Strategy, StrategySignal};

@@ -56,6 +56,7 @@ fn config() -> SignalsConfig {
         macd: None,
         bollinger: None,
         candlestick: None,
+        custom: Default::default(),
     }
 }
 

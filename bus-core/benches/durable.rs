@@ -33,7 +33,7 @@ use hdrhistogram::Histogram;
 const PUBLISHERS: usize = 64;
 const GROUP: usize = 64;
 
-#[path = "../examples/common/mod.rs"]
+#[path = "probes/common/mod.rs"]
 #[allow(dead_code)] // The probes' command line is not this bench's.
 mod common;
 

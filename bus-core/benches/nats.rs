@@ -40,7 +40,7 @@ use hdrhistogram::Histogram;
 
 const N: u64 = 20_000;
 
-#[path = "../examples/common/mod.rs"]
+#[path = "probes/common/mod.rs"]
 #[allow(dead_code)] // The probes' command line is not the bench's.
 mod common;
 
@@ -48,7 +48,7 @@ fn message(i: u64) -> Envelope {
     common::price_update(i, "prices.btc")
 }
 
-#[path = "../examples/common/counter.rs"]
+#[path = "probes/common/counter.rs"]
 mod counter;
 
 /// A counting agent on `bus` (see `counter::start`), started on `rt`.

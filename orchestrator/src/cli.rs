@@ -163,6 +163,7 @@ pub fn main() -> ExitCode {
     let control = crate::run::RunControl {
         progress: progress.as_ref().map(|p| p.counter()),
         stop: bus_core::runtime::StopSignal::new(),
+        strategies: Default::default(),
     };
     stop_on_signals(
         control.stop.clone(),

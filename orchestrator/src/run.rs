@@ -11,7 +11,7 @@ use agent_collector::{
     CandleSource, Collected, CollectorAgent, FileSource, ReadAhead, SyntheticMarket,
 };
 use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
-use agent_signals::SignalAgent;
+use agent_signals::{SignalAgent, StrategyRegistry};
 use agent_trader::{Traded, TraderAgent};
 use bus_core::agent::health::HealthCheckSettings;
 use bus_core::agent::supervision::{AgentSpec, Rebuild};
@@ -131,6 +131,8 @@ pub struct Hooks {
     pub traded: Outcome<Traded>,
     /// The report.
     pub report: Outcome<Report>,
+    /// Strategies the program adds, turned on by `[signals.custom.<name>]`.
+    pub strategies: StrategyRegistry,
 }
 
 /// Builds one agent; `risk` keeps its state in `risk_memory`.
@@ -173,7 +175,7 @@ pub fn build_agent(
             })
         }
         AgentKind::Signals | AgentKind::Risk => {
-            restartable_agent(kind, config, deterministic, risk_memory)?
+            restartable_agent(kind, config, deterministic, risk_memory, &hooks.strategies)?
                 .expect("signals and risk are restartable")
         }
         AgentKind::Trader => Box::new(
@@ -209,13 +211,18 @@ fn restartable_agent(
     config: &BistouryConfig,
     deterministic: bool,
     risk_memory: &RiskMemory,
+    strategies: &StrategyRegistry,
 ) -> Result<Option<Box<dyn Agent>>, WiringError> {
     Ok(match kind {
-        AgentKind::Signals => Some(Box::new(SignalAgent::new(
-            AgentId::new(kind.name()),
-            config.signals.clone(),
-            deterministic,
-        ))),
+        AgentKind::Signals => Some(Box::new(
+            SignalAgent::with_strategies(
+                AgentId::new(kind.name()),
+                config.signals.clone(),
+                deterministic,
+                strategies.clone(),
+            )
+            .map_err(|errors| WiringError::Config(errors.join("; ")))?,
+        )),
         AgentKind::Risk => {
             let agent = RiskAgent::new(
                 AgentId::new(kind.name()),
@@ -259,8 +266,9 @@ pub fn build_agents(
         let policy = config.agents.get(kind).policy();
         let rebuild: Option<Rebuild> = kind.restartable().then(|| {
             let (config, memory) = (config.clone(), risk_memory.clone());
+            let strategies = hooks.strategies.clone();
             Box::new(move || {
-                restartable_agent(kind, &config, deterministic, &memory)
+                restartable_agent(kind, &config, deterministic, &memory, &strategies)
                     .ok()
                     .flatten()
                     .expect("built once already with the same inputs")
@@ -322,6 +330,8 @@ pub struct RunControl {
     pub progress: Option<Arc<AtomicU64>>,
     /// Raised to stop early and gracefully (Ctrl-C).
     pub stop: StopSignal,
+    /// Strategies the program adds, turned on by `[signals.custom.<name>]`.
+    pub strategies: StrategyRegistry,
 }
 
 /// [`backtest`] under a [`RunControl`].
@@ -331,6 +341,7 @@ pub fn backtest_with(
 ) -> Result<RunOutcome, WiringError> {
     let hooks = Hooks {
         progress: control.progress.clone(),
+        strategies: control.strategies.clone(),
         ..Hooks::default()
     };
     let started = Instant::now();
@@ -354,6 +365,7 @@ pub async fn run_with(
 ) -> Result<RunOutcome, WiringError> {
     let hooks = Hooks {
         progress: control.progress.clone(),
+        strategies: control.strategies.clone(),
         ..Hooks::default()
     };
     let started = Instant::now();
