@@ -73,10 +73,22 @@ struct RunArgs {
 
 fn load(file: Option<&std::path::Path>) -> Result<BistouryConfig, ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    BistouryConfig::load(file, &env).map_err(|error| {
+    let config = BistouryConfig::load(file, &env).map_err(|error| {
         eprintln!("{error}");
         ExitCode::from(2)
-    })
+    })?;
+    // This program adds no strategy: `[signals.custom.*]` is for programs
+    // that register theirs (see orchestrator/examples/custom_strategy.rs).
+    let unknown = agent_signals::StrategyRegistry::new().check(&config.signals, "signals");
+    if !unknown.is_empty() {
+        let error = crate::config::ConfigError {
+            source_name: file.map(|f| f.display().to_string()),
+            errors: unknown,
+        };
+        eprintln!("{error}");
+        return Err(ExitCode::from(2));
+    }
+    Ok(config)
 }
 
 /// Parses the arguments and runs the command; the `bistoury` binary is this
