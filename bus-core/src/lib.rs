@@ -8,7 +8,7 @@
 //!
 //! | module | what it owns |
 //! |---|---|
-//! | [`model`] | ids, topics and patterns, the [`Envelope`] and its typed [`Payload`]s (34 message types in eight families), priorities, delivery modes, headers, the wire codecs |
+//! | [`model`] | ids, topics and patterns, the [`Envelope`] and its typed [`Payload`]s (35 message types in eight families), priorities, delivery modes, headers, the wire codecs |
 //! | [`store`] | the durable journal: record format, group commit, recovery, cleanup |
 //! | [`bus`] | the concurrent in-process [`MessageBus`], the deterministic [`InlineBus`], routing, filters, the priority queue, circuit breakers, retries, dead letters, statistics |
 //! | [`agent`] | the [`Agent`] contract, its [`Outbox`], lifecycle, [`MessageFactory`], registry, health checks, supervision |

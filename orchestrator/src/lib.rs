@@ -1,7 +1,7 @@
 //! # orchestrator
 //!
 //! The `bistoury` binary's library: configuration ([`config`]), wiring of
-//! the agents ([`run`]), the run report ([`report`]) and logging
+//! the agents ([`run`](mod@run)), the run report ([`report`]) and logging
 //! ([`logging`]) and the command line ([`cli`]); `main.rs` only calls
 //! [`cli::main`].
 

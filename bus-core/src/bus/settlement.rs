@@ -161,7 +161,7 @@ pub(super) enum Settlement {
 }
 
 /// The right (and duty) to settle one delivery, handed to a manual-ack
-/// handler (see [`Handler::manual_ack`]). Call [`ack`](Self::ack) once the
+/// handler (see [`Handler::manual_ack`](crate::bus::handler::Handler::manual_ack)). Call [`ack`](Self::ack) once the
 /// work is done, [`nack`](Self::nack) to have it redelivered (with the
 /// subscription's backoff) or dead-lettered after the last attempt.
 /// Dropping it unsettled counts as a nack; not settling it within the

@@ -280,7 +280,7 @@ pub struct NatsRunStats {
     pub redeliveries_requested: u64,
     /// JetStream messages dead-lettered after `max_deliver` deliveries.
     pub dead_lettered: u64,
-    /// Keyed messages left to the other instances (see [`Partition`]).
+    /// Keyed messages left to the other instances (see [`Partition`](crate::runtime::Partition)).
     pub other_partitions: u64,
 }
 
