@@ -675,7 +675,7 @@ async fn the_same_agent_runs_unchanged_on_either_transport() {
         bus_core::bus::SubscribeOptions::named("watch"),
     )
     .unwrap();
-    let transport = InProcess::new(bus.clone(), Duration::from_secs(5));
+    let transport = InProcess::new(bus.clone());
     let stop = StopSignal::new();
     let (ready, subscribed) = tokio::sync::oneshot::channel();
     let agent = {

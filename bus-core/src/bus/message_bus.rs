@@ -37,6 +37,7 @@ use crate::model::{now_ms, Envelope};
 use crate::store::Store;
 
 use super::consumer::*;
+use super::pulled::Pulled;
 use super::subscription::*;
 
 /// What `publish` did with a message.
@@ -155,6 +156,14 @@ impl BusInner {
     }
 }
 
+/// A subscription made, with its consumer's state, before it is routed to.
+struct Prepared {
+    sub: Arc<Subscription>,
+    consumer: Consumer,
+    doorbell: flume::Receiver<()>,
+    done: flume::Sender<()>,
+}
+
 /// The in-process message bus; clone it freely (clones share one bus).
 #[derive(Clone)]
 pub struct MessageBus {
@@ -241,6 +250,60 @@ impl MessageBus {
         handler: Handler,
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
+        let Prepared {
+            sub,
+            consumer,
+            doorbell: doorbell_rx,
+            done: done_tx,
+        } = self.prepare(patterns, options)?;
+        let id = sub.id;
+        let kind = match handler {
+            Handler::Async(handler) => Ok(AsyncKind::Auto(handler)),
+            Handler::ManualAck { handler, ack_wait } => Ok(AsyncKind::Manual(handler, ack_wait)),
+            Handler::Blocking(handler) => Err(handler),
+        };
+        match kind {
+            Ok(kind) => {
+                let task =
+                    self.inner
+                        .runtime
+                        .spawn(consume_async(consumer, kind, doorbell_rx, done_tx));
+                lock(&self.inner.consumers).push(task);
+            }
+            Err(handler) => {
+                std::thread::Builder::new()
+                    .name(format!("bus-{id}"))
+                    .spawn(move || consume_blocking(consumer, handler, doorbell_rx, done_tx))
+                    .map_err(|_| SubscribeError::BusClosed)?;
+            }
+        }
+        self.route(&sub);
+        Ok(id)
+    }
+
+    /// A subscription whose messages its owner takes one at a time (see
+    /// [`Pulled`]) instead of a consumer calling a handler.
+    pub fn subscribe_pulled(
+        &self,
+        patterns: &[&str],
+        options: SubscribeOptions,
+    ) -> Result<Pulled, SubscribeError> {
+        let Prepared {
+            sub,
+            consumer,
+            doorbell,
+            done,
+        } = self.prepare(patterns, options)?;
+        self.route(&sub);
+        Ok(Pulled::new(consumer, doorbell, done, self.clone()))
+    }
+
+    /// Makes a subscription and its consumer's state, not yet routed to.
+    fn prepare(
+        &self,
+        patterns: &[&str],
+        options: SubscribeOptions,
+    ) -> Result<Prepared, SubscribeError> {
         let mut patterns = patterns
             .iter()
             .map(TopicPattern::new)
@@ -314,32 +377,21 @@ impl MessageBus {
             options.circuit_breaker,
             options.retry,
         );
-        let kind = match handler {
-            Handler::Async(handler) => Ok(AsyncKind::Auto(handler)),
-            Handler::ManualAck { handler, ack_wait } => Ok(AsyncKind::Manual(handler, ack_wait)),
-            Handler::Blocking(handler) => Err(handler),
-        };
-        match kind {
-            Ok(kind) => {
-                let task =
-                    self.inner
-                        .runtime
-                        .spawn(consume_async(consumer, kind, doorbell_rx, done_tx));
-                lock(&self.inner.consumers).push(task);
-            }
-            Err(handler) => {
-                std::thread::Builder::new()
-                    .name(format!("bus-{id}"))
-                    .spawn(move || consume_blocking(consumer, handler, doorbell_rx, done_tx))
-                    .map_err(|_| SubscribeError::BusClosed)?;
-            }
-        }
-        lock(&self.inner.subscriptions).insert(id, sub.clone());
+        Ok(Prepared {
+            sub,
+            consumer,
+            doorbell: doorbell_rx,
+            done: done_tx,
+        })
+    }
+
+    /// Routes what is published to `sub`'s patterns to it.
+    fn route(&self, sub: &Arc<Subscription>) {
+        lock(&self.inner.subscriptions).insert(sub.id, sub.clone());
         let mut routes = self.inner.routes.write().unwrap_or_else(|p| p.into_inner());
-        for pattern in &patterns {
-            routes.insert(pattern, id, sub.clone());
+        for pattern in &sub.patterns {
+            routes.insert(pattern, sub.id, sub.clone());
         }
-        Ok(id)
     }
 
     /// Removes exactly one subscription. Messages still in its queue are

@@ -16,19 +16,20 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::agent::health::{HealthCheckSettings, HealthMonitor};
 use crate::agent::supervision::{AgentSpec, Supervised};
 use crate::agent::{Agent, Produce};
-use crate::bus::error::{HandlerError, HandlerResult, PublishError};
-use crate::bus::handler::Handler;
+use crate::bus::error::{HandlerError, PublishError};
 use crate::bus::inline::{InlineBus, InlineStats};
 use crate::bus::stats::BusStats;
 use crate::bus::Outbox;
-use crate::bus::{MessageBus, OverflowPolicy, SubscribeError, SubscribeOptions};
+use crate::bus::{MessageBus, OverflowPolicy, SubscribeError};
 use crate::model::ids::AgentId;
+use crate::runtime::transport::{
+    run_agent_with, AgentRunError, Coordination, InProcess, InProcessError,
+};
 use crate::runtime::StopSignal;
 
 /// Why a run could not go on.
@@ -185,36 +186,6 @@ pub struct QueuedRun {
     pub unhealthy: Vec<String>,
 }
 
-type SharedAgent = Arc<Mutex<Supervised>>;
-
-fn lock(agent: &SharedAgent) -> std::sync::MutexGuard<'_, Supervised> {
-    agent.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Publishes from a plain thread, waiting for room (never dropping).
-fn publish_blocking(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Result<(), RunError> {
-    for message in out.drain() {
-        bus.publish_blocking(message)
-            .map_err(|error| RunError::Publish {
-                agent: AgentId::new(agent),
-                error,
-            })?;
-    }
-    Ok(())
-}
-
-async fn publish_queued(bus: &MessageBus, agent: &str, out: &mut Outbox) -> Result<(), RunError> {
-    for message in out.drain() {
-        bus.publish(message)
-            .await
-            .map_err(|error| RunError::Publish {
-                agent: AgentId::new(agent),
-                error,
-            })?;
-    }
-    Ok(())
-}
-
 /// How a queued run goes, beyond its agents.
 #[derive(Debug, Clone, Default)]
 pub struct QueuedOptions {
@@ -229,19 +200,6 @@ pub struct QueuedOptions {
     /// Without it a fast source runs ahead of its consumers, and feedback
     /// such as an emergency stop lands late.
     pub lockstep: bool,
-}
-
-/// Waits until the bus is quiet or `abort` is raised.
-fn wait_until_quiet(bus: &MessageBus, abort: &StopSignal) {
-    let mut looks = 0u32;
-    while !bus.is_quiet() && !abort.is_stopped() {
-        looks += 1;
-        if looks < 64 {
-            std::thread::yield_now();
-        } else {
-            std::thread::sleep(Duration::from_micros(20));
-        }
-    }
 }
 
 /// Waits until no message is queued or being handled, twice in a row.
@@ -270,6 +228,12 @@ pub async fn run_queued(
 
 /// [`run_queued`], ending early (gracefully) when `stop` is raised: sources
 /// stop, queues drain, agents stop, the bus shuts down.
+///
+/// Each agent runs on a thread of its own through the one agent driver
+/// ([`run_agent_with`](crate::runtime::transport::run_agent_with)) on the
+/// [`InProcess`] transport: subscribed in order, started once all are
+/// subscribed, stopped in reverse order once every source is done and the
+/// bus is quiet.
 pub async fn run_queued_until(
     bus: MessageBus,
     agents: Vec<AgentSpec>,
@@ -280,170 +244,94 @@ pub async fn run_queued_until(
     let QueuedOptions { health, lockstep } = options;
     // Raised by a failing agent (policy `shutdown`) or by the caller.
     let abort = stop.clone();
-    let shared: Vec<SharedAgent> = agents
-        .into_iter()
-        .map(|spec| Arc::new(Mutex::new(Supervised::new(spec, false))))
-        .collect();
-    for agent in &shared {
-        let (id, patterns) = {
-            let a = lock(agent);
-            (a.id().to_string(), a.agent().subscriptions())
-        };
-        // Health checks get their own small subscription so the agent's
-        // messages keep one queue with one pattern where possible.
-        let health_target = agent.clone();
-        let (health_bus, health_name) = (bus.clone(), id.clone());
-        bus.subscribe(
-            health_check_pattern().as_str(),
-            Handler::blocking(move |e| {
-                let mut out = Outbox::new();
-                let result = lock(&health_target).deliver(e, &mut out);
-                publish_blocking(&health_bus, &health_name, &mut out).map_err(HandlerError::new)?;
-                result
-            }),
-            SubscribeOptions::named(format!("{id} health")),
-        )
-        .map_err(|e| RunError::Subscribe {
-            agent: AgentId::new(id.as_str()),
-            error: e,
-        })?;
-        if patterns.is_empty() {
-            continue;
-        }
-        // One subscription per agent keeps its messages in one FIFO queue.
-        let patterns: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
-        let (target, bus_for_handler, name, abort) =
-            (agent.clone(), bus.clone(), id.clone(), abort.clone());
-        let handler = Handler::blocking(move |e| -> HandlerResult {
-            let mut out = Outbox::new();
-            let (result, backoff, failed) = {
-                let mut supervised = lock(&target);
-                let result = supervised.deliver(e, &mut out);
-                (
-                    result,
-                    supervised.pending_backoff.take(),
-                    supervised.failure().is_some(),
-                )
-            };
-            if failed {
-                abort.stop();
-            }
-            publish_blocking(&bus_for_handler, &name, &mut out).map_err(HandlerError::new)?;
-            if let Some(wait) = backoff {
-                // Only this agent's queue waits; the others carry on.
-                std::thread::sleep(wait);
-            }
-            result
-        });
-        let options = SubscribeOptions::named(id.clone()).with_overflow(OverflowPolicy::Block {
+    let transport = InProcess::new(bus.clone())
+        .with_overflow(OverflowPolicy::Block {
             timeout: Duration::from_secs(3600),
-        });
-        bus.subscribe_many(&patterns, handler, options)
-            .map_err(|e| RunError::Subscribe {
-                agent: AgentId::new(id.as_str()),
-                error: e,
-            })?;
-    }
-    for agent in &shared {
-        let mut out = Outbox::new();
-        let (id, started) = {
-            let mut a = lock(agent);
-            (a.id().to_string(), a.start(&mut out))
+        })
+        .lockstep(lockstep);
+    let capabilities: Vec<(AgentId, Vec<String>)> = agents
+        .iter()
+        .map(|spec| (spec.agent.id().clone(), spec.agent.capabilities()))
+        .collect();
+    let mut running = Vec::with_capacity(agents.len());
+    let mut starts = Vec::with_capacity(agents.len());
+    let mut sources = Vec::with_capacity(agents.len());
+    for spec in agents {
+        let id = spec.agent.id().clone();
+        let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
+        let (start, may_start) = tokio::sync::oneshot::channel();
+        let (produced_all, source_done) = tokio::sync::oneshot::channel();
+        let coordination = Coordination {
+            subscribed: Some(subscribed),
+            start: Some(may_start),
+            produced_all: Some(produced_all),
+            stay_after_producing: true,
         };
-        publish_queued(&bus, &id, &mut out).await?;
-        started.map_err(|error| RunError::StartFailed {
-            agent: AgentId::new(id),
-            error,
-        })?;
+        let own_stop = abort.child();
+        let (transport, agent_stop, abort) = (transport.clone(), own_stop.clone(), abort.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("agent {id}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the agent's thread");
+                let ran =
+                    runtime.block_on(run_agent_with(spec, &transport, agent_stop, coordination));
+                if ran.is_err() {
+                    abort.stop();
+                }
+                ran
+            })
+            .map_err(|_| RunError::AgentFailed(format!("cannot start a thread for agent {id}")))?;
+        running.push((id.clone(), own_stop, thread));
+        starts.push(start);
+        sources.push(source_done);
+        if is_subscribed.await.is_err() {
+            // It ended before subscribing: its error comes out of the join.
+            break;
+        }
     }
     let monitor = match health {
-        Some(settings) => {
-            let agents = shared
-                .iter()
-                .map(|a| {
-                    let a = lock(a);
-                    (a.id().clone(), a.agent().capabilities())
-                })
-                .collect();
-            Some(
-                HealthMonitor::start(&bus, agents, settings).map_err(|e| RunError::Subscribe {
-                    agent: "health monitor".into(),
-                    error: e,
-                })?,
-            )
-        }
+        Some(settings) => Some(HealthMonitor::start(&bus, capabilities, settings).map_err(
+            |error| RunError::Subscribe {
+                agent: AgentId::new("health monitor"),
+                error,
+            },
+        )?),
         None => None,
     };
-    let mut sources = Vec::new();
-    for agent in &shared {
-        let (target, bus, abort) = (agent.clone(), bus.clone(), abort.clone());
-        let id = lock(agent).id().to_string();
-        sources.push(tokio::task::spawn_blocking(
-            move || -> Result<(), RunError> {
-                let mut out = Outbox::new();
-                loop {
-                    if lockstep {
-                        wait_until_quiet(&bus, &abort);
-                    }
-                    if abort.is_stopped() {
-                        return Ok(());
-                    }
-                    let (step, backoff) = {
-                        let mut supervised = lock(&target);
-                        let step = supervised.produce(&mut out);
-                        if supervised.failure().is_some() {
-                            abort.stop();
-                        }
-                        (step, supervised.pending_backoff.take())
-                    };
-                    publish_blocking(&bus, &id, &mut out)?;
-                    if let Some(wait) = backoff {
-                        std::thread::sleep(wait);
-                    }
-                    match step {
-                        Produce::Done => return Ok(()),
-                        Produce::Idle => std::thread::sleep(Duration::from_millis(1)),
-                        Produce::More => {}
-                    }
-                }
-            },
-        ));
+    for start in starts {
+        let _ = start.send(());
     }
     for source in sources {
-        source.await.expect("source thread panicked")?;
+        // An agent that ended (failed, or the run stopped) drops its sender.
+        let _ = source.await;
     }
     settle(&bus).await;
-    for agent in shared.iter().rev() {
-        let mut out = Outbox::new();
-        let id = {
-            let mut a = lock(agent);
-            a.stop(&mut out);
-            a.id().to_string()
-        };
-        publish_queued(&bus, &id, &mut out).await?;
+    let mut finished = Vec::with_capacity(running.len());
+    for (id, own_stop, thread) in running.into_iter().rev() {
+        own_stop.stop();
+        let ran = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .expect("joining an agent thread")
+            .map_err(|_| RunError::AgentFailed(format!("agent {id}'s thread panicked")))?;
+        finished.push((id, ran));
         settle(&bus).await;
     }
+    finished.reverse();
     let unhealthy = monitor.map(HealthMonitor::stop).unwrap_or_default();
     let report = bus.shutdown(shutdown_deadline).await;
-    let mut supervised = Vec::with_capacity(shared.len());
-    for mut arc in shared {
-        // A consumer thread may hold its clone for a moment after shutdown.
-        let give_up = std::time::Instant::now() + shutdown_deadline + Duration::from_secs(5);
-        loop {
-            match Arc::try_unwrap(arc) {
-                Ok(mutex) => {
-                    supervised.push(mutex.into_inner().unwrap_or_else(|p| p.into_inner()));
-                    break;
-                }
-                Err(back) if std::time::Instant::now() < give_up => {
-                    arc = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(back) => {
-                    return Err(RunError::AgentStuck {
-                        agent: lock(&back).id().clone(),
-                    })
-                }
+    let mut supervised = Vec::with_capacity(finished.len());
+    for (agent, ran) in finished {
+        match ran {
+            Ok((agent, _stats)) => supervised.push(agent),
+            Err(AgentRunError::Run(error)) => return Err(error),
+            Err(AgentRunError::Transport(InProcessError::Publish(error))) => {
+                return Err(RunError::Publish { agent, error })
+            }
+            Err(AgentRunError::Transport(InProcessError::Subscribe { agent, error })) => {
+                return Err(RunError::Subscribe { agent, error })
             }
         }
     }

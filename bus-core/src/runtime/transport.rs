@@ -24,11 +24,10 @@ use std::time::Duration;
 
 use crate::agent::supervision::{AgentSpec, Supervised};
 use crate::agent::Produce;
-use crate::bus::error::{HandlerError, HandlerResult};
-use crate::bus::handler::Handler;
+use crate::bus::error::HandlerResult;
 use crate::bus::Outbox;
-use crate::bus::{Acknowledgement, MessageBus, SubscribeOptions};
-use crate::model::ids::{AgentId, SubscriptionId};
+use crate::bus::{MessageBus, OverflowPolicy, Pull, Pulled, SubscribeOptions};
+use crate::model::ids::AgentId;
 use crate::model::topic::TopicPattern;
 use crate::model::Envelope;
 use crate::runtime::{RunError, StopSignal};
@@ -215,6 +214,13 @@ pub trait Transport: Send + Sync {
 
     /// Makes sure what was published has left this process.
     fn flush(&self) -> impl Future<Output = ()> + Send;
+
+    /// Whether a source may produce its next step now; a transport that
+    /// paces its sources says no until what the last step caused is
+    /// handled (see [`InProcess::lockstep`]).
+    fn may_step(&self) -> bool {
+        true
+    }
 }
 
 /// What [`run_agent`] saw.
@@ -247,14 +253,50 @@ pub async fn run_agent<T: Transport>(
     stop: StopSignal,
     ready: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(Supervised, AgentRunStats), AgentRunError<T::Error>> {
+    let coordination = Coordination {
+        subscribed: ready,
+        ..Coordination::default()
+    };
+    run_agent_with(spec, transport, stop, coordination).await
+}
+
+/// How one agent's run is coordinated with the other agents of a run.
+#[derive(Debug, Default)]
+pub struct Coordination {
+    /// Told once the agent's subscriptions are in place (before it starts).
+    pub subscribed: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Waited for before the agent starts: a run subscribes every agent
+    /// before any source produces, so nothing published is missed.
+    pub start: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Told once the agent will produce nothing more: when a source is
+    /// done, at once for an agent that is not a source.
+    pub produced_all: Option<tokio::sync::oneshot::Sender<()>>,
+    /// A source that is done keeps handling messages (health checks,
+    /// commands) until `stop`, instead of ending: the other agents of its
+    /// run still work through what it produced.
+    pub stay_after_producing: bool,
+}
+
+/// [`run_agent`], coordinated with the agents around it.
+pub async fn run_agent_with<T: Transport>(
+    spec: AgentSpec,
+    transport: &T,
+    stop: StopSignal,
+    mut coordination: Coordination,
+) -> Result<(Supervised, AgentRunStats), AgentRunError<T::Error>> {
     let mut agent = Supervised::new(spec, false);
     let id = agent.id().clone();
     let mut inbox = transport
         .subscribe(&id, agent.agent().subscriptions())
         .await
         .map_err(AgentRunError::Transport)?;
-    if let Some(ready) = ready {
-        let _ = ready.send(());
+    if let Some(subscribed) = coordination.subscribed.take() {
+        let _ = subscribed.send(());
+    }
+    if let Some(start) = coordination.start.take() {
+        // A dropped sender means the run is going away: start anyway and
+        // let `stop` end it.
+        let _ = start.await;
     }
     let mut driver = Driver {
         agent_id: id.clone(),
@@ -263,12 +305,22 @@ pub async fn run_agent<T: Transport>(
         out: Outbox::new(),
         pending: VecDeque::new(),
     };
-    driver.drive(&mut agent, &mut inbox, &stop).await?;
+    driver
+        .drive(&mut agent, &mut inbox, &stop, coordination)
+        .await?;
     drop(inbox);
     if let Some(failure) = agent.failure() {
         return Err(RunError::AgentFailed(failure.to_string()).into());
     }
     Ok((agent, driver.stats))
+}
+
+/// Waits out the backoff of an agent that its policy just restarted (only
+/// this agent waits; the others carry on).
+async fn backoff(agent: &mut Supervised) {
+    if let Some(wait) = agent.pending_backoff.take() {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Publications waiting for their confirmation, and what to settle once
@@ -388,7 +440,9 @@ impl<T: Transport> Driver<'_, T> {
         agent: &mut Supervised,
         inbox: &mut Inbox<T::Delivery>,
         stop: &StopSignal,
+        coordination: Coordination,
     ) -> Result<(), AgentRunError<T::Error>> {
+        let mut produced_all = coordination.produced_all;
         let started = agent.start(&mut self.out);
         self.publish().await?;
         started.map_err(|error| RunError::StartFailed {
@@ -406,7 +460,12 @@ impl<T: Transport> Driver<'_, T> {
             if producing {
                 // A source: produce a step (its confirmation may come while
                 // the next is produced), then take whatever arrived meanwhile.
+                self.wait_for_step(agent, inbox, &mut waiting, stop).await?;
+                if stop.is_stopped() {
+                    break;
+                }
                 let step = agent.produce(&mut self.out);
+                backoff(agent).await;
                 if let (_, Some(unconfirmed)) = self.send().await? {
                     self.wait_for(Pending {
                         unconfirmed: Some(unconfirmed),
@@ -416,12 +475,16 @@ impl<T: Transport> Driver<'_, T> {
                 }
                 if step == Produce::Done {
                     producing = false;
+                    if let Some(told) = produced_all.take() {
+                        let _ = told.send(());
+                    }
                     self.settle_all().await?;
                     self.transport.flush().await;
                     // A source that has finished has nothing left to do on
                     // its own (its commands would start nothing): it ends.
                     // (An agent that never produced is not a source.)
-                    if produced || agent.agent().subscriptions().is_empty() {
+                    let stays = coordination.stay_after_producing;
+                    if !stays && (produced || agent.agent().subscriptions().is_empty()) {
                         break;
                     }
                 } else {
@@ -456,6 +519,35 @@ impl<T: Transport> Driver<'_, T> {
         agent.stop(&mut self.out);
         self.publish().await?;
         self.transport.flush().await;
+        Ok(())
+    }
+
+    /// Waits until the transport lets a source step, handling what arrives
+    /// for it meanwhile (a health check, a command: what is waiting for
+    /// it keeps the bus from being quiet). Spins, then sleeps briefly, on
+    /// the agent's own thread: a paced source has one (see
+    /// [`InProcess::lockstep`]).
+    async fn wait_for_step(
+        &mut self,
+        agent: &mut Supervised,
+        inbox: &mut Inbox<T::Delivery>,
+        waiting: &mut VecDeque<T::Delivery>,
+        stop: &StopSignal,
+    ) -> Result<(), AgentRunError<T::Error>> {
+        let mut looks = 0u32;
+        while !self.transport.may_step() && !stop.is_stopped() {
+            if inbox.try_take(waiting) {
+                self.take_all(agent, waiting, stop).await?;
+                looks = 0;
+                continue;
+            }
+            looks += 1;
+            if looks < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
         Ok(())
     }
 
@@ -496,6 +588,7 @@ impl<T: Transport> Driver<'_, T> {
         };
         self.stats.received += 1;
         let outcome = agent.deliver(&envelope, &mut self.out);
+        backoff(agent).await;
         if let Err(error) = &outcome {
             tracing::warn!(agent = %agent.id(), message_id = %envelope.id, %error, "handler failed");
         }
@@ -535,17 +628,47 @@ impl<T: Transport> Driver<'_, T> {
 }
 
 /// The in-process [`MessageBus`] as a transport.
+///
+/// Each agent's subscription is [pulled](MessageBus::subscribe_pulled): the
+/// agent's own thread takes its messages, one at a time in priority order,
+/// with no hand-over between threads; a message counts as being handled
+/// until the agent has handled it and what it published because of it is
+/// queued, so [`MessageBus::is_quiet`] is exact, which is what
+/// [`lockstep`](Self::lockstep) stands on. A handler error is retried or
+/// dead-lettered per the subscription's retry policy.
 #[derive(Clone)]
 pub struct InProcess {
     bus: MessageBus,
-    ack_wait: Duration,
+    overflow: OverflowPolicy,
+    lockstep: bool,
 }
 
 impl InProcess {
-    /// Carries agents on `bus`; a delivery not settled within `ack_wait`
-    /// of reaching the agent's inbox counts as failed.
-    pub fn new(bus: MessageBus, ack_wait: Duration) -> Self {
-        Self { bus, ack_wait }
+    /// Carries agents on `bus`.
+    pub fn new(bus: MessageBus) -> Self {
+        Self {
+            bus,
+            overflow: OverflowPolicy::default(),
+            lockstep: false,
+        }
+    }
+
+    /// What an agent's subscription does when its queue is full.
+    pub fn with_overflow(mut self, overflow: OverflowPolicy) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Sources wait for the bus to be quiet (every message handled,
+    /// everything it caused handled too) before each step. A step of
+    /// market data is then fully worked through — signals, orders, risk
+    /// checks, fills, a risk stop — before the next one is published, as
+    /// in a backtest, while the agents still run on their own threads.
+    /// The wait spins and sleeps on the source's thread: give sources a
+    /// thread of their own (as `run_queued` does).
+    pub fn lockstep(mut self, on: bool) -> Self {
+        self.lockstep = on;
+        self
     }
 
     /// The bus.
@@ -561,20 +684,93 @@ pub enum InProcessError {
     #[error(transparent)]
     Publish(#[from] crate::bus::error::PublishError),
     /// The subscription was refused.
-    #[error("cannot subscribe {agent}: {reason}")]
+    #[error("cannot subscribe {agent}: {error}")]
     Subscribe {
         /// The agent.
-        agent: String,
+        agent: AgentId,
         /// Why.
-        reason: String,
+        #[source]
+        error: crate::bus::SubscribeError,
     },
 }
 
-/// Messages an agent's inbox holds before the bus waits for it.
-const INBOX_DEPTH: usize = 64;
+/// One message taken by an agent, and the subscription to settle it on.
+pub struct InProcessDelivery {
+    envelope: Arc<Envelope>,
+    pulled: Arc<std::sync::Mutex<Pulled>>,
+}
+
+fn lock_pulled(pulled: &std::sync::Mutex<Pulled>) -> std::sync::MutexGuard<'_, Pulled> {
+    pulled.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// An agent's pulled subscription as its inbox.
+struct PulledDeliveries {
+    pulled: Arc<std::sync::Mutex<Pulled>>,
+    doorbell: flume::Receiver<()>,
+    /// The doorbell wait in progress, once polled.
+    ringing: Option<flume::r#async::RecvFut<'static, ()>>,
+}
+
+impl Deliveries<InProcessDelivery> for PulledDeliveries {
+    fn poll_take(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        into: &mut VecDeque<InProcessDelivery>,
+    ) -> std::task::Poll<bool> {
+        use std::task::Poll;
+        loop {
+            let mut pulled = lock_pulled(&self.pulled);
+            if pulled.is_holding() {
+                // The driver settles each delivery before it waits again.
+                return Poll::Ready(true);
+            }
+            match pulled.next(true) {
+                Pull::Message(envelope) => {
+                    drop(pulled);
+                    self.ringing = None;
+                    into.push_back(InProcessDelivery {
+                        envelope,
+                        pulled: self.pulled.clone(),
+                    });
+                    return Poll::Ready(true);
+                }
+                Pull::Closed => return Poll::Ready(false),
+                Pull::Empty => {}
+            }
+            drop(pulled);
+            let doorbell = &self.doorbell;
+            let ringing = self
+                .ringing
+                .get_or_insert_with(|| doorbell.clone().into_recv_async());
+            match std::pin::Pin::new(ringing).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(rang) => {
+                    self.ringing = None;
+                    if rang.is_err() {
+                        return Poll::Ready(false);
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_take(&mut self, into: &mut VecDeque<InProcessDelivery>) -> bool {
+        match lock_pulled(&self.pulled).next(false) {
+            Pull::Message(envelope) => {
+                into.push_back(InProcessDelivery {
+                    envelope,
+                    pulled: self.pulled.clone(),
+                });
+                true
+            }
+            Pull::Empty | Pull::Closed => false,
+        }
+    }
+}
 
 impl Transport for InProcess {
-    type Delivery = (Arc<Envelope>, Acknowledgement);
+    type Delivery = InProcessDelivery;
     type Error = InProcessError;
     /// The bus has what it was given: nothing is left to confirm.
     type Unconfirmed = std::convert::Infallible;
@@ -585,27 +781,24 @@ impl Transport for InProcess {
         mut patterns: Vec<TopicPattern>,
     ) -> Result<Inbox<Self::Delivery>, Self::Error> {
         patterns.push(crate::runtime::driver::health_check_pattern());
-        let (tx, rx) = flume::bounded(INBOX_DEPTH);
-        let handler = Handler::manual_ack(self.ack_wait, move |envelope, ack| {
-            let tx = tx.clone();
-            async move {
-                tx.send_async((envelope, ack))
-                    .await
-                    .map_err(|_| HandlerError::new("the agent's inbox is closed"))
-            }
-        });
         let patterns: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
-        let id: SubscriptionId = self
+        let options = SubscribeOptions::named(agent.as_str()).with_overflow(self.overflow);
+        let pulled = self
             .bus
-            .subscribe_many(&patterns, handler, SubscribeOptions::named(agent.as_str()))
-            .map_err(|e| InProcessError::Subscribe {
-                agent: agent.to_string(),
-                reason: e.to_string(),
+            .subscribe_pulled(&patterns, options)
+            .map_err(|error| InProcessError::Subscribe {
+                agent: agent.clone(),
+                error,
             })?;
-        let bus = self.bus.clone();
-        Ok(Inbox::new(Channel::new(rx), move || {
-            bus.unsubscribe(id);
-        }))
+        let doorbell = pulled.doorbell().clone();
+        let pulled = Arc::new(std::sync::Mutex::new(pulled));
+        let deliveries = PulledDeliveries {
+            pulled,
+            doorbell,
+            ringing: None,
+        };
+        // Dropping the inbox drops the subscription (its `Drop` unsubscribes).
+        Ok(Inbox::new(deliveries, || {}))
     }
 
     async fn send(&self, envelopes: &[Envelope]) -> Result<Option<Self::Unconfirmed>, Self::Error> {
@@ -624,23 +817,24 @@ impl Transport for InProcess {
         delivery: &Self::Delivery,
         _agent: &AgentId,
     ) -> Result<Option<Arc<Envelope>>, Self::Error> {
-        Ok(Some(delivery.0.clone()))
+        Ok(Some(delivery.envelope.clone()))
     }
 
     async fn settle(
         &self,
-        (_, ack): Self::Delivery,
+        delivery: Self::Delivery,
         _envelope: &Envelope,
         _agent: &AgentId,
         outcome: &HandlerResult,
         _answers: &[Envelope],
     ) -> Result<(), Self::Error> {
-        match outcome {
-            Ok(()) => ack.ack(),
-            Err(error) => ack.nack(error.to_string()),
-        }
+        lock_pulled(&delivery.pulled).settle(outcome);
         Ok(())
     }
 
     async fn flush(&self) {}
+
+    fn may_step(&self) -> bool {
+        !self.lockstep || self.bus.is_quiet()
+    }
 }
