@@ -77,10 +77,9 @@ pub struct JetStreamSettings {
     /// At-least-once publishes carry the envelope id as `Nats-Msg-Id`, so
     /// that the stream stores a retried one once (as it always does for
     /// exactly-once publishes). Off: they go without it, which spares the
-    /// stream its duplicate check (measured on loopback: 1.3-1.6x the
-    /// publishes a second, BENCHMARKS.md) but lets a publish retried after
-    /// a lost acknowledgement reach consumers twice, which at-least-once
-    /// allows.
+    /// stream its duplicate check (faster: figures in BENCHMARKS.md) but
+    /// lets a publish retried after a lost acknowledgement reach consumers
+    /// twice, which at-least-once allows.
     pub deduplicate_publishes: bool,
     /// Copies of each stream a NATS cluster keeps (1 on a single server;
     /// 3 on a three-node cluster survives the loss of one node).

@@ -68,10 +68,9 @@ pub async fn run_agent(
 /// The agent runs on a thread of its own (with a single-threaded runtime
 /// for its tasks), the client's connection on the caller's runtime: the
 /// agent's work never waits for a worker busy reading the socket, nor the
-/// other way round. (Measured: an agent sharing the two workers of its
-/// process with the connection received 0.78x raw async-nats throughput
-/// cross-process, on a thread of its own 0.84x.) Dropping the returned
-/// future stops the agent as `stop` would.
+/// other way round (an agent sharing the workers with the connection
+/// received measurably less; BENCHMARKS.md). Dropping the returned future
+/// stops the agent as `stop` would.
 pub async fn run_agent_instance(
     spec: AgentSpec,
     bus: &NatsBus,

@@ -1,5 +1,7 @@
 //! The durable store: an embedded, append-only journal of durable messages
-//! and of what became of them, replayed when the bus restarts.
+//! and of what became of them, replayed when the bus restarts. Imports only
+//! the [`model`](crate::model): it stores envelopes and knows nothing of
+//! buses or agents.
 //!
 //! # Layout
 //!
