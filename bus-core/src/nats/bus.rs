@@ -10,8 +10,8 @@ use crate::model::{Envelope, WireFormat};
 use crate::nats::jetstream::Reliable;
 use crate::runtime::StopSignal;
 
+use super::client::*;
 use super::connection::*;
-use super::transport::*;
 
 /// A connection to the NATS server as the agents' bus: core NATS, plus the
 /// JetStream streams of the families configured to be reliable.

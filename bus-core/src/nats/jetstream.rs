@@ -52,7 +52,7 @@ use bytes::Bytes;
 
 use crate::model::ids::MessageId;
 use crate::model::DeliveryMode;
-use crate::nats::{subject, NatsError, Reconnections};
+use crate::nats::client::{subject, NatsError, Reconnections};
 use crate::runtime::StopSignal;
 
 /// How the reliable modes use JetStream.

@@ -7,6 +7,7 @@
 //! everything below it.
 
 mod bus;
+mod client;
 mod connection;
 mod incoming;
 pub mod jetstream;
@@ -14,5 +15,6 @@ pub mod local_server;
 mod transport;
 
 pub use bus::*;
+pub use client::*;
 pub use connection::*;
 pub use transport::*;

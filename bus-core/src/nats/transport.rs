@@ -29,7 +29,6 @@
 
 use async_nats::jetstream::AckKind;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::agent::supervision::AgentSpec;
@@ -39,12 +38,11 @@ use crate::model::ids::{AgentId, MessageId};
 use crate::model::payload::DeadLetter;
 use crate::model::topic::{Topic, TopicPattern};
 use crate::model::{DeliveryMode, Envelope, Payload, Priority};
-use crate::nats::jetstream::JetStreamSettings;
-use crate::runtime::transport::{AgentRunError, Channel, Deliveries, Inbox, Transport};
+use crate::runtime::transport::{AgentRunError, Channel, Inbox, Transport};
 use crate::runtime::{Partition, RunError, StopSignal};
 
 use super::bus::*;
-use super::connection::*;
+use super::client::*;
 use super::incoming::*;
 
 /// Runs one agent against a NATS server until it is a finished source, or
@@ -252,138 +250,6 @@ impl NatsTransport {
         self.bus.publish_many(&[letter], &self.stop).await
     }
 }
-
-pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Decides from the subject alone what an arrival is to one agent
-/// instance, so that what it will skip is never decoded.
-#[derive(Clone)]
-pub(super) struct Screen {
-    pub(super) prefix: String,
-    pub(super) partition: Partition,
-    /// The topic segment that keys the agent's state, if any.
-    pub(super) segment: Option<usize>,
-    pub(super) reliable: Option<JetStreamSettings>,
-}
-
-/// What a [`Screen`] made of an arrival.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// The agent's to handle.
-    Take,
-    /// A JetStream family heard on a core wildcard subscription: its
-    /// consumer delivers it.
-    JetStreamFamily,
-    /// Another instance's share (see [`Partition`]).
-    OtherPartition,
-}
-
-impl Screen {
-    pub(super) fn topic_of<'s>(&self, subject: &'s str) -> &'s str {
-        subject
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|t| t.strip_prefix('.'))
-            .unwrap_or(subject)
-    }
-
-    pub(super) fn look(&self, subject: &str, core: bool) -> Verdict {
-        let topic = self.topic_of(subject);
-        if core && self.reliable.as_ref().is_some_and(|r| r.carries(topic)) {
-            return Verdict::JetStreamFamily;
-        }
-        if self.partition.count > 1 {
-            if let Some(key) = self.segment.and_then(|n| topic.split('.').nth(n)) {
-                if !self.partition.owns(key) {
-                    return Verdict::OtherPartition;
-                }
-            }
-        }
-        Verdict::Take
-    }
-}
-
-/// A NATS message as it arrived, screened as it is taken (decoded only
-/// when opened, for the agent). (Measured, with a reading task between the
-/// subscriptions and the agent: decoding there was 25 % slower end to end
-/// than on the agent's task.)
-pub struct NatsDelivery {
-    pub(super) incoming: Incoming,
-    pub(super) verdict: Verdict,
-}
-
-impl NatsDelivery {
-    /// A core message taken from a subscription.
-    pub(super) fn core(message: async_nats::Message, screen: &Screen) -> Self {
-        Self::new(Incoming::Core(message.into()), screen)
-    }
-
-    pub(super) fn new(incoming: Incoming, screen: &Screen) -> Self {
-        let verdict = match &incoming {
-            Incoming::Core(m) => screen.look(&m.subject, true),
-            Incoming::Durable(m) => screen.look(&m.subject, false),
-        };
-        Self { incoming, verdict }
-    }
-}
-
-/// What reaches an agent: its core subscriptions, read by its own task, and
-/// what the readers of its durable consumers pass on, if it has any.
-pub(super) struct NatsDeliveries {
-    pub(super) core: CoreSubscriptions,
-    pub(super) core_open: bool,
-    pub(super) durable: Option<Channel<NatsDelivery>>,
-}
-
-impl Deliveries<NatsDelivery> for NatsDeliveries {
-    fn poll_take(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        into: &mut VecDeque<NatsDelivery>,
-    ) -> std::task::Poll<bool> {
-        use std::task::Poll;
-        let before = into.len();
-        if self.core_open {
-            if let Poll::Ready(open) = self.core.poll_take(cx, into) {
-                self.core_open = open;
-            }
-        }
-        let mut durable_open = false;
-        if let Some(durable) = &mut self.durable {
-            durable_open = match durable.poll_take(cx, into) {
-                Poll::Ready(open) => open,
-                Poll::Pending => true,
-            };
-            if !durable_open {
-                self.durable = None;
-            }
-        }
-        let open = self.core_open || durable_open;
-        match into.len() > before || !open {
-            true => Poll::Ready(open),
-            false => Poll::Pending,
-        }
-    }
-
-    fn try_take(&mut self, into: &mut VecDeque<NatsDelivery>) -> bool {
-        let before = into.len();
-        if self.core_open {
-            // Polled without the task's waker: the next `poll_take`
-            // registers it again before looking (what arrives meanwhile
-            // stays queued).
-            let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-            if let std::task::Poll::Ready(open) = self.core.poll_take(&mut cx, into) {
-                self.core_open = open;
-            }
-        }
-        if let Some(durable) = &mut self.durable {
-            durable.try_take(into);
-        }
-        into.len() > before
-    }
-}
-
 impl Transport for NatsTransport {
     type Delivery = NatsDelivery;
     type Error = NatsError;
