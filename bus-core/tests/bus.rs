@@ -775,3 +775,79 @@ async fn quiet_means_everything_caused_was_handled_too() {
     }
     bus.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_subscription_hands_over_one_message_at_a_time_in_priority_order() {
+    use bus_core::bus::Pull;
+    let bus = MessageBus::new();
+    let mut pulled = bus
+        .subscribe_pulled(&["prices"], SubscribeOptions::named("puller"))
+        .unwrap();
+    assert!(matches!(pulled.next(true), Pull::Empty));
+    bus.publish(price("prices.low", 1).with_priority(Priority::Low))
+        .await
+        .unwrap();
+    bus.publish(price("prices.high", 2).with_priority(Priority::High))
+        .await
+        .unwrap();
+    // Asked to idle above: the first publish rang the doorbell.
+    assert!(pulled.doorbell().try_recv().is_ok());
+    let Pull::Message(first) = pulled.next(false) else {
+        panic!("a message is waiting");
+    };
+    assert_eq!(tag_of(&first), 2, "HIGH before LOW");
+    // Taken and not settled: nothing more is handed over, and the bus is
+    // not quiet (the message is being handled).
+    assert!(matches!(pulled.next(false), Pull::Empty));
+    assert!(!bus.is_quiet());
+    pulled.settle(&Ok(()));
+    let Pull::Message(second) = pulled.next(false) else {
+        panic!("the second message is waiting");
+    };
+    assert_eq!(tag_of(&second), 1);
+    pulled.settle(&Ok(()));
+    assert!(bus.is_quiet());
+    assert_eq!(bus.stats().subscriptions[0].delivered, 2);
+    // Dropping it unsubscribes.
+    drop(pulled);
+    bus.publish(price("prices.after", 3)).await.unwrap();
+    assert_eq!(bus.stats().subscriptions.len(), 0);
+    bus.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_message_settled_as_failed_is_redelivered_when_reliable() {
+    use bus_core::bus::reliability::RetryPolicy;
+    use bus_core::bus::Pull;
+    let bus = MessageBus::new();
+    let retry = RetryPolicy {
+        base: Duration::from_millis(1),
+        factor: 2.0,
+        cap: Duration::from_millis(5),
+        jitter: 0.0,
+    };
+    let mut pulled = bus
+        .subscribe_pulled(
+            &["prices"],
+            SubscribeOptions::named("puller").with_retry(retry),
+        )
+        .unwrap();
+    bus.publish(price("prices.a", 7).with_delivery_mode(DeliveryMode::AtLeastOnce))
+        .await
+        .unwrap();
+    let Pull::Message(first) = pulled.next(false) else {
+        panic!("a message is waiting");
+    };
+    pulled.settle(&Err(HandlerError::new("not yet")));
+    let mut again = None;
+    eventually("the redelivery", || {
+        if let Pull::Message(m) = pulled.next(false) {
+            again = Some(m);
+        }
+        again.is_some()
+    })
+    .await;
+    assert_eq!(again.unwrap().id, first.id, "the same message, redelivered");
+    pulled.settle(&Ok(()));
+    bus.shutdown(Duration::from_secs(1)).await;
+}
