@@ -166,7 +166,7 @@ pub use bus::{
 pub use model::error::{DecodeError, PayloadError, TopicError};
 pub use model::ids::{AgentId, MessageId, SubscriptionId};
 pub use model::topic::{Topic, TopicPattern};
-pub use model::{DeliveryMode, Envelope, MessageStatus, MessageType, Payload, Priority};
+pub use model::{DeliveryMode, Envelope, MessageType, Payload, Priority};
 
 /// Everything an agent usually needs, in one import.
 pub mod prelude {

@@ -57,23 +57,3 @@ pub enum DeliveryMode {
     /// At-least-once plus de-duplication by message id.
     ExactlyOnce,
 }
-
-/// Where a message is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MessageStatus {
-    /// Built, not yet published.
-    Pending,
-    /// Accepted by the bus.
-    Sent,
-    /// Handed to a handler.
-    Delivered,
-    /// A handler finished it.
-    Acknowledged,
-    /// Handling failed.
-    Failed,
-    /// Its time to live ran out before delivery.
-    Expired,
-    /// Moved to the dead-letter topic after its last attempt.
-    DeadLettered,
-}

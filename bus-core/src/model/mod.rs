@@ -20,7 +20,7 @@ pub mod topic;
 pub mod wire;
 
 pub use candle_sequence::{CandleAdmission, CandleSequence};
-pub use delivery::{DeliveryMode, MessageStatus, Priority};
+pub use delivery::{DeliveryMode, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};
 pub use headers::Headers;
 pub use kind::{MessageType, Payload};
