@@ -135,11 +135,6 @@ impl CollectorAgent {
         self.source.skipped_rows()
     }
 
-    /// The error that ended collection early, if any.
-    pub fn failure(&self) -> Option<&str> {
-        self.failure.as_deref()
-    }
-
     fn apply(&mut self, command: &Command, stop: bool) {
         if command.symbols.is_empty() {
             self.stopped_all = stop;

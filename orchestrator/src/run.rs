@@ -135,6 +135,17 @@ pub struct Hooks {
     pub strategies: StrategyRegistry,
 }
 
+impl Hooks {
+    /// Hooks for a run under `control`: its progress counter and strategies.
+    pub fn of(control: &RunControl) -> Self {
+        Self {
+            progress: control.progress.clone(),
+            strategies: control.strategies.clone(),
+            ..Self::default()
+        }
+    }
+}
+
 /// Builds one agent; `risk` keeps its state in `risk_memory`.
 pub fn build_agent(
     kind: AgentKind,
@@ -339,11 +350,7 @@ pub fn backtest_with(
     config: &BistouryConfig,
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
-    let hooks = Hooks {
-        progress: control.progress.clone(),
-        strategies: control.strategies.clone(),
-        ..Hooks::default()
-    };
+    let hooks = Hooks::of(control);
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, true, &trade_log, &hooks)?;
@@ -363,11 +370,7 @@ pub async fn run_with(
     config: &BistouryConfig,
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
-    let hooks = Hooks {
-        progress: control.progress.clone(),
-        strategies: control.strategies.clone(),
-        ..Hooks::default()
-    };
+    let hooks = Hooks::of(control);
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, false, &trade_log, &hooks)?;

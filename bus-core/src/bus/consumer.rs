@@ -17,6 +17,7 @@ use crate::model::{now_ms, Envelope};
 use super::message_bus::*;
 use super::settlement::*;
 use super::subscription::*;
+use super::SPINS_BEFORE_SLEEP;
 
 /// What a consumer keeps to itself: its breaker (only the consumer touches
 /// it, so the hot path takes no lock for it) and its clock.
@@ -192,11 +193,6 @@ impl Consumer {
         next
     }
 }
-
-/// Times an async consumer that found its queue empty looks again, yielding
-/// to the runtime in between, before it goes to sleep. Under a steady stream
-/// this saves a wake-up (a doorbell ring and a task schedule) per message.
-pub(super) const SPINS_BEFORE_SLEEP: u32 = 4;
 
 /// The handler of an async consumer.
 pub(super) enum AsyncKind {

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::agent::health::{HealthCheckSettings, HealthMonitor};
 use crate::agent::supervision::{AgentSpec, Supervised};
-use crate::agent::{Agent, Produce};
+use crate::agent::Produce;
 use crate::bus::error::{HandlerError, PublishError};
 use crate::bus::inline::{InlineBus, InlineStats};
 use crate::bus::stats::BusStats;
@@ -79,8 +79,6 @@ pub(crate) fn health_check_pattern() -> crate::model::topic::TopicPattern {
 
 /// What a run leaves behind.
 pub struct Finished {
-    /// The agents, stopped, in start order (for reports).
-    pub agents: Vec<Box<dyn Agent>>,
     /// Restarts per agent, in start order.
     pub restarts: Vec<u32>,
     /// Messages published.
@@ -101,7 +99,6 @@ fn finish(supervised: Vec<Supervised>, published: u64) -> Result<Finished, RunEr
     }
     let restarts = supervised.iter().map(Supervised::restarts).collect();
     Ok(Finished {
-        agents: supervised.into_iter().map(Supervised::into_agent).collect(),
         restarts,
         published,
     })

@@ -26,7 +26,7 @@ use crate::agent::supervision::{AgentSpec, Supervised};
 use crate::agent::Produce;
 use crate::bus::error::HandlerResult;
 use crate::bus::Outbox;
-use crate::bus::{MessageBus, OverflowPolicy, Pull, Pulled, SubscribeOptions};
+use crate::bus::{MessageBus, OverflowPolicy, Pull, Pulled, SubscribeOptions, SPINS_BEFORE_SLEEP};
 use crate::model::ids::AgentId;
 use crate::model::topic::TopicPattern;
 use crate::model::Envelope;
@@ -714,10 +714,6 @@ struct PulledDeliveries {
     /// Empty looks since the last message.
     looks: u32,
 }
-
-/// Empty looks (each yielding the CPU) before an agent's thread sleeps
-/// until its doorbell rings.
-const SPINS_BEFORE_SLEEP: u32 = 4;
 
 impl Deliveries<InProcessDelivery> for PulledDeliveries {
     fn poll_take(
