@@ -1,20 +1,21 @@
 //! Inline dispatch for backtests: synchronous, deterministic, no queues, no
 //! threads, no clock reads.
 //!
-//! `publish` calls every matching handler, in subscription order, before it
-//! returns. Handlers do not publish directly: they push follow-up messages
-//! into an [`Outbox`], and the bus delivers those, in the order they were
-//! pushed, after the current message has reached all its handlers (first in,
-//! first out). So the order of deliveries depends only on the order of
-//! publishes and subscriptions, and the same input gives the same run every
-//! time.
+//! `publish_all` delivers a step (the messages a source published at once)
+//! and everything it causes before it returns, one generation at a time, in
+//! the order the [`generation`](crate::bus::generation) module defines:
+//! every message of a generation reaches all its handlers (in subscription
+//! order) before any message of the next; within a generation, by priority,
+//! then publisher, then publish order. Handlers do not publish directly:
+//! they push follow-up messages into an [`Outbox`], which becomes the next
+//! generation. So the order of deliveries depends only on what was
+//! published, and the same input gives the same run every time — and the
+//! same order as the queued bus in lockstep.
 //!
 //! Messages are moved once, into the outbox, and dropped where they lie: the
-//! bus works through the outbox one generation at a time (everything the
-//! previous generation caused, in order: the same order as a first-in,
-//! first-out queue) and swaps the outbox's buffer with its own, so no
-//! message is copied into a queue and out again and no buffer is allocated
-//! per publish.
+//! bus swaps the outbox's buffer with its own per generation, so no message
+//! is copied into a queue and out again and no buffer is allocated per
+//! publish.
 //!
 //! Expiry is checked against a simulated clock the driver sets with
 //! [`InlineBus::set_clock`]; without one nothing expires. There is no
@@ -23,11 +24,12 @@
 
 use crate::bus::error::HandlerResult;
 use crate::bus::filter::Filter;
+use crate::bus::generation::Publishers;
 use crate::bus::handler::panic_message;
 use crate::bus::routing::RouteIndex;
 use crate::bus::Outbox;
 use crate::model::error::TopicError;
-use crate::model::ids::SubscriptionId;
+use crate::model::ids::{AgentId, SubscriptionId};
 use crate::model::topic::TopicPattern;
 use crate::model::Envelope;
 use std::cell::Cell;
@@ -158,6 +160,9 @@ pub struct InlineBus {
     clock_ms: Option<i64>,
     stats: InlineStats,
     delivered_by_removed: u64,
+    /// Subscribers by name, in the order they first subscribed: a
+    /// generation's publishers are ordered by it.
+    publishers: Publishers,
 }
 
 impl InlineBus {
@@ -166,7 +171,9 @@ impl InlineBus {
         Self::default()
     }
 
-    /// Subscribes a handler; subscription order is delivery order.
+    /// Subscribes a handler; subscription order is delivery order, and
+    /// the order of `name`'s first subscription is its place among a
+    /// generation's publishers.
     pub fn subscribe(
         &mut self,
         name: &str,
@@ -175,6 +182,7 @@ impl InlineBus {
         handler: impl FnMut(&Envelope, &mut Outbox) -> HandlerResult + 'static,
     ) -> Result<SubscriptionId, TopicError> {
         let pattern = TopicPattern::new(pattern)?;
+        self.publishers.register(&AgentId::new(name));
         let slot = self.slots.len();
         let id = SubscriptionId(slot as u64 + 1);
         self.slots.push(Some(Slot {
@@ -208,31 +216,40 @@ impl InlineBus {
         self.clock_ms = Some(now_ms);
     }
 
-    /// Delivers `envelope` and everything its handlers publish, in order,
-    /// before returning.
+    /// Delivers `envelope` and everything its handlers publish, generation
+    /// by generation, before returning.
     pub fn publish(&mut self, envelope: &Envelope) {
         self.dispatch(envelope);
+        self.work_through();
+    }
+
+    /// Publishes the messages in `out` as one step: all of them first (in
+    /// generation order), then everything they cause, generation by
+    /// generation; leaves `out` empty.
+    pub fn publish_all(&mut self, out: &mut Outbox) {
+        let mut batch = std::mem::take(&mut self.batch);
+        std::mem::swap(&mut batch, &mut out.messages);
+        self.publishers.order(&mut batch);
+        for message in &batch {
+            self.dispatch(message);
+        }
+        batch.clear();
+        self.batch = batch;
+        self.work_through();
+    }
+
+    /// Delivers what the handlers published, one generation at a time.
+    fn work_through(&mut self) {
         let mut generation = std::mem::take(&mut self.generation);
         while !self.outbox.is_empty() {
             std::mem::swap(&mut generation, &mut self.outbox.messages);
+            self.publishers.order(&mut generation);
             for message in &generation {
                 self.dispatch(message);
             }
             generation.clear();
         }
         self.generation = generation;
-    }
-
-    /// Publishes the messages in `out`, in order, each with everything it
-    /// causes before the next; leaves `out` empty.
-    pub fn publish_all(&mut self, out: &mut Outbox) {
-        let mut batch = std::mem::take(&mut self.batch);
-        std::mem::swap(&mut batch, &mut out.messages);
-        for message in &batch {
-            self.publish(message);
-        }
-        batch.clear();
-        self.batch = batch;
     }
 
     fn dispatch(&mut self, envelope: &Envelope) {

@@ -18,6 +18,7 @@ pub(crate) mod circuit;
 mod consumer;
 pub mod error;
 pub mod filter;
+pub mod generation;
 pub mod handler;
 pub mod inline;
 mod message_bus;

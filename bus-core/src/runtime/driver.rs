@@ -28,7 +28,7 @@ use crate::bus::Outbox;
 use crate::bus::{MessageBus, OverflowPolicy, SubscribeError};
 use crate::model::ids::AgentId;
 use crate::runtime::transport::{
-    run_agent_with, AgentRunError, Coordination, InProcess, InProcessError,
+    run_agent_with, AgentRunError, Coordination, InProcess, InProcessError, Transport,
 };
 use crate::runtime::StopSignal;
 
@@ -199,12 +199,14 @@ pub struct QueuedOptions {
     pub lockstep: bool,
 }
 
-/// Waits until no message is queued or being handled, twice in a row.
-async fn settle(bus: &MessageBus) {
+/// Waits until no message is queued, being handled or held for a next
+/// generation, twice in a row.
+async fn settle(transport: &InProcess) {
     let mut quiet = 0;
     while quiet < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        if bus.is_quiet() {
+        transport.flush().await;
+        if transport.is_quiet() {
             quiet += 1;
         } else {
             quiet = 0;
@@ -305,7 +307,7 @@ pub async fn run_queued_until(
         // An agent that ended (failed, or the run stopped) drops its sender.
         let _ = source.await;
     }
-    settle(&bus).await;
+    settle(&transport).await;
     let mut finished = Vec::with_capacity(running.len());
     for (id, own_stop, thread) in running.into_iter().rev() {
         own_stop.stop();
@@ -314,7 +316,7 @@ pub async fn run_queued_until(
             .expect("joining an agent thread")
             .map_err(|_| RunError::AgentFailed(format!("agent {id}'s thread panicked")))?;
         finished.push((id, ran));
-        settle(&bus).await;
+        settle(&transport).await;
     }
     finished.reverse();
     let unhealthy = monitor.map(HealthMonitor::stop).unwrap_or_default();

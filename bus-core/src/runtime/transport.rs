@@ -19,12 +19,14 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::supervision::{AgentSpec, Supervised};
 use crate::agent::Produce;
 use crate::bus::error::HandlerResult;
+use crate::bus::generation::Publishers;
 use crate::bus::Outbox;
 use crate::bus::{MessageBus, OverflowPolicy, Pull, Pulled, SubscribeOptions, SPINS_BEFORE_SLEEP};
 use crate::model::ids::AgentId;
@@ -542,6 +544,9 @@ impl<T: Transport> Driver<'_, T> {
                 looks = 0;
                 continue;
             }
+            // What is held for a next generation goes out once the bus is
+            // quiet (normally on the last settle: this only makes sure).
+            self.transport.flush().await;
             looks += 1;
             if looks < 64 {
                 std::thread::yield_now();
@@ -641,7 +646,81 @@ impl<T: Transport> Driver<'_, T> {
 pub struct InProcess {
     bus: MessageBus,
     overflow: OverflowPolicy,
-    lockstep: bool,
+    lockstep: Option<Arc<Sequencer>>,
+}
+
+/// Lockstep's sequencer: what agents publish while a generation of a step
+/// is being handled is held back until every message of that generation
+/// has been handled (the bus is quiet), then published as the next
+/// generation, in the [generation order](crate::bus::generation). Each
+/// subscriber's priority queue then hands over exactly that order, even
+/// while the generation is still being published (it arrives priority by
+/// priority, highest first).
+#[derive(Default)]
+struct Sequencer {
+    state: std::sync::Mutex<Sequence>,
+    /// Messages held back (read without the lock on every settle).
+    held: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct Sequence {
+    publishers: Publishers,
+    /// The next generation, in publish order.
+    next: Vec<Envelope>,
+    /// A generation is being published: no other may start meanwhile.
+    publishing: bool,
+}
+
+impl Sequencer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sequence> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold(&self, envelopes: &[Envelope]) {
+        let mut state = self.lock();
+        state.next.extend_from_slice(envelopes);
+        self.held.fetch_add(envelopes.len(), Ordering::Release);
+    }
+
+    /// Nothing held back and nothing being published.
+    fn is_idle(&self) -> bool {
+        self.held.load(Ordering::Acquire) == 0 && !self.lock().publishing
+    }
+
+    /// Publishes the held generation once the bus is quiet; again, if the
+    /// bus became quiet while it was published (the last settle then found
+    /// a generation being published and left it to this call).
+    async fn advance(&self, bus: &MessageBus) -> Result<(), InProcessError> {
+        loop {
+            if self.held.load(Ordering::Acquire) == 0 || self.lock().publishing {
+                return Ok(());
+            }
+            if !bus.is_quiet() {
+                return Ok(());
+            }
+            let generation = {
+                let mut state = self.lock();
+                if state.publishing || state.next.is_empty() {
+                    return Ok(());
+                }
+                state.publishing = true;
+                let mut generation = std::mem::take(&mut state.next);
+                self.held.store(0, Ordering::Release);
+                state.publishers.order(&mut generation);
+                generation
+            };
+            let mut published = Ok(());
+            for envelope in generation {
+                published = bus.publish(envelope).await.map(|_| ());
+                if published.is_err() {
+                    break;
+                }
+            }
+            self.lock().publishing = false;
+            published?;
+        }
+    }
 }
 
 impl InProcess {
@@ -650,7 +729,7 @@ impl InProcess {
         Self {
             bus,
             overflow: OverflowPolicy::default(),
-            lockstep: false,
+            lockstep: None,
         }
     }
 
@@ -664,12 +743,21 @@ impl InProcess {
     /// everything it caused handled too) before each step. A step of
     /// market data is then fully worked through — signals, orders, risk
     /// checks, fills, a risk stop — before the next one is published, as
-    /// in a backtest, while the agents still run on their own threads.
-    /// The wait spins and sleeps on the source's thread: give sources a
-    /// thread of their own (as `run_queued` does).
+    /// in a backtest, generation by generation in the
+    /// [generation order](crate::bus::generation), while the agents still
+    /// run on their own threads: every agent gets the messages the inline
+    /// bus would give it, in the same order. The wait spins and sleeps on
+    /// the source's thread: give sources a thread of their own (as
+    /// `run_queued` does).
     pub fn lockstep(mut self, on: bool) -> Self {
-        self.lockstep = on;
+        self.lockstep = on.then(Arc::default);
         self
+    }
+
+    /// Every message handled, everything it caused handled too, and
+    /// nothing held back for the next generation.
+    pub fn is_quiet(&self) -> bool {
+        self.lockstep.as_ref().is_none_or(|s| s.is_idle()) && self.bus.is_quiet()
     }
 
     /// The bus.
@@ -796,6 +884,9 @@ impl Transport for InProcess {
         mut patterns: Vec<TopicPattern>,
     ) -> Result<Inbox<Self::Delivery>, Self::Error> {
         patterns.push(crate::runtime::driver::health_check_pattern());
+        if let Some(sequencer) = &self.lockstep {
+            sequencer.lock().publishers.register(agent);
+        }
         let patterns: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
         let options = SubscribeOptions::named(agent.as_str()).with_overflow(self.overflow);
         let pulled = self
@@ -818,6 +909,11 @@ impl Transport for InProcess {
     }
 
     async fn send(&self, envelopes: &[Envelope]) -> Result<Option<Self::Unconfirmed>, Self::Error> {
+        if let Some(sequencer) = &self.lockstep {
+            sequencer.hold(envelopes);
+            sequencer.advance(&self.bus).await?;
+            return Ok(None);
+        }
         for envelope in envelopes {
             self.bus.publish(envelope.clone()).await?;
         }
@@ -845,12 +941,21 @@ impl Transport for InProcess {
         _answers: &[Envelope],
     ) -> Result<(), Self::Error> {
         lock_pulled(&delivery.pulled).settle(outcome);
-        Ok(())
+        match &self.lockstep {
+            Some(sequencer) => sequencer.advance(&self.bus).await,
+            None => Ok(()),
+        }
     }
 
-    async fn flush(&self) {}
+    async fn flush(&self) {
+        if let Some(sequencer) = &self.lockstep {
+            // A publish refused here was refused to a send or settle before,
+            // which reported it.
+            let _ = sequencer.advance(&self.bus).await;
+        }
+    }
 
     fn may_step(&self) -> bool {
-        !self.lockstep || self.bus.is_quiet()
+        self.lockstep.is_none() || self.is_quiet()
     }
 }
