@@ -58,7 +58,10 @@ fn approves_refuses_and_stops_on_drawdown() {
         .collect();
     assert_eq!(kinds[0], (MessageType::ResponseSuccess, Some(small.id)));
     assert_eq!(kinds[1], (MessageType::ResponseError, Some(big.id)));
-    assert_eq!(kinds[2].0, MessageType::RiskLimitBreach);
+    // The stop and the breach it follows from are published in one
+    // generation: the CRITICAL stop is delivered first.
+    assert_eq!(kinds[2].0, MessageType::RiskEmergencyStop);
+    assert_eq!(kinds[3].0, MessageType::RiskLimitBreach);
     let stop = seen
         .iter()
         .find(|e| e.message_type() == MessageType::RiskEmergencyStop)

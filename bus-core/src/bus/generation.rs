@@ -75,8 +75,8 @@ impl Publishers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::payload::{Heartbeat, HeartbeatFields, Payload};
-    use crate::model::Topic;
+    use crate::model::payload::{Heartbeat, HeartbeatFields};
+    use crate::prelude::{Payload, Topic};
 
     fn message(sender: &str, priority: Priority, n: u32) -> Envelope {
         let payload = Payload::SystemHeartbeat(

@@ -670,6 +670,8 @@ struct Sequence {
     next: Vec<Envelope>,
     /// A generation is being published: no other may start meanwhile.
     publishing: bool,
+    /// Generations published so far.
+    generations: u64,
 }
 
 impl Sequencer {
@@ -683,9 +685,28 @@ impl Sequencer {
         self.held.fetch_add(envelopes.len(), Ordering::Release);
     }
 
-    /// Nothing held back and nothing being published.
-    fn is_idle(&self) -> bool {
-        self.held.load(Ordering::Acquire) == 0 && !self.lock().publishing
+    /// The state, locked, if the bus was quiet and no generation was
+    /// published meanwhile (a quiet bus seen before another thread
+    /// published a generation, and its first effects were held, says
+    /// nothing about that generation).
+    fn lock_if_quiet(&self, bus: &MessageBus) -> Option<std::sync::MutexGuard<'_, Sequence>> {
+        let published = {
+            let state = self.lock();
+            if state.publishing {
+                return None;
+            }
+            state.generations
+        };
+        if !bus.is_quiet() {
+            return None;
+        }
+        let state = self.lock();
+        (!state.publishing && state.generations == published).then_some(state)
+    }
+
+    /// The bus is quiet and nothing is held back for a next generation.
+    fn is_quiet(&self, bus: &MessageBus) -> bool {
+        self.lock_if_quiet(bus).is_some_and(|state| state.next.is_empty())
     }
 
     /// Publishes the held generation once the bus is quiet; again, if the
@@ -693,18 +714,18 @@ impl Sequencer {
     /// a generation being published and left it to this call).
     async fn advance(&self, bus: &MessageBus) -> Result<(), InProcessError> {
         loop {
-            if self.held.load(Ordering::Acquire) == 0 || self.lock().publishing {
-                return Ok(());
-            }
-            if !bus.is_quiet() {
+            if self.held.load(Ordering::Acquire) == 0 {
                 return Ok(());
             }
             let generation = {
-                let mut state = self.lock();
-                if state.publishing || state.next.is_empty() {
+                let Some(mut state) = self.lock_if_quiet(bus) else {
+                    return Ok(());
+                };
+                if state.next.is_empty() {
                     return Ok(());
                 }
                 state.publishing = true;
+                state.generations += 1;
                 let mut generation = std::mem::take(&mut state.next);
                 self.held.store(0, Ordering::Release);
                 state.publishers.order(&mut generation);
@@ -757,7 +778,10 @@ impl InProcess {
     /// Every message handled, everything it caused handled too, and
     /// nothing held back for the next generation.
     pub fn is_quiet(&self) -> bool {
-        self.lockstep.as_ref().is_none_or(|s| s.is_idle()) && self.bus.is_quiet()
+        match &self.lockstep {
+            Some(sequencer) => sequencer.is_quiet(&self.bus),
+            None => self.bus.is_quiet(),
+        }
     }
 
     /// The bus.
