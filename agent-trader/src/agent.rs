@@ -291,8 +291,13 @@ impl TraderAgent {
             timestamp_ms: self.time_ms,
         })?;
         if let Some(log) = self.log.as_mut() {
-            log.record(&fill, effect.realised, &order.reason)
-                .map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
+            log.record(
+                &fill,
+                order.decided_on_bar_ms,
+                effect.realised,
+                &order.reason,
+            )
+            .map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
         }
         if self.halted && self.first_fill_after_halt.is_none() {
             self.first_fill_after_halt = Some(self.time_ms);

@@ -16,8 +16,12 @@ use bus_core::model::payload::Fill;
 use bus_core::model::time::iso8601_utc;
 
 /// Column names, in order.
-pub const HEADER: &str =
-    "timestamp_ms,time_utc,order_id,symbol,side,quantity,price,fee,realised_pnl,reason";
+///
+/// `timestamp_ms` is the open time of the bar the fill happened on;
+/// `decided_on_bar_ms` the open time of the bar whose close decided the
+/// order (a signal's bar: always an earlier bar; a stop-loss or
+/// take-profit's: the bar that touched its level, the fill's own).
+pub const HEADER: &str = "timestamp_ms,time_utc,decided_on_bar_ms,order_id,symbol,side,quantity,price,fee,realised_pnl,reason";
 
 /// A CSV trade log.
 pub struct TradeLog {
@@ -76,10 +80,12 @@ impl TradeLog {
         })
     }
 
-    /// Appends one fill, in one write.
+    /// Appends one fill of an order decided on the bar opening at
+    /// `decided_on_bar_ms`, in one write.
     pub fn record(
         &mut self,
         fill: &Fill,
+        decided_on_bar_ms: i64,
         realised: rust_decimal::Decimal,
         reason: &str,
     ) -> std::io::Result<()> {
@@ -92,7 +98,7 @@ impl TradeLog {
         row.clear();
         let _ = write!(
             row,
-            "{},{},",
+            "{},{},{decided_on_bar_ms},",
             fill.timestamp_ms,
             iso8601_utc(fill.timestamp_ms)
         );

@@ -83,6 +83,39 @@
 //! several times cheaper to encode and decode); a writer chooses with
 //! [`model::WireFormat`], and [`Envelope::from_wire`] reads either.
 //!
+//! ## Priority and causality
+//!
+//! Priority may reorder *independent* streams, never a causal chain.
+//! In a backtest ([`InlineBus`]) and in `bistoury run` in lockstep (the
+//! queued bus through [`InProcess::lockstep`](runtime::transport::InProcess::lockstep))
+//! a source's step — one market time's candles — is worked through
+//! generation by generation: generation 0 is the step, generation *n + 1*
+//! what handlers published while handling generation *n*, and nothing of
+//! generation *n + 1* is handled before all of generation *n* has been
+//! handled by every subscriber. Within a generation a subscriber takes its
+//! messages by priority (CRITICAL first), then by the publisher's place in
+//! the run, then in publish order ([`bus::generation`]). What that covers:
+//!
+//! * a signal, the order request it leads to, the risk decision and the
+//!   fill are each a generation after the candle that caused them: a HIGH
+//!   approval never overtakes its own NORMAL candle, so an order decided on
+//!   a bar's close fills at a later bar's open;
+//! * every symbol of a step is marked at that step's close before any
+//!   order of the step is sized;
+//! * a CRITICAL emergency stop is handled before the HIGH approvals
+//!   published in the same generation;
+//! * the order depends only on what was published, never on which thread
+//!   ran first: `run` in lockstep gives the backtest's trade log and report
+//!   byte for byte (`tests/tests/run_is_backtest.rs`).
+//!
+//! Without lockstep, and between processes over NATS, there is no step:
+//! each subscriber's queue hands over by priority, then arrival. Agents do
+//! not rely on arrival order for what must hold anyway — the trader fills
+//! an order only at a bar strictly after the one that decided it, and
+//! passes by repeated or late candles — so a free-running or distributed
+//! run trades later or less than the backtest, never on a price it could
+//! not have had (`tests/tests/no_look_ahead.rs`).
+//!
 //! ## Delivery guarantees
 //!
 //! | mode | in process | with a durable store ([`MessageBus::durable`]) |

@@ -67,7 +67,11 @@ impl Publishers {
     }
 
     /// The delivery key of a message: lower first.
-    pub fn key(&self, priority: Priority, sender: &AgentId) -> (std::cmp::Reverse<Priority>, usize) {
+    pub fn key(
+        &self,
+        priority: Priority,
+        sender: &AgentId,
+    ) -> (std::cmp::Reverse<Priority>, usize) {
         (std::cmp::Reverse(priority), self.place(sender))
     }
 }
@@ -87,8 +91,12 @@ mod tests {
             })
             .unwrap(),
         );
-        Envelope::new(AgentId::new(sender), Topic::new("agent.heartbeat").unwrap(), payload)
-            .with_priority(priority)
+        Envelope::new(
+            AgentId::new(sender),
+            Topic::new("agent.heartbeat").unwrap(),
+            payload,
+        )
+        .with_priority(priority)
     }
 
     #[test]

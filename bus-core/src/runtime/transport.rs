@@ -706,7 +706,8 @@ impl Sequencer {
 
     /// The bus is quiet and nothing is held back for a next generation.
     fn is_quiet(&self, bus: &MessageBus) -> bool {
-        self.lock_if_quiet(bus).is_some_and(|state| state.next.is_empty())
+        self.lock_if_quiet(bus)
+            .is_some_and(|state| state.next.is_empty())
     }
 
     /// Publishes the held generation once the bus is quiet; again, if the
