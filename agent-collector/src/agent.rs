@@ -22,6 +22,10 @@ pub struct CollectorAgent {
     topics: SymbolTopics,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     pacing: Option<Pacing>,
+    /// Staggered pacing: the current step's candles not yet published, and
+    /// how many it had.
+    held: std::collections::VecDeque<Candle>,
+    held_of: usize,
     outcome: Option<Outcome<Collected>>,
 }
 
@@ -42,6 +46,9 @@ struct Pacing {
     speed: f64,
     /// Wall clock and market time of the first batch.
     anchor: Option<(std::time::Instant, i64)>,
+    /// Market time between steps, when a step's candles are published one
+    /// at a time, spread evenly over it.
+    stagger_ms: Option<i64>,
 }
 
 impl CollectorAgent {
@@ -58,6 +65,8 @@ impl CollectorAgent {
             topics: SymbolTopics::new("data.candle"),
             progress: None,
             pacing: None,
+            held: Default::default(),
+            held_of: 0,
             outcome: None,
         }
     }
@@ -76,7 +85,20 @@ impl CollectorAgent {
             self.pacing = Some(Pacing {
                 speed,
                 anchor: None,
+                stagger_ms: None,
             });
+        }
+        self
+    }
+
+    /// With [`with_speed`](Self::with_speed): publishes each step's candles
+    /// one at a time, spread evenly over the step (`interval_ms` of market
+    /// time). Paced slowly enough, every candle is then worked through by
+    /// all agents before the next one — the order of an inline backtest —
+    /// even with agents in separate processes.
+    pub fn staggered(mut self, interval_ms: i64) -> Self {
+        if let Some(pacing) = self.pacing.as_mut() {
+            pacing.stagger_ms = (interval_ms > 0).then_some(interval_ms);
         }
         self
     }
@@ -162,6 +184,16 @@ impl Agent for CollectorAgent {
     }
 
     fn produce(&mut self, out: &mut Outbox) -> Produce {
+        let stagger_ms = self.pacing.and_then(|p| p.stagger_ms);
+        if let Some(interval_ms) = stagger_ms {
+            if let Some(candle) = self.held.pop_front() {
+                let k = (self.held_of - self.held.len() - 1) as i64;
+                let n = self.held_of as i64;
+                self.pace(candle.open_time_ms + k * interval_ms / n);
+                self.publish_candle(candle, out);
+                return Produce::More;
+            }
+        }
         let batch = match self.source.next_batch() {
             Ok(Some(batch)) => batch,
             Ok(None) => return Produce::Done,
@@ -171,6 +203,11 @@ impl Agent for CollectorAgent {
                 return Produce::Done;
             }
         };
+        if stagger_ms.is_some() {
+            self.held_of = batch.len();
+            self.held.extend(batch);
+            return Produce::More;
+        }
         if let Some(first) = batch.first() {
             self.pace(first.open_time_ms);
         }
@@ -247,6 +284,32 @@ mod tests {
         assert_eq!(topics.len(), 6);
         assert_eq!(topics[0], "data.candle.BTC.1m");
         assert_eq!(topics[1], "data.candle.ETH.1m");
+    }
+
+    #[test]
+    fn staggered_pacing_publishes_one_candle_at_a_time_in_the_same_order() {
+        let mut plain = collector(4);
+        let mut out = Outbox::new();
+        while plain.produce(&mut out) == Produce::More {}
+        let expected: Vec<(String, i64)> = out
+            .drain()
+            .map(|e| (e.topic.to_string(), e.created_at_ms))
+            .collect();
+        // Four steps of two candles at 6000x: a candle every 5 ms.
+        let mut staggered = collector(4).with_speed(6000.0).staggered(60_000);
+        let (mut got, mut wall) = (Vec::new(), Vec::new());
+        let started = std::time::Instant::now();
+        while staggered.produce(&mut out) == Produce::More {
+            assert!(out.len() <= 1, "one candle per step of the driver");
+            for e in out.drain() {
+                got.push((e.topic.to_string(), e.created_at_ms));
+                wall.push(started.elapsed());
+            }
+        }
+        assert_eq!(got, expected);
+        // The second candle of a step comes half a step after the first.
+        assert!(wall[1] >= std::time::Duration::from_millis(5), "{wall:?}");
+        assert!(wall[7] >= std::time::Duration::from_millis(35), "{wall:?}");
     }
 
     #[test]

@@ -88,11 +88,11 @@
 //! Priority may reorder *independent* streams, never a causal chain.
 //! In a backtest ([`InlineBus`]) and in `bistoury run` in lockstep (the
 //! queued bus through [`InProcess::lockstep`](runtime::transport::InProcess::lockstep))
-//! a source's step — one market time's candles — is worked through
-//! generation by generation: generation 0 is the step, generation *n + 1*
-//! what handlers published while handling generation *n*, and nothing of
-//! generation *n + 1* is handled before all of generation *n* has been
-//! handled by every subscriber. Within a generation a subscriber takes its
+//! each message a source publishes — one candle — is worked through before
+//! the source's next, generation by generation: generation 0 is the
+//! message, generation *n + 1* what handlers published while handling
+//! generation *n*, and nothing of generation *n + 1* is handled before all
+//! of generation *n* has been handled by every subscriber. Within a generation a subscriber takes its
 //! messages by priority (CRITICAL first), then by the publisher's place in
 //! the run, then in publish order ([`bus::generation`]). What that covers:
 //!
@@ -100,8 +100,9 @@
 //!   fill are each a generation after the candle that caused them: a HIGH
 //!   approval never overtakes its own NORMAL candle, so an order decided on
 //!   a bar's close fills at a later bar's open;
-//! * every symbol of a step is marked at that step's close before any
-//!   order of the step is sized;
+//! * a candle's whole chain (signal, order, decision, fill, marks, risk
+//!   checks, a stop) is done before the next candle, of any symbol, is
+//!   handled;
 //! * a CRITICAL emergency stop is handled before the HIGH approvals
 //!   published in the same generation;
 //! * the order depends only on what was published, never on which thread

@@ -308,8 +308,8 @@ pub async fn run_processes(
         println!(
             "note: run.lockstep holds for the in-process transport only; over NATS the \
              collector does not wait for the other agents, so signals, orders and risk \
-             stops act later than in a backtest (pace the data with data.speed for a \
-             run that matches the backtest)"
+             stops act later than in a backtest (pace the data with data.speed and \
+             data.stagger for a run that matches the backtest)"
         );
     }
     // A run starts from the beginning of its data: the risk state an

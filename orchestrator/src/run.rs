@@ -175,6 +175,9 @@ pub fn build_agent(
             // Pacing is wall-clock time: never in a (deterministic) backtest.
             if !deterministic && config.data.speed > 0.0 {
                 collector = collector.with_speed(config.data.speed);
+                if config.data.stagger {
+                    collector = collector.staggered(config.data.interval_ms.unwrap_or(60_000));
+                }
             }
             let collector = collector.with_outcome(hooks.collected.clone());
             Box::new(match &hooks.progress {

@@ -997,16 +997,17 @@ fn a_paced_distributed_run_reproduces_the_backtest() {
     assert_eq!(trades(&bt), trades(&dist), "trade logs differ");
     assert_eq!(figures(&bt), figures(&dist));
 
-    // Several symbols: a step's candles reach every agent together, ahead
-    // of anything they cause (a round trip through another process takes
-    // far longer than the microseconds between a step's candles), as the
-    // backtest delivers a step: all its candles, then their signals, and so
-    // on. So orders are sized with every market marked at the same close,
-    // and again the same fills, byte for byte.
+    // Several symbols, each step's candles staggered (published one at a
+    // time over the step): each candle is worked through before the next,
+    // as in the backtest, so again the same fills, byte for byte. (Without
+    // `stagger` a step's candles reach the trader together, ahead of the
+    // signals they cause, while the backtest works each candle through
+    // before the next: orders are then sized with the other positions
+    // marked one bar apart, and quantities differ in the last digits.)
     let dir = tempfile::tempdir().unwrap();
     let (bt, dist) = backtest_and_paced_run(
         dir.path(),
-        "[data]\ncandles = 100\nsymbols = [\n  { symbol = \"BTC\", start_price = 35000.0 },\n  \
+        "[data]\ncandles = 100\nstagger = true\nsymbols = [\n  { symbol = \"BTC\", start_price = 35000.0 },\n  \
          { symbol = \"ETH\", start_price = 2000.0 },\n  { symbol = \"SOL\", start_price = 60.0 },\n]\n",
         "",
     );

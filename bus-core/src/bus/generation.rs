@@ -1,11 +1,11 @@
 //! The order in which one generation of a step is delivered.
 //!
-//! A step (what a source publishes at once: one market time's candles) is
-//! worked through generation by generation: generation 0 is the step
-//! itself; generation *n + 1* is what handlers published while handling
-//! generation *n*. No message is handled before every message of the
-//! generations before it has been handled by every subscriber: a cause is
-//! always handled before its effects, whatever their priorities (a HIGH
+//! Each message a source publishes (one candle) is worked through before
+//! the source's next, generation by generation: generation 0 is the
+//! message itself; generation *n + 1* is what handlers published while
+//! handling generation *n*. No message is handled before every message of
+//! the generations before it has been handled by every subscriber: a cause
+//! is always handled before its effects, whatever their priorities (a HIGH
 //! risk approval never overtakes the NORMAL candle whose close led to it).
 //!
 //! Within one generation a subscriber takes its messages by priority,

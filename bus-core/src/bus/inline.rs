@@ -1,14 +1,15 @@
 //! Inline dispatch for backtests: synchronous, deterministic, no queues, no
 //! threads, no clock reads.
 //!
-//! `publish_all` delivers a step (the messages a source published at once)
-//! and everything it causes before it returns, one generation at a time, in
-//! the order the [`generation`](crate::bus::generation) module defines:
-//! every message of a generation reaches all its handlers (in subscription
-//! order) before any message of the next; within a generation, by priority,
-//! then publisher, then publish order. Handlers do not publish directly:
-//! they push follow-up messages into an [`Outbox`], which becomes the next
-//! generation. So the order of deliveries depends only on what was
+//! `publish` delivers a message and everything it causes before it
+//! returns, one generation at a time, in the order the
+//! [`generation`](crate::bus::generation) module defines: every message of
+//! a generation reaches all its handlers (in subscription order) before any
+//! message of the next; within a generation, by priority, then publisher,
+//! then publish order. Handlers do not publish directly: they push
+//! follow-up messages into an [`Outbox`], which becomes the next
+//! generation. `publish_all` publishes a source's messages this way one
+//! after the other. So the order of deliveries depends only on what was
 //! published, and the same input gives the same run every time — and the
 //! same order as the queued bus in lockstep.
 //!
@@ -223,19 +224,17 @@ impl InlineBus {
         self.work_through();
     }
 
-    /// Publishes the messages in `out` as one step: all of them first (in
-    /// generation order), then everything they cause, generation by
-    /// generation; leaves `out` empty.
+    /// Publishes the messages in `out`, in order, each with everything it
+    /// causes (generation by generation) before the next; leaves `out`
+    /// empty.
     pub fn publish_all(&mut self, out: &mut Outbox) {
         let mut batch = std::mem::take(&mut self.batch);
         std::mem::swap(&mut batch, &mut out.messages);
-        self.publishers.order(&mut batch);
         for message in &batch {
-            self.dispatch(message);
+            self.publish(message);
         }
         batch.clear();
         self.batch = batch;
-        self.work_through();
     }
 
     /// Delivers what the handlers published, one generation at a time.

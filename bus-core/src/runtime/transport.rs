@@ -178,6 +178,17 @@ pub trait Transport: Send + Sync {
         envelopes: &[Envelope],
     ) -> impl Future<Output = Result<Option<Self::Unconfirmed>, Self::Error>> + Send;
 
+    /// Sends what a source produced (a step of its data), in order. As
+    /// [`Transport::send`], unless the transport paces sources: then each
+    /// message is worked through before the next (see
+    /// [`InProcess::lockstep`]).
+    fn send_produced(
+        &self,
+        envelopes: &[Envelope],
+    ) -> impl Future<Output = Result<Option<Self::Unconfirmed>, Self::Error>> + Send {
+        self.send(envelopes)
+    }
+
     /// Waits until what [`Transport::send`] left unconfirmed is stored.
     fn confirm(
         &self,
@@ -362,15 +373,23 @@ impl<T: Transport> Driver<'_, T> {
     async fn send(
         &mut self,
     ) -> Result<(Vec<Envelope>, Option<T::Unconfirmed>), AgentRunError<T::Error>> {
+        self.send_as(false).await
+    }
+
+    /// [`send`](Self::send); `produced`: as a source's step.
+    async fn send_as(
+        &mut self,
+        produced: bool,
+    ) -> Result<(Vec<Envelope>, Option<T::Unconfirmed>), AgentRunError<T::Error>> {
         if self.out.is_empty() {
             return Ok((Vec::new(), None));
         }
         let sent: Vec<Envelope> = self.out.drain().collect();
-        let unconfirmed = self
-            .transport
-            .send(&sent)
-            .await
-            .map_err(AgentRunError::Transport)?;
+        let unconfirmed = match produced {
+            true => self.transport.send_produced(&sent).await,
+            false => self.transport.send(&sent).await,
+        }
+        .map_err(AgentRunError::Transport)?;
         self.stats.published += sent.len() as u64;
         Ok((sent, unconfirmed))
     }
@@ -468,7 +487,7 @@ impl<T: Transport> Driver<'_, T> {
                 }
                 let step = agent.produce(&mut self.out);
                 backoff(agent).await;
-                if let (_, Some(unconfirmed)) = self.send().await? {
+                if let (_, Some(unconfirmed)) = self.send_as(true).await? {
                     self.wait_for(Pending {
                         unconfirmed: Some(unconfirmed),
                         settle: None,
@@ -649,9 +668,10 @@ pub struct InProcess {
     lockstep: Option<Arc<Sequencer>>,
 }
 
-/// Lockstep's sequencer: what agents publish while a generation of a step
-/// is being handled is held back until every message of that generation
-/// has been handled (the bus is quiet), then published as the next
+/// Lockstep's sequencer: a source's messages are published one at a time,
+/// each once the bus is quiet; what agents publish while a generation is
+/// being handled is held back until every message of that generation has
+/// been handled (the bus is quiet), then published as the next
 /// generation, in the [generation order](crate::bus::generation). Each
 /// subscriber's priority queue then hands over exactly that order, even
 /// while the generation is still being published (it arrives priority by
@@ -668,6 +688,9 @@ struct Sequence {
     publishers: Publishers,
     /// The next generation, in publish order.
     next: Vec<Envelope>,
+    /// A source's messages not yet published: each starts a cascade of
+    /// generations of its own, once the one before has ended.
+    roots: VecDeque<Envelope>,
     /// A generation is being published: no other may start meanwhile.
     publishing: bool,
     /// Generations published so far.
@@ -679,9 +702,12 @@ impl Sequencer {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn hold(&self, envelopes: &[Envelope]) {
+    fn hold(&self, envelopes: &[Envelope], produced: bool) {
         let mut state = self.lock();
-        state.next.extend_from_slice(envelopes);
+        match produced {
+            true => state.roots.extend(envelopes.iter().cloned()),
+            false => state.next.extend_from_slice(envelopes),
+        }
         self.held.fetch_add(envelopes.len(), Ordering::Release);
     }
 
@@ -707,7 +733,7 @@ impl Sequencer {
     /// The bus is quiet and nothing is held back for a next generation.
     fn is_quiet(&self, bus: &MessageBus) -> bool {
         self.lock_if_quiet(bus)
-            .is_some_and(|state| state.next.is_empty())
+            .is_some_and(|state| state.next.is_empty() && state.roots.is_empty())
     }
 
     /// Publishes the held generation once the bus is quiet; again, if the
@@ -722,13 +748,17 @@ impl Sequencer {
                 let Some(mut state) = self.lock_if_quiet(bus) else {
                     return Ok(());
                 };
-                if state.next.is_empty() {
+                // What the last generation caused, else the source's next.
+                let mut generation = if !state.next.is_empty() {
+                    std::mem::take(&mut state.next)
+                } else if let Some(root) = state.roots.pop_front() {
+                    vec![root]
+                } else {
                     return Ok(());
-                }
+                };
                 state.publishing = true;
                 state.generations += 1;
-                let mut generation = std::mem::take(&mut state.next);
-                self.held.store(0, Ordering::Release);
+                self.held.fetch_sub(generation.len(), Ordering::AcqRel);
                 state.publishers.order(&mut generation);
                 generation
             };
@@ -788,6 +818,26 @@ impl InProcess {
     /// The bus.
     pub fn bus(&self) -> &MessageBus {
         &self.bus
+    }
+}
+
+impl InProcess {
+    /// Publishes `envelopes`, or, in lockstep, hands them to the sequencer
+    /// (`produced`: a source's step, published one message at a time).
+    async fn send_held(
+        &self,
+        envelopes: &[Envelope],
+        produced: bool,
+    ) -> Result<Option<std::convert::Infallible>, InProcessError> {
+        if let Some(sequencer) = &self.lockstep {
+            sequencer.hold(envelopes, produced);
+            sequencer.advance(&self.bus).await?;
+            return Ok(None);
+        }
+        for envelope in envelopes {
+            self.bus.publish(envelope.clone()).await?;
+        }
+        Ok(None)
     }
 }
 
@@ -934,15 +984,14 @@ impl Transport for InProcess {
     }
 
     async fn send(&self, envelopes: &[Envelope]) -> Result<Option<Self::Unconfirmed>, Self::Error> {
-        if let Some(sequencer) = &self.lockstep {
-            sequencer.hold(envelopes);
-            sequencer.advance(&self.bus).await?;
-            return Ok(None);
-        }
-        for envelope in envelopes {
-            self.bus.publish(envelope.clone()).await?;
-        }
-        Ok(None)
+        self.send_held(envelopes, false).await
+    }
+
+    async fn send_produced(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Result<Option<Self::Unconfirmed>, Self::Error> {
+        self.send_held(envelopes, true).await
     }
 
     async fn confirm(&self, unconfirmed: Self::Unconfirmed) -> Result<(), Self::Error> {

@@ -43,6 +43,13 @@ pub struct DataConfig {
     /// possible. A backtest always runs as fast as possible.
     #[serde(default)]
     pub speed: f64,
+    /// `run` with `speed` > 0: publish each step's candles one at a time,
+    /// spread evenly over the step (`interval_ms` apart, or one minute).
+    /// Paced slowly enough, every candle is worked through by every agent
+    /// before the next, in the order a backtest uses, so a distributed run
+    /// reproduces the backtest's trade log.
+    #[serde(default)]
+    pub stagger: bool,
 }
 
 /// Kinds of data source.
