@@ -37,6 +37,49 @@ impl Sma {
     }
 }
 
+/// Simple moving average of exact fixed-point values (prices in units of
+/// 10⁻⁸, [`Bar::close_units`](crate::strategy::Bar::close_units)): its
+/// running sum never drifts, however long the series, and two of them
+/// compare exactly, so an exact touch stays a touch.
+#[derive(Debug, Clone)]
+pub struct ExactSma {
+    period: usize,
+    window: VecDeque<i128>,
+    sum: i128,
+}
+
+impl ExactSma {
+    /// An SMA of `period` (at least 1).
+    pub fn new(period: usize) -> Self {
+        Self {
+            period: period.max(1),
+            window: VecDeque::with_capacity(period.max(1) + 1),
+            sum: 0,
+        }
+    }
+
+    /// Adds a value; whether `period` values have been seen.
+    pub fn update(&mut self, units: i128) -> bool {
+        self.window.push_back(units);
+        self.sum += units;
+        if self.window.len() > self.period {
+            self.sum -= self.window.pop_front().unwrap_or(0);
+        }
+        self.window.len() == self.period
+    }
+
+    /// How this average compares with `other`'s, exactly.
+    pub fn cmp_average(&self, other: &ExactSma) -> std::cmp::Ordering {
+        (self.sum * other.period as i128).cmp(&(other.sum * self.period as i128))
+    }
+
+    /// The average, in the value's units, as `f64` (for display and
+    /// confidence, never for comparisons).
+    pub fn average(&self) -> f64 {
+        self.sum as f64 / self.period as f64
+    }
+}
+
 /// Exponential moving average seeded with the SMA of the first `period` values.
 #[derive(Debug, Clone)]
 pub struct Ema {

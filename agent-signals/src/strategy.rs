@@ -16,6 +16,16 @@ pub struct Bar {
     pub close: f64,
     /// Volume.
     pub volume: f64,
+    /// The close exactly, in units of 10⁻⁸ (rounded half to even beyond
+    /// eight decimals): for indicators that must compare exactly.
+    pub close_units: i128,
+}
+
+/// `value` in units of 10⁻⁸, exactly (rounded half to even beyond eight
+/// decimals).
+pub fn price_units(value: rust_decimal::Decimal) -> i128 {
+    let rounded = value.round_dp(8);
+    rounded.mantissa() * 10i128.pow(8 - rounded.scale())
 }
 
 impl Bar {
@@ -28,6 +38,7 @@ impl Bar {
             low: f(candle.low),
             close: f(candle.close),
             volume: f(candle.volume),
+            close_units: price_units(candle.close),
         }
     }
 
@@ -39,6 +50,7 @@ impl Bar {
             low: price,
             close: price,
             volume: 1.0,
+            close_units: (price * 1e8).round() as i128,
         }
     }
 

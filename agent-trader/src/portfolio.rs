@@ -131,16 +131,14 @@ impl Portfolio {
         effect
     }
 
-    /// Marks a market at `price`; returns the signed quantity held there
-    /// (what a caller marking every candle usually asks next).
+    /// Marks a market at `price`, held or not (a position opened later on
+    /// the same bar is then marked at the bar's close, not at its fill
+    /// price); returns the signed quantity held there (what a caller
+    /// marking every candle usually asks next).
     pub fn mark(&mut self, symbol: &Symbol, price: Decimal) -> Decimal {
-        match self.positions.get_mut(symbol) {
-            Some(position) => {
-                position.mark = price;
-                position.quantity
-            }
-            None => Decimal::ZERO,
-        }
+        let position = self.positions.get_or_default(symbol);
+        position.mark = price;
+        position.quantity
     }
 
     /// Signed quantity held.

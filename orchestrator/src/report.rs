@@ -503,6 +503,48 @@ mod tests {
         assert_eq!(ratios(&[100.0, 100.0, 100.0], 1.0), (0.0, 0.0));
     }
 
+    /// The step a position is opened in is marked at that bar's close, as
+    /// every other step, not at the fill price (the candle reaches the
+    /// report before the fill its own open caused).
+    #[test]
+    fn the_first_step_of_a_position_is_marked_at_the_close() {
+        use bus_core::model::payload::{CandleFields, FillFields, OrderId, Side};
+        let btc = Symbol::new("BTC").unwrap();
+        let mut report = ReportAgent::new(Decimal::new(1_000, 0), 60_000);
+        let candle = |t: i64, open: i64, close: i64| {
+            Candle::new(CandleFields {
+                symbol: btc.clone(),
+                interval: "1m".into(),
+                open_time_ms: t * 60_000,
+                open: Decimal::new(open, 0),
+                high: Decimal::new(open.max(close), 0),
+                low: Decimal::new(open.min(close), 0),
+                close: Decimal::new(close, 0),
+                volume: Decimal::ONE,
+            })
+            .unwrap()
+        };
+        report.on_candle(&candle(0, 100, 110));
+        report.on_fill(
+            &Fill::new(FillFields {
+                order_id: OrderId("o-1".into()),
+                symbol: btc.clone(),
+                side: Side::Buy,
+                quantity: Decimal::ONE,
+                price: Decimal::new(100, 0),
+                fee: Decimal::ZERO,
+                timestamp_ms: 0,
+            })
+            .unwrap(),
+        );
+        report.on_candle(&candle(1, 110, 101));
+        let r = report.finish();
+        // Equity 1010 at the first close (not 1000 at the fill price), then
+        // 1001: a drawdown of 9/1010.
+        assert_eq!(r.max_drawdown, round6(9.0 / 1010.0));
+        assert_eq!(r.final_equity, Decimal::new(1_001, 0));
+    }
+
     /// One market in one step: close in cents, and maybe a fill (buy?, quantity).
     type MarketStep = (u32, Option<(bool, u32)>);
 

@@ -269,6 +269,7 @@ mod tests {
             low,
             close,
             volume: 1.0,
+            close_units: (close * 1e8).round() as i128,
         }
     }
 
