@@ -8,16 +8,22 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct RiskConfig {
     /// Largest position notional per market (|quantity| x price).
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub max_position_notional: Option<Decimal>,
     /// Largest single order notional.
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub max_order_notional: Option<Decimal>,
     /// Most markets with an open position at once.
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub max_open_positions: Option<usize>,
     /// Most orders per minute of market time.
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub max_orders_per_minute: Option<usize>,
     /// Drawdown from peak equity (fraction) that stops trading.
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub max_drawdown: Option<Decimal>,
     /// Loss within one UTC day (currency) that stops trading.
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub max_daily_loss: Option<Decimal>,
     /// Fraction of a limit at which a `risk.warning` is sent.
     #[serde(default = "default_warning")]

@@ -292,6 +292,7 @@ mod tests {
             publish_details: true,
             max_symbols: 1000,
             ma_crossover: Some(MaCrossoverConfig {
+                enabled: true,
                 fast: 2,
                 slow: 4,
                 weight: 1.0,
@@ -336,6 +337,7 @@ mod tests {
             publish_details: true,
             max_symbols: 1000,
             ma_crossover: Some(MaCrossoverConfig {
+                enabled: true,
                 fast: 5,
                 slow: 3,
                 weight: -1.0,

@@ -17,6 +17,9 @@ pub struct MaCrossoverConfig {
     pub fast: usize,
     /// Slow SMA period.
     pub slow: usize,
+    /// Runs (default); `false` switches it off while keeping its settings.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Aggregation weight.
     #[serde(default = "one")]
     pub weight: f64,
@@ -32,6 +35,9 @@ pub struct RsiConfig {
     pub oversold: f64,
     /// Overbought level.
     pub overbought: f64,
+    /// Runs (default); `false` switches it off while keeping its settings.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Aggregation weight.
     #[serde(default = "one")]
     pub weight: f64,
@@ -47,6 +53,9 @@ pub struct MacdConfig {
     pub slow: usize,
     /// Signal EMA period.
     pub signal: usize,
+    /// Runs (default); `false` switches it off while keeping its settings.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Aggregation weight.
     #[serde(default = "one")]
     pub weight: f64,
@@ -60,6 +69,9 @@ pub struct BollingerConfig {
     pub period: usize,
     /// Band width in standard deviations.
     pub k: f64,
+    /// Runs (default); `false` switches it off while keeping its settings.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Aggregation weight.
     #[serde(default = "one")]
     pub weight: f64,
@@ -69,6 +81,9 @@ pub struct BollingerConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CandlestickConfig {
+    /// Runs (default); `false` switches it off while keeping its settings.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Aggregation weight.
     #[serde(default = "one")]
     pub weight: f64,
@@ -110,6 +125,9 @@ pub struct SignalsConfig {
 /// its factory (`period = 20`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CustomStrategyConfig {
+    /// Runs (default); `false` switches it off.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// Weight in the aggregate (default 1).
     #[serde(default = "one")]
     pub weight: f64,
@@ -157,14 +175,26 @@ impl SignalsConfig {
     /// The enabled strategies, in a fixed order.
     pub fn strategies(&self) -> Vec<StrategyConfig> {
         let mut all = Vec::new();
-        all.extend(self.ma_crossover.clone().map(StrategyConfig::MaCrossover));
-        all.extend(self.rsi.clone().map(StrategyConfig::Rsi));
-        all.extend(self.macd.clone().map(StrategyConfig::Macd));
-        all.extend(self.bollinger.clone().map(StrategyConfig::Bollinger));
-        all.extend(self.candlestick.clone().map(StrategyConfig::Candlestick));
+        let on = |enabled: Option<bool>| enabled == Some(true);
+        if on(self.ma_crossover.as_ref().map(|c| c.enabled)) {
+            all.extend(self.ma_crossover.clone().map(StrategyConfig::MaCrossover));
+        }
+        if on(self.rsi.as_ref().map(|c| c.enabled)) {
+            all.extend(self.rsi.clone().map(StrategyConfig::Rsi));
+        }
+        if on(self.macd.as_ref().map(|c| c.enabled)) {
+            all.extend(self.macd.clone().map(StrategyConfig::Macd));
+        }
+        if on(self.bollinger.as_ref().map(|c| c.enabled)) {
+            all.extend(self.bollinger.clone().map(StrategyConfig::Bollinger));
+        }
+        if on(self.candlestick.as_ref().map(|c| c.enabled)) {
+            all.extend(self.candlestick.clone().map(StrategyConfig::Candlestick));
+        }
         all.extend(
             self.custom
                 .iter()
+                .filter(|(_, c)| c.enabled)
                 .map(|(name, c)| StrategyConfig::Custom(name.clone(), c.clone())),
         );
         all

@@ -43,11 +43,13 @@ fn config() -> SignalsConfig {
         publish_details: true,
         max_symbols: 1000,
         ma_crossover: Some(MaCrossoverConfig {
+            enabled: true,
             fast: 3,
             slow: 8,
             weight: 1.0,
         }),
         rsi: Some(RsiConfig {
+            enabled: true,
             period: 5,
             oversold: 30.0,
             overbought: 70.0,

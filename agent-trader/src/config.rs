@@ -24,9 +24,13 @@ pub struct TraderConfig {
     /// Minimum aggregated confidence to act on.
     #[serde(default)]
     pub min_confidence: f64,
-    /// Close a position when it loses this fraction of its entry price.
+    /// Close a position when it loses this fraction of its entry price;
+    /// `"off"` (or `"none"`, `false`): never.
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub stop_loss: Option<Decimal>,
-    /// Close a position when it gains this fraction of its entry price.
+    /// Close a position when it gains this fraction of its entry price;
+    /// `"off"` (or `"none"`, `false`): never.
+    #[serde(default, deserialize_with = "bus_core::model::setting::value_or_off")]
     pub take_profit: Option<Decimal>,
     /// After an emergency stop, close every position at the next price.
     #[serde(default)]

@@ -51,6 +51,23 @@ enum Command {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Work with the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the effective configuration, as TOML: the embedded default,
+    /// the file and the `BISTOURY__*` variables merged (what a run would
+    /// use, after the same checks).
+    Show {
+        /// TOML configuration, layered on the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -128,6 +145,23 @@ pub fn main() -> ExitCode {
                 exit_with_parent,
                 partition,
             );
+        }
+        Some(Command::Config {
+            action: ConfigAction::Show { config },
+        }) => {
+            return match load(config.as_deref()) {
+                Ok(config) => match toml::to_string_pretty(&config.effective) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(error) => {
+                        eprintln!("cannot show the configuration as TOML: {error}");
+                        ExitCode::FAILURE
+                    }
+                },
+                Err(code) => code,
+            };
         }
         Some(Command::ValidateConfig { file }) => {
             return match load(Some(&file)) {

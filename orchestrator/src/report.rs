@@ -72,6 +72,8 @@ pub struct Report {
     pub win_rate: f64,
     /// Largest fall from a peak of equity, as a fraction of the peak.
     pub max_drawdown: f64,
+    /// How the ratios are annualised.
+    pub annualisation: Annualisation,
     /// Annualised Sharpe ratio of per-step returns (risk-free rate 0).
     pub sharpe_ratio: f64,
     /// Annualised Sortino ratio of per-step returns.
@@ -86,6 +88,30 @@ pub struct Report {
     pub accounting_identity_holds: bool,
     /// Per market.
     pub symbols: BTreeMap<String, SymbolReport>,
+}
+
+/// How per-bar ratios become yearly ones: returns are per bar of
+/// `bar_interval_ms`, `periods_per_year` of them make a year of
+/// `year_days` days; a ratio is multiplied by √`periods_per_year`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Annualisation {
+    /// The data's bar length.
+    pub bar_interval_ms: i64,
+    /// Days in a year (365 crypto, 252 equities).
+    pub year_days: u32,
+    /// Bars in a year.
+    pub periods_per_year: f64,
+}
+
+impl Annualisation {
+    /// For bars of `bar_interval_ms` and a year of `year_days`.
+    pub fn new(bar_interval_ms: i64, year_days: u32) -> Self {
+        Self {
+            bar_interval_ms,
+            year_days,
+            periods_per_year: f64::from(year_days) * 86_400_000.0 / bar_interval_ms.max(1) as f64,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -111,7 +137,7 @@ pub struct ReportAgent {
     /// Equity at the current marks; `None` once a fill or a move in a held
     /// market changed it (a flat market's price moves nothing).
     marked_equity: Option<f64>,
-    bars_per_year: f64,
+    annualisation: Annualisation,
     emergency_stop_at: Option<i64>,
     fills_after_stop: u64,
     last_fill_time: i64,
@@ -121,8 +147,9 @@ pub struct ReportAgent {
 }
 
 impl ReportAgent {
-    /// A report starting from `initial_cash`, for bars of `interval_ms`.
-    pub fn new(initial_cash: Decimal, interval_ms: i64) -> Self {
+    /// A report starting from `initial_cash`, for bars of `interval_ms`,
+    /// annualised over years of `year_days`.
+    pub fn new(initial_cash: Decimal, interval_ms: i64, year_days: u32) -> Self {
         Self {
             id: AgentId::new(crate::agents::AgentKind::Report.name()),
             portfolio: Portfolio::new(initial_cash),
@@ -135,7 +162,7 @@ impl ReportAgent {
             exposed_steps: 0,
             equity: EquityStats::default(),
             marked_equity: None,
-            bars_per_year: 365.0 * 86_400_000.0 / interval_ms.max(1) as f64,
+            annualisation: Annualisation::new(interval_ms, year_days),
             emergency_stop_at: None,
             fills_after_stop: 0,
             last_fill_time: 0,
@@ -250,7 +277,7 @@ impl ReportAgent {
         let closing: u64 = self.tallies.values().map(|t| t.closing).sum();
         let wins: u64 = self.tallies.values().map(|t| t.wins).sum();
         let final_equity = p.equity();
-        let (sharpe, sortino) = self.equity.ratios(self.bars_per_year);
+        let (sharpe, sortino) = self.equity.ratios(self.annualisation.periods_per_year);
         Report {
             candles: self.candles,
             candles_late_or_repeated: self.sequence.repeats(),
@@ -267,6 +294,7 @@ impl ReportAgent {
             trades: self.tallies.values().map(|t| t.trades).sum(),
             win_rate: ratio(wins, closing),
             max_drawdown: round6(self.equity.max_drawdown),
+            annualisation: self.annualisation,
             sharpe_ratio: round6(sharpe),
             sortino_ratio: round6(sortino),
             exposure: ratio(self.exposed_steps, self.steps),
@@ -469,6 +497,14 @@ impl Report {
         let _ = writeln!(s, "max drawdown     {:>15.2}%", self.max_drawdown * 100.0);
         let _ = writeln!(s, "Sharpe ratio     {:>16.3}", self.sharpe_ratio);
         let _ = writeln!(s, "Sortino ratio    {:>16.3}", self.sortino_ratio);
+        let a = &self.annualisation;
+        let _ = writeln!(
+            s,
+            "annualised       over {}-day years of {} bars ({} bars a year)",
+            a.year_days,
+            crate::config::interval_label(a.bar_interval_ms),
+            round6(a.periods_per_year)
+        );
         if let Some(at) = self.emergency_stop_at_ms {
             let _ = writeln!(
                 s,
@@ -510,7 +546,7 @@ mod tests {
     fn the_first_step_of_a_position_is_marked_at_the_close() {
         use bus_core::model::payload::{CandleFields, FillFields, OrderId, Side};
         let btc = Symbol::new("BTC").unwrap();
-        let mut report = ReportAgent::new(Decimal::new(1_000, 0), 60_000);
+        let mut report = ReportAgent::new(Decimal::new(1_000, 0), 60_000, 365);
         let candle = |t: i64, open: i64, close: i64| {
             Candle::new(CandleFields {
                 symbol: btc.clone(),
@@ -556,7 +592,7 @@ mod tests {
         use bus_core::model::payload::{CandleFields, FillFields, OrderId, Side};
         let symbols = [Symbol::new("BTC").unwrap(), Symbol::new("ETH").unwrap()];
         let cash = Decimal::new(100_000, 0);
-        let mut report = ReportAgent::new(cash, 60_000);
+        let mut report = ReportAgent::new(cash, 60_000, 365);
         let mut book = Portfolio::new(cash);
         let mut expected = EquityStats::default();
         for (t, step) in steps.iter().enumerate() {

@@ -176,7 +176,8 @@ pub fn build_agent(
             if !deterministic && config.data.speed > 0.0 {
                 collector = collector.with_speed(config.data.speed);
                 if config.data.stagger {
-                    collector = collector.staggered(config.data.interval_ms.unwrap_or(60_000));
+                    let interval_ms = config.data.bar_interval_ms().map_err(WiringError::Config)?;
+                    collector = collector.staggered(interval_ms);
                 }
             }
             let collector = collector.with_outcome(hooks.collected.clone());
@@ -206,7 +207,8 @@ pub fn build_agent(
         AgentKind::Report => Box::new(
             ReportAgent::new(
                 config.trader.initial_cash,
-                config.data.interval_ms.unwrap_or(60_000),
+                config.data.bar_interval_ms().map_err(WiringError::Config)?,
+                config.report.year_days,
             )
             .with_max_symbols(config.signals.max_symbols)
             .with_outcome(hooks.report.clone()),

@@ -194,3 +194,52 @@ async fn the_nats_agent_example_publishes_each_symbols_average() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn the_lone_crossover_config_trades_crossings_only() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../orchestrator/examples/lone_crossover.toml")
+        .canonicalize()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bistoury = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let config = config.to_str().unwrap();
+    let shown = bistoury(&["config", "show", "--config", config]);
+    let shown: toml::Value = toml::from_str(&shown).unwrap();
+    assert_eq!(shown["signals"]["rsi"]["enabled"].as_bool(), Some(false));
+    assert_eq!(shown["trader"]["stop_loss"].as_str(), Some("off"));
+    assert_eq!(
+        shown["signals"]["ma_crossover"]["slow"].as_integer(),
+        Some(20)
+    );
+    bistoury(&["backtest", "--config", config, "--output-dir", "out"]);
+    let trades = std::fs::read_to_string(dir.path().join("out/trades.csv")).unwrap();
+    let rows: Vec<&str> = trades.lines().skip(1).collect();
+    assert!(rows.len() > 50, "{} fills", rows.len());
+    for row in rows {
+        // Every fill is a crossing's, a bar after it; none from a stop.
+        let f: Vec<&str> = row.splitn(11, ',').collect();
+        assert!(f[10].contains("signal"), "{row}");
+        assert!(
+            f[0].parse::<i64>().unwrap() > f[2].parse::<i64>().unwrap(),
+            "{row}"
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["accounting_identity_holds"], true);
+}

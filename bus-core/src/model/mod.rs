@@ -14,6 +14,7 @@ pub mod ids;
 pub(crate) mod intern;
 pub mod kind;
 pub mod payload;
+pub mod setting;
 pub mod symbol_map;
 pub mod time;
 pub mod topic;

@@ -19,9 +19,11 @@ pub struct SymbolConfig {
 pub struct DataConfig {
     /// `synthetic` or `file`.
     pub kind: DataKind,
-    /// Bar interval label, used in topics (`1m`).
+    /// Bar interval (`30s`, `1m`, `4h`, `1d`, `1w`): the bar length the
+    /// report annualises with, and the topics' last segment.
     pub interval: String,
-    /// Synthetic: bar length in ms.
+    /// Bar length in ms, for an `interval` label that is not a length;
+    /// must agree with one that is.
     pub interval_ms: Option<i64>,
     /// Synthetic: bars per symbol.
     pub candles: Option<usize>,
@@ -81,6 +83,8 @@ pub struct CandleFile {
     pub bad_rows: BadRowPolicy,
     /// The bar interval label for topics (`1m`).
     pub interval: String,
+    /// The bar length, which the file's bars were checked to have.
+    pub interval_ms: i64,
 }
 
 impl DataSource {
@@ -104,13 +108,39 @@ impl DataConfig {
                 None => Err(vec!["data.path: required when data.kind = \"file\"".into()]),
                 Some(path) => match readable_file(path) {
                     Err(problem) => Err(vec![format!("data.path: {}: {problem}", path.display())]),
-                    Ok(()) => Ok(DataSource::File(CandleFile {
-                        path: path.clone(),
-                        bad_rows: self.bad_rows.unwrap_or(BadRowPolicy::Skip),
-                        interval: self.interval.clone(),
-                    })),
+                    Ok(()) => {
+                        let file = CandleFile {
+                            path: path.clone(),
+                            bad_rows: self.bad_rows.unwrap_or(BadRowPolicy::Skip),
+                            interval: self.interval.clone(),
+                            interval_ms: self.bar_interval_ms().map_err(|e| vec![e])?,
+                        };
+                        file.check_spacing().map_err(|e| vec![e])?;
+                        Ok(DataSource::File(file))
+                    }
                 },
             },
+        }
+    }
+
+    /// The bar length: the `interval` label's, or `interval_ms` for a label
+    /// that is not a length; an error names the key when the two disagree.
+    pub fn bar_interval_ms(&self) -> Result<i64, String> {
+        match (interval_label_ms(&self.interval), self.interval_ms) {
+            (Some(label), Some(given)) if label != given => Err(format!(
+                "data.interval_ms: {given} disagrees with data.interval = {:?} ({label} ms); \
+                 give one of them",
+                self.interval
+            )),
+            (_, Some(given)) if given <= 0 => {
+                Err(format!("data.interval_ms: {given} must be positive"))
+            }
+            (Some(ms), _) | (None, Some(ms)) => Ok(ms),
+            (None, None) => Err(format!(
+                "data.interval: {:?} is not a bar length (e.g. \"30s\", \"1m\", \"4h\", \"1d\", \"1w\"); \
+                 give data.interval_ms",
+                self.interval
+            )),
         }
     }
 
@@ -124,7 +154,6 @@ impl DataConfig {
                 ));
             }
         };
-        need(self.interval_ms.is_some(), "interval_ms");
         need(self.candles.is_some(), "candles");
         need(self.seed.is_some(), "seed");
         need(self.volatility.is_some(), "volatility");
@@ -139,10 +168,14 @@ impl DataConfig {
                 Err(e) => errors.push(format!("data.symbols[{i}].symbol: {e}")),
             }
         }
+        let interval_ms = self.bar_interval_ms().unwrap_or_else(|e| {
+            errors.push(e);
+            0
+        });
         let spec = SyntheticSpec {
             symbols,
             candles: self.candles.unwrap_or(0),
-            interval_ms: self.interval_ms.unwrap_or(0),
+            interval_ms,
             interval: self.interval.as_str().into(),
             start_time_ms: self.start_time_ms.unwrap_or(0),
             seed: self.seed.unwrap_or(0),
@@ -179,6 +212,81 @@ impl DataConfig {
     }
 }
 
+/// The length of a bar labelled `label` (`30s`, `1m`, `4h`, `1d`, `1w`), in
+/// ms; `None` when the label is not a length.
+pub fn interval_label_ms(label: &str) -> Option<i64> {
+    let unit_at = label.find(|c: char| !c.is_ascii_digit())?;
+    let count: i64 = label[..unit_at].parse().ok().filter(|n| *n > 0)?;
+    let unit = match &label[unit_at..] {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return None,
+    };
+    count.checked_mul(unit)
+}
+
+/// The shortest label for a bar length (`86400000` -> `1d`).
+pub fn interval_label(ms: i64) -> String {
+    for (unit, length) in [
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % length == 0 {
+            return format!("{}{unit}", ms / length);
+        }
+    }
+    format!("{ms} ms")
+}
+
+/// Time steps of a file read to learn its bar length.
+const STEPS_CHECKED: usize = 200;
+
+impl CandleFile {
+    /// Refuses a file whose bars are not `interval_ms` apart: the shortest
+    /// gap between its first time steps is its bar length (a longer gap is
+    /// a hole in the data, a weekend, a halt). A report would otherwise
+    /// annualise daily bars as if they were minutes.
+    fn check_spacing(&self) -> Result<(), String> {
+        use agent_collector::CandleSource;
+        let Ok(mut source) =
+            agent_collector::FileSource::open(&self.path, &self.interval, BadRowPolicy::Skip)
+        else {
+            // Opening it again for the run reports what is wrong.
+            return Ok(());
+        };
+        let mut times = Vec::with_capacity(STEPS_CHECKED);
+        while times.len() < STEPS_CHECKED {
+            match source.next_batch() {
+                Ok(Some(batch)) => times.extend(batch.first().map(|c| c.open_time_ms)),
+                _ => break,
+            }
+        }
+        let shortest = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|gap| *gap > 0)
+            .min();
+        match shortest {
+            Some(gap) if gap != self.interval_ms => Err(format!(
+                "data.interval: {:?} ({} ms), but the bars of {} are {gap} ms apart ({}): \
+                 set data.interval = {:?}",
+                self.interval,
+                self.interval_ms,
+                self.path.display(),
+                interval_label(gap),
+                interval_label(gap)
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `Ok` when `path` is a regular file this process can open for reading.
 fn readable_file(path: &Path) -> Result<(), String> {
     match std::fs::metadata(path) {
@@ -188,5 +296,27 @@ fn readable_file(path: &Path) -> Result<(), String> {
         Ok(_) => std::fs::File::open(path)
             .map(drop)
             .map_err(|e| format!("cannot be read: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_labels_are_bar_lengths() {
+        assert_eq!(interval_label_ms("30s"), Some(30_000));
+        assert_eq!(interval_label_ms("1m"), Some(60_000));
+        assert_eq!(interval_label_ms("15m"), Some(900_000));
+        assert_eq!(interval_label_ms("4h"), Some(14_400_000));
+        assert_eq!(interval_label_ms("1d"), Some(86_400_000));
+        assert_eq!(interval_label_ms("1w"), Some(604_800_000));
+        for not_a_length in ["", "m", "0m", "1x", "1M", "daily", "-1m", "1.5h"] {
+            assert_eq!(interval_label_ms(not_a_length), None, "{not_a_length:?}");
+        }
+        for ms in [1_000, 60_000, 900_000, 14_400_000, 86_400_000, 604_800_000] {
+            assert_eq!(interval_label_ms(&interval_label(ms)), Some(ms));
+        }
+        assert_eq!(interval_label(90_000), "90s");
     }
 }

@@ -19,7 +19,9 @@ use crate::agents::AgentKind;
 
 mod data;
 
-pub use data::{CandleFile, DataConfig, DataKind, DataSource, SymbolConfig};
+pub use data::{
+    interval_label, interval_label_ms, CandleFile, DataConfig, DataKind, DataSource, SymbolConfig,
+};
 
 /// The embedded default configuration.
 pub const DEFAULT_TOML: &str = include_str!("../default.toml");
@@ -44,6 +46,8 @@ pub struct BistouryConfig {
     pub bus: BusConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[report]`.
+    pub report: ReportConfig,
     /// The merged configuration as loaded (default, file, environment),
     /// keys sorted: what a report's configuration hash is taken of.
     #[serde(skip)]
@@ -390,6 +394,17 @@ pub struct RunConfig {
     pub lockstep: bool,
 }
 
+/// `[report]`: how the report reads the run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Days in a year of returns, for annualised ratios: 365 for markets
+    /// that trade every day (crypto), 252 for exchange trading days
+    /// (equities). Bars a year = this many days of bars of the data's
+    /// interval.
+    pub year_days: u32,
+}
+
 /// `[log]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -552,6 +567,12 @@ impl BistouryConfig {
                     ));
                 }
             }
+        }
+        if !(1..=366).contains(&self.report.year_days) {
+            errors.push(format!(
+                "report.year_days: {} must be a number of days in a year (365 for crypto, 252 for equities)",
+                self.report.year_days
+            ));
         }
         if self.run.health_check_interval_ms > 0
             && self.run.heartbeat_ttl_ms <= self.run.health_check_interval_ms
