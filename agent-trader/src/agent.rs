@@ -63,6 +63,8 @@ pub struct TraderCounters {
     pub cancelled: u64,
     /// Signals ignored because trading was halted or paused.
     pub ignored_while_halted: u64,
+    /// Buys cut (or cancelled) to what cash could pay at the fill price.
+    pub cut_to_cash: u64,
 }
 
 /// The paper trader.
@@ -271,12 +273,57 @@ impl TraderAgent {
         Ok(())
     }
 
+    /// The part of a buy of `quantity` at `price` that cash can pay, fee
+    /// included: all of what covers a short (it reduces risk), and of what
+    /// opens or adds to a long only what the cash left after covering pays
+    /// for (orders are sized at the signal's close; the fill comes at a
+    /// later open, which may be higher).
+    fn affordable(&self, symbol: &Symbol, quantity: Decimal, price: Decimal) -> Decimal {
+        let held = self.portfolio.quantity(symbol);
+        let cover = (-held).max(Decimal::ZERO).min(quantity);
+        let opening = quantity - cover;
+        if opening.is_zero() {
+            return quantity;
+        }
+        let cost = |q: Decimal| q * price + (q * price * self.config.fee_rate).round_dp(8);
+        let cash = self.portfolio.cash - cost(cover);
+        let unit = price * (Decimal::ONE + self.config.fee_rate);
+        let step = Decimal::new(1, self.config.quantity_scale);
+        let mut most = (cash / unit)
+            .round_dp_with_strategy(
+                self.config.quantity_scale,
+                rust_decimal::RoundingStrategy::ToZero,
+            )
+            .max(Decimal::ZERO)
+            .min(opening);
+        // The fee is rounded to 8 places: one step less if that tips it over.
+        while most > Decimal::ZERO && cost(cover + most) > self.portfolio.cash {
+            most = (most - step).max(Decimal::ZERO);
+        }
+        cover + most
+    }
+
     fn fill(&mut self, order: &Order, base_price: Decimal, out: &mut Outbox) -> HandlerResult {
         let slip = match order.side {
             Side::Buy => Decimal::ONE + self.config.slippage,
             Side::Sell => Decimal::ONE - self.config.slippage,
         };
         let price = (base_price * slip).round_dp(8).max(Decimal::new(1, 8));
+        let quantity = match order.side {
+            Side::Buy => self.affordable(&order.symbol, order.quantity, price),
+            Side::Sell => order.quantity,
+        };
+        if quantity.is_zero() {
+            self.counters.cut_to_cash += 1;
+            return self.cancel(order, "cash cannot pay for it at the fill price", out);
+        }
+        if quantity < order.quantity {
+            self.counters.cut_to_cash += 1;
+        }
+        let order = &Order {
+            quantity,
+            ..order.clone()
+        };
         let fee = (order.quantity * price * self.config.fee_rate).round_dp(8);
         let effect =
             self.portfolio
