@@ -9,7 +9,7 @@ use bus_core::prelude::*;
 use rust_decimal::Decimal;
 
 use crate::config::RiskConfig;
-use crate::limits::{Decision, Limit, Refusal, RiskState};
+use crate::limits::{Decision, Limit, Refusal, RiskState, DAY_MS};
 use crate::state::{RiskSnapshot, RiskStateStore, StateError};
 
 /// Counters of risk decisions.
@@ -21,6 +21,8 @@ pub struct RiskCounters {
     pub refused: u64,
     /// Warnings sent.
     pub warnings: u64,
+    /// Days trading was paused by the daily-loss limit.
+    pub daily_pauses: u64,
 }
 
 fn risk_alert(
@@ -94,6 +96,7 @@ impl RiskAgent {
             day_start: self.state.day_start,
             halted: self.state.halted,
             emergency_stop_at: self.emergency_stop_at,
+            paused_until_day: self.state.paused_until_day,
             warned: self.warned.iter().map(|w| w.to_string()).collect(),
         }
     }
@@ -106,6 +109,7 @@ impl RiskAgent {
             peak_equity: snapshot.peak_equity,
             day_start: snapshot.day_start,
             halted: snapshot.halted,
+            paused_until_day: snapshot.paused_until_day,
         };
         self.emergency_stop_at = snapshot.emergency_stop_at;
         self.warned = Limit::WATCHED
@@ -116,11 +120,21 @@ impl RiskAgent {
 
     /// What a pnl update may change (compared before and after, to save
     /// only when something did).
-    fn watch_marks(&self) -> (Option<Decimal>, Option<(i64, Decimal)>, bool, usize) {
+    #[allow(clippy::type_complexity)]
+    fn watch_marks(
+        &self,
+    ) -> (
+        Option<Decimal>,
+        Option<(i64, Decimal)>,
+        bool,
+        Option<i64>,
+        usize,
+    ) {
         (
             self.state.peak_equity,
             self.state.day_start,
             self.state.halted,
+            self.state.paused_until_day,
             self.warned.len(),
         )
     }
@@ -228,7 +242,23 @@ impl RiskAgent {
         let Some(threshold) = threshold else {
             return;
         };
-        if value >= threshold {
+        if value >= threshold && limit == Limit::MaxDailyLoss {
+            // As desks use it: no new orders for the rest of the UTC day
+            // (each is refused; the next day's are decided as usual).
+            let today = time.div_euclid(DAY_MS);
+            let paused = self.state.paused_until_day.is_some_and(|d| today < d);
+            if !self.state.halted && !paused {
+                self.state.paused_until_day = Some(today + 1);
+                self.counters.daily_pauses += 1;
+                self.alert(
+                    MessageType::RiskLimitBreach,
+                    risk_alert(limit, value, threshold, None),
+                    time,
+                    out,
+                );
+                tracing::warn!(agent = %self.id, limit = limit.key(), %value, %threshold, "trading paused until the next UTC day");
+            }
+        } else if value >= threshold {
             if !self.state.halted {
                 self.state.halted = true;
                 self.emergency_stop_at = Some(time);

@@ -88,6 +88,12 @@ pub enum Refusal {
     },
     /// Trading is halted (an emergency stop): every order is refused.
     Halted,
+    /// The day's loss reached its limit: orders are refused until the
+    /// next UTC day, which starts at `until_ms`.
+    PausedForTheDay {
+        /// Start of the day trading resumes on (ms since the epoch).
+        until_ms: i64,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -99,6 +105,11 @@ impl std::fmt::Display for Refusal {
                 threshold,
             } => write!(f, "{limit}: {value} against a limit of {threshold}"),
             Refusal::Halted => f.write_str("emergency_stop: trading is halted"),
+            Refusal::PausedForTheDay { until_ms } => write!(
+                f,
+                "max_daily_loss: trading is paused until the next UTC day ({})",
+                bus_core::model::time::iso8601_utc(*until_ms)
+            ),
         }
     }
 }
@@ -125,16 +136,27 @@ pub struct RiskState {
     pub day_start: Option<(i64, Decimal)>,
     /// Set by an emergency stop; refuses everything after.
     pub halted: bool,
+    /// Set when the day's loss reached its limit: the UTC day (days since
+    /// the epoch) trading resumes on; orders before it are refused.
+    pub paused_until_day: Option<i64>,
 }
 
 const MINUTE_MS: i64 = 60_000;
-const DAY_MS: i64 = 86_400_000;
+/// A UTC day in ms.
+pub const DAY_MS: i64 = 86_400_000;
 
 impl RiskState {
     /// Decides on `order` placed at market time `now_ms`.
     pub fn decide(&mut self, config: &RiskConfig, order: &OrderRequest, now_ms: i64) -> Decision {
         if self.halted {
             return Decision::Refused(Refusal::Halted);
+        }
+        if let Some(day) = self.paused_until_day {
+            if now_ms.div_euclid(DAY_MS) < day {
+                return Decision::Refused(Refusal::PausedForTheDay {
+                    until_ms: day * DAY_MS,
+                });
+            }
         }
         let price = order.limit_price.unwrap_or(order.reference_price);
         let order_notional = order.quantity * price;

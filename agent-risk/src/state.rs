@@ -46,6 +46,10 @@ pub struct RiskSnapshot {
     pub halted: bool,
     /// Market time of the emergency stop.
     pub emergency_stop_at: Option<i64>,
+    /// Trading paused by the daily-loss limit until this UTC day (days
+    /// since the epoch).
+    #[serde(default)]
+    pub paused_until_day: Option<i64>,
     /// Limits warned about and not yet back below their warning level.
     pub warned: Vec<String>,
 }

@@ -19,8 +19,8 @@ fn config() -> RiskConfig {
         max_order_notional: None,
         max_open_positions: None,
         max_orders_per_minute: None,
-        max_drawdown: None,
-        max_daily_loss: Some(dec!(15000)),
+        max_drawdown: Some(dec!(0.15)),
+        max_daily_loss: None,
         warning_fraction: dec!(0.8),
     }
 }
@@ -51,14 +51,16 @@ fn stops(agent: &mut RiskAgent, input: &[Envelope]) -> Vec<i64> {
         .collect()
 }
 
-/// The oracle: the first update whose loss since the day's first reaches
-/// the limit.
+/// The oracle: the first update whose fall from the peak (the first
+/// update's equity) reaches 15 %.
 fn expected_stop() -> i64 {
-    let first = dec!(100000);
+    let peak = dec!(100000);
     updates()
         .iter()
         .find_map(|e| match e.payload() {
-            Payload::TradePnlUpdate(p) if first - p.equity >= dec!(15000) => Some(p.timestamp_ms),
+            Payload::TradePnlUpdate(p) if (peak - p.equity) / peak >= dec!(0.15) => {
+                Some(p.timestamp_ms)
+            }
             _ => None,
         })
         .unwrap()
@@ -95,8 +97,8 @@ fn restarted_agent_stops_where_an_uninterrupted_one_does(
     assert!(stops(&mut halted, &input[20..]).is_empty());
     assert_eq!(halted.emergency_stop_at(), Some(expected_stop()));
 
-    // Without a store, a restart begins a new "day" at its first update
-    // and stops far later: what this guards against.
+    // Without a store, a restart takes its first update for the peak and
+    // stops far later: what this guards against.
     let mut forgetful = RiskAgent::new(AgentId::new("risk"), config(), true);
     let late = stops(&mut forgetful, &input[11..]);
     assert!(late.iter().all(|&t| t > expected_stop()), "{late:?}");
@@ -139,8 +141,8 @@ fn limits_changed_at_run_time_survive_too() {
         Topic::new("system.config_update").unwrap(),
         Payload::SystemConfigUpdate(
             ConfigUpdate::new(ConfigUpdateFields {
-                key: "risk.max_daily_loss".into(),
-                value: "5000".into(),
+                key: "risk.max_drawdown".into(),
+                value: "0.05".into(),
             })
             .unwrap(),
         ),
@@ -170,4 +172,99 @@ fn a_file_that_is_not_a_risk_snapshot_is_neither_used_nor_removed() {
     );
     assert!(StateFile::discard(&path).is_err());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "my notes");
+}
+
+/// An order request for 1 BTC at 100 placed at market time `t`.
+fn order_at(f: &mut MessageFactory, t: i64) -> Envelope {
+    let o = OrderRequest::new(OrderRequestFields {
+        order_id: OrderId(format!("o-{t}")),
+        symbol: Symbol::new("BTC").unwrap(),
+        side: Side::Buy,
+        quantity: dec!(1),
+        order_type: OrderType::Market,
+        limit_price: None,
+        reference_price: dec!(100),
+        reason: String::new(),
+    })
+    .unwrap();
+    f.make(
+        Topic::new("trade.order_request.BTC").unwrap(),
+        Payload::TradeOrderRequest(o),
+        t,
+    )
+    .with_reply_to(Topic::new("trade.decision.trader").unwrap())
+}
+
+/// Whether the agent approved the order it answered in `out`.
+fn approved(out: &mut Outbox) -> bool {
+    out.drain()
+        .any(|e| e.message_type() == MessageType::ResponseSuccess)
+}
+
+#[test]
+fn the_daily_loss_limit_pauses_trading_until_the_next_utc_day() {
+    let limits = RiskConfig {
+        max_drawdown: None,
+        max_daily_loss: Some(dec!(15000)),
+        ..config()
+    };
+    let store = SharedState::default();
+    let mut risk = RiskAgent::new(AgentId::new("risk"), limits.clone(), true)
+        .with_state_store(Box::new(store.clone()))
+        .unwrap();
+    let mut f = MessageFactory::new(AgentId::new("trader"), true);
+    let mut out = Outbox::new();
+    // Losing 1,000 a minute from midnight: the limit is reached at 00:15.
+    for i in 0..20 {
+        let update = pnl(
+            &mut f,
+            dec!(100000) - Decimal::from(1000 * i),
+            DAY + i * 60_000,
+        );
+        risk.on_message(&update, &mut out).unwrap();
+    }
+    let sent: Vec<Envelope> = out.drain().collect();
+    let breach = sent
+        .iter()
+        .find(|e| e.message_type() == MessageType::RiskLimitBreach)
+        .expect("the breach is announced");
+    assert_eq!(breach.created_at_ms, DAY + 15 * 60_000);
+    assert!(
+        sent.iter()
+            .all(|e| e.message_type() != MessageType::RiskEmergencyStop),
+        "a daily loss pauses, it does not stop for good"
+    );
+    assert_eq!(risk.counters().daily_pauses, 1);
+    risk.on_message(&order_at(&mut f, DAY + 3_600_000), &mut out)
+        .unwrap();
+    assert!(!approved(&mut out), "refused for the rest of the day");
+
+    // A restart within the day is still paused.
+    drop(risk);
+    let mut risk = RiskAgent::new(AgentId::new("risk"), limits, true)
+        .with_state_store(Box::new(store))
+        .unwrap();
+    risk.on_message(&order_at(&mut f, DAY + 86_399_999), &mut out)
+        .unwrap();
+    assert!(!approved(&mut out), "the last millisecond of the day");
+    risk.on_message(&order_at(&mut f, DAY + 86_400_000), &mut out)
+        .unwrap();
+    assert!(approved(&mut out), "the next UTC day trades again");
+    // The new day has its own limit: another 15,000 lost pauses it again.
+    for i in 0..20 {
+        let update = pnl(
+            &mut f,
+            dec!(85000) - Decimal::from(1000 * i),
+            DAY + 86_400_000 + i * 60_000,
+        );
+        risk.on_message(&update, &mut out).unwrap();
+    }
+    assert_eq!(
+        risk.counters().daily_pauses,
+        1,
+        "this agent's first (counters are not saved)"
+    );
+    risk.on_message(&order_at(&mut f, DAY + 86_400_000 + 3_600_000), &mut out)
+        .unwrap();
+    assert!(!approved(&mut out), "paused again on the second day");
 }

@@ -30,7 +30,7 @@ fn backtest(c: &mut Criterion) {
             b.iter(|| {
                 let outcome = orchestrator::backtest(&config).unwrap();
                 assert!(outcome.report.accounting_identity_holds);
-                outcome.report.trades
+                outcome.report.fills
             })
         });
     }

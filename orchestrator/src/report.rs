@@ -17,17 +17,132 @@ use bus_core::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+/// Round trips: a position from flat (or a reversal) back to flat (or the
+/// next reversal). Its net PnL is its realised PnL less every fee paid on
+/// the way in and out (a reversing fill's fee is split by quantity).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RoundTrips {
+    /// Round trips closed.
+    pub count: u64,
+    /// Round trips with a positive net PnL.
+    pub won: u64,
+    /// Round trips with a positive PnL before fees.
+    pub won_before_fees: u64,
+    /// won / count.
+    pub win_rate: f64,
+    /// won_before_fees / count.
+    pub win_rate_before_fees: f64,
+    /// Net PnL of the winners, summed.
+    pub gross_profit: Decimal,
+    /// Net PnL of the others, summed (zero or negative).
+    pub gross_loss: Decimal,
+    /// Mean net PnL of a winner.
+    pub average_win: Decimal,
+    /// Mean net PnL of a loser (zero or negative).
+    pub average_loss: Decimal,
+    /// gross_profit / -gross_loss; `None` without a losing round trip.
+    pub profit_factor: Option<f64>,
+    /// Mean net PnL per round trip.
+    pub expectancy: Decimal,
+}
+
+/// The round trip under way in one market.
+#[derive(Debug, Clone, Default)]
+struct OpenTrip {
+    /// Realised PnL so far (partial closes).
+    realised: Decimal,
+    /// Fees paid so far, in and out.
+    fees: Decimal,
+}
+
+#[derive(Debug, Clone, Default)]
+struct TripTally {
+    count: u64,
+    won: u64,
+    won_before_fees: u64,
+    /// Net PnL of winners, and of the others.
+    profit: Decimal,
+    loss: Decimal,
+}
+
+impl TripTally {
+    fn close(&mut self, trip: OpenTrip) {
+        let net = trip.realised - trip.fees;
+        self.count += 1;
+        if net > Decimal::ZERO {
+            self.won += 1;
+            self.profit += net;
+        } else {
+            self.loss += net;
+        }
+        if trip.realised > Decimal::ZERO {
+            self.won_before_fees += 1;
+        }
+    }
+
+    fn add(&mut self, other: &TripTally) {
+        self.count += other.count;
+        self.won += other.won;
+        self.won_before_fees += other.won_before_fees;
+        self.profit += other.profit;
+        self.loss += other.loss;
+    }
+
+    fn report(&self) -> RoundTrips {
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                round6(a as f64 / b as f64)
+            }
+        };
+        let mean = |sum: Decimal, n: u64| {
+            if n == 0 {
+                Decimal::ZERO
+            } else {
+                (sum / Decimal::from(n)).round_dp(8)
+            }
+        };
+        let lost = self.count - self.won;
+        RoundTrips {
+            count: self.count,
+            won: self.won,
+            won_before_fees: self.won_before_fees,
+            win_rate: ratio(self.won, self.count),
+            win_rate_before_fees: ratio(self.won_before_fees, self.count),
+            gross_profit: self.profit,
+            gross_loss: self.loss,
+            average_win: mean(self.profit, self.won),
+            average_loss: mean(self.loss, lost),
+            profit_factor: (self.loss < Decimal::ZERO)
+                .then(|| round6(decimal_to_f64(self.profit) / -decimal_to_f64(self.loss))),
+            expectancy: mean(self.profit + self.loss, self.count),
+        }
+    }
+}
+
+/// A position still open when the data ended, valued at its last mark.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpenPosition {
+    /// Market.
+    pub symbol: String,
+    /// Signed quantity.
+    pub quantity: Decimal,
+    /// Average entry price.
+    pub average_price: Decimal,
+    /// Last close.
+    pub mark: Decimal,
+    /// Unrealised PnL at that mark (before the fee closing would cost).
+    pub unrealised_pnl: Decimal,
+}
+
 /// Per-market figures.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SymbolReport {
     /// Fills.
-    pub trades: u64,
-    /// Fills that closed (part of) a position.
-    pub closing_trades: u64,
-    /// Closing fills with positive realised PnL.
-    pub winning_trades: u64,
-    /// winning / closing.
-    pub win_rate: f64,
+    pub fills: u64,
+    /// Round trips closed, and how they went.
+    pub round_trips: RoundTrips,
     /// Realised PnL before fees.
     pub realised_pnl: Decimal,
     /// Unrealised PnL at the last price.
@@ -66,12 +181,17 @@ pub struct Report {
     pub fees: Decimal,
     /// (final - initial) / initial.
     pub total_return: f64,
-    /// Fills.
-    pub trades: u64,
-    /// Winning closing fills / closing fills.
-    pub win_rate: f64,
+    /// Fills (a round trip takes two or more).
+    pub fills: u64,
+    /// Round trips closed, and how they went, net of fees.
+    pub round_trips: RoundTrips,
+    /// Positions still open at the end (not in `round_trips`).
+    pub open_positions: Vec<OpenPosition>,
     /// Largest fall from a peak of equity, as a fraction of the peak.
     pub max_drawdown: f64,
+    /// Longest time (market time) equity spent below a previous peak,
+    /// recovered or not.
+    pub longest_drawdown_ms: i64,
     /// How the ratios are annualised.
     pub annualisation: Annualisation,
     /// Annualised Sharpe ratio of per-step returns (risk-free rate 0).
@@ -82,6 +202,9 @@ pub struct Report {
     pub exposure: f64,
     /// Market time of the emergency stop, if any.
     pub emergency_stop_at_ms: Option<i64>,
+    /// Market times the daily-loss limit paused trading (until the next
+    /// UTC day).
+    pub daily_loss_pauses_at_ms: Vec<i64>,
     /// Fills after the emergency stop (only risk-reducing exits are allowed).
     pub fills_after_emergency_stop: u64,
     /// final equity == initial cash + realised + unrealised - fees, exactly.
@@ -116,9 +239,9 @@ impl Annualisation {
 
 #[derive(Default)]
 struct SymbolTally {
-    trades: u64,
-    closing: u64,
-    wins: u64,
+    fills: u64,
+    trips: TripTally,
+    open: Option<OpenTrip>,
     exposed_steps: u64,
 }
 
@@ -139,6 +262,10 @@ pub struct ReportAgent {
     marked_equity: Option<f64>,
     annualisation: Annualisation,
     emergency_stop_at: Option<i64>,
+    daily_loss_pauses: Vec<i64>,
+    /// Highest equity sampled, and the market time of its step.
+    peak: Option<(f64, i64)>,
+    longest_drawdown_ms: i64,
     fills_after_stop: u64,
     last_fill_time: i64,
     /// Which candles are news (a redelivered one is not counted again).
@@ -164,6 +291,9 @@ impl ReportAgent {
             marked_equity: None,
             annualisation: Annualisation::new(interval_ms, year_days),
             emergency_stop_at: None,
+            daily_loss_pauses: Vec::new(),
+            peak: None,
+            longest_drawdown_ms: 0,
             fills_after_stop: 0,
             last_fill_time: 0,
             sequence: CandleSequence::new(),
@@ -178,6 +308,13 @@ impl ReportAgent {
             .marked_equity
             .get_or_insert_with(|| decimal_to_f64(portfolio.equity()));
         self.equity.push(equity);
+        let time = self.step_time.unwrap_or(0);
+        match self.peak {
+            Some((peak, since)) if equity < peak => {
+                self.longest_drawdown_ms = self.longest_drawdown_ms.max(time - since);
+            }
+            _ => self.peak = Some((equity, time)),
+        }
         let mut any = false;
         for (symbol, position) in &self.portfolio.positions {
             if !position.quantity.is_zero() {
@@ -214,17 +351,36 @@ impl ReportAgent {
     }
 
     fn on_fill(&mut self, fill: &Fill) {
+        let held = self.portfolio.quantity(&fill.symbol);
         let effect =
             self.portfolio
                 .apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
         self.marked_equity = None;
         let tally = self.tallies.get_or_default(&fill.symbol);
-        tally.trades += 1;
-        if effect.closed_some {
-            tally.closing += 1;
-            if effect.realised > Decimal::ZERO {
-                tally.wins += 1;
+        tally.fills += 1;
+        // The part of the fill that closes the position held, and the part
+        // that opens (or adds to) one; the fee is split between them.
+        let signed = fill.side.sign() * fill.quantity;
+        let closing = if held.is_zero() || held.is_sign_positive() == signed.is_sign_positive() {
+            Decimal::ZERO
+        } else {
+            fill.quantity.min(held.abs())
+        };
+        let closing_fee = match fill.quantity.is_zero() {
+            true => Decimal::ZERO,
+            false => fill.fee * closing / fill.quantity,
+        };
+        if !closing.is_zero() {
+            let trip = tally.open.get_or_insert_with(OpenTrip::default);
+            trip.realised += effect.realised;
+            trip.fees += closing_fee;
+            if closing == held.abs() {
+                let trip = tally.open.take().unwrap_or_default();
+                tally.trips.close(trip);
             }
+        }
+        if closing < fill.quantity {
+            tally.open.get_or_insert_with(OpenTrip::default).fees += fill.fee - closing_fee;
         }
         if self.emergency_stop_at.is_some() {
             self.fills_after_stop += 1;
@@ -260,10 +416,8 @@ impl ReportAgent {
                 (
                     symbol.to_string(),
                     SymbolReport {
-                        trades: t.trades,
-                        closing_trades: t.closing,
-                        winning_trades: t.wins,
-                        win_rate: ratio(t.wins, t.closing),
+                        fills: t.fills,
+                        round_trips: t.trips.report(),
                         realised_pnl: position.realised,
                         unrealised_pnl: position.unrealised(),
                         fees: position.fees,
@@ -274,8 +428,22 @@ impl ReportAgent {
                 )
             })
             .collect();
-        let closing: u64 = self.tallies.values().map(|t| t.closing).sum();
-        let wins: u64 = self.tallies.values().map(|t| t.wins).sum();
+        let mut trips = TripTally::default();
+        for tally in self.tallies.values() {
+            trips.add(&tally.trips);
+        }
+        let open_positions = p
+            .positions
+            .iter()
+            .filter(|(_, position)| !position.quantity.is_zero())
+            .map(|(symbol, position)| OpenPosition {
+                symbol: symbol.to_string(),
+                quantity: position.quantity,
+                average_price: position.average_price().round_dp(8),
+                mark: position.mark,
+                unrealised_pnl: position.unrealised(),
+            })
+            .collect();
         let final_equity = p.equity();
         let (sharpe, sortino) = self.equity.ratios(self.annualisation.periods_per_year);
         Report {
@@ -291,19 +459,38 @@ impl ReportAgent {
             total_return: round6(decimal_to_f64(
                 (final_equity - p.initial_cash) / p.initial_cash,
             )),
-            trades: self.tallies.values().map(|t| t.trades).sum(),
-            win_rate: ratio(wins, closing),
+            fills: self.tallies.values().map(|t| t.fills).sum(),
+            round_trips: trips.report(),
+            open_positions,
             max_drawdown: round6(self.equity.max_drawdown),
+            longest_drawdown_ms: self.longest_drawdown_ms,
             annualisation: self.annualisation,
             sharpe_ratio: round6(sharpe),
             sortino_ratio: round6(sortino),
             exposure: ratio(self.exposed_steps, self.steps),
             emergency_stop_at_ms: self.emergency_stop_at,
+            daily_loss_pauses_at_ms: self.daily_loss_pauses.clone(),
             fills_after_emergency_stop: self.fills_after_stop,
             accounting_identity_holds: final_equity
                 == p.initial_cash + p.realised() + p.unrealised() - p.fees(),
             symbols,
         }
+    }
+}
+
+/// `ms` of market time for people: `3d 4h`, `2h 5m`, `45m`, `30s`.
+fn duration(ms: i64) -> String {
+    let (d, h, m, sec) = (
+        ms / 86_400_000,
+        ms / 3_600_000 % 24,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{sec}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }
 
@@ -418,10 +605,15 @@ impl Agent for ReportAgent {
     }
 
     fn subscriptions(&self) -> Vec<TopicPattern> {
-        ["data.candle", "trade.order_filled", "risk.emergency_stop"]
-            .into_iter()
-            .map(TopicPattern::from_static)
-            .collect()
+        [
+            "data.candle",
+            "trade.order_filled",
+            "risk.emergency_stop",
+            "risk.limit_breach.max_daily_loss",
+        ]
+        .into_iter()
+        .map(TopicPattern::from_static)
+        .collect()
     }
 
     fn on_message(&mut self, envelope: &Envelope, _out: &mut Outbox) -> HandlerResult {
@@ -430,6 +622,10 @@ impl Agent for ReportAgent {
             Payload::TradeOrderFilled(fill) => self.on_fill(fill),
             Payload::RiskEmergencyStop(_) => {
                 self.emergency_stop_at.get_or_insert(envelope.created_at_ms);
+            }
+            // The account-wide breach (a refused order's names its market).
+            Payload::RiskLimitBreach(alert) if alert.symbol.is_none() => {
+                self.daily_loss_pauses.push(envelope.created_at_ms);
             }
             _ => {}
         }
@@ -463,38 +659,87 @@ impl Report {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "{:<8} {:>7} {:>8} {:>16} {:>14} {:>16} {:>9}",
-            "symbol", "trades", "win rate", "realised PnL", "fees", "unrealised PnL", "exposure"
+            "{:<8} {:>6} {:>6} {:>9} {:>15} {:>12} {:>15} {:>9}",
+            "symbol",
+            "fills",
+            "trips",
+            "won (net)",
+            "realised PnL",
+            "fees",
+            "unrealised PnL",
+            "exposure"
         );
-        for (symbol, r) in &self.symbols {
+        let row = |s: &mut String,
+                   name: &str,
+                   fills: u64,
+                   trips: &RoundTrips,
+                   pnl: [Decimal; 3],
+                   exposure: f64| {
             let _ = writeln!(
                 s,
-                "{:<8} {:>7} {:>7.1}% {:>16} {:>14} {:>16} {:>8.1}%",
-                symbol,
-                r.trades,
-                r.win_rate * 100.0,
-                r.realised_pnl.round_dp(2),
-                r.fees.round_dp(2),
-                r.unrealised_pnl.round_dp(2),
-                r.exposure * 100.0
+                "{:<8} {:>6} {:>6} {:>8.1}% {:>15} {:>12} {:>15} {:>8.1}%",
+                name,
+                fills,
+                trips.count,
+                trips.win_rate * 100.0,
+                pnl[0].round_dp(2),
+                pnl[1].round_dp(2),
+                pnl[2].round_dp(2),
+                exposure * 100.0
             );
+        };
+        for (symbol, r) in &self.symbols {
+            let pnl = [r.realised_pnl, r.fees, r.unrealised_pnl];
+            row(&mut s, symbol, r.fills, &r.round_trips, pnl, r.exposure);
         }
+        let pnl = [self.realised_pnl, self.fees, self.unrealised_pnl];
+        row(
+            &mut s,
+            "total",
+            self.fills,
+            &self.round_trips,
+            pnl,
+            self.exposure,
+        );
+        let t = &self.round_trips;
+        let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "{:<8} {:>7} {:>7.1}% {:>16} {:>14} {:>16} {:>8.1}%",
-            "total",
-            self.trades,
-            self.win_rate * 100.0,
-            self.realised_pnl.round_dp(2),
-            self.fees.round_dp(2),
-            self.unrealised_pnl.round_dp(2),
-            self.exposure * 100.0
+            "round trips      {} closed ({} fills): {:.1}% won net of fees, {:.1}% before fees",
+            t.count,
+            self.fills,
+            t.win_rate * 100.0,
+            t.win_rate_before_fees * 100.0
         );
+        let _ = writeln!(
+            s,
+            "                 average win {}, average loss {}, expectancy {} a trip, profit factor {}",
+            t.average_win.round_dp(2),
+            t.average_loss.round_dp(2),
+            t.expectancy.round_dp(2),
+            t.profit_factor.map_or("-".into(), |f| format!("{f:.2}"))
+        );
+        for open in &self.open_positions {
+            let _ = writeln!(
+                s,
+                "open at the end  {} {} at {} (entry {}), unrealised {}",
+                open.symbol,
+                open.quantity,
+                open.mark,
+                open.average_price.round_dp(4),
+                open.unrealised_pnl.round_dp(2)
+            );
+        }
         let _ = writeln!(s);
         let _ = writeln!(s, "initial cash     {:>16}", self.initial_cash.round_dp(2));
         let _ = writeln!(s, "final equity     {:>16}", self.final_equity.round_dp(2));
         let _ = writeln!(s, "total return     {:>15.2}%", self.total_return * 100.0);
-        let _ = writeln!(s, "max drawdown     {:>15.2}%", self.max_drawdown * 100.0);
+        let _ = writeln!(
+            s,
+            "max drawdown     {:>15.2}%  (longest {} below a peak)",
+            self.max_drawdown * 100.0,
+            duration(self.longest_drawdown_ms)
+        );
         let _ = writeln!(s, "Sharpe ratio     {:>16.3}", self.sharpe_ratio);
         let _ = writeln!(s, "Sortino ratio    {:>16.3}", self.sortino_ratio);
         let a = &self.annualisation;
@@ -505,10 +750,19 @@ impl Report {
             crate::config::interval_label(a.bar_interval_ms),
             round6(a.periods_per_year)
         );
+        if let Some(first) = self.daily_loss_pauses_at_ms.first() {
+            let _ = writeln!(
+                s,
+                "daily-loss limit reached {} time(s), first at {}; no new orders until the next UTC day",
+                self.daily_loss_pauses_at_ms.len(),
+                bus_core::model::time::iso8601_utc(*first)
+            );
+        }
         if let Some(at) = self.emergency_stop_at_ms {
             let _ = writeln!(
                 s,
-                "emergency stop   at {at} ms; fills after it: {} (exits only)",
+                "emergency stop   at {}; fills after it: {} (exits only)",
+                bus_core::model::time::iso8601_utc(at),
                 self.fills_after_emergency_stop
             );
         }
