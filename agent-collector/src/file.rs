@@ -7,10 +7,15 @@
 //! * JSON lines (`.jsonl`, `.ndjson`), one object per line with the same keys;
 //!   prices may be strings or numbers.
 //!
-//! Consecutive rows with the same `open_time_ms` form one batch (one time
-//! step). A malformed row is reported with its line number; with
-//! [`BadRowPolicy::Skip`] it is counted and skipped, with
-//! [`BadRowPolicy::Stop`] reading stops with an error.
+//! `open_time_ms` is the bar's open time: milliseconds since the Unix
+//! epoch, or an ISO-8601 UTC time (`2023-11-14`, `2023-11-14T22:13:20Z`).
+//!
+//! Rows come in time order: consecutive rows with the same time form one
+//! batch (one time step), each symbol at most once. A malformed row, a row
+//! earlier than the one before it, or a symbol's second row at one time is
+//! reported with its line number; with [`BadRowPolicy::Skip`] it is counted
+//! and skipped, with [`BadRowPolicy::Stop`] reading stops with an error. A
+//! file with no candle at all (a header only) is reported as a warning.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Lines};
@@ -59,12 +64,39 @@ pub struct FileSource {
     policy: BadRowPolicy,
     skipped: usize,
     held: Option<Candle>,
+    /// The time of the last candle read, the symbols read at it, and the
+    /// line each came from (for out-of-order and duplicate rows).
+    current: Option<(i64, Vec<(Symbol, usize)>)>,
+    /// Candles read.
+    read: usize,
+    /// The end of the file was reached.
+    ended: bool,
+}
+
+/// A time as a number of milliseconds or an ISO-8601 text.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JsonTime {
+    Millis(i64),
+    Text(String),
+}
+
+/// `text` as a bar's open time: milliseconds, or ISO-8601 UTC.
+fn open_time(text: &str) -> Result<i64, String> {
+    text.parse()
+        .ok()
+        .or_else(|| bus_core::model::time::parse_iso8601_utc(text))
+        .ok_or_else(|| {
+            format!(
+                "column `open_time_ms`: {text:?} is neither milliseconds nor an ISO-8601 UTC time"
+            )
+        })
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonRow {
-    open_time_ms: i64,
+    open_time_ms: JsonTime,
     symbol: String,
     open: Decimal,
     high: Decimal,
@@ -112,6 +144,9 @@ impl FileSource {
             policy,
             skipped: 0,
             held: None,
+            current: None,
+            read: 0,
+            ended: false,
         })
     }
 
@@ -130,11 +165,8 @@ impl FileSource {
                     Decimal::from_str(raw)
                         .map_err(|_| format!("column `{}`: {raw:?} is not a number", COLUMNS[i]))
                 };
-                let time = cell(0)?;
                 CandleFields {
-                    open_time_ms: time.parse().map_err(|_| {
-                        format!("column `open_time_ms`: {time:?} is not an integer")
-                    })?,
+                    open_time_ms: open_time(cell(0)?)?,
                     symbol: Symbol::new(cell(1)?).map_err(|e| e.to_string())?,
                     interval: self.interval.clone(),
                     open: decimal(2)?,
@@ -147,7 +179,10 @@ impl FileSource {
             Format::JsonLines => {
                 let row: JsonRow = serde_json::from_str(text).map_err(|e| e.to_string())?;
                 CandleFields {
-                    open_time_ms: row.open_time_ms,
+                    open_time_ms: match row.open_time_ms {
+                        JsonTime::Millis(ms) => ms,
+                        JsonTime::Text(text) => open_time(&text)?,
+                    },
                     symbol: Symbol::new(row.symbol).map_err(|e| e.to_string())?,
                     interval: self.interval.clone(),
                     open: row.open,
@@ -161,10 +196,44 @@ impl FileSource {
         Candle::new(fields).map_err(|e| e.to_string())
     }
 
+    /// `candle` if it comes after what was read (time order, each symbol
+    /// once per time); else why not.
+    fn in_order(&mut self, candle: Candle) -> Result<Candle, String> {
+        let time = candle.open_time_ms;
+        let when = bus_core::model::time::iso8601_utc;
+        match &mut self.current {
+            Some((last, _)) if time < *last => Err(format!(
+                "out of order: {} at {} comes after a row at {} (rows must be in time order)",
+                candle.symbol,
+                when(time),
+                when(*last)
+            )),
+            Some((last, seen)) if time == *last => {
+                if let Some((_, line)) = seen.iter().find(|(s, _)| *s == candle.symbol) {
+                    return Err(format!(
+                        "duplicate: {} at {} again (first on line {line})",
+                        candle.symbol,
+                        when(time)
+                    ));
+                }
+                seen.push((candle.symbol.clone(), self.line));
+                Ok(candle)
+            }
+            _ => {
+                self.current = Some((time, vec![(candle.symbol.clone(), self.line)]));
+                Ok(candle)
+            }
+        }
+    }
+
     /// The next good candle, applying the bad-row policy.
     fn next_candle(&mut self) -> Result<Option<Candle>, CollectorError> {
         loop {
             let Some(line) = self.lines.next() else {
+                if self.read == 0 && !self.ended {
+                    tracing::warn!(path = %self.path.display(), lines = self.line, "no candle in the file");
+                }
+                self.ended = true;
                 return Ok(None);
             };
             self.line += 1;
@@ -175,8 +244,11 @@ impl FileSource {
             if text.trim().is_empty() {
                 continue;
             }
-            match self.parse(&text) {
-                Ok(candle) => return Ok(Some(candle)),
+            match self.parse(&text).and_then(|candle| self.in_order(candle)) {
+                Ok(candle) => {
+                    self.read += 1;
+                    return Ok(Some(candle));
+                }
                 Err(reason) => {
                     let error = CollectorError::BadRow {
                         path: self.path.clone(),
@@ -283,6 +355,66 @@ mod tests {
             "the non-number and the high-below-open rows"
         );
         assert_eq!(batches.len(), 3);
+    }
+
+    #[test]
+    fn out_of_order_and_duplicate_rows_are_bad_rows() {
+        let text = "open_time_ms,symbol,open,high,low,close,volume\n\
+            60000,BTC,1,1,1,1,1\n\
+            60000,ETH,1,1,1,1,1\n\
+            0,BTC,1,1,1,1,1\n\
+            60000,BTC,1,1,1,1,1\n\
+            120000,BTC,1,1,1,1,1\n\
+            120000,ETH,1,1,1,1,1\n";
+        let (_d, path) = write("c.csv", text);
+        let error = drain(&mut FileSource::open(&path, "1m", BadRowPolicy::Stop).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("c.csv:4:") && error.contains("out of order"),
+            "{error}"
+        );
+        let mut skip = FileSource::open(&path, "1m", BadRowPolicy::Skip).unwrap();
+        let batches = drain(&mut skip).unwrap();
+        assert_eq!(
+            skip.skipped_rows(),
+            2,
+            "the earlier row and the repeated one"
+        );
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+        let text = "open_time_ms,symbol,open,high,low,close,volume\n\
+            0,BTC,1,1,1,1,1\n0,ETH,1,1,1,1,1\n0,BTC,2,2,2,2,1\n";
+        let (_d, path) = write("d.csv", text);
+        let error = drain(&mut FileSource::open(&path, "1m", BadRowPolicy::Stop).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("d.csv:4:") && error.contains("duplicate") && error.contains("line 2"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn times_in_milliseconds_or_iso_8601() {
+        let text = "open_time_ms,symbol,open,high,low,close,volume\n\
+            2023-11-14,BTC,1,1,1,1,1\n\
+            2023-11-14T00:01:00Z,BTC,1,1,1,1,1\n\
+            1699920120000,BTC,1,1,1,1,1\n";
+        let (_d, path) = write("c.csv", text);
+        let mut s = FileSource::open(&path, "1m", BadRowPolicy::Stop).unwrap();
+        let times: Vec<i64> = drain(&mut s)
+            .unwrap()
+            .iter()
+            .map(|b| b[0].open_time_ms)
+            .collect();
+        assert_eq!(
+            times,
+            vec![1_699_920_000_000, 1_699_920_060_000, 1_699_920_120_000]
+        );
+        let text = "{\"open_time_ms\":\"2023-11-14T00:00:00Z\",\"symbol\":\"BTC\",\"open\":1,\"high\":1,\"low\":1,\"close\":1,\"volume\":1}\n";
+        let (_d, path) = write("c.jsonl", text);
+        let mut s = FileSource::open(&path, "1m", BadRowPolicy::Stop).unwrap();
+        assert_eq!(drain(&mut s).unwrap()[0][0].open_time_ms, 1_699_920_000_000);
     }
 
     #[test]

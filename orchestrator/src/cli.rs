@@ -527,12 +527,6 @@ fn finish(
             outcome.restarts
         );
     }
-    if outcome.skipped_rows > 0 {
-        println!(
-            "skipped {} malformed data rows (see the log)",
-            outcome.skipped_rows
-        );
-    }
     println!("report:    {}", report_path.path().display());
     println!(
         "trade log: {} ({} fills)",

@@ -499,7 +499,6 @@ pub async fn run_processes(
         report,
         trade_log,
         trade_log_rows,
-        skipped_rows: 0,
         messages_published: traffic.load(Ordering::Relaxed),
         restarts,
         stopped_early: control.stop.is_stopped(),

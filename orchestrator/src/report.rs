@@ -165,6 +165,9 @@ pub struct Report {
     /// Candles passed by: repeats of one already seen (an at-least-once
     /// redelivery) or late (older than the last of their symbol).
     pub candles_late_or_repeated: u64,
+    /// Data rows skipped (malformed, out of order or repeated) under
+    /// `data.bad_rows = "skip"`, each logged with its file and line.
+    pub data_rows_skipped: usize,
     /// Time steps (distinct candle times).
     pub time_steps: u64,
     /// First and last candle time.
@@ -449,6 +452,7 @@ impl ReportAgent {
         Report {
             candles: self.candles,
             candles_late_or_repeated: self.sequence.repeats(),
+            data_rows_skipped: 0,
             time_steps: self.steps,
             period_ms: (self.first_time.unwrap_or(0), self.last_time),
             initial_cash: p.initial_cash,
@@ -649,6 +653,13 @@ impl Report {
             "Bistoury report: {} candles over {} time steps",
             self.candles, self.time_steps
         );
+        if self.data_rows_skipped > 0 {
+            let _ = writeln!(
+                s,
+                "({} data rows skipped: malformed, out of order or repeated; each is in the log with its line)",
+                self.data_rows_skipped
+            );
+        }
         if self.candles_late_or_repeated > 0 {
             let _ = writeln!(
                 s,

@@ -80,8 +80,6 @@ pub struct RunOutcome {
     pub trade_log: PathBuf,
     /// Rows in the trade log.
     pub trade_log_rows: u64,
-    /// Malformed data rows skipped.
-    pub skipped_rows: usize,
     /// Messages published on the bus.
     pub messages_published: u64,
     /// Agent restarts after panics.
@@ -306,22 +304,21 @@ fn conclude(
     if let Some(failure) = collected.failure {
         return Err(WiringError::Collection(failure));
     }
-    let skipped_rows = collected.skipped_rows;
     let trade_log_rows = hooks
         .traded
         .take()
         .and_then(|t| t.trade_log_rows)
         .unwrap_or(0);
-    let report = hooks
+    let mut report = hooks
         .report
         .take()
         .ok_or(WiringError::NoOutcome(AgentKind::Report))?;
+    report.data_rows_skipped = collected.skipped_rows;
     Ok(RunOutcome {
         mode,
         report,
         trade_log,
         trade_log_rows,
-        skipped_rows,
         messages_published: finished.published,
         restarts: finished.restarts.iter().sum(),
         stopped_early: false,

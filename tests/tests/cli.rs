@@ -121,7 +121,7 @@ fn check_report(report: &Value, dir: &Path) {
     let fills = trade_rows(dir);
     let rows = fills.len();
     assert_eq!(
-        report["trades"].as_u64().unwrap() as usize,
+        report["fills"].as_u64().unwrap() as usize,
         rows,
         "trade count matches the trade log"
     );
@@ -325,11 +325,64 @@ fn csv_market(rows: usize) -> String {
 }
 
 #[test]
+fn rows_out_of_time_order_stop_a_run_and_a_header_only_file_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = csv_market(50);
+    // Two rows swapped: the second goes back in time.
+    let mut lines: Vec<&str> = data.lines().collect();
+    lines.swap(20, 21);
+    data = lines.join("\n") + "\n";
+    write(dir.path(), "swapped.csv", &data);
+    let config = write(
+        dir.path(),
+        "stop.toml",
+        "[data]\nkind = \"file\"\npath = \"swapped.csv\"\nbad_rows = \"stop\"\n",
+    );
+    let out = bistoury(
+        &["backtest", "--config", config.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("swapped.csv:22:") && text(&out).contains("out of order"),
+        "{}",
+        text(&out)
+    );
+
+    write(
+        dir.path(),
+        "empty.csv",
+        "open_time_ms,symbol,open,high,low,close,volume\n",
+    );
+    let config = write(
+        dir.path(),
+        "empty.toml",
+        "[data]\nkind = \"file\"\npath = \"empty.csv\"\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["backtest", "--config", config.to_str().unwrap()])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no candle in the file"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
 fn file_data_with_malformed_rows_per_policy() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = csv_market(500);
     data.push_str("30000000,BTC,not-a-price,1,1,1,1\n");
     data.push_str("30060000,BTC,100,90,95,96,1\n");
+    // Line 504 goes back in time; line 505 repeats line 501's bar.
+    data.push_str("29880000,BTC,100,101,99,100,1\n");
+    data.push_str("29940000,BTC,100,101,99,100,1\n");
+    data.push_str("30120000,BTC,100,101,99,100,1\n");
     write(dir.path(), "market.csv", &data);
     let skip = write(
         dir.path(),
@@ -341,11 +394,13 @@ fn file_data_with_malformed_rows_per_policy() {
         dir.path(),
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("skipped 2 malformed data rows"),
-        "{}",
-        text(&out)
-    );
+    assert!(text(&out).contains("4 data rows skipped"), "{}", text(&out));
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("bistoury-output/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["data_rows_skipped"], 4);
+    assert_eq!(report["candles"], 501);
 
     let stop = write(
         dir.path(),
@@ -639,7 +694,7 @@ fn stops_gracefully_on(signal: &str) {
     assert!(candles > 0 && candles < 15_000_000, "{candles}");
     assert_eq!(report["accounting_identity_holds"], true);
     assert_eq!(
-        report["trades"].as_u64().unwrap() as usize,
+        report["fills"].as_u64().unwrap() as usize,
         trade_rows(dir.path()).len()
     );
 }

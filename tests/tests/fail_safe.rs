@@ -408,7 +408,7 @@ async fn publish_day(js: &async_nats::jetstream::Context, range: std::ops::Range
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
+async fn a_risk_agent_killed_mid_run_stops_trading_at_the_same_drawdown() {
     let store = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream(store.path());
     let dir = tempfile::tempdir().unwrap();
@@ -417,7 +417,7 @@ async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
         &format!(
             "[bus]\nnats_url = \"{}\"\nsubject_prefix = \"rs\"\n\n\
              [bus.jetstream]\nfamilies = [\"trade\"]\nack_wait_ms = 1000\n\n\
-             [risk]\nmax_daily_loss = \"15000\"\n",
+             [risk]\nmax_drawdown = \"0.15\"\nmax_daily_loss = \"off\"\n",
             server.url()
         ),
     );
@@ -442,8 +442,8 @@ async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
     risk.child.kill().unwrap();
     risk.child.wait().unwrap();
 
-    // Restarted, it stops trading when the loss reaches 15,000, as it would
-    // have without the kill (not 15,000 below where it restarted).
+    // Restarted, it stops trading when equity is 15 % below its peak, as it
+    // would have without the kill (not 15 % below where it restarted).
     let mut risk = start_risk();
     publish_day(&js, 11..20).await;
     let stop = next_json(&mut stops, "emergency stop").await;
@@ -452,7 +452,7 @@ async fn a_risk_agent_killed_mid_day_stops_trading_at_the_same_loss() {
         stop["payload"]["reason"]
             .as_str()
             .unwrap()
-            .contains("15000 >= 15000"),
+            .contains("0.15 >= 0.15"),
         "{stop}"
     );
 

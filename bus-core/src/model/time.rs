@@ -12,6 +12,77 @@ pub fn iso8601_utc(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{millis:03}Z")
 }
 
+/// Milliseconds since the epoch of an ISO-8601 UTC time: a date
+/// (`2023-11-14`, midnight), or a date and time (`2023-11-14T22:13:20`,
+/// `T` or a space between), with optional fractional seconds (to the
+/// millisecond) and an optional `Z` or `+00:00`. Other offsets are refused
+/// (candle times are UTC); `None` when it is not such a time.
+pub fn parse_iso8601_utc(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let text = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))
+        .unwrap_or(text);
+    let (date, time) = match text.find(['T', ' ']) {
+        Some(at) => (&text[..at], Some(&text[at + 1..])),
+        None => (text, None),
+    };
+    let number = |s: &str, digits: usize| -> Option<i64> {
+        (s.len() == digits && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let mut parts = date.split('-');
+    let year = number(parts.next()?, 4)?;
+    let month = number(parts.next()?, 2)?;
+    let day = number(parts.next()?, 2)?;
+    if parts.next().is_some() || !(1..=12).contains(&month) || day < 1 {
+        return None;
+    }
+    let days = days_from_civil(year, month as u32, day as u32);
+    if civil_from_days(days) != (year, month as u32, day as u32) {
+        return None; // 2023-02-30
+    }
+    let mut ms = days * 86_400_000;
+    if let Some(time) = time {
+        let (clock, fraction) = match time.split_once('.') {
+            Some((clock, fraction)) => (clock, Some(fraction)),
+            None => (time, None),
+        };
+        let mut parts = clock.split(':');
+        let hours = number(parts.next()?, 2)?;
+        let minutes = number(parts.next()?, 2)?;
+        let seconds = match parts.next() {
+            Some(s) => number(s, 2)?,
+            None => 0,
+        };
+        if parts.next().is_some() || hours > 23 || minutes > 59 || seconds > 59 {
+            return None;
+        }
+        let millis = match fraction {
+            None => 0,
+            Some(f) if !f.is_empty() && f.len() <= 3 && f.bytes().all(|b| b.is_ascii_digit()) => {
+                f.parse::<i64>().ok()? * 10_i64.pow(3 - f.len() as u32)
+            }
+            Some(_) => return None,
+        };
+        ms += hours * 3_600_000 + minutes * 60_000 + seconds * 1000 + millis;
+    }
+    Some(ms)
+}
+
+/// Days since 1970-01-01 of a date (Howard Hinnant's `days_from_civil`,
+/// the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01
 /// (Howard Hinnant's `civil_from_days`: eras of 400 years, March-based
 /// years so that the leap day comes last).
@@ -40,6 +111,50 @@ mod tests {
         assert_eq!(iso8601_utc(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(iso8601_utc(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(iso8601_utc(4_107_542_400_000), "2100-03-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn parses_what_it_prints_and_common_forms() {
+        for ms in [
+            0,
+            1_700_000_000_000,
+            951_782_400_000,
+            1_709_251_199_999,
+            -1,
+            4_107_542_400_000,
+        ] {
+            assert_eq!(parse_iso8601_utc(&iso8601_utc(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(parse_iso8601_utc("2023-11-14"), Some(1_699_920_000_000));
+        assert_eq!(
+            parse_iso8601_utc("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_iso8601_utc("2023-11-14 22:13:20"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_iso8601_utc("2023-11-14T22:13"),
+            Some(1_699_999_980_000)
+        );
+        assert_eq!(
+            parse_iso8601_utc("2023-11-14T22:13:20.5+00:00"),
+            Some(1_700_000_000_500)
+        );
+        for bad in [
+            "",
+            "1700000000000",
+            "2023-13-01",
+            "2023-02-30",
+            "2023-11-14T24:00:00",
+            "2023-11-14T22:13:20+01:00",
+            "2023-11-14T22:13:20.1234",
+            "23-11-14",
+            "2023-11-14T",
+        ] {
+            assert_eq!(parse_iso8601_utc(bad), None, "{bad:?}");
+        }
     }
 
     /// Day by day over four centuries, the date advances as a calendar
