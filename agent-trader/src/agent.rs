@@ -573,6 +573,10 @@ impl Agent for TraderAgent {
         Ok(())
     }
 
+    fn is_paused(&self) -> bool {
+        self.paused
+    }
+
     fn health(&self) -> Health {
         if self.halted {
             Health::ok("halted by emergency stop")

@@ -172,3 +172,119 @@ fn an_order_never_fills_at_the_open_of_its_own_signal_bar() {
         .collect();
     assert_eq!(fills, vec![(120, dec!(110))]);
 }
+
+fn command(f: &mut MessageFactory, t: i64, pause: bool) -> Envelope {
+    let command = Command {
+        symbols: vec![],
+        reason: "operator".into(),
+    };
+    let (topic, payload) = match pause {
+        true => (
+            "command.pause_trading",
+            Payload::CommandPauseTrading(command),
+        ),
+        false => (
+            "command.resume_trading",
+            Payload::CommandResumeTrading(command),
+        ),
+    };
+    f.make(Topic::new(topic).unwrap(), payload, t)
+}
+
+/// Paused, the trader ignores signals (and its supervisor announces
+/// `agent.paused`); resumed, it acts on the next one (`agent.resumed`).
+#[test]
+fn pause_and_resume_commands_stop_and_restart_new_orders() {
+    let mut f = MessageFactory::new(AgentId::new("script"), true);
+    let script = vec![
+        candle(&mut f, 0, 100),
+        command(&mut f, 0, true),
+        signal(&mut f, 0, SignalDirection::Long, 100),
+        candle(&mut f, 60, 101),
+        command(&mut f, 60, false),
+        signal(&mut f, 60, SignalDirection::Long, 101),
+        candle(&mut f, 120, 102),
+    ];
+    let trader = TraderAgent::new(AgentId::new("trader"), config(dec!(0)), None, true).unwrap();
+    let risk = ApproveAll(
+        AgentId::new("risk"),
+        MessageFactory::new(AgentId::new("risk"), true),
+    );
+    let seen = run_script_with(
+        vec![Box::new(risk), Box::new(trader)],
+        script,
+        &["trade", "agent"],
+    )
+    .unwrap();
+    let events: Vec<String> = seen
+        .iter()
+        .filter(|e| e.sender.as_str() == "trader")
+        .filter_map(|e| match e.payload() {
+            Payload::TradeOrderRequest(_) => Some(format!("request at {}", e.created_at_ms)),
+            Payload::TradeOrderFilled(fill) => Some(format!("fill at {}", fill.timestamp_ms)),
+            Payload::AgentPaused(_) => Some("paused".into()),
+            Payload::AgentResumed(_) => Some("resumed".into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec!["paused", "resumed", "request at 60", "fill at 120"],
+        "the signal while paused makes no order"
+    );
+}
+
+/// A long position closes when a bar reaches the take-profit level: at the
+/// level, or at the open when the bar opens beyond it.
+#[test]
+fn take_profit_closes_at_its_level() {
+    let config = TraderConfig {
+        take_profit: Some(dec!(0.05)),
+        ..config(dec!(0))
+    };
+    let mut f = MessageFactory::new(AgentId::new("script"), true);
+    let bar = |f: &mut MessageFactory, t: i64, open: i64, high: i64| {
+        let c = Candle::new(CandleFields {
+            symbol: Symbol::new("BTC").unwrap(),
+            interval: "1m".into(),
+            open_time_ms: t,
+            open: Decimal::new(open, 0),
+            high: Decimal::new(high, 0),
+            low: Decimal::new(open - 1, 0),
+            close: Decimal::new(open, 0),
+            volume: dec!(1),
+        })
+        .unwrap();
+        f.make(
+            Topic::new("data.candle.BTC.1m").unwrap(),
+            Payload::DataCandle(c),
+            t,
+        )
+    };
+    let script = vec![
+        bar(&mut f, 0, 100, 101),
+        signal(&mut f, 0, SignalDirection::Long, 100),
+        bar(&mut f, 60, 100, 104),  // fills at 100; 104 is short of 105
+        bar(&mut f, 120, 103, 106), // reaches 105: sold at 105
+        signal(&mut f, 120, SignalDirection::Long, 103),
+        bar(&mut f, 180, 100, 101), // the new entry at 100
+        bar(&mut f, 240, 108, 109), // opens beyond 105: sold at the open
+    ];
+    let seen = trade(config, script);
+    let fills: Vec<(Side, i64, Decimal)> = seen
+        .iter()
+        .filter_map(|e| match e.payload() {
+            Payload::TradeOrderFilled(f) => Some((f.side, f.timestamp_ms, f.price)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fills,
+        vec![
+            (Side::Buy, 60, dec!(100)),
+            (Side::Sell, 120, dec!(105)),
+            (Side::Buy, 180, dec!(100)),
+            (Side::Sell, 240, dec!(108)),
+        ]
+    );
+}

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod announcer;
 pub mod cli;
 pub mod config;
 pub mod logging;

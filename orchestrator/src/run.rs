@@ -22,6 +22,7 @@ use bus_core::{Agent, AgentId, MessageBus, Outcome};
 use serde::Serialize;
 
 use crate::agents::AgentKind;
+use crate::announcer::Announcer;
 use crate::config::{BistouryConfig, DataSource};
 use crate::report::{Report, ReportAgent};
 
@@ -287,6 +288,11 @@ pub fn build_agents(
         });
         specs.push(AgentSpec::new(agent).with_policy(policy, rebuild));
     }
+    let agents = specs.iter().map(|s| s.agent.id().clone()).collect();
+    specs.push(AgentSpec::new(Box::new(Announcer::new(
+        agents,
+        deterministic,
+    ))));
     Ok(specs)
 }
 

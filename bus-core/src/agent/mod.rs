@@ -88,6 +88,13 @@ pub trait Agent: Send + 'static {
     fn health(&self) -> Health {
         Health::ok("")
     }
+
+    /// Whether it has paused its work (a trader told to stop trading): its
+    /// supervisor announces `agent.paused` and `agent.resumed` as this
+    /// changes.
+    fn is_paused(&self) -> bool {
+        false
+    }
 }
 
 /// What an agent says when asked how it is.

@@ -185,6 +185,17 @@ impl Supervised {
         }
     }
 
+    /// Announces a pause or a resume the agent made while handling a
+    /// message (running <-> paused).
+    fn follow_pause(&mut self, out: &mut Outbox) {
+        let paused = self.agent.is_paused();
+        match self.lifecycle.state() {
+            AgentState::Running if paused => self.announce(AgentState::Paused, out),
+            AgentState::Paused if !paused => self.announce(AgentState::Running, out),
+            _ => {}
+        }
+    }
+
     /// Starts the agent (created -> starting -> running).
     pub fn start(&mut self, out: &mut Outbox) -> HandlerResult {
         self.announce(AgentState::Starting, out);
@@ -224,7 +235,10 @@ impl Supervised {
         self.time_ms = self.time_ms.max(envelope.created_at_ms);
         let mark = out.len();
         match catch_unwind(AssertUnwindSafe(|| self.agent.on_message(envelope, out))) {
-            Ok(result) => result,
+            Ok(result) => {
+                self.follow_pause(out);
+                result
+            }
             Err(panic) => {
                 out.truncate(mark);
                 let text = panic_message(&*panic);
