@@ -71,6 +71,8 @@ pub struct FileSource {
     read: usize,
     /// The end of the file was reached.
     ended: bool,
+    /// Bad rows and an empty file are logged (not when only peeking).
+    logs: bool,
 }
 
 /// A time as a number of milliseconds or an ISO-8601 text.
@@ -147,7 +149,15 @@ impl FileSource {
             current: None,
             read: 0,
             ended: false,
+            logs: true,
         })
+    }
+
+    /// Logs nothing (a caller peeking at the first rows, before the run
+    /// that reads and reports them).
+    pub fn quiet(mut self) -> Self {
+        self.logs = false;
+        self
     }
 
     fn parse(&self, text: &str) -> Result<Candle, String> {
@@ -230,7 +240,7 @@ impl FileSource {
     fn next_candle(&mut self) -> Result<Option<Candle>, CollectorError> {
         loop {
             let Some(line) = self.lines.next() else {
-                if self.read == 0 && !self.ended {
+                if self.read == 0 && !self.ended && self.logs {
                     tracing::warn!(path = %self.path.display(), lines = self.line, "no candle in the file");
                 }
                 self.ended = true;
@@ -259,7 +269,9 @@ impl FileSource {
                         BadRowPolicy::Stop => return Err(error),
                         BadRowPolicy::Skip => {
                             self.skipped += 1;
-                            tracing::warn!(%error, "skipping bad row");
+                            if self.logs {
+                                tracing::warn!(%error, "skipping bad row");
+                            }
                         }
                     }
                 }

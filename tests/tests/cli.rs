@@ -747,3 +747,64 @@ fn a_killed_run_leaves_no_torn_row_in_the_trade_log() {
         }
     }
 }
+
+/// Logs go to a file of the day (named by its UTC date) under
+/// `run.output_dir/logs`, info and above, appended by each run that day;
+/// the console shows only the configured level.
+#[test]
+fn runs_log_to_a_daily_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = csv_market(100);
+    data.push_str("6000000,BTC,not-a-price,1,1,1,1\n");
+    write(dir.path(), "market.csv", &data);
+    let config = write(
+        dir.path(),
+        "c.toml",
+        "[data]\nkind = \"file\"\npath = \"market.csv\"\nbad_rows = \"skip\"\n[log]\nlevel = \"error\"\n",
+    );
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+            .args(["backtest", "--config", config.to_str().unwrap()])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let before = utc_date();
+    let first = run();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        !text(&first).contains("skipping bad row"),
+        "console is at error level"
+    );
+    let after = utc_date();
+    let logs = dir.path().join("bistoury-output/logs");
+    let names: Vec<String> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(
+        [before.clone(), after.clone()]
+            .contains(&names[0].trim_start_matches("bistoury.log.").to_string()),
+        "{names:?} on {before}"
+    );
+    let path = logs.join(&names[0]);
+    let once = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        once.contains("skipping bad row") && once.contains("market.csv:102"),
+        "{once}"
+    );
+    assert!(run().status.success());
+    let twice = std::fs::read_to_string(&path).unwrap();
+    assert!(twice.starts_with(&once), "appended, not replaced");
+    assert_eq!(twice.matches("skipping bad row").count(), 2);
+}
+
+fn utc_date() -> String {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

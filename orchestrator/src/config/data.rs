@@ -254,9 +254,9 @@ impl CandleFile {
     /// annualise daily bars as if they were minutes.
     fn check_spacing(&self) -> Result<(), String> {
         use agent_collector::CandleSource;
-        let Ok(mut source) =
-            agent_collector::FileSource::open(&self.path, &self.interval, BadRowPolicy::Skip)
-        else {
+        let opened =
+            agent_collector::FileSource::open(&self.path, &self.interval, BadRowPolicy::Skip);
+        let Ok(mut source) = opened.map(agent_collector::FileSource::quiet) else {
             // Opening it again for the run reports what is wrong.
             return Ok(());
         };
