@@ -493,6 +493,23 @@ impl TraderAgent {
         Ok(())
     }
 
+    /// Closes every position at its last close (the run is over).
+    fn close_all(&mut self, out: &mut Outbox) -> HandlerResult {
+        let held: Vec<(Symbol, Decimal)> = self
+            .portfolio
+            .positions
+            .iter()
+            .filter(|(_, p)| !p.quantity.is_zero())
+            .map(|(symbol, p)| (symbol.clone(), p.mark))
+            .collect();
+        for (symbol, mark) in held {
+            if let Some(order) = self.exit_order(&symbol, "end of data") {
+                self.fill(&order, mark, out)?;
+            }
+        }
+        Ok(())
+    }
+
     fn halt(&mut self, out: &mut Outbox) -> HandlerResult {
         if self.halted {
             return Ok(());
@@ -531,6 +548,7 @@ impl Agent for TraderAgent {
             "risk.emergency_stop",
             "command.pause_trading",
             "command.resume_trading",
+            "system.shutdown",
         ]
         .into_iter()
         .map(TopicPattern::from_static)
@@ -555,6 +573,7 @@ impl Agent for TraderAgent {
                 self.paused = false;
                 Ok(())
             }
+            Payload::SystemShutdown(_) if self.config.close_at_end => self.close_all(out),
             _ => Ok(()),
         }
     }
@@ -603,6 +622,7 @@ mod tests {
             stop_loss: Some(dec!(0.05)),
             take_profit: None,
             close_on_emergency_stop: false,
+            close_at_end: false,
         }
     }
 

@@ -35,6 +35,11 @@ pub struct TraderConfig {
     /// After an emergency stop, close every position at the next price.
     #[serde(default)]
     pub close_on_emergency_stop: bool,
+    /// When the run ends (`system.shutdown`), close every position at its
+    /// last close, paying slippage and fees, so that the report holds only
+    /// closed round trips.
+    #[serde(default)]
+    pub close_at_end: bool,
 }
 
 fn default_quantity_scale() -> u32 {

@@ -80,6 +80,7 @@ fn config(fee_rate: Decimal) -> TraderConfig {
         stop_loss: None,
         take_profit: None,
         close_on_emergency_stop: false,
+        close_at_end: false,
     }
 }
 

@@ -251,3 +251,70 @@ fn cash_never_goes_negative_long_only() {
         assert!(buys > 10, "seed {seed}: {buys} buys");
     }
 }
+
+/// With `close_at_end`, what is open when the data ends is closed at its
+/// last close: the report has no open position and no unrealised PnL, its
+/// round trips count those last ones, and the trade log ends with them.
+/// Without it, the open positions are listed with their marks.
+#[test]
+fn positions_open_at_the_end_are_listed_or_closed_at_the_last_close() {
+    let dir = tempfile::tempdir().unwrap();
+    // No slippage: the closing fills are at the last close exactly.
+    let config = "[data]\ncandles = 3000\n[trader]\nslippage = \"0\"\n";
+    std::fs::write(dir.path().join("open.toml"), config).unwrap();
+    std::fs::write(
+        dir.path().join("closed.toml"),
+        format!("{config}close_at_end = true\n"),
+    )
+    .unwrap();
+    let run = |file: &str, out: &str| {
+        let run = bistoury(
+            &["backtest", "--config", file, "--output-dir", out],
+            dir.path(),
+        );
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        report(dir.path(), out)
+    };
+    let open = run("open.toml", "open");
+    let positions = open["open_positions"].as_array().unwrap();
+    assert!(
+        !positions.is_empty(),
+        "the default strategies hold something at the end"
+    );
+    for p in positions {
+        let symbol = p["symbol"].as_str().unwrap();
+        assert_eq!(p["mark"], open["symbols"][symbol]["last_price"], "{p}");
+        assert_eq!(
+            p["quantity"], open["symbols"][symbol]["final_position"],
+            "{p}"
+        );
+    }
+    let closed = run("closed.toml", "closed");
+    assert_eq!(closed["open_positions"].as_array().unwrap().len(), 0);
+    let unrealised: rust_decimal::Decimal =
+        closed["unrealised_pnl"].as_str().unwrap().parse().unwrap();
+    assert!(unrealised.is_zero(), "{unrealised}");
+    assert_eq!(closed["accounting_identity_holds"], true);
+    let trades = std::fs::read_to_string(dir.path().join("closed/trades.csv")).unwrap();
+    let last: Vec<&str> = trades.lines().rev().take(positions.len()).collect();
+    for (row, p) in last.iter().zip(positions.iter().rev()) {
+        assert!(row.ends_with("end of data"), "{row}");
+        let f: Vec<&str> = row.splitn(11, ',').collect();
+        assert_eq!(f[4], p["symbol"].as_str().unwrap(), "{row}");
+        // At the last close.
+        assert_eq!(
+            f[7].parse::<f64>().unwrap(),
+            p["mark"].as_str().unwrap().parse::<f64>().unwrap(),
+            "{row}"
+        );
+    }
+    assert_eq!(
+        closed["round_trips"]["count"].as_u64().unwrap(),
+        open["round_trips"]["count"].as_u64().unwrap() + positions.len() as u64,
+        "the closed positions are round trips too"
+    );
+}

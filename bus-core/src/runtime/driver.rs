@@ -260,13 +260,17 @@ pub async fn run_queued_until(
         let (subscribed, is_subscribed) = tokio::sync::oneshot::channel();
         let (start, may_start) = tokio::sync::oneshot::channel();
         let (produced_all, source_done) = tokio::sync::oneshot::channel();
+        // A run stopped early (Ctrl-C, a failing agent) stops its sources
+        // only; the others drain what is under way and are stopped in turn
+        // below, as at the end of the data.
         let coordination = Coordination {
             subscribed: Some(subscribed),
             start: Some(may_start),
             produced_all: Some(produced_all),
             stay_after_producing: true,
+            stop_producing: Some(abort.clone()),
         };
-        let own_stop = abort.child();
+        let own_stop = StopSignal::new();
         let (transport, agent_stop, abort) = (transport.clone(), own_stop.clone(), abort.clone());
         let thread = std::thread::Builder::new()
             .name(format!("agent {id}"))

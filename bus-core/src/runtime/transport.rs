@@ -288,6 +288,10 @@ pub struct Coordination {
     /// commands) until `stop`, instead of ending: the other agents of its
     /// run still work through what it produced.
     pub stay_after_producing: bool,
+    /// Raised to end a run early and gracefully: a source produces nothing
+    /// more (as if its data had ended) while every agent goes on handling
+    /// what is under way, until its own `stop`.
+    pub stop_producing: Option<StopSignal>,
 }
 
 /// [`run_agent`], coordinated with the agents around it.
@@ -481,11 +485,20 @@ impl<T: Transport> Driver<'_, T> {
             if producing {
                 // A source: produce a step (its confirmation may come while
                 // the next is produced), then take whatever arrived meanwhile.
-                self.wait_for_step(agent, inbox, &mut waiting, stop).await?;
+                let enough = coordination.stop_producing.as_ref();
+                self.wait_for_step(agent, inbox, &mut waiting, stop, enough)
+                    .await?;
                 if stop.is_stopped() {
                     break;
                 }
-                let step = agent.produce(&mut self.out);
+                let early = coordination
+                    .stop_producing
+                    .as_ref()
+                    .is_some_and(StopSignal::is_stopped);
+                let step = match early {
+                    true => Produce::Done,
+                    false => agent.produce(&mut self.out),
+                };
                 backoff(agent).await;
                 if let (_, Some(unconfirmed)) = self.send_as(true).await? {
                     self.wait_for(Pending {
@@ -555,9 +568,11 @@ impl<T: Transport> Driver<'_, T> {
         inbox: &mut Inbox<T::Delivery>,
         waiting: &mut VecDeque<T::Delivery>,
         stop: &StopSignal,
+        enough: Option<&StopSignal>,
     ) -> Result<(), AgentRunError<T::Error>> {
         let mut looks = 0u32;
-        while !self.transport.may_step() && !stop.is_stopped() {
+        let ended = || stop.is_stopped() || enough.is_some_and(StopSignal::is_stopped);
+        while !self.transport.may_step() && !ended() {
             if inbox.try_take(waiting) {
                 self.take_all(agent, waiting, stop).await?;
                 looks = 0;
