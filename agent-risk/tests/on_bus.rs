@@ -7,7 +7,7 @@ use bus_core::runtime::script::run_script;
 use rust_decimal_macros::dec;
 
 mod common;
-use common::pnl;
+use common::{buy_btc, pnl};
 
 #[test]
 fn approves_refuses_and_stops_on_drawdown() {
@@ -21,25 +21,7 @@ fn approves_refuses_and_stops_on_drawdown() {
         warning_fraction: dec!(0.8),
     };
     let mut f = MessageFactory::new(AgentId::new("trader"), true);
-    let order = |f: &mut MessageFactory, q| {
-        let o = OrderRequest::new(OrderRequestFields {
-            order_id: OrderId("o".into()),
-            symbol: Symbol::new("BTC").unwrap(),
-            side: Side::Buy,
-            quantity: q,
-            order_type: OrderType::Market,
-            limit_price: None,
-            reference_price: dec!(100),
-            reason: String::new(),
-        })
-        .unwrap();
-        f.make(
-            Topic::new("trade.order_request.BTC").unwrap(),
-            Payload::TradeOrderRequest(o),
-            1,
-        )
-        .with_reply_to(Topic::new("trade.decision.trader").unwrap())
-    };
+    let order = |f: &mut MessageFactory, q| buy_btc(f, "o", q, 1);
     let small = order(&mut f, dec!(5));
     let big = order(&mut f, dec!(50));
     let after_stop = order(&mut f, dec!(1));
@@ -102,26 +84,11 @@ fn a_config_update_on_the_bus_tightens_a_limit() {
         ),
         0,
     );
-    let o = OrderRequest::new(OrderRequestFields {
-        order_id: OrderId("o".into()),
-        symbol: Symbol::new("BTC").unwrap(),
-        side: Side::Buy,
-        quantity: dec!(1),
-        order_type: OrderType::Market,
-        limit_price: None,
-        reference_price: dec!(100),
-        reason: String::new(),
-    })
-    .unwrap();
-    let order = f.make(
-        Topic::new("trade.order_request.BTC").unwrap(),
-        Payload::TradeOrderRequest(o),
-        1,
-    );
+    let order = buy_btc(&mut f, "o", dec!(1), 1);
     let seen = run_script(
         Box::new(RiskAgent::new(AgentId::new("risk"), config, true)),
         vec![update, order.clone()],
-        &["response"],
+        &["trade.decision"],
     )
     .unwrap();
     let answer = seen

@@ -176,23 +176,7 @@ fn a_file_that_is_not_a_risk_snapshot_is_neither_used_nor_removed() {
 
 /// An order request for 1 BTC at 100 placed at market time `t`.
 fn order_at(f: &mut MessageFactory, t: i64) -> Envelope {
-    let o = OrderRequest::new(OrderRequestFields {
-        order_id: OrderId(format!("o-{t}")),
-        symbol: Symbol::new("BTC").unwrap(),
-        side: Side::Buy,
-        quantity: dec!(1),
-        order_type: OrderType::Market,
-        limit_price: None,
-        reference_price: dec!(100),
-        reason: String::new(),
-    })
-    .unwrap();
-    f.make(
-        Topic::new("trade.order_request.BTC").unwrap(),
-        Payload::TradeOrderRequest(o),
-        t,
-    )
-    .with_reply_to(Topic::new("trade.decision.trader").unwrap())
+    common::buy_btc(f, &format!("o-{t}"), dec!(1), t)
 }
 
 /// Whether the agent approved the order it answered in `out`.

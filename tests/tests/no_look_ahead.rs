@@ -9,10 +9,9 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 use rust_decimal::Decimal;
-use support::free_port;
+use support::{bistoury_succeeds, free_port};
 
 const SYMBOLS: [&str; 3] = ["AAA", "BBB", "CCC"];
 const SLIPPAGE: &str = "0.0005";
@@ -127,21 +126,6 @@ fn check(rows: &[Row], opens: &HashMap<(String, i64), Decimal>, what: &str) -> u
     signalled
 }
 
-fn bistoury(args: &[&str], dir: &Path) {
-    let output = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("the binary runs");
-    assert!(
-        output.status.success(),
-        "bistoury {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 fn config(extra: &str) -> String {
     format!(
         "[data]\nkind = \"file\"\npath = \"market.csv\"\ninterval = \"1m\"\n\n\
@@ -164,7 +148,7 @@ fn fills_come_after_the_signal_bar_in_process_on_random_markets() {
             let file = format!("config-{n}.toml");
             std::fs::write(dir.path().join(&file), config(extra)).unwrap();
             let out = format!("out-{n}");
-            bistoury(
+            bistoury_succeeds(
                 &[command, "--config", &file, "--output-dir", &out],
                 dir.path(),
             );
@@ -195,7 +179,7 @@ fn fills_come_after_the_signal_bar_over_nats_at_full_speed() {
             free_port()
         );
         std::fs::write(dir.path().join("config.toml"), config(&extra)).unwrap();
-        bistoury(
+        bistoury_succeeds(
             &["run", "--config", "config.toml", "--output-dir", "out"],
             dir.path(),
         );

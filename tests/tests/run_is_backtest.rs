@@ -3,22 +3,9 @@
 //! log and the same report, byte for byte, run after run.
 
 use std::path::Path;
-use std::process::Command;
 
-fn bistoury(args: &[&str], dir: &Path) {
-    let output = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("the binary runs");
-    assert!(
-        output.status.success(),
-        "bistoury {args:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+mod support;
+use support::bistoury_succeeds;
 
 /// The report without the one line that names the mode.
 fn report(dir: &Path) -> String {
@@ -43,7 +30,7 @@ fn run_matches_backtest(dir: &Path, config: &str, runs: usize) {
     let with = |command: &str, out: &str| {
         let mut all = vec![command, "--output-dir", out];
         all.extend(&args);
-        bistoury(&all, dir);
+        bistoury_succeeds(&all, dir);
     };
     with("backtest", "backtest");
     let trades = std::fs::read_to_string(dir.join("backtest/trades.csv")).unwrap();

@@ -1,4 +1,5 @@
-//! Shared by the test files that need a real `nats-server`.
+//! Shared by the end-to-end test files: running `bistoury`, and a real
+//! `nats-server`.
 #![allow(dead_code)] // each test file uses its own part
 
 use std::io::{BufRead, BufReader, Read};
@@ -9,6 +10,23 @@ use std::time::Duration;
 use std::time::Instant;
 
 use bus_core::nats::local_server::LocalServer;
+
+/// Runs `bistoury ARGS` in `dir` to its end (errors logged only) and
+/// checks that it succeeded.
+pub fn bistoury_succeeds(args: &[&str], dir: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("the binary runs");
+    assert!(
+        output.status.success(),
+        "bistoury {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
