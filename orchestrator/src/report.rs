@@ -6,8 +6,15 @@
 //! own [`Portfolio`] and samples equity once per time step. So the report
 //! does not trust the trader's own figures; the end-to-end tests compare
 //! the two.
+//!
+//! Every candle and fill counts for the market time it belongs to, not
+//! for when its message arrived: a time step is held open until
+//! [`STEPS_HELD`] later steps have begun, then closed — its fills applied
+//! (in the order they came), its markets marked at their closes, its
+//! equity sampled. A fill that reaches the report even later still counts
+//! (from the next step on) and is counted as late.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 
 use agent_trader::Portfolio;
@@ -210,6 +217,9 @@ pub struct Report {
     pub daily_loss_pauses_at_ms: Vec<i64>,
     /// Fills after the emergency stop (only risk-reducing exits are allowed).
     pub fills_after_emergency_stop: u64,
+    /// Fills that reached the report after their time step had closed (more
+    /// than `STEPS_HELD` steps late): counted from the next step on.
+    pub fills_counted_late: u64,
     /// final equity == initial cash + realised + unrealised - fees, exactly.
     pub accounting_identity_holds: bool,
     /// Per market.
@@ -240,6 +250,28 @@ impl Annualisation {
     }
 }
 
+/// Time steps a report holds open for what comes late: a fill or a candle
+/// of a step still open counts for its own step, whatever came between.
+pub const STEPS_HELD: usize = 256;
+
+/// A time step not closed yet: its candles' closes and its fills.
+#[derive(Debug)]
+struct OpenStep {
+    time: i64,
+    marks: Vec<(bus_core::model::payload::Symbol, Decimal)>,
+    fills: Vec<Fill>,
+}
+
+impl OpenStep {
+    fn new(time: i64) -> Self {
+        Self {
+            time,
+            marks: Vec::new(),
+            fills: Vec::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct SymbolTally {
     fills: u64,
@@ -256,13 +288,14 @@ pub struct ReportAgent {
     candles: u64,
     first_time: Option<i64>,
     last_time: i64,
-    step_time: Option<i64>,
+    /// Time steps not closed yet, oldest first.
+    open_steps: VecDeque<OpenStep>,
+    /// The last step closed.
+    closed_up_to: Option<i64>,
+    fills_late: u64,
     steps: u64,
     exposed_steps: u64,
     equity: EquityStats,
-    /// Equity at the current marks; `None` once a fill or a move in a held
-    /// market changed it (a flat market's price moves nothing).
-    marked_equity: Option<f64>,
     annualisation: Annualisation,
     emergency_stop_at: Option<i64>,
     daily_loss_pauses: Vec<i64>,
@@ -270,7 +303,6 @@ pub struct ReportAgent {
     peak: Option<(f64, i64)>,
     longest_drawdown_ms: i64,
     fills_after_stop: u64,
-    last_fill_time: i64,
     /// Which candles are news (a redelivered one is not counted again).
     sequence: CandleSequence,
     outcome: Option<Outcome<Report>>,
@@ -287,31 +319,60 @@ impl ReportAgent {
             candles: 0,
             first_time: None,
             last_time: 0,
-            step_time: None,
+            open_steps: VecDeque::new(),
+            closed_up_to: None,
+            fills_late: 0,
             steps: 0,
             exposed_steps: 0,
             equity: EquityStats::default(),
-            marked_equity: None,
             annualisation: Annualisation::new(interval_ms, year_days),
             emergency_stop_at: None,
             daily_loss_pauses: Vec::new(),
             peak: None,
             longest_drawdown_ms: 0,
             fills_after_stop: 0,
-            last_fill_time: 0,
             sequence: CandleSequence::new(),
             outcome: None,
         }
     }
 
-    fn close_step(&mut self) {
+    /// The open step of market time `time` (opened if need be); `None`
+    /// when that step is closed already.
+    fn step_at(&mut self, time: i64) -> Option<&mut OpenStep> {
+        if self.closed_up_to.is_some_and(|closed| time <= closed) {
+            return None;
+        }
+        let at = match self.open_steps.binary_search_by_key(&time, |s| s.time) {
+            Ok(at) => at,
+            Err(at) => {
+                self.open_steps.insert(at, OpenStep::new(time));
+                at
+            }
+        };
+        self.open_steps.get_mut(at)
+    }
+
+    /// Closes the oldest steps until at most `keep` are open.
+    fn close_steps(&mut self, keep: usize) {
+        while self.open_steps.len() > keep {
+            let Some(step) = self.open_steps.pop_front() else {
+                break;
+            };
+            for fill in &step.fills {
+                self.apply_fill(fill);
+            }
+            for (symbol, close) in &step.marks {
+                self.portfolio.mark(symbol, *close);
+            }
+            self.closed_up_to = Some(step.time);
+            self.close_step(step.time);
+        }
+    }
+
+    fn close_step(&mut self, time: i64) {
         self.steps += 1;
-        let portfolio = &self.portfolio;
-        let equity = *self
-            .marked_equity
-            .get_or_insert_with(|| decimal_to_f64(portfolio.equity()));
+        let equity = decimal_to_f64(self.portfolio.equity());
         self.equity.push(equity);
-        let time = self.step_time.unwrap_or(0);
         match self.peak {
             Some((peak, since)) if equity < peak => {
                 self.longest_drawdown_ms = self.longest_drawdown_ms.max(time - since);
@@ -340,25 +401,41 @@ impl ReportAgent {
         if !self.sequence.is_new(candle) {
             return;
         }
-        if self.step_time.is_some_and(|t| t != candle.open_time_ms) {
-            self.close_step();
-        }
-        self.step_time = Some(candle.open_time_ms);
-        self.first_time.get_or_insert(candle.open_time_ms);
-        self.last_time = self.last_time.max(candle.open_time_ms);
+        let time = candle.open_time_ms;
+        self.first_time = Some(self.first_time.map_or(time, |t| t.min(time)));
+        self.last_time = self.last_time.max(time);
         self.candles += 1;
-        if !self.portfolio.mark(&candle.symbol, candle.close).is_zero() {
-            self.marked_equity = None;
-        }
         self.tallies.get_or_default(&candle.symbol);
+        match self.step_at(time) {
+            Some(step) => step.marks.push((candle.symbol.clone(), candle.close)),
+            // Behind every open step: it marks from the next one on.
+            None => {
+                self.portfolio.mark(&candle.symbol, candle.close);
+            }
+        }
+        self.close_steps(STEPS_HELD);
     }
 
     fn on_fill(&mut self, fill: &Fill) {
+        if self.emergency_stop_at.is_some() {
+            self.fills_after_stop += 1;
+        }
+        match self.step_at(fill.timestamp_ms) {
+            Some(step) => step.fills.push(fill.clone()),
+            None => {
+                self.fills_late += 1;
+                self.apply_fill(fill);
+            }
+        }
+        self.close_steps(STEPS_HELD);
+    }
+
+    /// Replays one fill through the report's portfolio and round trips.
+    fn apply_fill(&mut self, fill: &Fill) {
         let held = self.portfolio.quantity(&fill.symbol);
         let effect =
             self.portfolio
                 .apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
-        self.marked_equity = None;
         let tally = self.tallies.get_or_default(&fill.symbol);
         tally.fills += 1;
         // The part of the fill that closes the position held, and the part
@@ -385,10 +462,6 @@ impl ReportAgent {
         if closing < fill.quantity {
             tally.open.get_or_insert_with(OpenTrip::default).fees += fill.fee - closing_fee;
         }
-        if self.emergency_stop_at.is_some() {
-            self.fills_after_stop += 1;
-        }
-        self.last_fill_time = fill.timestamp_ms;
     }
 
     /// Hands the finished report to `outcome` when it stops.
@@ -399,10 +472,7 @@ impl ReportAgent {
 
     /// The finished report (closes the last time step).
     pub fn finish(&mut self) -> Report {
-        if self.step_time.is_some() {
-            self.close_step();
-            self.step_time = None;
-        }
+        self.close_steps(0);
         let p = &self.portfolio;
         let ratio = |a: u64, b: u64| {
             if b == 0 {
@@ -475,6 +545,7 @@ impl ReportAgent {
             emergency_stop_at_ms: self.emergency_stop_at,
             daily_loss_pauses_at_ms: self.daily_loss_pauses.clone(),
             fills_after_emergency_stop: self.fills_after_stop,
+            fills_counted_late: self.fills_late,
             accounting_identity_holds: final_equity
                 == p.initial_cash + p.realised() + p.unrealised() - p.fees(),
             symbols,
@@ -777,6 +848,13 @@ impl Report {
                 self.fills_after_emergency_stop
             );
         }
+        if self.fills_counted_late > 0 {
+            let _ = writeln!(
+                s,
+                "late fills       {} reached the report after their time step closed (counted from the next)",
+                self.fills_counted_late
+            );
+        }
         let _ = writeln!(
             s,
             "accounting       final equity = initial + realised + unrealised - fees: {}",
@@ -898,6 +976,97 @@ mod tests {
         }
         report.finish();
         (report.equity, expected)
+    }
+
+    /// The messages of `steps` (per step, one [`MarketStep`] per market):
+    /// each step's candles, then its fills; with the step each belongs to.
+    fn messages(steps: &[Vec<MarketStep>]) -> Vec<(usize, Result<Candle, Fill>)> {
+        use bus_core::model::payload::{CandleFields, FillFields, OrderId, Side};
+        let symbols = [Symbol::new("BTC").unwrap(), Symbol::new("ETH").unwrap()];
+        let mut all = Vec::new();
+        for (t, step) in steps.iter().enumerate() {
+            let mut fills = Vec::new();
+            for (symbol, (cents, fill)) in symbols.iter().zip(step) {
+                let close = Decimal::new(i64::from(*cents), 2);
+                let candle = Candle::new(CandleFields {
+                    symbol: symbol.clone(),
+                    interval: "1m".into(),
+                    open_time_ms: t as i64 * 60_000,
+                    open: close,
+                    high: close,
+                    low: close,
+                    close,
+                    volume: Decimal::ONE,
+                })
+                .unwrap();
+                all.push((t, Ok(candle)));
+                if let Some((buy, quantity)) = fill {
+                    let fill = Fill::new(FillFields {
+                        order_id: OrderId(format!("o-{t}")),
+                        symbol: symbol.clone(),
+                        side: if *buy { Side::Buy } else { Side::Sell },
+                        quantity: Decimal::new(i64::from(*quantity), 3),
+                        price: close,
+                        fee: Decimal::new(1, 2),
+                        timestamp_ms: t as i64 * 60_000,
+                    })
+                    .unwrap();
+                    fills.push((t, Err(fill)));
+                }
+            }
+            all.extend(fills);
+        }
+        all
+    }
+
+    fn report_of<'a>(messages: impl Iterator<Item = &'a Result<Candle, Fill>>) -> Report {
+        let mut report = ReportAgent::new(Decimal::new(100_000, 0), 60_000, 365);
+        for message in messages {
+            match message {
+                Ok(candle) => report.on_candle(candle),
+                Err(fill) => report.on_fill(fill),
+            }
+        }
+        report.finish()
+    }
+
+    proptest::proptest! {
+        /// Fills reach the report early (before their bar's candles, as a
+        /// more urgent message may) or late (after later bars' candles, as
+        /// from a trader running behind): every figure is the report of the
+        /// messages in market-time order.
+        #[test]
+        fn fills_count_for_their_own_step_whenever_they_arrive(
+            steps in proptest::collection::vec(
+                proptest::collection::vec(
+                    (1u32..1_000_000, proptest::option::weighted(0.3, (proptest::bool::ANY, 1u32..5_000))),
+                    2,
+                ),
+                1..80,
+            ),
+            shifts in proptest::collection::vec(-1i64..12, 80 * 2),
+        ) {
+            let in_order = messages(&steps);
+            let expected = report_of(in_order.iter().map(|(_, m)| m));
+            // Each fill moves to just before the candles of its step plus
+            // its shift (-1: ahead of its own bar's candles).
+            let mut shifted: Vec<(i64, usize, &Result<Candle, Fill>)> = Vec::new();
+            let mut k = 0;
+            for (i, (step, message)) in in_order.iter().enumerate() {
+                let at = match message {
+                    Ok(_) => *step as i64 * 2 + 1,
+                    Err(_) => {
+                        k += 1;
+                        (*step as i64 + shifts[k % shifts.len()].max(0)) * 2
+                            + i64::from(shifts[k % shifts.len()] >= 0) * 2
+                    }
+                };
+                shifted.push((at, i, message));
+            }
+            shifted.sort_by_key(|(at, i, _)| (*at, *i));
+            let got = report_of(shifted.iter().map(|(_, _, m)| *m));
+            proptest::prop_assert_eq!(got, expected);
+        }
     }
 
     proptest::proptest! {
