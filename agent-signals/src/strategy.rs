@@ -24,8 +24,13 @@ pub struct Bar {
 /// `value` in units of 10⁻⁸, exactly (rounded half to even beyond eight
 /// decimals).
 pub fn price_units(value: rust_decimal::Decimal) -> i128 {
-    let rounded = value.round_dp(8);
-    rounded.mantissa() * 10i128.pow(8 - rounded.scale())
+    // Prices rarely carry more than eight decimals: scale them up as they
+    // are, rounding only the others.
+    let exact = match value.scale() {
+        0..=8 => value,
+        _ => value.round_dp(8),
+    };
+    exact.mantissa() * 10i128.pow(8 - exact.scale())
 }
 
 impl Bar {

@@ -9,10 +9,11 @@
 //!
 //! Every candle and fill counts for the market time it belongs to, not
 //! for when its message arrived: a time step is held open until
-//! [`STEPS_HELD`] later steps have begun, then closed — its fills applied
-//! (in the order they came), its markets marked at their closes, its
-//! equity sampled. A fill that reaches the report even later still counts
-//! (from the next step on) and is counted as late.
+//! [`STEPS_HELD`] later steps have begun (one, where messages come in
+//! market-time order: a backtest, `run` in lockstep), then closed — its
+//! fills applied (in the order they came), its markets marked at their
+//! closes, its equity sampled. A fill that reaches the report even later
+//! still counts (from the next step on) and is counted as late.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -218,7 +219,7 @@ pub struct Report {
     /// Fills after the emergency stop (only risk-reducing exits are allowed).
     pub fills_after_emergency_stop: u64,
     /// Fills that reached the report after their time step had closed (more
-    /// than `STEPS_HELD` steps late): counted from the next step on.
+    /// steps late than the report holds): counted from the next step on.
     pub fills_counted_late: u64,
     /// final equity == initial cash + realised + unrealised - fees, exactly.
     pub accounting_identity_holds: bool,
@@ -250,8 +251,10 @@ impl Annualisation {
     }
 }
 
-/// Time steps a report holds open for what comes late: a fill or a candle
-/// of a step still open counts for its own step, whatever came between.
+/// Time steps a report holds open for what comes late, where messages
+/// may come out of market-time order (agents running free, or as
+/// processes): a fill or a candle of a step still open counts for its own
+/// step, whatever came between.
 pub const STEPS_HELD: usize = 256;
 
 /// A time step not closed yet: its candles' closes and its fills.
@@ -290,6 +293,10 @@ pub struct ReportAgent {
     last_time: i64,
     /// Time steps not closed yet, oldest first.
     open_steps: VecDeque<OpenStep>,
+    /// Closed steps kept for their buffers (a step a bar, allocated once).
+    spare_steps: Vec<OpenStep>,
+    /// Steps held open behind the newest.
+    steps_held: usize,
     /// The last step closed.
     closed_up_to: Option<i64>,
     fills_late: u64,
@@ -320,6 +327,8 @@ impl ReportAgent {
             first_time: None,
             last_time: 0,
             open_steps: VecDeque::new(),
+            spare_steps: Vec::new(),
+            steps_held: STEPS_HELD,
             closed_up_to: None,
             fills_late: 0,
             steps: 0,
@@ -345,7 +354,14 @@ impl ReportAgent {
         let at = match self.open_steps.binary_search_by_key(&time, |s| s.time) {
             Ok(at) => at,
             Err(at) => {
-                self.open_steps.insert(at, OpenStep::new(time));
+                let step = match self.spare_steps.pop() {
+                    Some(mut spare) => {
+                        spare.time = time;
+                        spare
+                    }
+                    None => OpenStep::new(time),
+                };
+                self.open_steps.insert(at, step);
                 at
             }
         };
@@ -355,7 +371,7 @@ impl ReportAgent {
     /// Closes the oldest steps until at most `keep` are open.
     fn close_steps(&mut self, keep: usize) {
         while self.open_steps.len() > keep {
-            let Some(step) = self.open_steps.pop_front() else {
+            let Some(mut step) = self.open_steps.pop_front() else {
                 break;
             };
             for fill in &step.fills {
@@ -366,6 +382,9 @@ impl ReportAgent {
             }
             self.closed_up_to = Some(step.time);
             self.close_step(step.time);
+            step.fills.clear();
+            step.marks.clear();
+            self.spare_steps.push(step);
         }
     }
 
@@ -391,6 +410,13 @@ impl ReportAgent {
         }
     }
 
+    /// Holds one step open only: for messages that come in market-time
+    /// order (a backtest, `run` in lockstep).
+    pub fn in_market_time_order(mut self) -> Self {
+        self.steps_held = 1;
+        self
+    }
+
     /// Follows up to `max_symbols` symbols.
     pub fn with_max_symbols(mut self, max_symbols: usize) -> Self {
         self.sequence = CandleSequence::with_limit(max_symbols);
@@ -413,7 +439,7 @@ impl ReportAgent {
                 self.portfolio.mark(&candle.symbol, candle.close);
             }
         }
-        self.close_steps(STEPS_HELD);
+        self.close_steps(self.steps_held);
     }
 
     fn on_fill(&mut self, fill: &Fill) {
@@ -427,7 +453,7 @@ impl ReportAgent {
                 self.apply_fill(fill);
             }
         }
-        self.close_steps(STEPS_HELD);
+        self.close_steps(self.steps_held);
     }
 
     /// Replays one fill through the report's portfolio and round trips.

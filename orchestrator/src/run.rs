@@ -203,15 +203,24 @@ pub fn build_agent(
             .with_max_symbols(config.signals.max_symbols)
             .with_outcome(hooks.traded.clone()),
         ),
-        AgentKind::Report => Box::new(
-            ReportAgent::new(
+        AgentKind::Report => {
+            let report = ReportAgent::new(
                 config.trader.initial_cash,
                 config.data.bar_interval_ms().map_err(WiringError::Config)?,
                 config.report.year_days,
             )
             .with_max_symbols(config.signals.max_symbols)
-            .with_outcome(hooks.report.clone()),
-        ),
+            .with_outcome(hooks.report.clone());
+            // Inline, or in lockstep in process, messages come in market
+            // time order: nothing need be held for late ones.
+            let in_order = deterministic
+                || (config.run.lockstep
+                    && config.bus.transport == crate::config::Transport::InProcess);
+            Box::new(match in_order {
+                true => report.in_market_time_order(),
+                false => report,
+            })
+        }
     })
 }
 
