@@ -285,6 +285,9 @@ impl TraderAgent {
         if opening.is_zero() {
             return quantity;
         }
+        if self.config.max_leverage > Decimal::ONE {
+            return cover + self.within_leverage(symbol, opening, price);
+        }
         let cost = |q: Decimal| q * price + (q * price * self.config.fee_rate).round_dp(8);
         let cash = self.portfolio.cash - cost(cover);
         let unit = price * (Decimal::ONE + self.config.fee_rate);
@@ -303,6 +306,42 @@ impl TraderAgent {
         cover + most
     }
 
+    /// Of `opening` more exposure in `symbol` at `price`, what keeps the
+    /// account's gross exposure within `max_leverage` times its equity.
+    fn within_leverage(&self, symbol: &Symbol, opening: Decimal, price: Decimal) -> Decimal {
+        let others: Decimal = self
+            .portfolio
+            .positions
+            .iter()
+            .filter(|(s, _)| *s != symbol)
+            .map(|(_, p)| p.quantity.abs() * p.mark)
+            .sum();
+        let held = self.portfolio.quantity(symbol).abs() * price;
+        let room = self.config.max_leverage * self.portfolio.equity() - others - held;
+        let fees = Decimal::ONE + self.config.fee_rate;
+        (room / (price * fees))
+            .round_dp_with_strategy(
+                self.config.quantity_scale,
+                rust_decimal::RoundingStrategy::ToZero,
+            )
+            .max(Decimal::ZERO)
+            .min(opening)
+    }
+
+    /// The part of a sell of `quantity` at `price` the account may take:
+    /// all of what closes a long, and of what opens or adds to a short only
+    /// what stays within `max_leverage` (1: the short's value within what
+    /// equity covers).
+    fn sellable(&self, symbol: &Symbol, quantity: Decimal, price: Decimal) -> Decimal {
+        let held = self.portfolio.quantity(symbol);
+        let closing = held.max(Decimal::ZERO).min(quantity);
+        let opening = quantity - closing;
+        if opening.is_zero() {
+            return quantity;
+        }
+        closing + self.within_leverage(symbol, opening, price)
+    }
+
     fn fill(&mut self, order: &Order, base_price: Decimal, out: &mut Outbox) -> HandlerResult {
         let slip = match order.side {
             Side::Buy => Decimal::ONE + self.config.slippage,
@@ -311,11 +350,15 @@ impl TraderAgent {
         let price = (base_price * slip).round_dp(8).max(Decimal::new(1, 8));
         let quantity = match order.side {
             Side::Buy => self.affordable(&order.symbol, order.quantity, price),
-            Side::Sell => order.quantity,
+            Side::Sell => self.sellable(&order.symbol, order.quantity, price),
         };
         if quantity.is_zero() {
             self.counters.cut_to_cash += 1;
-            return self.cancel(order, "cash cannot pay for it at the fill price", out);
+            return self.cancel(
+                order,
+                "cash or margin cannot cover it at the fill price",
+                out,
+            );
         }
         if quantity < order.quantity {
             self.counters.cut_to_cash += 1;
@@ -623,6 +666,7 @@ mod tests {
             take_profit: None,
             close_on_emergency_stop: false,
             close_at_end: false,
+            max_leverage: Decimal::ONE,
         }
     }
 

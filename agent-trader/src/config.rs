@@ -35,11 +35,22 @@ pub struct TraderConfig {
     /// After an emergency stop, close every position at the next price.
     #[serde(default)]
     pub close_on_emergency_stop: bool,
+    /// Most gross exposure (the sum of every position's |quantity| x price)
+    /// a fill may take the account to, as a multiple of equity: 1 (the
+    /// default) trades without borrowing — a buy is cut to what cash pays,
+    /// a short to what equity covers, so cash never goes below zero by
+    /// accident; above 1 a fill may borrow up to that leverage.
+    #[serde(default = "one")]
+    pub max_leverage: Decimal,
     /// When the run ends (`system.shutdown`), close every position at its
     /// last close, paying slippage and fees, so that the report holds only
     /// closed round trips.
     #[serde(default)]
     pub close_at_end: bool,
+}
+
+fn one() -> Decimal {
+    Decimal::ONE
 }
 
 fn default_quantity_scale() -> u32 {
@@ -93,6 +104,11 @@ impl TraderConfig {
                 "must be within (0, 1)",
             );
         }
+        check(
+            self.max_leverage >= one && self.max_leverage <= Decimal::from(100),
+            "max_leverage",
+            "must be within 1..=100",
+        );
         if let Some(v) = self.take_profit {
             check(v > Decimal::ZERO, "take_profit", "must be positive");
         }

@@ -81,6 +81,7 @@ fn config(fee_rate: Decimal) -> TraderConfig {
         take_profit: None,
         close_on_emergency_stop: false,
         close_at_end: false,
+        max_leverage: Decimal::ONE,
     }
 }
 
@@ -288,4 +289,33 @@ fn take_profit_closes_at_its_level() {
             (Side::Sell, 240, dec!(108)),
         ]
     );
+}
+
+/// Sized at the signal's close (100) with all the equity, the buy fills at
+/// a higher open (110): without leverage it is cut to what cash pays;
+/// with `max_leverage = 2` it borrows, up to twice the equity.
+#[test]
+fn a_buy_is_cut_to_the_cash_unless_leverage_is_allowed() {
+    let fill_of = |max_leverage: Decimal| {
+        let config = TraderConfig {
+            position_fraction: dec!(1),
+            max_leverage,
+            ..config(dec!(0))
+        };
+        let mut f = MessageFactory::new(AgentId::new("script"), true);
+        let script = vec![
+            candle(&mut f, 0, 100),
+            signal(&mut f, 0, SignalDirection::Long, 100),
+            candle(&mut f, 60, 110),
+        ];
+        trade(config, script)
+            .iter()
+            .find_map(|e| match e.payload() {
+                Payload::TradeOrderFilled(f) => Some((f.quantity, f.price)),
+                _ => None,
+            })
+            .expect("a fill")
+    };
+    assert_eq!(fill_of(dec!(1)), (dec!(90.9090), dec!(110)));
+    assert_eq!(fill_of(dec!(2)), (dec!(100), dec!(110)));
 }
