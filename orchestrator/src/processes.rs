@@ -49,6 +49,7 @@ use bus_core::runtime::StopSignal;
 use futures_util::StreamExt;
 
 use crate::agents::AgentKind;
+use crate::announcer::Announcer;
 use crate::config::BistouryConfig;
 use crate::run::{build_agent, Mode, RunControl, RunOutcome, WiringError};
 
@@ -449,6 +450,12 @@ pub async fn run_processes(
         .map(|(kind, s)| (kind, s.policy()))
         .collect();
     let mut agents: Vec<AgentProcess> = Vec::new();
+    let mut names: Vec<bus_core::AgentId> = order
+        .iter()
+        .map(|(kind, instance)| bus_core::AgentId::new(label(*kind, *instance)))
+        .collect();
+    names.push(bus_core::AgentId::new(AgentKind::Report.name()));
+    let mut announcer = Announcer::new(names, false);
     let mut outcome = supervise(
         &launcher,
         &order,
@@ -456,6 +463,7 @@ pub async fn run_processes(
         &mut agents,
         control,
         &mut server,
+        (&bus, &mut announcer),
     )
     .await;
 
@@ -466,8 +474,13 @@ pub async fn run_processes(
             agents.iter_mut().filter(|a| a.kind.is_source()).collect();
         tokio::task::block_in_place(|| stop_processes(&mut collectors, STOP_GRACE));
     }
-    // Drain: wait for quiet, then stop everyone.
+    // Drain: wait for quiet, say the run is over (a trader closing at the
+    // end trades once more), wait for quiet again, then stop everyone.
     if outcome.is_ok() {
+        outcome = drain(&bus, &traffic, &mut server).await;
+    }
+    if outcome.is_ok() {
+        announce(&bus, &mut announcer, false).await;
         outcome = drain(&bus, &traffic, &mut server).await;
     }
     let restarts: u32 = agents.iter().map(|a| a.restarts).sum();
@@ -548,6 +561,22 @@ async fn drain(
 
 /// Starts the agents and watches them until the collector has finished (or
 /// the run is stopped); restarts crashed ones per policy.
+/// Publishes the announcer's `system.startup` (`start`) or
+/// `system.shutdown`; a failure is logged (the run goes on without it).
+async fn announce(bus: &bus_core::nats::NatsBus, announcer: &mut Announcer, start: bool) {
+    use bus_core::Agent;
+    let mut out = bus_core::Outbox::new();
+    let _ = match start {
+        true => announcer.on_start(&mut out),
+        false => announcer.on_stop(&mut out),
+    };
+    for envelope in out.drain() {
+        if let Err(error) = bus.publish(&envelope, &StopSignal::new()).await {
+            tracing::warn!(topic = %envelope.topic, %error, "cannot announce");
+        }
+    }
+}
+
 async fn supervise(
     launcher: &Launcher,
     order: &[(AgentKind, Partition)],
@@ -555,6 +584,7 @@ async fn supervise(
     agents: &mut Vec<AgentProcess>,
     control: &RunControl,
     server: &mut ServerWatch,
+    (bus, announcer): (&bus_core::nats::NatsBus, &mut Announcer),
 ) -> Result<(), WiringError> {
     for &(kind, instance) in order {
         let child = tokio::task::block_in_place(|| launcher.start(kind, instance))?;
@@ -566,6 +596,7 @@ async fn supervise(
             isolated: false,
         });
     }
+    announce(bus, announcer, true).await;
     loop {
         if control.stop.is_stopped() {
             return Ok(());

@@ -1075,3 +1075,74 @@ fn bistoury_run_warns_about_a_nats_server_before_2_10_with_jetstream() {
     assert!(warning.contains("2.9.10"), "{warning}");
     assert!(warning.contains("2.10 or newer"), "{warning}");
 }
+
+/// A distributed run says when it starts and ends: `system.startup` once
+/// its agent processes are up, `system.shutdown` after the data is worked
+/// through and before they stop; a trader closing at the end
+/// (`close_at_end`) hears it and closes, and the report has those fills.
+/// (A lone crossover without stops is always in the market.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_run_announces_its_start_and_end_and_closes_at_the_end() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.toml"),
+        format!(
+            "[bus]\ntransport = \"nats\"\nnats_server = \"\"\nnats_url = \"{}\"\n\
+             subject_prefix = \"announce\"\n\n[data]\ncandles = 1500\n\n\
+             [signals]\nthreshold = 0.0\n[signals.rsi]\nenabled = false\n\
+             [signals.macd]\nenabled = false\n[signals.bollinger]\nenabled = false\n\
+             [signals.candlestick]\nenabled = false\n\n\
+             [trader]\nclose_at_end = true\nmin_confidence = 0.0\n\
+             stop_loss = \"off\"\ntake_profit = \"off\"\n\n\
+             [risk]\nmax_drawdown = \"off\"\nmax_daily_loss = \"off\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut system = client.subscribe("announce.system.>").await.unwrap();
+    client.flush().await.unwrap();
+    let (mut child, lines) = bistoury(&["run", "--config", "c.toml"], dir.path());
+    let status = tokio::task::block_in_place(|| child.wait().unwrap());
+    let output: Vec<String> = lines.iter().collect();
+    assert!(status.success(), "{}", output.join("\n"));
+    let mut seen = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), system.next()).await
+    {
+        let envelope: Value = serde_json::from_slice(&message.payload).unwrap();
+        seen.push(envelope["type"].as_str().unwrap().to_string());
+    }
+    let announced: Vec<&str> = seen
+        .iter()
+        .map(String::as_str)
+        .filter(|t| *t == "system.startup" || *t == "system.shutdown")
+        .collect();
+    assert_eq!(announced, ["system.startup", "system.shutdown"], "{seen:?}");
+    let report = report(dir.path());
+    assert_eq!(
+        report["open_positions"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    assert_eq!(report["accounting_identity_holds"], true);
+    let trades = std::fs::read_to_string(dir.path().join("bistoury-output/trades.csv")).unwrap();
+    let closing: Vec<&str> = trades
+        .lines()
+        .filter(|l| l.ends_with("end of data"))
+        .collect();
+    assert!(
+        !closing.is_empty(),
+        "something was open at the end:\n{trades}"
+    );
+    let last: Vec<&str> = trades.lines().rev().take(closing.len()).collect();
+    assert!(
+        closing.iter().all(|row| last.contains(row)),
+        "the closing fills come last: {closing:?}"
+    );
+    assert_eq!(
+        report["fills"].as_u64().unwrap() as usize,
+        trades.lines().count() - 1
+    );
+}
