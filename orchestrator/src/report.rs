@@ -958,47 +958,26 @@ mod tests {
     /// equity recomputed at every step (what the report did before it kept
     /// equity between moves).
     fn equity_both_ways(steps: &[Vec<MarketStep>]) -> (EquityStats, EquityStats) {
-        use bus_core::model::payload::{CandleFields, FillFields, OrderId, Side};
-        let symbols = [Symbol::new("BTC").unwrap(), Symbol::new("ETH").unwrap()];
         let cash = Decimal::new(100_000, 0);
         let mut report = ReportAgent::new(cash, 60_000, 365);
         let mut book = Portfolio::new(cash);
         let mut expected = EquityStats::default();
-        for (t, step) in steps.iter().enumerate() {
-            for (symbol, (cents, fill)) in symbols.iter().zip(step) {
-                let close = Decimal::new(i64::from(*cents), 2);
-                let candle = Candle::new(CandleFields {
-                    symbol: symbol.clone(),
-                    interval: "1m".into(),
-                    open_time_ms: t as i64 * 60_000,
-                    open: close,
-                    high: close,
-                    low: close,
-                    close,
-                    volume: Decimal::ONE,
-                })
-                .unwrap();
-                report.on_candle(&candle);
-                book.mark(symbol, close);
-                if let Some((buy, quantity)) = fill {
-                    let side = if *buy { Side::Buy } else { Side::Sell };
-                    let quantity = Decimal::new(i64::from(*quantity), 3);
-                    let fee = Decimal::new(1, 2);
-                    let fill = Fill::new(FillFields {
-                        order_id: OrderId(format!("o-{t}")),
-                        symbol: symbol.clone(),
-                        side,
-                        quantity,
-                        price: close,
-                        fee,
-                        timestamp_ms: t as i64 * 60_000,
-                    })
-                    .unwrap();
-                    report.on_fill(&fill);
-                    book.apply_fill(symbol, side, quantity, close, fee);
+        let all = messages(steps);
+        for (i, (t, message)) in all.iter().enumerate() {
+            match message {
+                Ok(candle) => {
+                    report.on_candle(candle);
+                    book.mark(&candle.symbol, candle.close);
+                }
+                Err(fill) => {
+                    report.on_fill(fill);
+                    book.apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
                 }
             }
-            expected.push(decimal_to_f64(book.equity()));
+            // The step's equity, once its last message is in.
+            if all.get(i + 1).is_none_or(|(next, _)| next != t) {
+                expected.push(decimal_to_f64(book.equity()));
+            }
         }
         report.finish();
         (report.equity, expected)

@@ -190,46 +190,9 @@ fn an_interval_that_disagrees_with_the_file_is_refused() {
 #[test]
 fn cash_never_goes_negative_long_only() {
     for seed in 1..=4u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut price = 50.0_f64;
-        for i in 0..800 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            // Each bar opens where the last closed, up a little more often.
-            let open = price;
-            let close = ((open * (1.0 + 0.001 + noise * 0.02)) * 100.0).round() / 100.0;
-            text.push_str(&format!(
-                "{},XYZ,{open:.2},{:.2},{:.2},{close:.2},10\n",
-                1_600_000_000_000_i64 + i * 3_600_000,
-                open.max(close) * 1.002,
-                open.min(close) * 0.998
-            ));
-            price = close;
-        }
-        std::fs::write(dir.path().join("xyz-1h.csv"), text).unwrap();
-        let config = "[data]\nkind = \"file\"\npath = \"xyz-1h.csv\"\ninterval = \"1h\"\n\n\
-                      [signals]\nthreshold = 0.0\n[signals.ma_crossover]\nfast = 3\nslow = 8\n\
-                      [signals.rsi]\nenabled = false\n[signals.macd]\nenabled = false\n\
-                      [signals.bollinger]\nenabled = false\n[signals.candlestick]\nenabled = false\n\n\
-                      [trader]\nposition_fraction = \"1\"\nallow_short = false\nmin_confidence = 0.0\n\
-                      fee_rate = \"0.001\"\nslippage = \"0.0005\"\nstop_loss = \"off\"\ntake_profit = \"off\"\n\n\
-                      [risk]\nmax_position_notional = \"off\"\nmax_order_notional = \"off\"\n\
-                      max_drawdown = \"off\"\nmax_daily_loss = \"off\"\n";
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let run = bistoury(
-            &["backtest", "--config", "config.toml", "--output-dir", "out"],
-            dir.path(),
-        );
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let trades = std::fs::read_to_string(dir.path().join("out/trades.csv")).unwrap();
+        // Up a little more often than down: fills at a higher open than
+        // the close the order was sized at.
+        let trades = all_in_crossover_trades(seed, 0.001, false);
         let mut cash = rust_decimal::Decimal::new(100_000, 0);
         let mut buys = 0;
         for line in trades.lines().skip(1) {
@@ -327,45 +290,7 @@ fn positions_open_at_the_end_are_listed_or_closed_at_the_last_close() {
 fn shorts_stay_within_equity_and_cash_never_goes_negative() {
     use rust_decimal::Decimal;
     for seed in 5..=8u64 {
-        let dir = tempfile::tempdir().unwrap();
-        let mut text = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
-        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut price = 50.0_f64;
-        for i in 0..800 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            let open = price;
-            let close = ((open * (1.0 + noise * 0.03)) * 100.0).round() / 100.0;
-            text.push_str(&format!(
-                "{},XYZ,{open:.2},{:.2},{:.2},{close:.2},10\n",
-                1_600_000_000_000_i64 + i * 3_600_000,
-                open.max(close) * 1.002,
-                open.min(close) * 0.998
-            ));
-            price = close;
-        }
-        std::fs::write(dir.path().join("xyz-1h.csv"), text).unwrap();
-        let config = "[data]\nkind = \"file\"\npath = \"xyz-1h.csv\"\ninterval = \"1h\"\n\n\
-                      [signals]\nthreshold = 0.0\n[signals.ma_crossover]\nfast = 3\nslow = 8\n\
-                      [signals.rsi]\nenabled = false\n[signals.macd]\nenabled = false\n\
-                      [signals.bollinger]\nenabled = false\n[signals.candlestick]\nenabled = false\n\n\
-                      [trader]\nposition_fraction = \"1\"\nallow_short = true\nmin_confidence = 0.0\n\
-                      fee_rate = \"0.001\"\nslippage = \"0.0005\"\nstop_loss = \"off\"\ntake_profit = \"off\"\n\n\
-                      [risk]\nmax_position_notional = \"off\"\nmax_order_notional = \"off\"\n\
-                      max_drawdown = \"off\"\nmax_daily_loss = \"off\"\n";
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let run = bistoury(
-            &["backtest", "--config", "config.toml", "--output-dir", "out"],
-            dir.path(),
-        );
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let trades = std::fs::read_to_string(dir.path().join("out/trades.csv")).unwrap();
+        let trades = all_in_crossover_trades(seed, 0.0, true);
         let (mut cash, mut held) = (Decimal::new(100_000, 0), Decimal::ZERO);
         let mut shorts = 0;
         for line in trades.lines().skip(1) {
@@ -391,4 +316,53 @@ fn shorts_stay_within_equity_and_cash_never_goes_negative() {
         }
         assert!(shorts > 5, "seed {seed}: {shorts} short fills");
     }
+}
+
+/// Backtests a lone 3/8 crossover acting on every crossing with all the
+/// equity, fees and slippage, no stops and no risk limits (`allow_short`
+/// as given), on a seeded random hourly market of one symbol whose bars
+/// drift by `drift`; returns the trade log.
+fn all_in_crossover_trades(seed: u64, drift: f64, allow_short: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut price = 50.0_f64;
+    for i in 0..800 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        // Each bar opens where the last closed.
+        let open = price;
+        let close = ((open * (1.0 + drift + noise * 0.02)) * 100.0).round() / 100.0;
+        text.push_str(&format!(
+            "{},XYZ,{open:.2},{:.2},{:.2},{close:.2},10\n",
+            1_600_000_000_000_i64 + i * 3_600_000,
+            open.max(close) * 1.002,
+            open.min(close) * 0.998
+        ));
+        price = close;
+    }
+    std::fs::write(dir.path().join("xyz-1h.csv"), text).unwrap();
+    let config = format!(
+        "[data]\nkind = \"file\"\npath = \"xyz-1h.csv\"\ninterval = \"1h\"\n\n\
+         [signals]\nthreshold = 0.0\n[signals.ma_crossover]\nfast = 3\nslow = 8\n\
+         [signals.rsi]\nenabled = false\n[signals.macd]\nenabled = false\n\
+         [signals.bollinger]\nenabled = false\n[signals.candlestick]\nenabled = false\n\n\
+         [trader]\nposition_fraction = \"1\"\nallow_short = {allow_short}\nmin_confidence = 0.0\n\
+         fee_rate = \"0.001\"\nslippage = \"0.0005\"\nstop_loss = \"off\"\ntake_profit = \"off\"\n\n\
+         [risk]\nmax_position_notional = \"off\"\nmax_order_notional = \"off\"\n\
+         max_drawdown = \"off\"\nmax_daily_loss = \"off\"\n"
+    );
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    let run = bistoury(
+        &["backtest", "--config", "config.toml", "--output-dir", "out"],
+        dir.path(),
+    );
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read_to_string(dir.path().join("out/trades.csv")).unwrap()
 }
