@@ -34,6 +34,7 @@ pub mod file;
 pub mod random;
 pub mod source;
 pub mod synthetic;
+pub mod venue;
 
 pub use agent::{Collected, CollectorAgent};
 pub use error::CollectorError;
