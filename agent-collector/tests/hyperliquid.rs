@@ -196,3 +196,44 @@ fn a_gap_given_up_lets_out_what_waited() {
     assert_eq!(minutes(&released.candles), [3]);
     assert_eq!(minutes(&closer.snapshot(bar(5, 105)).candles), [4]);
 }
+
+#[test]
+fn back_fill_requests_page_the_range_and_answers_decode() {
+    use agent_collector::venue::hyperliquid::{
+        candle_snapshot_requests, decode_candle_snapshot, CANDLES_PER_SNAPSHOT,
+    };
+    let minute = 60_000;
+    // 12,000 minutes: three pages of at most 5,000, ends inclusive, no
+    // overlap, nothing past the range.
+    let requests = candle_snapshot_requests("BTC", "1m", minute, 0, 12_000 * minute);
+    let ranges: Vec<(i64, i64)> = requests
+        .iter()
+        .map(|r| {
+            let r: serde_json::Value = serde_json::from_str(r).unwrap();
+            assert_eq!(r["type"], "candleSnapshot");
+            assert_eq!(r["req"]["coin"], "BTC");
+            assert_eq!(r["req"]["interval"], "1m");
+            (
+                r["req"]["startTime"].as_i64().unwrap(),
+                r["req"]["endTime"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let page = CANDLES_PER_SNAPSHOT * minute;
+    assert_eq!(
+        ranges,
+        [
+            (0, page - 1),
+            (page, 2 * page - 1),
+            (2 * page, 12_000 * minute - 1)
+        ]
+    );
+    assert!(candle_snapshot_requests("BTC", "1m", minute, 5, 5).is_empty());
+
+    let candles =
+        decode_candle_snapshot(include_str!("fixtures/hyperliquid/candle_snapshot.json")).unwrap();
+    assert_eq!(minutes(&candles), [28_892_162, 28_892_163]);
+    assert_eq!(candles[1].low, dec!(99851.5));
+    let error = decode_candle_snapshot(r#"{"error":"bad request"}"#).unwrap_err();
+    assert!(error.to_string().contains("not a list"), "{error}");
+}

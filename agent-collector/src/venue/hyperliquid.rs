@@ -71,6 +71,58 @@ impl Subscription {
     }
 }
 
+/// The REST info endpoint back-fills are asked of (POST, JSON).
+pub const MAINNET_INFO_URL: &str = "https://api.hyperliquid.xyz/info";
+
+/// Candles one `candleSnapshot` answer holds at most: a longer range is
+/// asked for page by page.
+pub const CANDLES_PER_SNAPSHOT: i64 = 5_000;
+
+/// The `candleSnapshot` requests (POST bodies) that cover the candles of
+/// `coin` at `interval` (`interval_ms` long) opening in
+/// `[from_ms, until_ms)`, oldest page first.
+pub fn candle_snapshot_requests(
+    coin: &str,
+    interval: &str,
+    interval_ms: i64,
+    from_ms: i64,
+    until_ms: i64,
+) -> Vec<String> {
+    let page = CANDLES_PER_SNAPSHOT * interval_ms.max(1);
+    let mut requests = Vec::new();
+    let mut start = from_ms;
+    while start < until_ms {
+        // The venue's end time is inclusive: stop just before the next page.
+        let end = (start + page).min(until_ms) - 1;
+        requests.push(
+            serde_json::json!({
+                "type": "candleSnapshot",
+                "req": {"coin": coin, "interval": interval, "startTime": start, "endTime": end}
+            })
+            .to_string(),
+        );
+        start += page;
+    }
+    requests
+}
+
+/// Decodes a `candleSnapshot` answer: a list of candles in the `candle`
+/// channel's format.
+pub fn decode_candle_snapshot(text: &str) -> Result<Vec<Candle>, FrameError> {
+    let bad = |reason: String| FrameError {
+        channel: "candleSnapshot".into(),
+        reason,
+    };
+    let list: Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let list = list
+        .as_array()
+        .ok_or_else(|| bad("not a list of candles".into()))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, c)| candle(c).map_err(|e| bad(format!("candle {i}: {e}"))))
+        .collect()
+}
+
 /// Decodes one text frame; `coins` limits mids to the markets followed
 /// (all when empty).
 pub fn decode(text: &str, coins: &[Symbol]) -> Result<Frame, FrameError> {
