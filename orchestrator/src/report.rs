@@ -97,13 +97,6 @@ impl TripTally {
     }
 
     fn report(&self) -> RoundTrips {
-        let ratio = |a: u64, b: u64| {
-            if b == 0 {
-                0.0
-            } else {
-                round6(a as f64 / b as f64)
-            }
-        };
         let mean = |sum: Decimal, n: u64| {
             if n == 0 {
                 Decimal::ZERO
@@ -500,13 +493,6 @@ impl ReportAgent {
     pub fn finish(&mut self) -> Report {
         self.close_steps(0);
         let p = &self.portfolio;
-        let ratio = |a: u64, b: u64| {
-            if b == 0 {
-                0.0
-            } else {
-                round6(a as f64 / b as f64)
-            }
-        };
         let symbols: BTreeMap<String, SymbolReport> = self
             .tallies
             .iter()
@@ -592,6 +578,15 @@ fn duration(ms: i64) -> String {
         (0, 0, _) => format!("{m}m"),
         (0, _, _) => format!("{h}h {m}m"),
         _ => format!("{d}d {h}h"),
+    }
+}
+
+/// `a / b` to six places; 0 when `b` is.
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        round6(a as f64 / b as f64)
     }
 }
 

@@ -491,11 +491,7 @@ impl<T: Transport> Driver<'_, T> {
                 if stop.is_stopped() {
                     break;
                 }
-                let early = coordination
-                    .stop_producing
-                    .as_ref()
-                    .is_some_and(StopSignal::is_stopped);
-                let step = match early {
+                let step = match enough.is_some_and(StopSignal::is_stopped) {
                     true => Produce::Done,
                     false => agent.produce(&mut self.out),
                 };
@@ -834,9 +830,7 @@ impl InProcess {
     pub fn bus(&self) -> &MessageBus {
         &self.bus
     }
-}
 
-impl InProcess {
     /// Publishes `envelopes`, or, in lockstep, hands them to the sequencer
     /// (`produced`: a source's step, published one message at a time).
     async fn send_held(

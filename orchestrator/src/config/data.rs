@@ -83,7 +83,8 @@ pub struct CandleFile {
     pub bad_rows: BadRowPolicy,
     /// The bar interval label for topics (`1m`).
     pub interval: String,
-    /// The bar length, which the file's bars were checked to have.
+    /// The bar length (a loaded configuration checked the file's bars
+    /// have it).
     pub interval_ms: i64,
 }
 
@@ -108,16 +109,12 @@ impl DataConfig {
                 None => Err(vec!["data.path: required when data.kind = \"file\"".into()]),
                 Some(path) => match readable_file(path) {
                     Err(problem) => Err(vec![format!("data.path: {}: {problem}", path.display())]),
-                    Ok(()) => {
-                        let file = CandleFile {
-                            path: path.clone(),
-                            bad_rows: self.bad_rows.unwrap_or(BadRowPolicy::Skip),
-                            interval: self.interval.clone(),
-                            interval_ms: self.bar_interval_ms().map_err(|e| vec![e])?,
-                        };
-                        file.check_spacing().map_err(|e| vec![e])?;
-                        Ok(DataSource::File(file))
-                    }
+                    Ok(()) => Ok(DataSource::File(CandleFile {
+                        path: path.clone(),
+                        bad_rows: self.bad_rows.unwrap_or(BadRowPolicy::Skip),
+                        interval: self.interval.clone(),
+                        interval_ms: self.bar_interval_ms().map_err(|e| vec![e])?,
+                    })),
                 },
             },
         }
@@ -205,8 +202,11 @@ impl DataConfig {
         if !(self.speed.is_finite() && self.speed >= 0.0) {
             errors.push("data.speed: must be 0 (as fast as possible) or a positive factor".into());
         }
-        if let Err(problems) = self.source() {
-            errors.extend(problems);
+        match self.source() {
+            Err(problems) => errors.extend(problems),
+            // Read once, at load: the wiring asks for the source again.
+            Ok(DataSource::File(file)) => errors.extend(file.check_spacing().err()),
+            Ok(DataSource::Synthetic(_)) => {}
         }
         errors
     }
