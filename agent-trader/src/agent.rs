@@ -178,11 +178,8 @@ impl TraderAgent {
             return Ok(());
         }
         let held = self.portfolio.quantity(symbol);
-        let size = (self.portfolio.equity() * self.config.position_fraction / signal.price)
-            .round_dp_with_strategy(
-                self.config.quantity_scale,
-                rust_decimal::RoundingStrategy::ToZero,
-            );
+        let size =
+            self.whole_lots(self.portfolio.equity() * self.config.position_fraction / signal.price);
         let target = match signal.direction {
             SignalDirection::Long => size,
             SignalDirection::Short if self.config.allow_short => -size,
@@ -273,6 +270,15 @@ impl TraderAgent {
         Ok(())
     }
 
+    /// `quantity` cut down to the order quantity's decimal places (never
+    /// rounded up: more than was sized or can be paid).
+    fn whole_lots(&self, quantity: Decimal) -> Decimal {
+        quantity.round_dp_with_strategy(
+            self.config.quantity_scale,
+            rust_decimal::RoundingStrategy::ToZero,
+        )
+    }
+
     /// The part of a buy of `quantity` at `price` that cash can pay, fee
     /// included: all of what covers a short (it reduces risk), and of what
     /// opens or adds to a long only what the cash left after covering pays
@@ -292,13 +298,7 @@ impl TraderAgent {
         let cash = self.portfolio.cash - cost(cover);
         let unit = price * (Decimal::ONE + self.config.fee_rate);
         let step = Decimal::new(1, self.config.quantity_scale);
-        let mut most = (cash / unit)
-            .round_dp_with_strategy(
-                self.config.quantity_scale,
-                rust_decimal::RoundingStrategy::ToZero,
-            )
-            .max(Decimal::ZERO)
-            .min(opening);
+        let mut most = self.whole_lots(cash / unit).max(Decimal::ZERO).min(opening);
         // The fee is rounded to 8 places: one step less if that tips it over.
         while most > Decimal::ZERO && cost(cover + most) > self.portfolio.cash {
             most = (most - step).max(Decimal::ZERO);
@@ -319,11 +319,7 @@ impl TraderAgent {
         let held = self.portfolio.quantity(symbol).abs() * price;
         let room = self.config.max_leverage * self.portfolio.equity() - others - held;
         let fees = Decimal::ONE + self.config.fee_rate;
-        (room / (price * fees))
-            .round_dp_with_strategy(
-                self.config.quantity_scale,
-                rust_decimal::RoundingStrategy::ToZero,
-            )
+        self.whole_lots(room / (price * fees))
             .max(Decimal::ZERO)
             .min(opening)
     }
