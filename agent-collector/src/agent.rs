@@ -5,11 +5,59 @@ use bus_core::model::SymbolTopics;
 use bus_core::prelude::*;
 
 use crate::source::CandleSource;
+use crate::venue::feed::{FeedCounters, FeedEvent, FeedHealth, LiveFeed};
 
-/// Publishes candles from a source, one time step per `produce` call.
+/// Where a collector's market data comes from.
+enum Input {
+    /// Recorded or generated candles, step by step.
+    Replay(Box<dyn CandleSource>),
+    /// A venue's live stream.
+    Live(Box<LiveMarket>),
+}
+
+/// A live feed and what the collector knows of its health.
+struct LiveMarket {
+    feed: LiveFeed,
+    /// The stall threshold, for the warnings.
+    stall_after: std::time::Duration,
+    /// When market data last arrived.
+    last_data: std::time::Instant,
+    /// A stale-feed warning is out and not yet cleared.
+    stale: bool,
+    /// What a progress display shows.
+    status: std::sync::Arc<std::sync::Mutex<FeedStatus>>,
+    prices: SymbolTopics,
+    trades: SymbolTopics,
+    books: SymbolTopics,
+}
+
+/// A live feed's state, for a progress display.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeedStatus {
+    /// `connecting`, `live`, `stalled` or `disconnected`.
+    pub health: String,
+    /// The last price seen per market.
+    pub prices: Vec<(Symbol, rust_decimal::Decimal)>,
+}
+
+impl FeedStatus {
+    fn price(&mut self, symbol: &Symbol, price: rust_decimal::Decimal) {
+        match self.prices.iter_mut().find(|(s, _)| s == symbol) {
+            Some((_, last)) => *last = price,
+            None => self.prices.push((symbol.clone(), price)),
+        }
+    }
+}
+
+/// How long a live collector waits for an event before it lets its driver
+/// handle commands (and a stop).
+const LIVE_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Publishes candles from a source, one time step per `produce` call, or
+/// what a live feed delivers as it comes.
 pub struct CollectorAgent {
     id: AgentId,
-    source: Box<dyn CandleSource>,
+    input: Input,
     factory: MessageFactory,
     /// Symbols collection is stopped for (`command.stop_collection`).
     stopped: Vec<Symbol>,
@@ -54,10 +102,47 @@ struct Pacing {
 impl CollectorAgent {
     /// A collector named `id` reading `source`.
     pub fn new(id: AgentId, source: Box<dyn CandleSource>, deterministic: bool) -> Self {
+        Self::with_input(id, Input::Replay(source), deterministic)
+    }
+
+    /// A collector named `id` publishing what `feed` delivers: closed
+    /// candles (`data.candle`), the forming candle's price and mids
+    /// (`data.price_update`), trades (`data.trade`), books
+    /// (`data.orderbook`), and `risk.warning.stale_feed` when the feed
+    /// stalls or drops (value: seconds without data, against
+    /// `stall_after`) and again once it is live (value 0). It runs until
+    /// stopped.
+    pub fn live(id: AgentId, feed: LiveFeed, stall_after: std::time::Duration) -> Self {
+        let status = FeedStatus {
+            health: "connecting".into(),
+            prices: Vec::new(),
+        };
+        let live = LiveMarket {
+            feed,
+            stall_after,
+            last_data: std::time::Instant::now(),
+            stale: false,
+            status: std::sync::Arc::new(std::sync::Mutex::new(status)),
+            prices: SymbolTopics::new("data.price_update"),
+            trades: SymbolTopics::new("data.trade"),
+            books: SymbolTopics::new("data.orderbook"),
+        };
+        Self::with_input(id, Input::Live(Box::new(live)), false)
+    }
+
+    /// A live collector's feed state, shared (for a progress display).
+    pub fn feed_status(&self) -> Option<std::sync::Arc<std::sync::Mutex<FeedStatus>>> {
+        match &self.input {
+            Input::Live(live) => Some(live.status.clone()),
+            Input::Replay(_) => None,
+        }
+    }
+
+    fn with_input(id: AgentId, input: Input, deterministic: bool) -> Self {
         Self {
             factory: MessageFactory::new(id.clone(), deterministic),
             id,
-            source,
+            input,
             stopped: Vec::new(),
             stopped_all: false,
             published: 0,
@@ -132,7 +217,10 @@ impl CollectorAgent {
 
     /// Rows the source skipped as malformed.
     pub fn skipped_rows(&self) -> usize {
-        self.source.skipped_rows()
+        match &self.input {
+            Input::Replay(source) => source.skipped_rows(),
+            Input::Live(live) => FeedCounters::get(&live.feed.counters().malformed) as usize,
+        }
     }
 
     fn apply(&mut self, command: &Command, stop: bool) {
@@ -194,7 +282,11 @@ impl Agent for CollectorAgent {
                 return Produce::More;
             }
         }
-        let batch = match self.source.next_batch() {
+        let source = match &mut self.input {
+            Input::Replay(source) => source,
+            Input::Live(_) => return self.produce_live(out),
+        };
+        let batch = match source.next_batch() {
             Ok(Some(batch)) => batch,
             Ok(None) => return Produce::Done,
             Err(error) => {
@@ -219,6 +311,61 @@ impl Agent for CollectorAgent {
 }
 
 impl CollectorAgent {
+    /// Publishes what the feed has delivered, waiting a little for it.
+    fn produce_live(&mut self, out: &mut Outbox) -> Produce {
+        let Input::Live(live) = &mut self.input else {
+            return Produce::Done;
+        };
+        let event = match live.feed.events().recv_timeout(LIVE_WAIT) {
+            Ok(event) => event,
+            Err(flume::RecvTimeoutError::Timeout) => return Produce::Idle,
+            Err(flume::RecvTimeoutError::Disconnected) => {
+                self.failure = Some(format!("the {} feed stopped", live.feed.venue()));
+                return Produce::Done;
+            }
+        };
+        if !matches!(event, FeedEvent::Health(_)) {
+            live.last_data = std::time::Instant::now();
+        }
+        let message = match event {
+            FeedEvent::Candle(candle) => {
+                live.status_price(&candle.symbol, candle.close);
+                self.publish_candle(candle, out);
+                return Produce::More;
+            }
+            FeedEvent::Forming(price) => vec![live.price(price)],
+            FeedEvent::Mids(prices) => prices.into_iter().map(|p| live.price(p)).collect(),
+            FeedEvent::Trades(trades) => trades
+                .into_iter()
+                .map(|trade| {
+                    let topic = live.trades.topic(&trade.symbol);
+                    let time = trade.timestamp_ms;
+                    (topic, Payload::DataTrade(trade), time)
+                })
+                .collect(),
+            FeedEvent::Book(book) => {
+                let topic = live.books.topic(&book.symbol);
+                let time = book.timestamp_ms;
+                vec![(topic, Payload::DataOrderbook(book), time)]
+            }
+            FeedEvent::Health(health) => live.health(&health).into_iter().collect(),
+        };
+        for (topic, payload, time) in message {
+            let Ok(topic) = topic else { continue };
+            let symbol = match &payload {
+                Payload::DataPriceUpdate(p) => Some(&p.symbol),
+                Payload::DataTrade(t) => Some(&t.symbol),
+                Payload::DataOrderbook(b) => Some(&b.symbol),
+                _ => None,
+            };
+            if symbol.is_some_and(|s| self.stopped_all || self.stopped.contains(s)) {
+                continue;
+            }
+            out.publish(self.factory.make(topic, payload, time));
+        }
+        Produce::More
+    }
+
     fn publish_candle(&mut self, candle: Candle, out: &mut Outbox) {
         if self.stopped_all || self.stopped.contains(&candle.symbol) {
             return;
@@ -236,6 +383,69 @@ impl CollectorAgent {
         if let Some(progress) = &self.progress {
             progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// A message to publish: topic, payload, time.
+type Outgoing = (Result<Topic, bus_core::TopicError>, Payload, i64);
+
+impl LiveMarket {
+    fn status_price(&self, symbol: &Symbol, price: rust_decimal::Decimal) {
+        if let Ok(mut status) = self.status.lock() {
+            status.price(symbol, price);
+        }
+    }
+
+    fn price(&mut self, price: PriceUpdate) -> Outgoing {
+        self.status_price(&price.symbol, price.price);
+        let topic = self.prices.topic(&price.symbol);
+        let time = price.timestamp_ms;
+        (topic, Payload::DataPriceUpdate(price), time)
+    }
+
+    /// Notes the feed's health; a `risk.warning.stale_feed` when the
+    /// market turns stale or live again: seconds without market data
+    /// against the stall threshold, 0 once it flows again.
+    fn health(&mut self, health: &FeedHealth) -> Option<Outgoing> {
+        let (name, stale) = match health {
+            FeedHealth::Live => ("live", false),
+            FeedHealth::Stalled { .. } => ("stalled", true),
+            FeedHealth::Disconnected { .. } => ("disconnected", true),
+            FeedHealth::GapUnfilled { .. } => return None,
+        };
+        if let Ok(mut status) = self.status.lock() {
+            status.health = name.into();
+        }
+        if stale == self.stale {
+            return None;
+        }
+        self.stale = stale;
+        let silent = match stale {
+            true => self.last_data.elapsed(),
+            false => std::time::Duration::ZERO,
+        };
+        let seconds = |d: std::time::Duration| {
+            rust_decimal::Decimal::from(d.as_millis() as i64) / rust_decimal::Decimal::from(1000)
+        };
+        let message = match stale {
+            true => format!("{name}: no market data for {:.1} s", silent.as_secs_f64()),
+            false => "market data is flowing again".into(),
+        };
+        let alert = RiskAlert {
+            limit: "stale_feed".into(),
+            symbol: None,
+            value: seconds(silent),
+            threshold: seconds(self.stall_after),
+            message,
+        };
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Some((
+            Topic::new("risk.warning.stale_feed"),
+            Payload::RiskWarning(alert),
+            time,
+        ))
     }
 }
 

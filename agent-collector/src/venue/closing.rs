@@ -31,6 +31,16 @@ struct Market {
     /// A gap waiting for its back-fill, and what closed after it.
     gap: Option<Gap>,
     held: VecDeque<Candle>,
+    /// Open time of a forming candle dropped at a disconnection: its
+    /// interval is expected again (live, or from history).
+    resume_at: Option<i64>,
+}
+
+impl Market {
+    /// Open time of the last candle closed, let out or held back.
+    fn last_closed(&self) -> Option<i64> {
+        self.held.back().map(|c| c.open_time_ms).or(self.last_out)
+    }
 }
 
 /// Turns forming-candle snapshots into closed candles (see the module
@@ -84,15 +94,17 @@ impl CandleCloser {
             }
             _ => {}
         }
-        if market.last_out.is_some_and(|last| time <= last) {
+        if market.last_closed().is_some_and(|last| time <= last) {
             self.stale += 1;
             return out;
         }
         let closed = market.forming.replace(candle);
         let expected = closed
             .as_ref()
-            .map(|c| c.open_time_ms + interval)
-            .or(market.last_out.map(|last| last + interval));
+            .map(|c| c.open_time_ms)
+            .or(market.last_closed())
+            .map(|last| last + interval)
+            .or(market.resume_at.take());
         if let Some(closed) = closed {
             Self::let_out(market, closed, &mut out.candles);
         }
@@ -147,6 +159,18 @@ impl CandleCloser {
         out
     }
 
+    /// The connection was lost: the candles forming are not final (their
+    /// updates during the outage were missed), so they are dropped, and
+    /// their intervals are expected again — from the stream if it resumes
+    /// within them, from history otherwise (as a gap).
+    pub fn disconnected(&mut self) {
+        for market in self.markets.values_mut() {
+            if let Some(forming) = market.forming.take() {
+                market.resume_at = Some(forming.open_time_ms);
+            }
+        }
+    }
+
     /// Gives up back-filling `symbol`'s gap: lets out what was held back.
     pub fn give_up(&mut self, symbol: &Symbol) -> Closed {
         let mut out = Closed::default();
@@ -159,8 +183,14 @@ impl CandleCloser {
 
     fn release(market: &mut Market, out: &mut Vec<Candle>) {
         while let Some(candle) = market.held.pop_front() {
-            market.last_out = Some(candle.open_time_ms);
-            out.push(candle);
+            // History may already have brought it (gaps merged over it).
+            if market
+                .last_out
+                .is_none_or(|last| candle.open_time_ms > last)
+            {
+                market.last_out = Some(candle.open_time_ms);
+                out.push(candle);
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use bus_core::model::payload::{
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use super::{Frame, FrameError};
+use super::{Channels, Frame, FrameError, HttpRequest, Venue};
 
 /// Mainnet.
 pub const MAINNET_URL: &str = "wss://api.hyperliquid.xyz/ws";
@@ -73,6 +73,95 @@ impl Subscription {
 
 /// The REST info endpoint back-fills are asked of (POST, JSON).
 pub const MAINNET_INFO_URL: &str = "https://api.hyperliquid.xyz/info";
+/// Testnet's info endpoint.
+pub const TESTNET_INFO_URL: &str = "https://api.hyperliquid-testnet.xyz/info";
+
+/// HyperLiquid as a [`Venue`]: its stream and info endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HyperLiquid {
+    /// The WebSocket URL.
+    pub stream_url: String,
+    /// The REST info endpoint.
+    pub info_url: String,
+}
+
+impl HyperLiquid {
+    /// Mainnet.
+    pub fn mainnet() -> Self {
+        Self {
+            stream_url: MAINNET_URL.into(),
+            info_url: MAINNET_INFO_URL.into(),
+        }
+    }
+
+    /// Testnet.
+    pub fn testnet() -> Self {
+        Self {
+            stream_url: TESTNET_URL.into(),
+            info_url: TESTNET_INFO_URL.into(),
+        }
+    }
+}
+
+impl Venue for HyperLiquid {
+    fn name(&self) -> &str {
+        "hyperliquid"
+    }
+
+    fn stream_url(&self) -> &str {
+        &self.stream_url
+    }
+
+    fn subscribe(&self, coins: &[Symbol], interval: &str, channels: Channels) -> Vec<String> {
+        let mut all = Vec::new();
+        for coin in coins {
+            let coin = coin.as_str().to_string();
+            all.push(Subscription::Candle {
+                coin: coin.clone(),
+                interval: interval.into(),
+            });
+            if channels.trades {
+                all.push(Subscription::Trades { coin: coin.clone() });
+            }
+            if channels.book {
+                all.push(Subscription::Book { coin });
+            }
+        }
+        if channels.mids {
+            all.push(Subscription::AllMids);
+        }
+        all.iter().map(Subscription::request).collect()
+    }
+
+    fn ping(&self) -> Option<String> {
+        Some(PING.into())
+    }
+
+    fn decode(&self, text: &str, coins: &[Symbol]) -> Result<Frame, FrameError> {
+        decode(text, coins)
+    }
+
+    fn backfill(
+        &self,
+        coin: &Symbol,
+        interval: &str,
+        interval_ms: i64,
+        from_ms: i64,
+        until_ms: i64,
+    ) -> Vec<HttpRequest> {
+        candle_snapshot_requests(coin.as_str(), interval, interval_ms, from_ms, until_ms)
+            .into_iter()
+            .map(|body| HttpRequest {
+                url: self.info_url.clone(),
+                body,
+            })
+            .collect()
+    }
+
+    fn decode_backfill(&self, body: &str) -> Result<Vec<Candle>, FrameError> {
+        decode_candle_snapshot(body)
+    }
+}
 
 /// Candles one `candleSnapshot` answer holds at most: a longer range is
 /// asked for page by page.

@@ -106,6 +106,11 @@ impl<V> SymbolMap<V> {
         self.entries.iter().map(|(_, v)| v)
     }
 
+    /// Every value, mutably, in symbol order.
+    pub fn values_mut(&mut self) -> impl ExactSizeIterator<Item = &mut V> {
+        self.entries.iter_mut().map(|(_, v)| v)
+    }
+
     /// The values, in symbol order, taking the map.
     pub fn into_values(self) -> impl ExactSizeIterator<Item = V> {
         self.entries.into_iter().map(|(_, v)| v)
