@@ -130,6 +130,21 @@ impl CollectorAgent {
         Self::with_input(id, Input::Live(Box::new(live)), false)
     }
 
+    /// A live collector keeps its feed state in `status` (shared with a
+    /// progress display); a replaying one has none.
+    pub fn with_feed_status(
+        mut self,
+        status: std::sync::Arc<std::sync::Mutex<FeedStatus>>,
+    ) -> Self {
+        if let Input::Live(live) = &mut self.input {
+            if let (Ok(mut shared), Ok(own)) = (status.lock(), live.status.lock()) {
+                *shared = own.clone();
+            }
+            live.status = status;
+        }
+        self
+    }
+
     /// A live collector's feed state, shared (for a progress display).
     pub fn feed_status(&self) -> Option<std::sync::Arc<std::sync::Mutex<FeedStatus>>> {
         match &self.input {
@@ -329,6 +344,13 @@ impl CollectorAgent {
         }
         let message = match event {
             FeedEvent::Candle(candle) => {
+                tracing::info!(
+                    symbol = %candle.symbol,
+                    interval = %candle.interval,
+                    open_time_ms = candle.open_time_ms,
+                    close = %candle.close,
+                    "live candle closed"
+                );
                 live.status_price(&candle.symbol, candle.close);
                 self.publish_candle(candle, out);
                 return Produce::More;

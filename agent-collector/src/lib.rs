@@ -36,7 +36,7 @@ pub mod source;
 pub mod synthetic;
 pub mod venue;
 
-pub use agent::{Collected, CollectorAgent};
+pub use agent::{Collected, CollectorAgent, FeedStatus};
 pub use error::CollectorError;
 pub use file::{BadRowPolicy, FileSource};
 pub use source::{CandleSource, ReadAhead};

@@ -51,6 +51,9 @@ pub struct RiskAgent {
     emergency_stop_at: Option<i64>,
     /// Where the state is saved after each change, if anywhere.
     store: Option<Box<dyn RiskStateStore>>,
+    /// What the live feed said when it turned stale, until it is live
+    /// again.
+    stale_feed: Option<String>,
 }
 
 impl RiskAgent {
@@ -65,6 +68,7 @@ impl RiskAgent {
             warned: Vec::new(),
             emergency_stop_at: None,
             store: None,
+            stale_feed: None,
         }
     }
 
@@ -197,7 +201,15 @@ impl RiskAgent {
 
     fn on_order(&mut self, request: &Envelope, order: &OrderRequest, out: &mut Outbox) {
         let time = request.created_at_ms;
-        match self.state.decide(&self.config, order, time) {
+        let decision = match &self.stale_feed {
+            Some(reason) if self.config.halt_on_stale_feed => {
+                Decision::Refused(Refusal::StaleFeed {
+                    reason: reason.clone(),
+                })
+            }
+            _ => self.state.decide(&self.config, order, time),
+        };
+        match decision {
             Decision::Approved => {
                 self.counters.approved += 1;
                 let ok = Payload::ResponseSuccess(Success {
@@ -359,6 +371,7 @@ impl Agent for RiskAgent {
             "trade.position_update",
             "trade.pnl_update",
             "system.config_update",
+            "risk.warning.stale_feed",
         ]
         .into_iter()
         .map(TopicPattern::from_static)
@@ -391,6 +404,15 @@ impl Agent for RiskAgent {
                 let before = self.config.clone();
                 self.apply_config_update(&update.key, &update.value)?;
                 self.config != before
+            }
+            // Seconds without market data, against the stall threshold.
+            Payload::RiskWarning(alert) if alert.limit == "stale_feed" => {
+                let stale = alert.value >= alert.threshold;
+                if stale != self.stale_feed.is_some() {
+                    tracing::warn!(agent = %self.id, message = %alert.message, stale, "live feed");
+                }
+                self.stale_feed = stale.then(|| alert.message.clone());
+                false
             }
             Payload::TradePositionUpdate(p) => {
                 let before = self.state.positions.insert(p.symbol.clone(), p.quantity);
@@ -487,6 +509,7 @@ mod tests {
                 max_drawdown: Some(dec!(0.1)),
                 max_daily_loss: None,
                 warning_fraction: dec!(0.5),
+                halt_on_stale_feed: true,
             },
             true,
         )
@@ -514,6 +537,58 @@ mod tests {
             messages[2].topic.as_str(),
             "risk.limit_breach.max_order_notional"
         );
+    }
+
+    fn stale_feed(f: &mut MessageFactory, silent: Decimal) -> Envelope {
+        let alert = RiskAlert {
+            limit: "stale_feed".into(),
+            symbol: None,
+            value: silent,
+            threshold: dec!(30),
+            message: format!("no market data for {silent} s"),
+        };
+        f.make(
+            Topic::new("risk.warning.stale_feed").unwrap(),
+            Payload::RiskWarning(alert),
+            0,
+        )
+    }
+
+    fn approved(risk: &mut RiskAgent, f: &mut MessageFactory) -> bool {
+        let mut out = Outbox::new();
+        risk.on_message(&request(f, dec!(1)), &mut out).unwrap();
+        let answers: Vec<Envelope> = out.drain().collect();
+        matches!(answers[..], [ref answer] if matches!(answer.payload(), Payload::ResponseSuccess(_)))
+    }
+
+    #[test]
+    fn a_stale_feed_holds_orders_until_market_data_flows_again() {
+        let mut f = MessageFactory::new(AgentId::new("collector"), true);
+        let mut risk = agent();
+        let mut out = Outbox::new();
+        assert!(risk
+            .subscriptions()
+            .iter()
+            .any(|p| p.matches(&Topic::new("risk.warning.stale_feed").unwrap())));
+        assert!(approved(&mut risk, &mut f));
+        risk.on_message(&stale_feed(&mut f, dec!(31.5)), &mut out)
+            .unwrap();
+        let mut refused = Outbox::new();
+        risk.on_message(&request(&mut f, dec!(1)), &mut refused)
+            .unwrap();
+        let answer = refused.drain().next().unwrap();
+        assert!(
+            matches!(answer.payload(), Payload::ResponseError(e) if e.message.contains("stale_feed: no market data for 31.5 s")),
+            "{answer:?}"
+        );
+        risk.on_message(&stale_feed(&mut f, dec!(0)), &mut out)
+            .unwrap();
+        assert!(approved(&mut risk, &mut f));
+        // Turned off, a stale feed holds nothing.
+        risk.config.halt_on_stale_feed = false;
+        risk.on_message(&stale_feed(&mut f, dec!(40)), &mut out)
+            .unwrap();
+        assert!(approved(&mut risk, &mut f));
     }
 
     #[test]

@@ -28,6 +28,14 @@ pub struct RiskConfig {
     /// Fraction of a limit at which a `risk.warning` is sent.
     #[serde(default = "default_warning")]
     pub warning_fraction: Decimal,
+    /// Refuse orders while the live feed says the market is stale
+    /// (`risk.warning.stale_feed`), until it is live again.
+    #[serde(default = "default_halt_on_stale_feed")]
+    pub halt_on_stale_feed: bool,
+}
+
+fn default_halt_on_stale_feed() -> bool {
+    true
 }
 
 fn default_warning() -> Decimal {

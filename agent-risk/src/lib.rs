@@ -16,7 +16,8 @@
 //! let (drawdown, _) = state.observe_equity(Decimal::new(900, 0), 1);
 //! assert_eq!(drawdown, Decimal::new(1, 1)); // 10 % below the peak
 //! # let _ = RiskConfig { max_position_notional: None, max_order_notional: None, max_open_positions: None,
-//! #     max_orders_per_minute: None, max_drawdown: None, max_daily_loss: None, warning_fraction: Decimal::ONE };
+//! #     max_orders_per_minute: None, max_drawdown: None, max_daily_loss: None, warning_fraction: Decimal::ONE,
+//! #     halt_on_stale_feed: true };
 //! ```
 
 #![forbid(unsafe_code)]

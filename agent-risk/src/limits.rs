@@ -88,6 +88,11 @@ pub enum Refusal {
     },
     /// Trading is halted (an emergency stop): every order is refused.
     Halted,
+    /// The live feed is stale: no order until market data flows again.
+    StaleFeed {
+        /// What the feed said.
+        reason: String,
+    },
     /// The day's loss reached its limit: orders are refused until the
     /// next UTC day, which starts at `until_ms`.
     PausedForTheDay {
@@ -105,6 +110,7 @@ impl std::fmt::Display for Refusal {
                 threshold,
             } => write!(f, "{limit}: {value} against a limit of {threshold}"),
             Refusal::Halted => f.write_str("emergency_stop: trading is halted"),
+            Refusal::StaleFeed { reason } => write!(f, "stale_feed: {reason}"),
             Refusal::PausedForTheDay { until_ms } => write!(
                 f,
                 "max_daily_loss: trading is paused until the next UTC day ({})",
@@ -268,6 +274,7 @@ mod tests {
             max_drawdown: Some(dec!(0.1)),
             max_daily_loss: None,
             warning_fraction: dec!(0.8),
+            halt_on_stale_feed: true,
         }
     }
 

@@ -19,6 +19,7 @@ fn approves_refuses_and_stops_on_drawdown() {
         max_drawdown: Some(dec!(0.1)),
         max_daily_loss: None,
         warning_fraction: dec!(0.8),
+        halt_on_stale_feed: true,
     };
     let mut f = MessageFactory::new(AgentId::new("trader"), true);
     let order = |f: &mut MessageFactory, q| buy_btc(f, "o", q, 1);
@@ -71,6 +72,7 @@ fn a_config_update_on_the_bus_tightens_a_limit() {
         max_drawdown: None,
         max_daily_loss: None,
         warning_fraction: dec!(0.8),
+        halt_on_stale_feed: true,
     };
     let mut f = MessageFactory::new(AgentId::new("operator"), true);
     let update = f.make(

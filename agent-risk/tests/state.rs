@@ -22,6 +22,7 @@ fn config() -> RiskConfig {
         max_drawdown: Some(dec!(0.15)),
         max_daily_loss: None,
         warning_fraction: dec!(0.8),
+        halt_on_stale_feed: true,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The command line: `bistoury run | backtest | validate-config`.
+//! The command line: `bistoury run | backtest | record | agent | validate-config | config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +45,20 @@ enum Command {
         /// its share of the symbols).
         #[arg(long, value_name = "K/N")]
         instance: Option<String>,
+    },
+    /// Record a live market's closed candles (`[data] source =
+    /// "hyperliquid"`) to a CSV candle file that `backtest` replays, until
+    /// Ctrl-C or `--candles`.
+    Record {
+        /// TOML configuration, layered on the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The CSV file to write; it must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop after this many candles (all markets together).
+        #[arg(long)]
+        candles: Option<u64>,
     },
     /// Check a configuration file and report every problem.
     ValidateConfig {
@@ -163,6 +177,11 @@ pub fn main() -> ExitCode {
                 Err(code) => code,
             };
         }
+        Some(Command::Record {
+            config,
+            out,
+            candles,
+        }) => return record(config.as_deref(), &out, candles),
         Some(Command::ValidateConfig { file }) => {
             return match load(Some(&file)) {
                 Ok(_) => {
@@ -200,13 +219,18 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let total = config
-        .data
-        .source()
-        .ok()
-        .and_then(|source| source.known_candles());
-    let progress = crate::progress::Progress::start(total);
+    let source = config.data.source().ok();
+    let live = source.as_ref().is_some_and(|s| s.is_live());
+    if live && backtest {
+        eprintln!("{}", crate::run::LIVE_IS_NOT_BACKTESTED);
+        return ExitCode::from(2);
+    }
+    let total = source.and_then(|source| source.known_candles());
+    let live_view = live.then(crate::progress::LiveView::default);
+    let progress = crate::progress::Progress::start(total, live_view.clone());
     let control = crate::run::RunControl {
+        feed_status: live_view.as_ref().map(|v| v.feed.clone()),
+        account: live_view.as_ref().map(|v| v.account.clone()),
         progress: progress.as_ref().map(|p| p.counter()),
         stop: bus_core::runtime::StopSignal::new(),
         strategies: Default::default(),
@@ -280,6 +304,75 @@ fn prepare(
         Err(error) => {
             eprintln!("cannot set up logging: {error}");
             Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `bistoury record`: the live feed's closed candles to `out`, until
+/// Ctrl-C or `limit` candles.
+fn record(file: Option<&std::path::Path>, out: &std::path::Path, limit: Option<u64>) -> ExitCode {
+    use agent_collector::venue::feed::{FeedEvent, LiveFeed};
+    use agent_collector::venue::record::CandleRecorder;
+    let (config, _guard) = match prepare(file, None) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
+    };
+    let market = match config.data.source() {
+        Ok(crate::config::DataSource::Live(market)) => market,
+        _ => {
+            eprintln!(
+                "record: [data] is not a live market; set data.source = \"hyperliquid\" and data.symbols"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mut recorder = match CandleRecorder::create(out, &market.settings.symbols) {
+        Ok(recorder) => recorder,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "--out: {} exists; record never overwrites a file: give another path",
+                out.display()
+            );
+            return ExitCode::from(2);
+        }
+        Err(error) => {
+            eprintln!("--out: cannot create {}: {error}", out.display());
+            return ExitCode::from(2);
+        }
+    };
+    let feed = match LiveFeed::start(std::sync::Arc::new(market.venue), market.settings) {
+        Ok(feed) => feed,
+        Err(error) => {
+            eprintln!("bistoury: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stop = bus_core::runtime::StopSignal::new();
+    stop_on_signals(stop.clone(), Some("writing what was recorded"));
+    let mut failure = None;
+    while !stop.is_stopped() && limit.is_none_or(|n| recorder.written() < n) {
+        let wait = std::time::Duration::from_millis(100);
+        match feed.events().recv_timeout(wait) {
+            Ok(FeedEvent::Candle(candle)) => {
+                if let Err(error) = recorder.push(candle) {
+                    failure = Some(error);
+                    break;
+                }
+            }
+            Ok(_) | Err(flume::RecvTimeoutError::Timeout) => {}
+            Err(flume::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    drop(feed);
+    let path = recorder.path().display().to_string();
+    match (failure, recorder.finish()) {
+        (None, Ok(rows)) => {
+            println!("recorded {rows} candles to {path}");
+            ExitCode::SUCCESS
+        }
+        (Some(error), _) | (None, Err(error)) => {
+            eprintln!("cannot write {path}: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -96,6 +96,7 @@ impl Provenance {
                 (vec![data], None)
             }
             DataSource::Synthetic(spec) => (Vec::new(), Some(spec.seed)),
+            DataSource::Live(_) => (Vec::new(), None),
         };
         Ok(Self {
             bistoury_version: env!("CARGO_PKG_VERSION"),

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
 
 use agent_trader::Portfolio;
 use bus_core::model::payload::{Candle, Fill};
@@ -306,6 +307,16 @@ pub struct ReportAgent {
     /// Which candles are news (a redelivered one is not counted again).
     sequence: CandleSequence,
     outcome: Option<Outcome<Report>>,
+    account: Option<Arc<Mutex<AccountView>>>,
+}
+
+/// The account as of the last step closed, for a progress display.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountView {
+    /// Equity.
+    pub equity: Decimal,
+    /// Open positions (signed quantities), by market.
+    pub positions: Vec<(Symbol, Decimal)>,
 }
 
 impl ReportAgent {
@@ -328,6 +339,7 @@ impl ReportAgent {
             exposed_steps: 0,
             equity: EquityStats::default(),
             annualisation: Annualisation::new(interval_ms, year_days),
+            account: None,
             emergency_stop_at: None,
             daily_loss_pauses: Vec::new(),
             peak: None,
@@ -401,6 +413,19 @@ impl ReportAgent {
         if any {
             self.exposed_steps += 1;
         }
+        if let Some(Ok(mut view)) = self.account.as_ref().map(|a| a.lock()) {
+            view.equity = self.portfolio.equity();
+            view.positions = (self.portfolio.positions.iter())
+                .filter(|(_, p)| !p.quantity.is_zero())
+                .map(|(symbol, p)| (symbol.clone(), p.quantity))
+                .collect();
+        }
+    }
+
+    /// Shows the account in `view` at each step it closes.
+    pub fn with_account_view(mut self, view: Arc<Mutex<AccountView>>) -> Self {
+        self.account = Some(view);
+        self
     }
 
     /// Holds one step open only: for messages that come in market-time

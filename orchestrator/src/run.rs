@@ -4,11 +4,12 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use agent_collector::venue::feed::LiveFeed;
 use agent_collector::{
-    CandleSource, Collected, CollectorAgent, FileSource, ReadAhead, SyntheticMarket,
+    CandleSource, Collected, CollectorAgent, FeedStatus, FileSource, ReadAhead, SyntheticMarket,
 };
 use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
 use agent_signals::{SignalAgent, StrategyRegistry};
@@ -24,7 +25,7 @@ use serde::Serialize;
 use crate::agents::AgentKind;
 use crate::announcer::Announcer;
 use crate::config::{BistouryConfig, DataSource};
-use crate::report::{Report, ReportAgent};
+use crate::report::{AccountView, Report, ReportAgent};
 
 /// How the agents are dispatched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -124,6 +125,10 @@ pub const RISK_STATE_FILE: &str = "risk-state.json";
 pub struct Hooks {
     /// The collector counts published candles here (a progress display).
     pub progress: Option<Arc<AtomicU64>>,
+    /// A live collector keeps its feed's state here (a progress display).
+    pub feed_status: Option<Arc<Mutex<FeedStatus>>>,
+    /// The report shows the account here (a progress display).
+    pub account: Option<Arc<Mutex<AccountView>>>,
     /// What the collector collected.
     pub collected: Outcome<Collected>,
     /// What the trader traded.
@@ -139,11 +144,18 @@ impl Hooks {
     pub fn of(control: &RunControl) -> Self {
         Self {
             progress: control.progress.clone(),
+            feed_status: control.feed_status.clone(),
+            account: control.account.clone(),
             strategies: control.strategies.clone(),
             ..Self::default()
         }
     }
 }
+
+/// Why a live market cannot be backtested.
+pub const LIVE_IS_NOT_BACKTESTED: &str = "data.kind: a live market cannot be backtested \
+     (a backtest replays recorded data as fast as it can): paper-trade it with `bistoury run`, \
+     or `bistoury record` it and backtest the file";
 
 /// Builds one agent; `risk` keeps its state in `risk_memory`.
 pub fn build_agent(
@@ -164,6 +176,23 @@ pub fn build_agent(
                 DataSource::Synthetic(spec) => Box::new(SyntheticMarket::new(spec)?),
                 DataSource::File(file) => {
                     Box::new(FileSource::open(&file.path, &file.interval, file.bad_rows)?)
+                }
+                DataSource::Live(market) => {
+                    if deterministic {
+                        return Err(WiringError::Config(LIVE_IS_NOT_BACKTESTED.into()));
+                    }
+                    let stall_after = market.settings.stall_after;
+                    let feed = LiveFeed::start(Arc::new(market.venue), market.settings)?;
+                    let id = AgentId::new(kind.name());
+                    let mut collector = CollectorAgent::live(id, feed, stall_after)
+                        .with_outcome(hooks.collected.clone());
+                    if let Some(status) = &hooks.feed_status {
+                        collector = collector.with_feed_status(status.clone());
+                    }
+                    if let Some(counter) = &hooks.progress {
+                        collector = collector.with_progress(counter.clone());
+                    }
+                    return Ok(Box::new(collector));
                 }
             };
             // Generating or parsing runs a few thousand bars ahead on its own
@@ -211,6 +240,10 @@ pub fn build_agent(
             )
             .with_max_symbols(config.signals.max_symbols)
             .with_outcome(hooks.report.clone());
+            let report = match &hooks.account {
+                Some(view) => report.with_account_view(view.clone()),
+                None => report,
+            };
             // Inline, or in lockstep in process, messages come in market
             // time order: nothing need be held for late ones.
             let in_order = deterministic
@@ -353,6 +386,10 @@ pub fn backtest(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
 pub struct RunControl {
     /// Counts published candles (for a progress display).
     pub progress: Option<Arc<AtomicU64>>,
+    /// A live feed's state (for a progress display).
+    pub feed_status: Option<Arc<Mutex<FeedStatus>>>,
+    /// The account as the report sees it (for a progress display).
+    pub account: Option<Arc<Mutex<AccountView>>>,
     /// Raised to stop early and gracefully (Ctrl-C).
     pub stop: StopSignal,
     /// Strategies the program adds, turned on by `[signals.custom.<name>]`.

@@ -12,11 +12,14 @@
 //!   send to subscribe and keep alive, how to read a frame, how to ask for
 //!   a range of history. A second venue is one module implementing it;
 //! * [`feed`]: the socket, keep-alive, stall detection, reconnection with
-//!   backoff and jitter, and gap back-fill over HTTP, for any [`Venue`].
+//!   backoff and jitter, and gap back-fill over HTTP, for any [`Venue`];
+//! * [`record`]: closed candles written to the candle file format the
+//!   replay source reads.
 
 pub mod closing;
 pub mod feed;
 pub mod hyperliquid;
+pub mod record;
 
 use bus_core::model::payload::{Candle, MarketTrade, OrderBook, PriceUpdate, Symbol};
 

@@ -13,11 +13,32 @@ pub struct SymbolConfig {
     pub start_price: f64,
 }
 
+/// An entry of `data.symbols`: a live market's name (`"BTC"`), or a
+/// synthetic market with its first price.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum SymbolEntry {
+    /// A market by name.
+    Name(String),
+    /// A synthetic market.
+    Synthetic(SymbolConfig),
+}
+
+impl SymbolEntry {
+    /// The market's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SymbolEntry::Name(name) => name,
+            SymbolEntry::Synthetic(config) => &config.symbol,
+        }
+    }
+}
+
 /// `[data]`: where candles come from.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `synthetic` or `file`.
+    /// `synthetic`, `file` or `hyperliquid` (also given as `source`).
     pub kind: DataKind,
     /// Bar interval (`30s`, `1m`, `4h`, `1d`, `1w`): the bar length the
     /// report annualises with, and the topics' last segment.
@@ -35,8 +56,24 @@ pub struct DataConfig {
     pub regime_change_probability: Option<f64>,
     /// Synthetic: first bar's open time.
     pub start_time_ms: Option<i64>,
-    /// Synthetic: symbols and start prices.
-    pub symbols: Option<Vec<SymbolConfig>>,
+    /// Synthetic: symbols and start prices; live: the markets' names.
+    pub symbols: Option<Vec<SymbolEntry>>,
+    /// Live: `mainnet` (the default) or `testnet`.
+    pub network: Option<String>,
+    /// Live: the WebSocket URL, instead of the network's.
+    pub url: Option<String>,
+    /// Live: the REST info endpoint back-fills ask, instead of the
+    /// network's.
+    pub info_url: Option<String>,
+    /// Live: seconds without market data before the feed counts as stalled
+    /// (a `risk.warning.stale_feed`, and a new connection).
+    pub stall_seconds: Option<f64>,
+    /// Live: also publish the markets' trades (`data.trade`).
+    pub trades: Option<bool>,
+    /// Live: also publish their order books (`data.orderbook`).
+    pub book: Option<bool>,
+    /// Live: publish mid prices (`data.price_update`; default true).
+    pub mids: Option<bool>,
     /// File: CSV or JSON-lines path (relative to the config file).
     pub path: Option<PathBuf>,
     /// File: what to do with malformed rows.
@@ -62,6 +99,8 @@ pub enum DataKind {
     Synthetic,
     /// A CSV or JSON-lines file.
     File,
+    /// HyperLiquid's live market (paper trading).
+    Hyperliquid,
 }
 
 /// Where the candles of a run come from, checked: what `[data]` describes
@@ -72,7 +111,40 @@ pub enum DataSource {
     Synthetic(SyntheticSpec),
     /// A CSV or JSON-lines file of candles.
     File(CandleFile),
+    /// A venue's live market.
+    Live(LiveMarket),
 }
+
+/// `[data]` with a live venue.
+#[derive(Debug, Clone)]
+pub struct LiveMarket {
+    /// The venue and where to reach it.
+    pub venue: HyperLiquid,
+    /// What to follow, and when to call it stalled.
+    pub settings: FeedSettings,
+}
+
+impl PartialEq for LiveMarket {
+    fn eq(&self, other: &Self) -> bool {
+        let key = |m: &Self| {
+            let s = &m.settings;
+            (
+                m.venue.clone(),
+                s.symbols.clone(),
+                s.interval.clone(),
+                s.interval_ms,
+                s.channels,
+                s.stall_after,
+            )
+        };
+        key(self) == key(other)
+    }
+}
+
+/// The candle intervals HyperLiquid streams.
+pub const HYPERLIQUID_INTERVALS: [&str; 14] = [
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "8h", "12h", "1d", "3d", "1w", "1M",
+];
 
 /// `[data]` with `kind = "file"`.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,8 +166,14 @@ impl DataSource {
     pub fn known_candles(&self) -> Option<u64> {
         match self {
             DataSource::Synthetic(spec) => Some((spec.candles * spec.symbols.len()) as u64),
-            DataSource::File(_) => None,
+            DataSource::File(_) | DataSource::Live(_) => None,
         }
+    }
+
+    /// Whether it is a live market (it never ends by itself, and cannot be
+    /// backtested).
+    pub fn is_live(&self) -> bool {
+        matches!(self, DataSource::Live(_))
     }
 }
 
@@ -105,6 +183,7 @@ impl DataConfig {
     pub fn source(&self) -> Result<DataSource, Vec<String>> {
         match self.kind {
             DataKind::Synthetic => self.synthetic_spec().map(DataSource::Synthetic),
+            DataKind::Hyperliquid => self.live_market().map(DataSource::Live),
             DataKind::File => match &self.path {
                 None => Err(vec!["data.path: required when data.kind = \"file\"".into()]),
                 Some(path) => match readable_file(path) {
@@ -157,6 +236,12 @@ impl DataConfig {
         need(self.symbols.is_some(), "symbols");
         let mut symbols = Vec::new();
         for (i, s) in self.symbols.iter().flatten().enumerate() {
+            let SymbolEntry::Synthetic(s) = s else {
+                errors.push(format!(
+                    "data.symbols[{i}]: a synthetic market needs {{ symbol = \"...\", start_price = ... }}"
+                ));
+                continue;
+            };
             match Symbol::new(&s.symbol) {
                 Ok(symbol) => symbols.push(SymbolSpec {
                     symbol,
@@ -191,6 +276,88 @@ impl DataConfig {
         }
     }
 
+    /// The live market `[data]` describes, or every problem with its keys.
+    fn live_market(&self) -> Result<LiveMarket, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut symbols = Vec::new();
+        match &self.symbols {
+            None => errors.push("data.symbols: required for a live market, e.g. [\"BTC\"]".into()),
+            Some(list) if list.is_empty() => {
+                errors.push("data.symbols: name at least one market, e.g. [\"BTC\"]".into())
+            }
+            Some(list) => {
+                for (i, entry) in list.iter().enumerate() {
+                    match Symbol::new(entry.name()) {
+                        Ok(symbol) => symbols.push(symbol),
+                        Err(e) => errors.push(format!("data.symbols[{i}]: {e}")),
+                    }
+                }
+            }
+        }
+        if !HYPERLIQUID_INTERVALS.contains(&self.interval.as_str()) {
+            errors.push(format!(
+                "data.interval: {:?} is not one of HyperLiquid's candle intervals ({})",
+                self.interval,
+                HYPERLIQUID_INTERVALS.join(", ")
+            ));
+        }
+        let interval_ms = self.bar_interval_ms().unwrap_or_else(|e| {
+            errors.push(e);
+            0
+        });
+        let mut venue = match self.network.as_deref() {
+            None | Some("mainnet") => HyperLiquid::mainnet(),
+            Some("testnet") => HyperLiquid::testnet(),
+            Some(other) => {
+                errors.push(format!(
+                    "data.network: {other:?} is neither \"mainnet\" nor \"testnet\""
+                ));
+                HyperLiquid::mainnet()
+            }
+        };
+        let mut url = |key: &str, given: &Option<String>, schemes: [&str; 2], into: &mut String| {
+            if let Some(given) = given {
+                match schemes
+                    .iter()
+                    .any(|s| given.starts_with(&format!("{s}://")))
+                {
+                    true => *into = given.clone(),
+                    false => errors.push(format!(
+                        "data.{key}: {given:?} must start with {}:// or {}://",
+                        schemes[0], schemes[1]
+                    )),
+                }
+            }
+        };
+        url("url", &self.url, ["wss", "ws"], &mut venue.stream_url);
+        url(
+            "info_url",
+            &self.info_url,
+            ["https", "http"],
+            &mut venue.info_url,
+        );
+        let mut settings = FeedSettings::new(symbols, &self.interval, interval_ms);
+        if let Some(seconds) = self.stall_seconds {
+            match seconds.is_finite() && seconds > 0.0 {
+                true => settings.stall_after = Duration::from_secs_f64(seconds),
+                false => errors.push(format!(
+                    "data.stall_seconds: {seconds} must be a positive number of seconds"
+                )),
+            }
+        }
+        // Pings keep a quiet connection open, well inside the stall time.
+        settings.ping_every = settings.ping_every.min(settings.stall_after / 2);
+        settings.channels = Channels {
+            trades: self.trades.unwrap_or(false),
+            book: self.book.unwrap_or(false),
+            mids: self.mids.unwrap_or(true),
+        };
+        match errors.is_empty() {
+            true => Ok(LiveMarket { venue, settings }),
+            false => Err(errors),
+        }
+    }
+
     pub(super) fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         if bus_core::Topic::new(&self.interval).is_err() || self.interval.contains('.') {
@@ -206,7 +373,7 @@ impl DataConfig {
             Err(problems) => errors.extend(problems),
             // Read once, at load: the wiring asks for the source again.
             Ok(DataSource::File(file)) => errors.extend(file.check_spacing().err()),
-            Ok(DataSource::Synthetic(_)) => {}
+            Ok(DataSource::Synthetic(_) | DataSource::Live(_)) => {}
         }
         errors
     }

@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use agent_collector::venue::feed::FeedSettings;
+use agent_collector::venue::hyperliquid::HyperLiquid;
+use agent_collector::venue::Channels;
 use agent_collector::{BadRowPolicy, SymbolSpec, SyntheticSpec};
 use agent_risk::RiskConfig;
 use agent_signals::SignalsConfig;
@@ -20,7 +23,8 @@ use crate::agents::AgentKind;
 mod data;
 
 pub use data::{
-    interval_label, interval_label_ms, CandleFile, DataConfig, DataKind, DataSource, SymbolConfig,
+    interval_label, interval_label_ms, CandleFile, DataConfig, DataKind, DataSource, LiveMarket,
+    SymbolConfig, SymbolEntry, HYPERLIQUID_INTERVALS,
 };
 
 /// The embedded default configuration.
@@ -478,6 +482,13 @@ impl BistouryConfig {
         let mut tree: serde_json::Value = merged
             .try_deserialize()
             .map_err(|e| fail(vec![e.to_string()]))?;
+        // `data.source` is `data.kind`'s other name: given, it wins over
+        // the kind the default sets.
+        if let Some(data) = tree.get_mut("data").and_then(|d| d.as_object_mut()) {
+            if let Some(source) = data.remove("source") {
+                data.insert("kind".into(), source);
+            }
+        }
         let defaults = default_tree();
         let mut errors = Vec::new();
         let config = loop {

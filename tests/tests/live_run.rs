@@ -1,0 +1,223 @@
+//! Live paper trading end to end: `bistoury run` on a live market served by
+//! a local venue that speaks HyperLiquid's protocols, stopped with Ctrl-C;
+//! `bistoury record` of the same market; and the backtest of the bars the
+//! venue streamed, which must trade exactly as the live run did.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tests::mock_venue::{stream, Bar, MockVenue};
+
+const MINUTE: i64 = 60_000;
+const START: i64 = 1_733_529_600_000;
+
+/// One 3/8 moving-average crossover, nothing else, no stops: trades often
+/// on a short market.
+const STRATEGY: &str = r#"
+[signals]
+threshold = 0.0
+[signals.ma_crossover]
+fast = 3
+slow = 8
+[signals.rsi]
+enabled = false
+[signals.macd]
+enabled = false
+[signals.bollinger]
+enabled = false
+[signals.candlestick]
+enabled = false
+[trader]
+min_confidence = 0.0
+stop_loss = "off"
+take_profit = "off"
+[risk]
+max_drawdown = "off"
+max_daily_loss = "off"
+"#;
+
+fn live_config(venue: &MockVenue, output_dir: &str) -> String {
+    format!(
+        r#"
+[data]
+source = "hyperliquid"
+symbols = ["BTC"]
+interval = "1m"
+url = "{}"
+info_url = "{}"
+[run]
+output_dir = "{output_dir}"
+[log]
+level = "error"
+directory = "logs"
+{STRATEGY}"#,
+        venue.ws_url, venue.info_url
+    )
+}
+
+/// The bars as a candle file: the oracle of what a recording holds.
+fn bars_csv(bars: &[Bar]) -> String {
+    let mut text = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
+    for bar in bars {
+        let v = bar.json("BTC", "1m", MINUTE);
+        let field = |k: &str| v[k].as_str().unwrap().to_string();
+        text.push_str(&format!(
+            "{},BTC,{},{},{},{},{}\n",
+            bar.t,
+            field("o"),
+            field("h"),
+            field("l"),
+            field("c"),
+            field("v")
+        ));
+    }
+    text
+}
+
+/// Waits until the run's log says the candle opening at `open_time_ms`
+/// has closed (published).
+fn wait_for_candle_in_log(logs: &Path, open_time_ms: i64) {
+    let needle = format!("open_time_ms={open_time_ms}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let seen = std::fs::read_dir(logs).ok().is_some_and(|entries| {
+            entries.flatten().any(|entry| {
+                std::fs::read_to_string(entry.path()).is_ok_and(|text| text.contains(&needle))
+            })
+        });
+        if seen {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live run never published the candle at {open_time_ms}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_live_paper_trading_run_stopped_with_ctrl_c_reports_and_trades_as_the_backtest_of_its_bars() {
+    let dir = tempfile::tempdir().unwrap();
+    let bars = Bar::walk(11, 240, START, MINUTE, 998_500);
+    let closed = &bars[..bars.len() - 1];
+    let history = || bars.iter().map(|b| b.json("BTC", "1m", MINUTE));
+    let script = || stream(&bars, "BTC", "1m", MINUTE, Duration::ZERO);
+
+    // Live paper trading until Ctrl-C.
+    let venue = MockVenue::start(script()).with_history("BTC", history());
+    std::fs::write(dir.path().join("live.toml"), live_config(&venue, "live")).unwrap();
+    let (mut child, stdout) = support::bistoury(&["run", "--config", "live.toml"], dir.path());
+    let last = closed.last().unwrap().t;
+    wait_for_candle_in_log(&dir.path().join("live/logs"), last);
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = wait_for_exit(&mut child);
+    let printed: Vec<String> = stdout.iter().collect();
+    assert!(status.success(), "{status:?}: {printed:#?}");
+    assert!(
+        printed.iter().any(|l| l.contains("Bistoury report")),
+        "{printed:#?}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("live/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["candles"], closed.len() as u64, "{report:#}");
+    assert_eq!(report["accounting_identity_holds"], true, "{report:#}");
+    assert_eq!(report["provenance"]["mode"], "run");
+    let live_trades = std::fs::read_to_string(dir.path().join("live/trades.csv")).unwrap();
+    assert!(
+        live_trades.lines().count() > 5,
+        "the crossover traded: {live_trades}"
+    );
+
+    // The same bars, backtested from a file.
+    std::fs::write(dir.path().join("bars.csv"), bars_csv(closed)).unwrap();
+    let backtest = format!(
+        "[data]\nkind = \"file\"\npath = \"bars.csv\"\ninterval = \"1m\"\n[run]\noutput_dir = \"bt\"\n{STRATEGY}"
+    );
+    std::fs::write(dir.path().join("backtest.toml"), backtest).unwrap();
+    support::bistoury_succeeds(&["backtest", "--config", "backtest.toml"], dir.path());
+    let backtest_trades = std::fs::read_to_string(dir.path().join("bt/trades.csv")).unwrap();
+    assert_eq!(live_trades, backtest_trades);
+
+    // A recording of the same market is that file, row for row: replayed,
+    // it trades as the live run did.
+    let venue = MockVenue::start(script()).with_history("BTC", history());
+    std::fs::write(dir.path().join("record.toml"), live_config(&venue, "rec")).unwrap();
+    let candles = closed.len().to_string();
+    let args = ["record", "--config", "record.toml", "--out", "rec.csv"];
+    support::bistoury_succeeds(&[&args[..], &["--candles", &candles]].concat(), dir.path());
+    let recorded = std::fs::read_to_string(dir.path().join("rec.csv")).unwrap();
+    assert_eq!(recorded, bars_csv(closed));
+    // Never over what exists.
+    let again = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("rec.csv")).unwrap(),
+        recorded
+    );
+}
+
+#[test]
+fn a_live_market_is_refused_by_backtest_and_its_keys_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let venue = MockVenue::start(Vec::new());
+    std::fs::write(dir.path().join("live.toml"), live_config(&venue, "out")).unwrap();
+    let backtest = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["backtest", "--config", "live.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(backtest.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&backtest.stderr).contains("bistoury record"));
+    let bad = "[data]\nsource = \"hyperliquid\"\nsymbols = [\"BTC\", \"not a coin\"]\ninterval = \"7m\"\n\
+               network = \"moon\"\nurl = \"http://127.0.0.1:1/ws\"\nstall_seconds = -1\n";
+    std::fs::write(dir.path().join("bad.toml"), bad).unwrap();
+    let checked = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["validate-config", "bad.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(2));
+    let errors = String::from_utf8_lossy(&checked.stderr);
+    for key in [
+        "data.symbols[1]",
+        "data.interval",
+        "data.network",
+        "data.url",
+        "data.stall_seconds",
+    ] {
+        assert!(errors.contains(key), "{key} not named: {errors}");
+    }
+    let record = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["record", "--out", "x.csv"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(record.status.code(), Some(2), "the default is not live");
+    assert!(!dir.path().join("x.csv").exists());
+}
