@@ -19,6 +19,7 @@ use bus_core::prelude::*;
 use rust_decimal::Decimal;
 
 use crate::config::TraderConfig;
+use crate::journal::{FillJournal, JournaledFill};
 use crate::portfolio::Portfolio;
 use crate::trade_log::TradeLog;
 
@@ -90,6 +91,10 @@ pub struct TraderAgent {
     first_fill_after_halt: Option<i64>,
     outcome: Option<Outcome<Traded>>,
     halted_at: Option<i64>,
+    /// Where each fill is written before it counts, if anywhere.
+    journal: Option<FillJournal>,
+    /// Fills taken back from the journal at start.
+    resumed_fills: u64,
 }
 
 impl TraderAgent {
@@ -127,7 +132,73 @@ impl TraderAgent {
             first_fill_after_halt: None,
             outcome: None,
             halted_at: None,
+            journal: None,
+            resumed_fills: 0,
         })
+    }
+
+    /// Journals every fill in `journal` (synced) before it changes the
+    /// portfolio, after taking back `restored`, the fills it already holds:
+    /// the portfolio and the trade log are rebuilt from them, and new orders
+    /// are numbered after theirs. See [`crate::journal`].
+    pub fn with_journal(
+        mut self,
+        journal: FillJournal,
+        restored: Vec<JournaledFill>,
+    ) -> std::io::Result<Self> {
+        for entry in restored {
+            let fill = &entry.fill;
+            let effect = self.portfolio.apply_fill(
+                &fill.symbol,
+                fill.side,
+                fill.quantity,
+                fill.price,
+                fill.fee,
+            );
+            if let Some(log) = self.log.as_mut() {
+                log.record(
+                    fill,
+                    entry.decided_on_bar_ms,
+                    effect.realised,
+                    &entry.reason,
+                )?;
+            }
+            self.time_ms = self.time_ms.max(fill.timestamp_ms);
+            self.next_order = self.next_order.max(entry.next_order);
+            self.resumed_fills += 1;
+        }
+        self.journal = Some(journal);
+        Ok(self)
+    }
+
+    /// Fills taken back from the journal at start.
+    pub fn resumed_fills(&self) -> u64 {
+        self.resumed_fills
+    }
+
+    /// Publishes `symbol`'s position, marked at `mark`.
+    fn publish_position(
+        &mut self,
+        symbol: &Symbol,
+        mark: Decimal,
+        out: &mut Outbox,
+    ) -> HandlerResult {
+        let p = &self.portfolio.positions[symbol];
+        let update = PositionUpdate::new(PositionUpdateFields {
+            symbol: symbol.clone(),
+            quantity: p.quantity,
+            average_price: p.average_price(),
+            mark_price: mark,
+            realised_pnl: p.realised,
+            unrealised_pnl: p.unrealised(),
+        })?;
+        let topic = self.topics.position.topic(symbol)?;
+        let time = self.time_ms;
+        out.publish(
+            self.factory
+                .make(topic, Payload::TradePositionUpdate(update), time),
+        );
+        Ok(())
     }
 
     /// Follows up to `max_symbols` symbols (candles of others are passed
@@ -364,9 +435,6 @@ impl TraderAgent {
             ..order.clone()
         };
         let fee = (order.quantity * price * self.config.fee_rate).round_dp(8);
-        let effect =
-            self.portfolio
-                .apply_fill(&order.symbol, order.side, order.quantity, price, fee);
         let fill = Fill::new(FillFields {
             order_id: order.id.clone(),
             symbol: order.symbol.clone(),
@@ -376,6 +444,21 @@ impl TraderAgent {
             fee,
             timestamp_ms: self.time_ms,
         })?;
+        // On disk before it counts: a crash from here on loses nothing.
+        if let Some(journal) = &self.journal {
+            let entry = JournaledFill {
+                fill: fill.clone(),
+                decided_on_bar_ms: order.decided_on_bar_ms,
+                reason: order.reason.clone(),
+                next_order: self.next_order,
+            };
+            journal
+                .record(&entry)
+                .map_err(|e| HandlerError::new(format!("trade journal: {e}")))?;
+        }
+        let effect =
+            self.portfolio
+                .apply_fill(&order.symbol, order.side, order.quantity, price, fee);
         if let Some(log) = self.log.as_mut() {
             log.record(
                 &fill,
@@ -498,21 +581,7 @@ impl TraderAgent {
         let holding = !self.portfolio.mark(symbol, candle.close).is_zero();
         let filled = self.counters.filled > before;
         if filled {
-            let p = &self.portfolio.positions[symbol];
-            let update = PositionUpdate::new(PositionUpdateFields {
-                symbol: symbol.clone(),
-                quantity: p.quantity,
-                average_price: p.average_price(),
-                mark_price: candle.close,
-                realised_pnl: p.realised,
-                unrealised_pnl: p.unrealised(),
-            })?;
-            let topic = self.topics.position.topic(symbol)?;
-            out.publish(self.factory.make(
-                topic,
-                Payload::TradePositionUpdate(update),
-                self.time_ms,
-            ));
+            self.publish_position(symbol, candle.close, out)?;
         }
         if filled || holding {
             let pnl = PnlUpdate::new(PnlUpdateFields {
@@ -573,6 +642,30 @@ impl TraderAgent {
 impl Agent for TraderAgent {
     fn id(&self) -> &AgentId {
         &self.id
+    }
+
+    /// A trader resumed from its journal tells risk the positions it holds
+    /// (risk limits count them), each marked at its average price until
+    /// the next candle.
+    fn on_start(&mut self, out: &mut Outbox) -> HandlerResult {
+        if self.resumed_fills == 0 {
+            return Ok(());
+        }
+        let held: Vec<(Symbol, Decimal)> = (self.portfolio.positions.iter())
+            .filter(|(_, p)| !p.quantity.is_zero())
+            .map(|(symbol, p)| (symbol.clone(), p.average_price()))
+            .collect();
+        tracing::info!(
+            agent = %self.id,
+            fills = self.resumed_fills,
+            cash = %self.portfolio.cash,
+            positions = held.len(),
+            "resumed from the trade journal"
+        );
+        for (symbol, mark) in held {
+            self.publish_position(&symbol, mark, out)?;
+        }
+        Ok(())
     }
 
     fn capabilities(&self) -> Vec<String> {
@@ -795,6 +888,99 @@ mod tests {
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(text.lines().count(), 3, "header and two fills:\n{text}");
         assert!(text.lines().nth(2).unwrap().contains("stop-loss"));
+    }
+
+    /// Signal, approval, and the next candle's fill.
+    fn signal_and_fill(
+        trader: &mut TraderAgent,
+        f: &mut MessageFactory,
+        t: i64,
+        direction: SignalDirection,
+    ) -> Outbox {
+        let mut out = Outbox::new();
+        let open = Decimal::from(100 + t / 60_000);
+        trader
+            .on_message(&candle(f, t, open, open - dec!(1), open), &mut out)
+            .unwrap();
+        let mut signal = long_signal(f, open);
+        if let Payload::SignalAggregated(s) = signal.payload() {
+            let mut fields = s.clone().into_fields();
+            fields.direction = direction;
+            let payload = Payload::SignalAggregated(AggregatedSignal::new(fields).unwrap());
+            signal = f.make(signal.topic.clone(), payload, t);
+        }
+        trader.on_message(&signal, &mut out).unwrap();
+        let request = find(&mut out, MessageType::TradeOrderRequest).remove(0);
+        let approval = f.reply(
+            &request,
+            Payload::ResponseSuccess(Success {
+                detail: "ok".into(),
+            }),
+            t,
+        );
+        trader.on_message(&approval, &mut out).unwrap();
+        let next = candle(f, t + 60_000, open, open - dec!(1), open);
+        trader.on_message(&next, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_trader_resumed_from_its_journal_has_the_same_book_log_and_order_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal_dir = dir.path().join("journal");
+        let (log, log2) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        let id = AgentId::new("trader");
+        let mut f = others();
+        let config = TraderConfig {
+            position_fraction: dec!(0.1),
+            stop_loss: None,
+            ..config()
+        };
+        let (journal, none) = FillJournal::open(&journal_dir, id.clone()).unwrap();
+        let mut trader = TraderAgent::new(id.clone(), config.clone(), Some(&log), true)
+            .unwrap()
+            .with_journal(journal, none)
+            .unwrap();
+        for (t, direction) in [
+            (0, SignalDirection::Long),
+            (120_000, SignalDirection::Short),
+            (240_000, SignalDirection::Long),
+        ] {
+            signal_and_fill(&mut trader, &mut f, t, direction);
+        }
+        assert_eq!(trader.counters().filled, 3);
+        let (cash, btc) = (
+            trader.portfolio().cash,
+            trader.portfolio().quantity(&Symbol::new("BTC").unwrap()),
+        );
+        let before = std::fs::read_to_string(&log).unwrap();
+        // As if killed here: the journal is all that is left.
+        drop(trader);
+        let (journal, restored) = FillJournal::open(&journal_dir, id.clone()).unwrap();
+        assert_eq!(restored.len(), 3);
+        let mut resumed = TraderAgent::new(id, config, Some(&log2), true)
+            .unwrap()
+            .with_journal(journal, restored)
+            .unwrap();
+        assert_eq!(resumed.resumed_fills(), 3);
+        assert_eq!(resumed.portfolio().cash, cash);
+        assert_eq!(
+            resumed.portfolio().quantity(&Symbol::new("BTC").unwrap()),
+            btc
+        );
+        assert_eq!(std::fs::read_to_string(&log2).unwrap(), before);
+        let mut out = Outbox::new();
+        resumed.on_start(&mut out).unwrap();
+        let positions = find(&mut out, MessageType::TradePositionUpdate);
+        assert_eq!(positions.len(), 1, "risk hears of the position held");
+        // The next order is numbered after the journaled ones.
+        let mut out = signal_and_fill(&mut resumed, &mut f, 360_000, SignalDirection::Short);
+        let fills = find(&mut out, MessageType::TradeOrderFilled);
+        let Payload::TradeOrderFilled(fill) = fills[0].payload() else {
+            unreachable!()
+        };
+        assert_eq!(fill.order_id.to_string(), "trader-4");
+        assert_eq!(FillJournal::read(&journal_dir).unwrap().len(), 4);
     }
 
     #[test]

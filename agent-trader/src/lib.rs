@@ -26,10 +26,12 @@
 
 pub mod agent;
 pub mod config;
+pub mod journal;
 pub mod portfolio;
 pub mod trade_log;
 
 pub use agent::{Traded, TraderAgent};
 pub use config::TraderConfig;
+pub use journal::{FillJournal, JournalError, JournaledFill};
 pub use portfolio::{FillEffect, Portfolio, Position};
 pub use trade_log::TradeLog;

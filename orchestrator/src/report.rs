@@ -215,6 +215,10 @@ pub struct Report {
     /// Fills that reached the report after their time step had closed (more
     /// steps late than the report holds): counted from the next step on.
     pub fills_counted_late: u64,
+    /// Fills taken back from the trade journal at start (a live run
+    /// resumed after a crash or a stop): in the positions, cash, fills and
+    /// round trips; the equity curve starts after them.
+    pub fills_resumed: u64,
     /// final equity == initial cash + realised + unrealised - fees, exactly.
     pub accounting_identity_holds: bool,
     /// Per market.
@@ -308,6 +312,7 @@ pub struct ReportAgent {
     sequence: CandleSequence,
     outcome: Option<Outcome<Report>>,
     account: Option<Arc<Mutex<AccountView>>>,
+    fills_resumed: u64,
 }
 
 /// The account as of the last step closed, for a progress display.
@@ -340,6 +345,7 @@ impl ReportAgent {
             equity: EquityStats::default(),
             annualisation: Annualisation::new(interval_ms, year_days),
             account: None,
+            fills_resumed: 0,
             emergency_stop_at: None,
             daily_loss_pauses: Vec::new(),
             peak: None,
@@ -420,6 +426,16 @@ impl ReportAgent {
                 .map(|(symbol, p)| (symbol.clone(), p.quantity))
                 .collect();
         }
+    }
+
+    /// Starts from the fills a resumed trader took back from its journal
+    /// (oldest first): in the book, not in the equity curve.
+    pub fn resumed(mut self, fills: &[Fill]) -> Self {
+        for fill in fills {
+            self.apply_fill(fill);
+            self.fills_resumed += 1;
+        }
+        self
     }
 
     /// Shows the account in `view` at each step it closes.
@@ -583,6 +599,7 @@ impl ReportAgent {
             daily_loss_pauses_at_ms: self.daily_loss_pauses.clone(),
             fills_after_emergency_stop: self.fills_after_stop,
             fills_counted_late: self.fills_late,
+            fills_resumed: self.fills_resumed,
             accounting_identity_holds: final_equity
                 == p.initial_cash + p.realised() + p.unrealised() - p.fees(),
             symbols,
@@ -892,6 +909,13 @@ impl Report {
                 "emergency stop   at {}; fills after it: {} (exits only)",
                 bus_core::model::time::iso8601_utc(at),
                 self.fills_after_emergency_stop
+            );
+        }
+        if self.fills_resumed > 0 {
+            let _ = writeln!(
+                s,
+                "resumed          {} fills taken back from the trade journal (the equity curve starts after them)",
+                self.fills_resumed
             );
         }
         if self.fills_counted_late > 0 {

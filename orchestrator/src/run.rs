@@ -13,7 +13,7 @@ use agent_collector::{
 };
 use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
 use agent_signals::{SignalAgent, StrategyRegistry};
-use agent_trader::{Traded, TraderAgent};
+use agent_trader::{FillJournal, Traded, TraderAgent};
 use bus_core::agent::health::HealthCheckSettings;
 use bus_core::agent::supervision::{AgentSpec, Rebuild};
 use bus_core::runtime::{
@@ -62,6 +62,9 @@ pub enum WiringError {
     /// Collection stopped on bad data (policy `stop`).
     #[error("market data: {0}")]
     Collection(String),
+    /// The trade journal could not be opened or read.
+    #[error("trade journal: {0}")]
+    Journal(String),
     /// Distributed mode (agents as processes over NATS) failed.
     #[error("distributed run: {0}")]
     Distributed(String),
@@ -152,6 +155,16 @@ impl Hooks {
     }
 }
 
+/// The trade journal's directory under `run.output_dir`.
+pub const TRADE_JOURNAL_DIR: &str = "trade-journal";
+
+/// Where a run of `config` journals its fills: live runs only (a replay
+/// starts over from its first bar, so there is nothing to resume).
+pub fn trade_journal(config: &BistouryConfig) -> Option<PathBuf> {
+    let live = config.data.source().is_ok_and(|s| s.is_live());
+    live.then(|| config.run.output_dir.join(TRADE_JOURNAL_DIR))
+}
+
 /// Why a live market cannot be backtested.
 pub const LIVE_IS_NOT_BACKTESTED: &str = "data.kind: a live market cannot be backtested \
      (a backtest replays recorded data as fast as it can): paper-trade it with `bistoury run`, \
@@ -218,20 +231,38 @@ pub fn build_agent(
             restartable_agent(kind, config, deterministic, risk_memory, &hooks.strategies)?
                 .expect("signals and risk are restartable")
         }
-        AgentKind::Trader => Box::new(
-            TraderAgent::new(
-                AgentId::new(kind.name()),
+        AgentKind::Trader => {
+            let id = AgentId::new(kind.name());
+            let log_error = |source| WiringError::TradeLog {
+                path: trade_log.to_path_buf(),
+                source,
+            };
+            let trader = TraderAgent::new(
+                id.clone(),
                 config.trader.clone(),
                 Some(trade_log),
                 deterministic,
             )
-            .map_err(|source| WiringError::TradeLog {
-                path: trade_log.to_path_buf(),
-                source,
-            })?
+            .map_err(log_error)?
             .with_max_symbols(config.signals.max_symbols)
-            .with_outcome(hooks.traded.clone()),
-        ),
+            .with_outcome(hooks.traded.clone());
+            Box::new(match trade_journal(config) {
+                None => trader,
+                Some(dir) => {
+                    let (journal, restored) = FillJournal::open(&dir, id)
+                        .map_err(|e| WiringError::Journal(e.to_string()))?;
+                    if !restored.is_empty() {
+                        eprintln!(
+                            "resuming from the trade journal {} ({} fills); \
+                             another run.output_dir starts afresh",
+                            dir.display(),
+                            restored.len()
+                        );
+                    }
+                    trader.with_journal(journal, restored).map_err(log_error)?
+                }
+            })
+        }
         AgentKind::Report => {
             let report = ReportAgent::new(
                 config.trader.initial_cash,
@@ -240,6 +271,15 @@ pub fn build_agent(
             )
             .with_max_symbols(config.signals.max_symbols)
             .with_outcome(hooks.report.clone());
+            let report = match trade_journal(config) {
+                None => report,
+                Some(dir) => {
+                    let journaled =
+                        FillJournal::read(&dir).map_err(|e| WiringError::Journal(e.to_string()))?;
+                    let fills: Vec<_> = journaled.into_iter().map(|j| j.fill).collect();
+                    report.resumed(&fills)
+                }
+            };
             let report = match &hooks.account {
                 Some(view) => report.with_account_view(view.clone()),
                 None => report,

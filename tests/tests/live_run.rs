@@ -221,3 +221,161 @@ fn a_live_market_is_refused_by_backtest_and_its_keys_are_checked() {
     assert_eq!(record.status.code(), Some(2), "the default is not live");
     assert!(!dir.path().join("x.csv").exists());
 }
+
+/// Rows of a trade log: (order id, signed quantity, price, fee).
+fn fills_in_log(
+    text: &str,
+) -> Vec<(
+    String,
+    rust_decimal::Decimal,
+    rust_decimal::Decimal,
+    rust_decimal::Decimal,
+)> {
+    use std::str::FromStr;
+    let number = |s: &str| rust_decimal::Decimal::from_str(s).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            // timestamp_ms,time_utc,decided_on_bar_ms,order_id,symbol,side,quantity,price,fee,...
+            let f: Vec<&str> = line.split(',').collect();
+            let sign = if f[5] == "buy" { 1 } else { -1 };
+            (
+                f[3].to_string(),
+                number(f[6]) * rust_decimal::Decimal::from(sign),
+                number(f[7]),
+                number(f[8]),
+            )
+        })
+        .collect()
+}
+
+/// The value of `key=` in the log line holding `message`, if any.
+fn logged(logs: &Path, message: &str, key: &str) -> Option<String> {
+    let entries = std::fs::read_dir(logs).ok()?;
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(message)) {
+            let at = line.find(&format!("{key}="))? + key.len() + 1;
+            return line[at..].split_whitespace().next().map(str::to_string);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_live_run_killed_at_seeded_moments_resumes_with_the_same_book_and_no_fill_lost_or_doubled() {
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    for seed in [3_u64, 8] {
+        let dir = tempfile::tempdir().unwrap();
+        let bars = Bar::walk(seed, 240, START, MINUTE, 998_500);
+        let closed = &bars[..bars.len() - 1];
+        // Slow enough that the kill lands mid-stream.
+        let script = stream(&bars, "BTC", "1m", MINUTE, Duration::from_millis(4));
+        let history = bars.iter().map(|b| b.json("BTC", "1m", MINUTE));
+        let venue = MockVenue::start(script).with_history("BTC", history);
+        std::fs::write(dir.path().join("live.toml"), live_config(&venue, "live")).unwrap();
+        let (mut first, _) = support::bistoury(&["run", "--config", "live.toml"], dir.path());
+        let log = dir.path().join("live/trades.csv");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
+            assert!(Instant::now() < deadline, "no fill before the kill");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(seed * 37 % 200));
+        first.kill().unwrap(); // SIGKILL
+        first.wait().unwrap();
+        assert!(venue.steps_left() > 0, "killed mid-stream");
+        let logged_at_kill = fills_in_log(&std::fs::read_to_string(&log).unwrap());
+        let journal_dir = dir.path().join("live/trade-journal");
+        let journaled_at_kill: Vec<String> = agent_trader::FillJournal::read(&journal_dir)
+            .unwrap()
+            .iter()
+            .map(|j| j.fill.order_id.to_string())
+            .collect();
+        // Journaled before it counts: every fill logged is journaled.
+        assert!(logged_at_kill.len() <= journaled_at_kill.len());
+        for (i, (id, ..)) in logged_at_kill.iter().enumerate() {
+            assert_eq!(*id, journaled_at_kill[i]);
+        }
+
+        // Restarted on the same output: it resumes, then runs to Ctrl-C.
+        let mut restart = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"));
+        restart
+            .args(["run", "--config", "live.toml"])
+            .current_dir(dir.path())
+            .env("RUST_LOG", "error")
+            .env("BISTOURY__LOG__DIRECTORY", "logs-after")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut second = restart.spawn().unwrap();
+        let logs = dir.path().join("live/logs-after");
+        wait_for_candle_in_log(&logs, closed.last().unwrap().t);
+        let interrupted = Command::new("kill")
+            .args(["-INT", &second.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(interrupted.success());
+        assert!(wait_for_exit(&mut second).success());
+
+        // The trader took back exactly the journal: its cash is the
+        // journal's fills replayed from the initial cash.
+        let initial = Decimal::from(100_000);
+        let journaled = agent_trader::FillJournal::read(&journal_dir).unwrap();
+        let cash_of = |fills: &[(String, Decimal, Decimal, Decimal)]| {
+            fills
+                .iter()
+                .fold(initial, |cash, (_, q, price, fee)| cash - q * price - fee)
+        };
+        let resumed: Vec<_> = journaled[..journaled_at_kill.len()]
+            .iter()
+            .map(|j| {
+                let sign = j.fill.side.sign();
+                let f = &j.fill;
+                (f.order_id.to_string(), sign * f.quantity, f.price, f.fee)
+            })
+            .collect();
+        let resumed_cash = logged(&logs, "resumed from the trade journal", "cash")
+            .expect("the trader says it resumed");
+        assert_eq!(Decimal::from_str(&resumed_cash).unwrap(), cash_of(&resumed));
+
+        // No fill lost or applied twice: the trade log is the journal, the
+        // fills before the kill first, each order once.
+        let fills = fills_in_log(&std::fs::read_to_string(&log).unwrap());
+        let ids: Vec<String> = journaled
+            .iter()
+            .map(|j| j.fill.order_id.to_string())
+            .collect();
+        let logged_ids: Vec<String> = fills.iter().map(|f| f.0.clone()).collect();
+        assert_eq!(logged_ids, ids);
+        assert_eq!(ids[..journaled_at_kill.len()], journaled_at_kill[..]);
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "an order filled twice: {ids:?}");
+        assert!(
+            ids.len() > journaled_at_kill.len(),
+            "it traded after the restart"
+        );
+
+        // The report agrees with the fills replayed by hand.
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("live/report.json")).unwrap(),
+        )
+        .unwrap();
+        let decimal = |v: &serde_json::Value| Decimal::from_str(v.as_str().unwrap()).unwrap();
+        let position: Decimal = fills.iter().map(|f| f.1).sum();
+        let last_close = Decimal::new(closed.last().unwrap().c, 1);
+        assert_eq!(report["fills"], ids.len() as u64);
+        assert_eq!(report["fills_resumed"], journaled_at_kill.len() as u64);
+        assert_eq!(
+            decimal(&report["final_equity"]),
+            cash_of(&fills) + position * last_close,
+            "{report:#}"
+        );
+        let open = report["open_positions"].as_array().unwrap();
+        let reported: Decimal = open.iter().map(|p| decimal(&p["quantity"])).sum();
+        assert_eq!(reported, position);
+        assert_eq!(report["accounting_identity_holds"], true);
+    }
+}
