@@ -291,3 +291,57 @@ fn a_gap_the_venue_cannot_fill_is_reported_and_later_candles_still_go_out() {
     assert_eq!(venue.snapshot_requests().len(), 2, "tried twice");
     assert_eq!(FeedCounters::get(&feed.counters().gaps_unfilled), 1);
 }
+
+#[test]
+fn the_live_collector_warns_risk_of_a_stale_feed_and_clears_it_when_data_flows_again() {
+    use agent_collector::CollectorAgent;
+    use bus_core::prelude::*;
+    let stall = Duration::from_millis(300);
+    let bars = Bar::walk(6, 8, START, MINUTE, 998_500);
+    let mut script = stream(&bars[..3], "BTC", "1m", MINUTE, Duration::ZERO);
+    script.push(Step::Silence);
+    script.extend(stream(&bars[3..], "BTC", "1m", MINUTE, Duration::ZERO));
+    let history = bars.iter().map(|b| b.json("BTC", "1m", MINUTE));
+    let venue = MockVenue::start(script).with_history("BTC", history);
+    let feed = start(&venue, settings(stall));
+    let mut collector = CollectorAgent::live(AgentId::new("collector"), feed, stall);
+    let status = collector
+        .feed_status()
+        .expect("a live collector has a status");
+    let mut out = Outbox::new();
+    let mut published: Vec<Envelope> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let warnings = |published: &[Envelope]| {
+        published
+            .iter()
+            .filter_map(|e| match e.payload() {
+                Payload::RiskWarning(alert) => Some((e.topic.to_string(), alert.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let candles = |published: &[Envelope]| {
+        published
+            .iter()
+            .filter(|e| e.topic.as_str() == "data.candle.BTC.1m")
+            .count()
+    };
+    while warnings(&published).len() < 2 || candles(&published) < bars.len() - 1 {
+        assert!(Instant::now() < deadline, "{published:#?}");
+        assert_ne!(collector.produce(&mut out), Produce::Done);
+        published.extend(out.drain());
+    }
+    let warnings = warnings(&published);
+    let (topic, stale) = &warnings[0];
+    assert_eq!(topic, "risk.warning.stale_feed");
+    assert!(stale.value >= stale.threshold, "{stale:?}");
+    assert_eq!(stale.threshold, rust_decimal::Decimal::new(3, 1));
+    let (_, live) = &warnings[1];
+    assert!(live.value.is_zero() && live.message.contains("flowing again"));
+    assert!(published
+        .iter()
+        .any(|e| e.topic.as_str() == "data.price_update.BTC"));
+    let status = status.lock().unwrap().clone();
+    assert_eq!(status.health, "live");
+    assert_eq!(status.prices[0].0, btc());
+}

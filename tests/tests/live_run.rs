@@ -213,6 +213,11 @@ fn a_live_market_is_refused_by_backtest_and_its_keys_are_checked() {
     ] {
         assert!(errors.contains(key), "{key} not named: {errors}");
     }
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../orchestrator/examples/live_btc.toml"
+    );
+    support::bistoury_succeeds(&["validate-config", example], dir.path());
     let record = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
         .args(["record", "--out", "x.csv"])
         .current_dir(dir.path())
