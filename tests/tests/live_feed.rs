@@ -38,6 +38,22 @@ fn start(venue: &MockVenue, settings: FeedSettings) -> LiveFeed {
     LiveFeed::start(Arc::new(hyperliquid), settings).expect("the feed starts")
 }
 
+/// The venue's history of final candles, for back-fill.
+fn history(bars: &[Bar]) -> Vec<Value> {
+    bars.iter().map(|b| b.json("BTC", "1m", MINUTE)).collect()
+}
+
+/// Eight bars of a seeded market (with their history), the stream going
+/// silent after the first three until the client reconnects.
+fn silent_after_three_bars(seed: u64) -> (Vec<Bar>, MockVenue) {
+    let bars = Bar::walk(seed, 8, START, MINUTE, 998_500);
+    let mut script = stream(&bars[..3], "BTC", "1m", MINUTE, Duration::ZERO);
+    script.push(Step::Silence);
+    script.extend(stream(&bars[3..], "BTC", "1m", MINUTE, Duration::ZERO));
+    let venue = MockVenue::start(script).with_history("BTC", history(&bars));
+    (bars, venue)
+}
+
 /// What the venue's final snapshot of `bar` is, decoded: the candle the
 /// feed must let out for its interval.
 fn final_candle(bar: &Bar) -> Candle {
@@ -146,10 +162,9 @@ fn a_dropped_connection_reconnects_resubscribes_and_backfills_the_gap_without_du
     )));
     script.push(Step::Drop);
     script.extend(stream(&bars[10..], "BTC", "1m", MINUTE, Duration::ZERO));
-    let history = bars.iter().map(|b| b.json("BTC", "1m", MINUTE));
     // The first back-fill answer fails: retried.
     let venue = MockVenue::start(script)
-        .with_history("BTC", history)
+        .with_history("BTC", history(&bars))
         .failing_snapshots(1);
     let feed = start(&venue, settings(Duration::from_secs(10)));
     let got = collect(&feed, |events| candles(events).len() == bars.len() - 1);
@@ -182,12 +197,7 @@ fn a_dropped_connection_reconnects_resubscribes_and_backfills_the_gap_without_du
 #[test]
 fn a_silent_feed_is_reported_stalled_in_time_then_recovers_with_no_bar_missing() {
     let stall = Duration::from_millis(400);
-    let bars = Bar::walk(3, 8, START, MINUTE, 998_500);
-    let mut script = stream(&bars[..3], "BTC", "1m", MINUTE, Duration::ZERO);
-    script.push(Step::Silence);
-    script.extend(stream(&bars[3..], "BTC", "1m", MINUTE, Duration::ZERO));
-    let history = bars.iter().map(|b| b.json("BTC", "1m", MINUTE));
-    let venue = MockVenue::start(script).with_history("BTC", history);
+    let (bars, venue) = silent_after_three_bars(3);
     let feed = start(&venue, settings(stall));
     let got = collect(&feed, |events| candles(events).len() == bars.len() - 1);
     let last_data_before_stall = got
@@ -297,12 +307,7 @@ fn the_live_collector_warns_risk_of_a_stale_feed_and_clears_it_when_data_flows_a
     use agent_collector::CollectorAgent;
     use bus_core::prelude::*;
     let stall = Duration::from_millis(300);
-    let bars = Bar::walk(6, 8, START, MINUTE, 998_500);
-    let mut script = stream(&bars[..3], "BTC", "1m", MINUTE, Duration::ZERO);
-    script.push(Step::Silence);
-    script.extend(stream(&bars[3..], "BTC", "1m", MINUTE, Duration::ZERO));
-    let history = bars.iter().map(|b| b.json("BTC", "1m", MINUTE));
-    let venue = MockVenue::start(script).with_history("BTC", history);
+    let (bars, venue) = silent_after_three_bars(6);
     let feed = start(&venue, settings(stall));
     let mut collector = CollectorAgent::live(AgentId::new("collector"), feed, stall);
     let status = collector

@@ -485,7 +485,12 @@ impl Feed {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                match self.post(&request.url, request.body.clone()).await {
+                let mut stopped = self.stopped.clone();
+                let answer = tokio::select! {
+                    answer = self.post(&request.url, request.body.clone()) => answer,
+                    _ = stopped.changed() => return false,
+                };
+                match answer {
                     Ok(candles) => {
                         history.extend(candles);
                         break;
