@@ -4,6 +4,9 @@
 use bus_core::model::payload::{Shutdown, Startup};
 use bus_core::prelude::*;
 
+/// The announcer's agent id.
+pub const NAME: &str = "orchestrator";
+
 /// Announces a run's start and end. Started last and so stopped first (a
 /// run stops its agents in reverse start order): its startup comes when
 /// the others are running, its shutdown while they still are.
@@ -16,7 +19,7 @@ pub struct Announcer {
 impl Announcer {
     /// Announces a run of `agents` (in start order).
     pub fn new(agents: Vec<AgentId>, deterministic: bool) -> Self {
-        let id = AgentId::new("orchestrator");
+        let id = AgentId::new(NAME);
         Self {
             factory: MessageFactory::new(id.clone(), deterministic),
             id,

@@ -9,6 +9,7 @@
 
 pub mod agents;
 pub mod announcer;
+pub mod bus_summary;
 pub mod cli;
 pub mod config;
 pub mod logging;

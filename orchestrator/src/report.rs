@@ -223,6 +223,13 @@ pub struct Report {
     pub accounting_identity_holds: bool,
     /// Per market.
     pub symbols: BTreeMap<String, SymbolReport>,
+    /// The bus's own figures (set by the run once the bus has stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<crate::bus_summary::BusSummary>,
+    /// Per agent, the state changes it announced, as the report heard them
+    /// (they go into [`bus`](Self::bus)).
+    #[serde(skip)]
+    pub agent_state_changes: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// How per-bar ratios become yearly ones: returns are per bar of
@@ -313,6 +320,8 @@ pub struct ReportAgent {
     outcome: Option<Outcome<Report>>,
     account: Option<Arc<Mutex<AccountView>>>,
     fills_resumed: u64,
+    /// Per agent, the state changes it announced.
+    agent_state_changes: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// The account as of the last step closed, for a progress display.
@@ -346,6 +355,7 @@ impl ReportAgent {
             annualisation: Annualisation::new(interval_ms, year_days),
             account: None,
             fills_resumed: 0,
+            agent_state_changes: BTreeMap::new(),
             emergency_stop_at: None,
             daily_loss_pauses: Vec::new(),
             peak: None,
@@ -524,6 +534,18 @@ impl ReportAgent {
         }
     }
 
+    fn heard_state_change(&mut self, agent: &AgentId, envelope: &Envelope) {
+        let change = envelope
+            .message_type()
+            .as_str()
+            .trim_start_matches("agent.");
+        let changes = self
+            .agent_state_changes
+            .entry(agent.to_string())
+            .or_default();
+        *changes.entry(change.to_string()).or_default() += 1;
+    }
+
     /// Hands the finished report to `outcome` when it stops.
     pub fn with_outcome(mut self, outcome: Outcome<Report>) -> Self {
         self.outcome = Some(outcome);
@@ -603,6 +625,8 @@ impl ReportAgent {
             accounting_identity_holds: final_equity
                 == p.initial_cash + p.realised() + p.unrealised() - p.fees(),
             symbols,
+            bus: None,
+            agent_state_changes: self.agent_state_changes.clone(),
         }
     }
 }
@@ -748,6 +772,12 @@ impl Agent for ReportAgent {
             "trade.order_filled",
             "risk.emergency_stop",
             "risk.limit_breach.max_daily_loss",
+            // Not `agent.stopped`: the report stops before most agents
+            // (reverse start order), and one would be left in its queue.
+            "agent.started",
+            "agent.paused",
+            "agent.resumed",
+            "agent.error",
         ]
         .into_iter()
         .map(TopicPattern::from_static)
@@ -765,6 +795,10 @@ impl Agent for ReportAgent {
             Payload::RiskLimitBreach(alert) if alert.symbol.is_none() => {
                 self.daily_loss_pauses.push(envelope.created_at_ms);
             }
+            Payload::AgentStarted(t) | Payload::AgentPaused(t) | Payload::AgentResumed(t) => {
+                self.heard_state_change(&t.agent, envelope)
+            }
+            Payload::AgentError(e) => self.heard_state_change(&e.agent, envelope),
             _ => {}
         }
         Ok(())
@@ -934,6 +968,9 @@ impl Report {
                 "BROKEN"
             }
         );
+        if let Some(bus) = &self.bus {
+            s.push_str(&bus.to_table());
+        }
         s
     }
 }

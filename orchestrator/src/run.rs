@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::agents::AgentKind;
 use crate::announcer::Announcer;
+use crate::bus_summary::BusSummary;
 use crate::config::{BistouryConfig, DataSource};
 use crate::report::{AccountView, Report, ReportAgent};
 
@@ -379,8 +380,10 @@ pub fn build_agents(
 }
 
 fn conclude(
+    config: &BistouryConfig,
     mode: Mode,
     finished: Finished,
+    bus: Option<BusSummary>,
     hooks: &Hooks,
     trade_log: PathBuf,
     started: Instant,
@@ -402,6 +405,15 @@ fn conclude(
         .take()
         .ok_or(WiringError::NoOutcome(AgentKind::Report))?;
     report.data_rows_skipped = collected.skipped_rows;
+    // The agents in start order, as built (the announcer last).
+    let mut names: Vec<String> = (config.agents.start_order())
+        .map_err(WiringError::Config)?
+        .into_iter()
+        .map(|kind| kind.name().to_string())
+        .collect();
+    names.push(crate::announcer::NAME.into());
+    let restarts: Vec<(String, u32)> = names.into_iter().zip(finished.restarts.clone()).collect();
+    report.bus = bus.map(|bus| bus.with_agents(&restarts, &report.agent_state_changes));
     Ok(RunOutcome {
         mode,
         report,
@@ -446,7 +458,16 @@ pub fn backtest_with(
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, true, &trade_log, &hooks)?;
     let run = run_inline_until(agents, &control.stop)?;
-    let mut outcome = conclude(Mode::Backtest, run.finished, &hooks, trade_log, started)?;
+    let bus = BusSummary::inline(&run);
+    let mut outcome = conclude(
+        config,
+        Mode::Backtest,
+        run.finished,
+        Some(bus),
+        &hooks,
+        trade_log,
+        started,
+    )?;
     outcome.stopped_early = control.stop.is_stopped();
     Ok(outcome)
 }
@@ -477,7 +498,16 @@ pub async fn run_with(
     };
     let run = run_queued_until(bus, agents, deadline, control.stop.clone(), options).await?;
     let unhealthy = run.unhealthy.clone();
-    let mut outcome = conclude(Mode::Run, run.finished, &hooks, trade_log, started)?;
+    let bus = BusSummary::queued(&run.stats);
+    let mut outcome = conclude(
+        config,
+        Mode::Run,
+        run.finished,
+        Some(bus),
+        &hooks,
+        trade_log,
+        started,
+    )?;
     outcome.stopped_early = control.stop.is_stopped();
     outcome.unhealthy_agents = unhealthy;
     Ok(outcome)

@@ -90,6 +90,7 @@ async fn messages_in(js: &async_nats::jetstream::Context, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_port_is_refused_and_streams_without_our_mark_are_never_deleted() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let mine = NatsServer::start_jetstream(store.path());
     let js = someone_elses_stream(&mine, "mine").await;
@@ -204,6 +205,7 @@ async fn check_closed_to_strangers(pid: u32, port: u16, token: Option<&str>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_a_run_starts_wants_a_token_and_ctrl_c_stops_the_data_first() {
+    let _machine = support::beside_others().await;
     // No token configured: one is generated for the run.
     let dir = tempfile::tempdir().unwrap();
     let (mut run, port) = long_distributed_run(dir.path(), "", &[]);
@@ -292,6 +294,7 @@ fn run_with_dying_server(
 
 #[test]
 fn a_server_that_dies_is_started_again_and_the_run_completes() {
+    let _machine = support::beside_others_blocking();
     let dir = tempfile::tempdir().unwrap();
     let (status, output, agents) = run_with_dying_server(dir.path(), false);
     assert!(status.success(), "{output}");
@@ -318,6 +321,7 @@ fn a_server_that_dies_is_started_again_and_the_run_completes() {
 
 #[test]
 fn a_server_that_cannot_come_back_ends_the_run_with_its_partial_report() {
+    let _machine = support::beside_others_blocking();
     let dir = tempfile::tempdir().unwrap();
     let (status, output, agents) = run_with_dying_server(dir.path(), true);
     assert!(!status.success(), "{output}");
@@ -332,6 +336,7 @@ fn a_server_that_cannot_come_back_ends_the_run_with_its_partial_report() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_exit_when_their_parent_and_the_server_die_together() {
+    let _machine = support::beside_others().await;
     // The test runs the server, so that it can kill it without the run
     // noticing first.
     let store = tempfile::tempdir().unwrap();
@@ -409,6 +414,7 @@ async fn publish_day(js: &async_nats::jetstream::Context, range: std::ops::Range
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_risk_agent_killed_mid_run_stops_trading_at_the_same_drawdown() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream(store.path());
     let dir = tempfile::tempdir().unwrap();
@@ -483,6 +489,7 @@ async fn a_risk_agent_killed_mid_run_stops_trading_at_the_same_drawdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_distributed_run_on_a_cluster_finishes_through_the_loss_of_two_nodes() {
+    let _machine = support::alone().await;
     let store = tempfile::tempdir().unwrap();
     let mut cluster = support::NatsCluster::start(3, store.path()).await;
     let dir = tempfile::tempdir().unwrap();

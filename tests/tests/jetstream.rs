@@ -163,6 +163,7 @@ fn start_agent(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_run_loses_no_acknowledged_message_and_exactly_once_stays_once() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let mut server = NatsServer::start_jetstream(store.path());
     let settings = settings(&server, "js1");
@@ -270,6 +271,7 @@ impl Published {
 /// is handled twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_losing_one_node_then_another_loses_no_acknowledged_message() {
+    let _machine = support::alone().await;
     let store = tempfile::tempdir().unwrap();
     let mut cluster = NatsCluster::start(3, store.path()).await;
     let mut settings = settings_for(cluster.urls(), "cl1");
@@ -310,6 +312,7 @@ async fn a_cluster_losing_one_node_then_another_loses_no_acknowledged_message() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_while_messages_wait_for_a_stopped_agent_keeps_them() {
+    let _machine = support::beside_others().await;
     // One family stream, two agents' durable consumers on different
     // subjects of it: the recorder keeps up with prices (acknowledging
     // them), while the quotes wait for an agent that is stopped. After a
@@ -433,6 +436,7 @@ async fn kept_data_stream(bus: &NatsBus, prefix: &str) -> async_nats::jetstream:
 /// at-least-once ones do unless `deduplicate_publishes` is off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_republished_envelope_is_stored_once_unless_at_least_once_goes_without_its_id() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream(store.path());
     let stop = StopSignal::new();
@@ -462,6 +466,7 @@ async fn a_republished_envelope_is_stored_once_unless_at_least_once_goes_without
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_the_killed_server_never_acknowledged_is_sent_again_on_reconnection() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let mut server = NatsServer::start_jetstream(store.path());
     let settings = settings(&server, "js_resend");
@@ -491,6 +496,7 @@ async fn a_publish_the_killed_server_never_acknowledged_is_sent_again_on_reconne
 /// however their looks and creates interleave, every one connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_connecting_at_once_all_find_their_streams() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream(store.path());
     for round in 0..40 {
@@ -515,6 +521,7 @@ async fn agents_connecting_at_once_all_find_their_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_redelivered_with_backoff_then_dead_lettered_after_max_deliver() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream(store.path());
     let mut settings = settings(&server, "js2");
@@ -654,6 +661,7 @@ fn timestamps_and_prices(envelopes: &[Envelope]) -> Vec<(i64, Decimal)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_agent_runs_unchanged_on_either_transport() {
+    let _machine = support::beside_others().await;
     use bus_core::runtime::transport::{run_agent, InProcess};
     let inputs: Vec<Envelope> = (1..=40)
         .map(|n| price(n, DeliveryMode::AtLeastOnce))
@@ -738,6 +746,7 @@ async fn the_same_agent_runs_unchanged_on_either_transport() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_server_is_away_core_publishes_buffer_or_block_per_policy() {
+    let _machine = support::beside_others().await;
     use bus_core::nats::WhenDisconnected;
     let mut server = NatsServer::start();
     let connect = |policy: WhenDisconnected| {
@@ -837,6 +846,7 @@ async fn while_the_server_is_away_core_publishes_buffer_or_block_per_policy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_in_a_jetstream_family_is_dead_lettered_and_terminated() {
+    let _machine = support::beside_others().await;
     let store = tempfile::tempdir().unwrap();
     let server = NatsServer::start_jetstream(store.path());
     let settings = settings(&server, "js3");

@@ -973,15 +973,6 @@ fn backtest_and_paced_run(
     (dir.join("bt"), dir.join("dist"))
 }
 
-/// A report's text without its provenance (the mode and configuration
-/// differ between a backtest and a distributed run; the figures must not).
-fn figures(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
-    let start = text.find("  \"provenance\"").expect("a provenance");
-    let end = start + text[start..].find("\n  },\n").expect("its end") + "\n  },\n".len();
-    format!("{}{}", &text[..start], &text[end..])
-}
-
 #[test]
 fn a_paced_distributed_run_reproduces_the_backtest() {
     // One symbol: every agent in its own process (writing the binary wire
@@ -995,7 +986,7 @@ fn a_paced_distributed_run_reproduces_the_backtest() {
     let trades = |d: &Path| std::fs::read_to_string(d.join("trades.csv")).unwrap();
     assert!(trades(&bt).lines().count() > 5, "the strategies trade");
     assert_eq!(trades(&bt), trades(&dist), "trade logs differ");
-    assert_eq!(figures(&bt), figures(&dist));
+    assert_eq!(support::traded_figures(&bt), support::traded_figures(&dist));
 
     // Several symbols, each step's candles staggered (published one at a
     // time over the step): each candle is worked through before the next,
@@ -1013,7 +1004,7 @@ fn a_paced_distributed_run_reproduces_the_backtest() {
     );
     assert!(trades(&bt).lines().count() > 5, "the strategies trade");
     assert_eq!(trades(&bt), trades(&dist), "trade logs differ");
-    assert_eq!(figures(&bt), figures(&dist));
+    assert_eq!(support::traded_figures(&bt), support::traded_figures(&dist));
 }
 
 /// A stand-in for a NATS server that says it is `version`: it sends its

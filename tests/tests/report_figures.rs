@@ -366,3 +366,72 @@ fn all_in_crossover_trades(seed: u64, drift: f64, allow_short: bool) -> String {
     );
     std::fs::read_to_string(dir.path().join("out/trades.csv")).unwrap()
 }
+
+/// The report keeps the bus's own figures: per subscription what was
+/// delivered (the signals agent gets each candle once, and nothing else),
+/// queue high-water marks and handler latency on the queued bus, and per
+/// agent its restarts and the state changes it announced.
+#[test]
+fn the_report_keeps_the_bus_figures_of_a_backtest_and_of_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[data]\ncandles = 400\n";
+    std::fs::write(dir.path().join("small.toml"), config).unwrap();
+    for (command, kind) in [("backtest", "inline"), ("run", "queued")] {
+        let out = bistoury(
+            &[command, "--config", "small.toml", "--output-dir", command],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{out:?}");
+        let table = String::from_utf8_lossy(&out.stdout);
+        assert!(table.contains(&format!("bus ({kind}):")), "{table}");
+        let report = report(dir.path(), command);
+        let bus = &report["bus"];
+        assert_eq!(bus["kind"], kind, "{bus:#}");
+        let subscriptions = bus["subscriptions"].as_array().unwrap();
+        let named = |name: &str| {
+            subscriptions
+                .iter()
+                .find(|s| s["name"] == name)
+                .unwrap_or_else(|| panic!("no {name} subscription: {bus:#}"))
+        };
+        assert_eq!(named("signals")["delivered"], report["candles"], "{bus:#}");
+        let delivered: u64 = subscriptions
+            .iter()
+            .map(|s| s["delivered"].as_u64().unwrap())
+            .sum();
+        assert_eq!(bus["delivered"].as_u64().unwrap(), delivered);
+        assert_eq!(bus["dropped"], 0);
+        let trader = named("trader");
+        match kind {
+            "queued" => {
+                assert!(trader["queue_high_water"].as_u64().unwrap() >= 1);
+                let latency = &trader["latency"];
+                let (p50, p99, max) = (
+                    latency["p50_us"].as_f64().unwrap(),
+                    latency["p99_us"].as_f64().unwrap(),
+                    latency["max_us"].as_f64().unwrap(),
+                );
+                assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+            }
+            _ => assert!(trader["latency"].is_null() && trader["queue_high_water"].is_null()),
+        }
+        let agents = bus["agents"].as_array().unwrap();
+        let mut names: Vec<&str> = agents.iter().map(|a| a["name"].as_str().unwrap()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "collector",
+                "orchestrator",
+                "report",
+                "risk",
+                "signals",
+                "trader"
+            ]
+        );
+        for agent in agents.iter().filter(|a| a["name"] != "orchestrator") {
+            assert_eq!(agent["restarts"], 0);
+            assert_eq!(agent["state_changes"]["started"], 1, "{agent}");
+        }
+    }
+}

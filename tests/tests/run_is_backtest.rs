@@ -5,18 +5,7 @@
 use std::path::Path;
 
 mod support;
-use support::bistoury_succeeds;
-
-/// The report without the one line that names the mode.
-fn report(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
-    let mode = |line: &str| line.trim_start().starts_with("\"mode\":");
-    assert_eq!(text.lines().filter(|l| mode(l)).count(), 1);
-    text.lines()
-        .filter(|l| !mode(l))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use support::{bistoury_succeeds, traded_figures};
 
 /// Runs `config` (empty: the embedded default) as a backtest once and as a
 /// run `runs` times; every run's trade log and report must be the
@@ -38,7 +27,7 @@ fn run_matches_backtest(dir: &Path, config: &str, runs: usize) {
         trades.lines().count() > 20,
         "the strategies trade:\n{trades}"
     );
-    let expected = report(&dir.join("backtest"));
+    let expected = traded_figures(&dir.join("backtest"));
     for n in 0..runs {
         let out = format!("run-{n}");
         with("run", &out);
@@ -48,7 +37,11 @@ fn run_matches_backtest(dir: &Path, config: &str, runs: usize) {
             got == trades,
             "run {n}: the trade log differs from the backtest's"
         );
-        assert_eq!(report(&run), expected, "run {n}: the report differs");
+        assert_eq!(
+            traded_figures(&run),
+            expected,
+            "run {n}: the report differs"
+        );
         std::fs::remove_dir_all(&run).unwrap();
     }
 }

@@ -293,6 +293,14 @@ impl InlineBus {
         }
     }
 
+    /// Every subscription still there: its name, successful and failed
+    /// handler runs, in subscription order.
+    pub fn subscriptions(&self) -> Vec<(String, u64, u64)> {
+        (self.slots.iter().flatten())
+            .map(|slot| (slot.name.clone(), slot.delivered, slot.failed))
+            .collect()
+    }
+
     /// Successful and failed handler runs of one subscription.
     pub fn subscription_counts(&self, id: SubscriptionId) -> Option<(u64, u64)> {
         let slot = self.slots.get((id.0 - 1) as usize)?.as_ref()?;

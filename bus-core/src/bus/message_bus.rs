@@ -709,6 +709,7 @@ impl MessageBus {
                 .map(|(t, n)| (t.to_string(), *n))
                 .collect(),
             subscriptions,
+            removed_subscriptions: retired.clone(),
         }
     }
 

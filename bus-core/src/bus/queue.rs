@@ -29,6 +29,8 @@ pub struct PriorityQueue<T> {
     lanes: [VecDeque<T>; 4],
     len: usize,
     capacity: usize,
+    /// The most items it has held at once.
+    high_water: usize,
 }
 
 impl<T> PriorityQueue<T> {
@@ -38,12 +40,18 @@ impl<T> PriorityQueue<T> {
             lanes: Default::default(),
             len: 0,
             capacity: capacity.max(1),
+            high_water: 0,
         }
     }
 
     /// Items queued.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The most items it has held at once.
+    pub fn high_water(&self) -> usize {
+        self.high_water
     }
 
     /// True when nothing is queued.
@@ -58,6 +66,7 @@ impl<T> PriorityQueue<T> {
         if priority == Priority::Critical || self.len < self.capacity {
             self.lanes[priority.index()].push_back(item);
             self.len += 1;
+            self.high_water = self.high_water.max(self.len);
             return PushOutcome::Queued;
         }
         if displace {
@@ -76,6 +85,7 @@ impl<T> PriorityQueue<T> {
     pub fn push_unbounded(&mut self, item: T, priority: Priority) {
         self.lanes[priority.index()].push_back(item);
         self.len += 1;
+        self.high_water = self.high_water.max(self.len);
     }
 
     /// Removes the next item: highest priority first, oldest first within it.

@@ -186,6 +186,8 @@ pub struct SubscriptionStats {
     pub pattern: String,
     /// Messages waiting in its queue.
     pub queue_depth: usize,
+    /// The most messages its queue held at once.
+    pub queue_high_water: usize,
     /// Handler runs that succeeded.
     pub delivered: u64,
     /// Handler runs that returned an error.
@@ -239,6 +241,8 @@ pub struct BusStats {
     pub dropped_by_topic: BTreeMap<String, u64>,
     /// Per subscription.
     pub subscriptions: Vec<SubscriptionStats>,
+    /// Subscriptions removed, with their figures as they were then.
+    pub removed_subscriptions: Vec<SubscriptionStats>,
 }
 
 impl BusStats {

@@ -268,11 +268,13 @@ impl Subscription {
         left
     }
 
-    pub(super) fn queue_depth(&self) -> usize {
-        lock(&self.state).queue.len()
+    pub(super) fn queue_depth(&self) -> (usize, usize) {
+        let state = lock(&self.state);
+        (state.queue.len(), state.queue.high_water())
     }
 
     pub(super) fn stats(&self) -> SubscriptionStats {
+        let (queue_depth, queue_high_water) = self.queue_depth();
         SubscriptionStats {
             id: self.id,
             name: self.name.clone(),
@@ -282,7 +284,8 @@ impl Subscription {
                 .map(|p| p.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            queue_depth: self.queue_depth(),
+            queue_depth,
+            queue_high_water,
             delivered: self.consumed.delivered.load(Ordering::Relaxed),
             failed: self.consumed.failed.load(Ordering::Relaxed),
             panicked: self.consumed.panicked.load(Ordering::Relaxed),

@@ -91,6 +91,8 @@ pub struct InlineRun {
     pub finished: Finished,
     /// Bus counters.
     pub stats: InlineStats,
+    /// Per subscription: name, successful and failed handler runs.
+    pub subscriptions: Vec<(String, u64, u64)>,
 }
 
 fn finish(supervised: Vec<Supervised>, published: u64) -> Result<Finished, RunError> {
@@ -159,6 +161,7 @@ pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<Inl
         bus.publish_all(&mut out);
     }
     let stats = bus.stats();
+    let subscriptions = bus.subscriptions();
     drop(bus);
     let supervised: Vec<Supervised> = shared
         .into_iter()
@@ -170,6 +173,7 @@ pub fn run_inline_until(agents: Vec<AgentSpec>, stop: &StopSignal) -> Result<Inl
     Ok(InlineRun {
         finished: finish(supervised, stats.published)?,
         stats,
+        subscriptions,
     })
 }
 

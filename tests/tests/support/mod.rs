@@ -11,6 +11,40 @@ use std::time::Instant;
 
 use bus_core::nats::local_server::LocalServer;
 
+/// Tests of a binary run side by side; a 3-node cluster losing nodes on
+/// these 2 cores needs the machine to itself: starved of CPU next to the
+/// other NATS tests, its JetStream groups have been seen to stall after the
+/// second node loss. A cluster test holds [`alone`], the others
+/// [`beside_others`].
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Runs with no other test of this binary (see [`MACHINE`]).
+pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// Runs beside other tests, never beside one that runs [`alone`].
+pub async fn beside_others() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+/// [`beside_others`], for a test that is not async.
+pub fn beside_others_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    MACHINE.blocking_read()
+}
+
+/// What a run traded, from its `report.json` in `dir`: the report without
+/// its provenance (mode, configuration) and without the bus's own figures
+/// (how the agents were dispatched, not what they did).
+pub fn traded_figures(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
+    let mut report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let fields = report.as_object_mut().expect("a JSON object");
+    assert!(fields.remove("provenance").is_some(), "a provenance");
+    fields.remove("bus");
+    serde_json::to_string_pretty(&report).unwrap()
+}
+
 /// Runs `bistoury ARGS` in `dir` to its end (errors logged only) and
 /// checks that it succeeded.
 pub fn bistoury_succeeds(args: &[&str], dir: &Path) {
@@ -148,6 +182,29 @@ pub fn bistoury(args: &[&str], dir: &Path) -> (Child, std::sync::mpsc::Receiver<
 /// other, each with its store under `store`.
 pub struct NatsCluster {
     pub nodes: Vec<NatsServer>,
+    logs: Vec<std::path::PathBuf>,
+}
+
+impl Drop for NatsCluster {
+    /// A test failing with a cluster shows the end of each node's log.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, log) in self.logs.iter().enumerate() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            // A lost peer's route retries, once a second, would fill it.
+            let lines: Vec<&str> = (text.lines())
+                .filter(|l| !l.contains("Error trying to connect to route"))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- node {i} log ({}), last lines:\n{}",
+                log.display(),
+                tail.join("\n")
+            );
+        }
+    }
 }
 
 impl NatsCluster {
@@ -173,10 +230,15 @@ impl NatsCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut nodes = Vec::new();
+        let mut logs = Vec::new();
         for (i, route_port) in route_ports.iter().enumerate() {
             let dir = store.join(format!("{}-n{i}", client_ports[0]));
+            logs.push(dir.with_extension("log"));
             let mut args = bus_core::nats::local_server::jetstream_args(&dir);
             args.extend([
+                // Kept for a failing test to show (see `Drop`).
+                "--log".into(),
+                format!("{}.log", dir.display()),
                 "--cluster_name".into(),
                 "bistoury-test".into(),
                 "--cluster".into(),
@@ -192,7 +254,7 @@ impl NatsCluster {
                 }
             }
         }
-        Some(Self { nodes })
+        Some(Self { nodes, logs })
     }
 
     /// Every node's URL, comma-separated (what `bus.nats_url` takes).
