@@ -1,4 +1,4 @@
-//! The command line: `bistoury run | backtest | record | agent | validate-config | config`.
+//! The command line: `bistoury run | backtest | record | agent | inspect | validate-config | config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +59,18 @@ enum Command {
         /// Stop after this many candles (all markets together).
         #[arg(long)]
         candles: Option<u64>,
+    },
+    /// Show what a durable store holds (pending messages per subscription,
+    /// dead letters with their reasons, processed-id windows, damage found)
+    /// without changing it; `--replay-dead-letter ID` republishes one dead
+    /// letter to its subscription, which gets it when it next subscribes.
+    Inspect {
+        /// The store's directory.
+        store: PathBuf,
+        /// Republish the dead letter of this message id (a new message with
+        /// a new id, its header `replayed_from` naming the old one).
+        #[arg(long, value_name = "ID")]
+        replay_dead_letter: Option<String>,
     },
     /// Check a configuration file and report every problem.
     ValidateConfig {
@@ -182,6 +194,15 @@ pub fn main() -> ExitCode {
             out,
             candles,
         }) => return record(config.as_deref(), &out, candles),
+        Some(Command::Inspect {
+            store,
+            replay_dead_letter,
+        }) => {
+            return match replay_dead_letter {
+                None => crate::inspect::show(&store),
+                Some(id) => crate::inspect::replay_dead_letter(&store, &id),
+            }
+        }
         Some(Command::ValidateConfig { file }) => {
             return match load(Some(&file)) {
                 Ok(_) => {

@@ -12,6 +12,7 @@ pub mod announcer;
 pub mod bus_summary;
 pub mod cli;
 pub mod config;
+pub mod inspect;
 pub mod logging;
 pub mod output;
 pub mod processes;

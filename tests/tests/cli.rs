@@ -1,6 +1,8 @@
 //! End-to-end: the `bistoury` command line with config files, checked
 //! through its report, trade log and exit codes.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -807,4 +809,139 @@ fn utc_date() -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn inspect_shows_a_stores_dead_letters_without_changing_it_and_replays_one_when_asked() {
+    use bus_core::bus::reliability::RetryPolicy;
+    use bus_core::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+    use bus_core::prelude::*;
+    use bus_core::store::{Store, StoreConfig};
+    use bus_core::{HandlerError, MessageBus, SubscribeOptions};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let price = |n: i64| {
+        let update = PriceUpdate::new(PriceUpdateFields {
+            symbol: Symbol::new("BTC").unwrap(),
+            price: Decimal::from(n),
+            timestamp_ms: n,
+        })
+        .unwrap();
+        Envelope::new(
+            AgentId::new("feed"),
+            Topic::new("prices.BTC").unwrap(),
+            Payload::DataPriceUpdate(update),
+        )
+        .with_delivery_mode(DeliveryMode::AtLeastOnce)
+        .with_max_attempts(2)
+    };
+    let quick = RetryPolicy {
+        base: Duration::from_millis(1),
+        factor: 2.0,
+        cap: Duration::from_millis(5),
+        jitter: 0.0,
+    };
+    // A worker that cannot handle a price: it is dead-lettered.
+    let dead = runtime.block_on(async {
+        let (store, _) = Store::open(StoreConfig::new(&store_dir)).unwrap();
+        let bus = MessageBus::durable(store.clone());
+        bus.subscribe(
+            "prices.>",
+            Handler::from_async(|_e| async { Err(HandlerError::new("exchange down")) }),
+            SubscribeOptions::named("worker").with_retry(quick),
+        )
+        .unwrap();
+        let message = price(7);
+        let id = message.id;
+        bus.publish(message).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.stats().pending > 0 || bus.dead_letters().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.sync().unwrap();
+        store.close();
+        id
+    });
+    let before = support::files_in(&store_dir);
+    let shown = bistoury(&["inspect", store_dir.to_str().unwrap()], dir.path());
+    assert!(shown.status.success(), "{shown:?}");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("dead letters: 1"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&dead.to_string()))
+        .unwrap_or_else(|| panic!("the dead letter is listed: {text}"));
+    for part in ["worker", "prices.BTC", "after 2 attempts", "exchange down"] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    assert!(text.contains("pending messages: 0"), "{text}");
+    assert_eq!(
+        support::files_in(&store_dir),
+        before,
+        "inspect changed the store"
+    );
+
+    let unknown = bistoury(
+        &[
+            "inspect",
+            store_dir.to_str().unwrap(),
+            "--replay-dead-letter",
+            "nope",
+        ],
+        dir.path(),
+    );
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(support::files_in(&store_dir), before);
+    let replayed = bistoury(
+        &[
+            "inspect",
+            store_dir.to_str().unwrap(),
+            "--replay-dead-letter",
+            &dead.to_string(),
+        ],
+        dir.path(),
+    );
+    assert!(replayed.status.success(), "{replayed:?}");
+    let shown = bistoury(&["inspect", store_dir.to_str().unwrap()], dir.path());
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("worker                   1 pending"),
+        "{text}"
+    );
+
+    // The worker, back and able, gets it: the same price, a new id that
+    // names the old one.
+    let got = runtime.block_on(async {
+        let (store, _) = Store::open(StoreConfig::new(&store_dir)).unwrap();
+        let bus = MessageBus::durable(store.clone());
+        let (tx, rx) = flume::unbounded();
+        bus.subscribe(
+            "prices.>",
+            Handler::from_async(move |e: std::sync::Arc<Envelope>| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send((*e).clone());
+                    Ok(())
+                }
+            }),
+            SubscribeOptions::named("worker").with_retry(quick),
+        )
+        .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv_async())
+            .await
+            .expect("the replayed message arrives")
+            .unwrap();
+        store.close();
+        got
+    });
+    assert_ne!(got.id, dead);
+    assert_eq!(
+        got.headers.get("replayed_from"),
+        Some(dead.to_string().as_str())
+    );
+    assert!(matches!(got.payload(), Payload::DataPriceUpdate(p) if p.price == Decimal::from(7)));
 }

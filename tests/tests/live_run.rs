@@ -298,6 +298,19 @@ fn a_live_run_killed_at_seeded_moments_resumes_with_the_same_book_and_no_fill_lo
             .iter()
             .map(|j| j.fill.order_id.to_string())
             .collect();
+        // What the killed run left can be inspected without changing it.
+        let untouched = support::files_in(&journal_dir);
+        let inspected = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+            .args(["inspect", journal_dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&inspected.stdout);
+        let pending = format!(
+            "trader.journal           {} pending",
+            journaled_at_kill.len()
+        );
+        assert!(text.contains(&pending), "{text}");
+        assert_eq!(support::files_in(&journal_dir), untouched);
         // Journaled before it counts: every fill logged is journaled.
         assert!(logged_at_kill.len() <= journaled_at_kill.len());
         for (i, (id, ..)) in logged_at_kill.iter().enumerate() {

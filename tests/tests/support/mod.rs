@@ -33,6 +33,17 @@ pub fn beside_others_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
     MACHINE.blocking_read()
 }
 
+/// Every file in `dir` with its bytes, to see that nothing changed.
+pub fn files_in(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut all: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+        .collect();
+    all.sort();
+    all
+}
+
 /// What a run traded, from its `report.json` in `dir`: the report without
 /// its provenance (mode, configuration) and without the bus's own figures
 /// (how the agents were dispatched, not what they did).
