@@ -74,6 +74,27 @@ pub struct AgentSummary {
     pub state_changes: BTreeMap<String, u64>,
 }
 
+/// The inline bus keeps one subscription per pattern: one row per
+/// subscriber, in the order they subscribed, adds them up.
+fn by_subscriber(slots: &[(String, u64, u64)]) -> Vec<SubscriptionSummary> {
+    let mut rows: Vec<SubscriptionSummary> = Vec::new();
+    for (name, delivered, failed) in slots {
+        let at = match rows.iter().position(|r| r.name == *name) {
+            Some(at) => at,
+            None => {
+                rows.push(SubscriptionSummary {
+                    name: name.clone(),
+                    ..SubscriptionSummary::default()
+                });
+                rows.len() - 1
+            }
+        };
+        rows[at].delivered += delivered;
+        rows[at].failed += failed;
+    }
+    rows
+}
+
 impl BusSummary {
     /// From a queued bus's figures (its subscriptions, live and removed,
     /// in subscription order).
@@ -119,14 +140,7 @@ impl BusSummary {
             failed: stats.failed,
             expired: stats.expired,
             unrouted: stats.unrouted,
-            subscriptions: (run.subscriptions.iter())
-                .map(|(name, delivered, failed)| SubscriptionSummary {
-                    name: name.clone(),
-                    delivered: *delivered,
-                    failed: *failed,
-                    ..SubscriptionSummary::default()
-                })
-                .collect(),
+            subscriptions: by_subscriber(&run.subscriptions),
             ..Self::default()
         }
     }

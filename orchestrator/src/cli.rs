@@ -642,6 +642,13 @@ fn finish(
         );
     }
     println!("report:    {}", report_path.path().display());
+    match report_path.write_charts(&outcome.report, &outcome.trade_log) {
+        Ok(page) => println!("charts:    {} (and the SVGs beside it)", page.display()),
+        Err(error) => {
+            eprintln!("cannot write the charts beside the report: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     println!(
         "trade log: {} ({} fills)",
         outcome.trade_log.display(),

@@ -10,6 +10,7 @@
 pub mod agents;
 pub mod announcer;
 pub mod bus_summary;
+pub mod charts;
 pub mod cli;
 pub mod config;
 pub mod inspect;

@@ -167,6 +167,34 @@ impl ReportPath {
     }
 }
 
+/// Trade-log rows `report.html` shows (the rest are in the CSV).
+const HTML_TRADE_ROWS: usize = 2_000;
+
+impl ReportPath {
+    /// Writes the charts beside the report: `equity.svg`, one
+    /// `pnl-<SYMBOL>.svg` per market, and `report.html` (the table, the
+    /// charts and the trade log in one page); returns the page's path.
+    pub fn write_charts(&self, report: &Report, trade_log: &Path) -> std::io::Result<PathBuf> {
+        let folder = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut charts = Vec::with_capacity(report.curves.len());
+        for curve in &report.curves {
+            let svg = crate::charts::svg(curve);
+            let file = folder.join(format!("{}.svg", curve.name));
+            create_output_file(&file)?.write_all(svg.as_bytes())?;
+            charts.push(svg);
+        }
+        // A run that failed early may have written no trade log.
+        let trades = std::fs::read_to_string(trade_log).unwrap_or_default();
+        let page = crate::charts::html(&report.to_table(), &charts, &trades, HTML_TRADE_ROWS);
+        let html = folder.join("report.html");
+        create_output_file(&html)?.write_all(page.as_bytes())?;
+        Ok(html)
+    }
+}
+
 impl Drop for ReportPath {
     fn drop(&mut self) {
         // Gone already once the report was written.

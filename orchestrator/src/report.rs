@@ -230,6 +230,10 @@ pub struct Report {
     /// (they go into [`bus`](Self::bus)).
     #[serde(skip)]
     pub agent_state_changes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Equity at each time step with every fill, then each market's profit
+    /// and loss net of its fees with its fills: what the charts draw.
+    #[serde(skip)]
+    pub curves: Vec<crate::charts::Curve>,
 }
 
 /// How per-bar ratios become yearly ones: returns are per bar of
@@ -322,6 +326,12 @@ pub struct ReportAgent {
     fills_resumed: u64,
     /// Per agent, the state changes it announced.
     agent_state_changes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Equity at each closed step.
+    equity_curve: Vec<(i64, f64)>,
+    /// Per market, its PnL net of fees at each closed step.
+    market_curves: SymbolMap<Vec<(i64, f64)>>,
+    /// Fills: time, market, buy.
+    fill_marks: Vec<(i64, Symbol, bool)>,
 }
 
 /// The account as of the last step closed, for a progress display.
@@ -356,6 +366,9 @@ impl ReportAgent {
             account: None,
             fills_resumed: 0,
             agent_state_changes: BTreeMap::new(),
+            equity_curve: Vec::new(),
+            market_curves: SymbolMap::new(),
+            fill_marks: Vec::new(),
             emergency_stop_at: None,
             daily_loss_pauses: Vec::new(),
             peak: None,
@@ -419,8 +432,11 @@ impl ReportAgent {
             }
             _ => self.peak = Some((equity, time)),
         }
+        self.equity_curve.push((time, equity));
         let mut any = false;
         for (symbol, position) in &self.portfolio.positions {
+            let pnl = position.realised + position.unrealised() - position.fees;
+            (self.market_curves.get_or_default(symbol)).push((time, decimal_to_f64(pnl)));
             if !position.quantity.is_zero() {
                 any = true;
                 self.tallies.get_or_default(symbol).exposed_steps += 1;
@@ -502,6 +518,8 @@ impl ReportAgent {
 
     /// Replays one fill through the report's portfolio and round trips.
     fn apply_fill(&mut self, fill: &Fill) {
+        let buy = fill.side == bus_core::model::payload::Side::Buy;
+        (self.fill_marks).push((fill.timestamp_ms, fill.symbol.clone(), buy));
         let held = self.portfolio.quantity(&fill.symbol);
         let effect =
             self.portfolio
@@ -532,6 +550,31 @@ impl ReportAgent {
         if closing < fill.quantity {
             tally.open.get_or_insert_with(OpenTrip::default).fees += fill.fee - closing_fee;
         }
+    }
+
+    /// The charts' data: total equity, then each market's PnL.
+    fn curves(&self) -> Vec<crate::charts::Curve> {
+        let marks = |of: Option<&Symbol>| {
+            (self.fill_marks.iter())
+                .filter(|(_, symbol, _)| of.is_none_or(|s| s == symbol))
+                .map(|(t, _, buy)| (*t, *buy))
+                .collect()
+        };
+        let mut curves = vec![crate::charts::Curve {
+            title: "Equity, all markets (fills marked: ▲ buy, ▼ sell)".into(),
+            name: "equity".into(),
+            points: self.equity_curve.clone(),
+            fills: marks(None),
+        }];
+        for (symbol, points) in self.market_curves.iter() {
+            curves.push(crate::charts::Curve {
+                title: format!("{symbol}: profit and loss net of fees"),
+                name: format!("pnl-{symbol}"),
+                points: points.clone(),
+                fills: marks(Some(symbol)),
+            });
+        }
+        curves
     }
 
     fn heard_state_change(&mut self, agent: &AgentId, envelope: &Envelope) {
@@ -627,6 +670,7 @@ impl ReportAgent {
             symbols,
             bus: None,
             agent_state_changes: self.agent_state_changes.clone(),
+            curves: self.curves(),
         }
     }
 }

@@ -415,6 +415,29 @@ fn the_report_keeps_the_bus_figures_of_a_backtest_and_of_a_run() {
             }
             _ => assert!(trader["latency"].is_null() && trader["queue_high_water"].is_null()),
         }
+        // The charts and the page beside the report.
+        let folder = dir.path().join(command);
+        let page = std::fs::read_to_string(folder.join("report.html")).unwrap();
+        let fills = report["fills"].as_u64().unwrap() as usize;
+        assert!(fills > 0 && fills < 2_000);
+        assert_eq!(
+            page.matches("<tr>").count(),
+            fills + 1,
+            "every fill, and the header"
+        );
+        assert!(page.contains(&format!("Bistoury report: {} candles", report["candles"])));
+        let symbols = report["symbols"].as_object().unwrap();
+        assert_eq!(page.matches("<svg").count(), 1 + symbols.len());
+        for name in
+            std::iter::once("equity".to_string()).chain(symbols.keys().map(|s| format!("pnl-{s}")))
+        {
+            let chart = std::fs::read_to_string(folder.join(format!("{name}.svg"))).unwrap();
+            assert!(
+                chart.starts_with("<svg") && chart.contains("<polyline"),
+                "{name}"
+            );
+            assert!(page.contains(&chart), "{name} is in the page");
+        }
         let agents = bus["agents"].as_array().unwrap();
         let mut names: Vec<&str> = agents.iter().map(|a| a["name"].as_str().unwrap()).collect();
         names.sort();
