@@ -342,6 +342,7 @@ impl CollectorAgent {
         if !matches!(event, FeedEvent::Health(_)) {
             live.last_data = std::time::Instant::now();
         }
+        live.record_metrics();
         let message = match event {
             FeedEvent::Candle(candle) => {
                 tracing::info!(
@@ -412,6 +413,20 @@ impl CollectorAgent {
 type Outgoing = (Result<Topic, bus_core::TopicError>, Payload, i64);
 
 impl LiveMarket {
+    /// The feed's counters and health as Prometheus metrics (no-ops unless
+    /// an exporter is installed).
+    fn record_metrics(&self) {
+        let counters = self.feed.counters();
+        let get = FeedCounters::get;
+        metrics::counter!("bistoury_feed_frames_total").absolute(get(&counters.frames));
+        metrics::counter!("bistoury_feed_malformed_total").absolute(get(&counters.malformed));
+        metrics::counter!("bistoury_feed_disconnections_total")
+            .absolute(get(&counters.disconnections));
+        metrics::counter!("bistoury_feed_stalls_total").absolute(get(&counters.stalls));
+        metrics::counter!("bistoury_feed_backfilled_total").absolute(get(&counters.backfilled));
+        metrics::gauge!("bistoury_feed_stale").set(f64::from(u8::from(self.stale)));
+    }
+
     fn status_price(&self, symbol: &Symbol, price: rust_decimal::Decimal) {
         if let Ok(mut status) = self.status.lock() {
             status.price(symbol, price);

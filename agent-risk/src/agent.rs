@@ -156,6 +156,7 @@ impl RiskAgent {
 
     /// Publishes a CRITICAL `risk.emergency_stop` at market time `time`.
     fn announce_stop(&mut self, reason: String, triggered_by: &str, time: i64, out: &mut Outbox) {
+        metrics::gauge!("bistoury_risk_halted").set(1.0);
         let stop = EmergencyStop {
             reason,
             triggered_by: triggered_by.to_string(),
@@ -212,6 +213,7 @@ impl RiskAgent {
         match decision {
             Decision::Approved => {
                 self.counters.approved += 1;
+                metrics::counter!("bistoury_risk_orders_approved_total").increment(1);
                 let ok = Payload::ResponseSuccess(Success {
                     detail: format!("order {} approved", order.order_id),
                 });
@@ -219,6 +221,7 @@ impl RiskAgent {
             }
             Decision::Refused(refusal) => {
                 self.counters.refused += 1;
+                metrics::counter!("bistoury_risk_orders_refused_total").increment(1);
                 let refused = Payload::ResponseError(ErrorResponse {
                     code: "risk_refused".into(),
                     message: refusal.to_string(),
@@ -412,6 +415,7 @@ impl Agent for RiskAgent {
                     tracing::warn!(agent = %self.id, message = %alert.message, stale, "live feed");
                 }
                 self.stale_feed = stale.then(|| alert.message.clone());
+                metrics::gauge!("bistoury_risk_stale_feed").set(f64::from(u8::from(stale)));
                 false
             }
             Payload::TradePositionUpdate(p) => {

@@ -112,6 +112,10 @@ struct RunArgs {
     /// stream of the same name that lacks Bistoury's mark stops the run).
     #[arg(long)]
     fresh: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics while the run goes
+    /// on (a loopback address, e.g. 127.0.0.1:9464; overrides run.metrics).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 fn load(file: Option<&std::path::Path>) -> Result<BistouryConfig, ExitCode> {
@@ -213,9 +217,19 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    let (config, _guard) = match prepare(args.config.as_deref(), args.output_dir) {
+    let (mut config, _guard) = match prepare(args.config.as_deref(), args.output_dir) {
         Ok(prepared) => prepared,
         Err(code) => return code,
+    };
+    if let Some(address) = args.metrics {
+        config.run.metrics = address;
+    }
+    let metrics = match crate::metrics::listen_address(&config.run.metrics) {
+        Ok(address) => address,
+        Err(problem) => {
+            eprintln!("--metrics: {problem}");
+            return ExitCode::from(2);
+        }
     };
     // The outputs are checked before the run, not found wrong after it.
     let report_path = args
@@ -263,27 +277,34 @@ pub fn main() -> ExitCode {
     let outcome = if backtest {
         crate::run::backtest_with(&config, &control)
     } else {
-        match tokio::runtime::Builder::new_multi_thread()
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
         {
-            Ok(runtime) => match config.bus.transport {
-                crate::config::Transport::InProcess => {
-                    runtime.block_on(crate::run::run_with(&config, &control))
-                }
-                crate::config::Transport::Nats => {
-                    runtime.block_on(crate::processes::run_processes(
-                        &config,
-                        args.config.as_deref(),
-                        &control,
-                        args.fresh,
-                    ))
-                }
-            },
+            Ok(runtime) => runtime,
             Err(error) => {
                 eprintln!("cannot start the runtime: {error}");
                 return ExitCode::FAILURE;
             }
+        };
+        if let Some(address) = metrics {
+            let _inside = runtime.enter();
+            if let Err(problem) = crate::metrics::serve(address) {
+                eprintln!("--metrics: {problem}");
+                return ExitCode::from(2);
+            }
+            println!("metrics:   http://{address}/metrics");
+        }
+        match config.bus.transport {
+            crate::config::Transport::InProcess => {
+                runtime.block_on(crate::run::run_with(&config, &control))
+            }
+            crate::config::Transport::Nats => runtime.block_on(crate::processes::run_processes(
+                &config,
+                args.config.as_deref(),
+                &control,
+                args.fresh,
+            )),
         }
     };
     if let Some(progress) = progress {

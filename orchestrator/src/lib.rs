@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod inspect;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod processes;
 pub mod progress;

@@ -332,6 +332,8 @@ pub struct ReportAgent {
     market_curves: SymbolMap<Vec<(i64, f64)>>,
     /// Fills: time, market, buy.
     fill_marks: Vec<(i64, Symbol, bool)>,
+    /// Record the account as Prometheus metrics.
+    metrics: bool,
 }
 
 /// The account as of the last step closed, for a progress display.
@@ -369,6 +371,7 @@ impl ReportAgent {
             equity_curve: Vec::new(),
             market_curves: SymbolMap::new(),
             fill_marks: Vec::new(),
+            metrics: false,
             emergency_stop_at: None,
             daily_loss_pauses: Vec::new(),
             peak: None,
@@ -433,6 +436,9 @@ impl ReportAgent {
             _ => self.peak = Some((equity, time)),
         }
         self.equity_curve.push((time, equity));
+        if self.metrics {
+            self.record_metrics(equity);
+        }
         let mut any = false;
         for (symbol, position) in &self.portfolio.positions {
             let pnl = position.realised + position.unrealised() - position.fees;
@@ -462,6 +468,30 @@ impl ReportAgent {
             self.fills_resumed += 1;
         }
         self
+    }
+
+    /// Records the account as Prometheus metrics at each step it closes.
+    pub fn with_metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
+    fn record_metrics(&self, equity: f64) {
+        let p = &self.portfolio;
+        metrics::gauge!("bistoury_equity").set(equity);
+        metrics::gauge!("bistoury_realised_pnl").set(decimal_to_f64(p.realised()));
+        metrics::gauge!("bistoury_unrealised_pnl").set(decimal_to_f64(p.unrealised()));
+        metrics::gauge!("bistoury_fees").set(decimal_to_f64(p.fees()));
+        metrics::gauge!("bistoury_open_positions").set(p.open_positions() as f64);
+        let peak = self.peak.map_or(equity, |(peak, _)| peak.max(equity));
+        let drawdown = if peak > 0.0 {
+            (peak - equity) / peak
+        } else {
+            0.0
+        };
+        metrics::gauge!("bistoury_drawdown").set(drawdown);
+        metrics::counter!("bistoury_time_steps_total").increment(1);
+        metrics::counter!("bistoury_candles_total").absolute(self.candles);
     }
 
     /// Shows the account in `view` at each step it closes.
@@ -587,6 +617,10 @@ impl ReportAgent {
             .entry(agent.to_string())
             .or_default();
         *changes.entry(change.to_string()).or_default() += 1;
+        if self.metrics && change != "error" {
+            let running = f64::from(u8::from(change != "paused"));
+            metrics::gauge!("bistoury_agent_running", "agent" => agent.to_string()).set(running);
+        }
     }
 
     /// Hands the finished report to `outcome` when it stops.

@@ -281,6 +281,10 @@ pub fn build_agent(
                     report.resumed(&fills)
                 }
             };
+            let report = match crate::metrics::listen_address(&config.run.metrics) {
+                Ok(Some(_)) if !deterministic => report.with_metrics(),
+                _ => report,
+            };
             let report = match &hooks.account {
                 Some(view) => report.with_account_view(view.clone()),
                 None => report,
@@ -496,7 +500,16 @@ pub async fn run_with(
         health,
         lockstep: config.run.lockstep,
     };
-    let run = run_queued_until(bus, agents, deadline, control.stop.clone(), options).await?;
+    let sampler = crate::metrics::listen_address(&config.run.metrics)
+        .ok()
+        .flatten()
+        .map(|_| crate::metrics::sample_bus(bus.clone(), Duration::from_millis(250)));
+    let run = run_queued_until(bus, agents, deadline, control.stop.clone(), options).await;
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
+    let run = run?;
+    crate::metrics::record_bus(&run.stats);
     let unhealthy = run.unhealthy.clone();
     let bus = BusSummary::queued(&run.stats);
     let mut outcome = conclude(

@@ -945,3 +945,89 @@ fn inspect_shows_a_stores_dead_letters_without_changing_it_and_replays_one_when_
     );
     assert!(matches!(got.payload(), Payload::DataPriceUpdate(p) if p.price == Decimal::from(7)));
 }
+
+/// `GET /metrics` on `port`: the body, if the server answered.
+fn scrape(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The value of the sample `name` (with exactly these labels, `{...}` or
+/// none) in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn a_run_serves_prometheus_metrics_on_loopback_while_it_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["run", "--metrics", &address])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Scraped while the run goes on: the account and the bus move.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        if let Some(text) = scrape(port) {
+            let steps = sample(&text, "bistoury_time_steps_total").unwrap_or(0.0);
+            if steps > 100.0 && sample(&text, "bistoury_bus_published_total").unwrap_or(0.0) > 0.0 {
+                break text;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics during the run"
+        );
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the run ended before a scrape"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let equity = sample(&text, "bistoury_equity").expect("equity");
+    assert!(equity > 50_000.0 && equity < 150_000.0, "{equity}");
+    let drawdown = sample(&text, "bistoury_drawdown").expect("drawdown");
+    assert!((0.0..1.0).contains(&drawdown));
+    for name in [
+        "bistoury_bus_delivered_total",
+        "bistoury_subscription_delivered_total{subscription=\"signals\"}",
+        "bistoury_subscription_queue_high_water{subscription=\"trader\"}",
+        "bistoury_handler_latency_microseconds{subscription=\"trader\",quantile=\"0.99\"}",
+        "bistoury_agent_running{agent=\"trader\"}",
+        "bistoury_risk_orders_approved_total",
+    ] {
+        assert!(sample(&text, name).is_some(), "{name} missing:\n{text}");
+    }
+    let status = run.wait().unwrap();
+    assert!(status.success());
+
+    // Never on an open address; a busy port is said at once.
+    for (bad, says) in [("0.0.0.0:9464", "loopback"), ("here", "with a port")] {
+        let out = bistoury(&["run", "--metrics", bad], dir.path());
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says));
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = format!("127.0.0.1:{}", taken.local_addr().unwrap().port());
+    let out = bistoury(&["run", "--metrics", &busy], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}

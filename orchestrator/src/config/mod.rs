@@ -396,6 +396,14 @@ pub struct RunConfig {
     /// every agent has worked through the last one (see
     /// [`QueuedOptions::lockstep`](bus_core::runtime::QueuedOptions)).
     pub lockstep: bool,
+    /// `run` only: serve Prometheus metrics at `http://<this>/metrics`, a
+    /// loopback address (`127.0.0.1:9464`); `off` by default.
+    #[serde(default = "metrics_off")]
+    pub metrics: String,
+}
+
+fn metrics_off() -> String {
+    "off".into()
 }
 
 /// `[report]`: how the report reads the run.
@@ -555,6 +563,9 @@ impl BistouryConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         errors.extend(self.data.validate());
+        if let Err(problem) = crate::metrics::listen_address(&self.run.metrics) {
+            errors.push(format!("run.metrics: {problem}"));
+        }
         if bus_core::Topic::new(&self.bus.subject_prefix).is_err() {
             errors.push(format!(
                 "bus.subject_prefix: {:?} must be dot-separated segments without wildcards or spaces",
