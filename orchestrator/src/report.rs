@@ -584,8 +584,11 @@ impl ReportAgent {
 
     /// The charts' data: total equity, then each market's PnL.
     fn curves(&self) -> Vec<crate::charts::Curve> {
+        // In market-time order, whatever order the fills came in.
+        let mut sorted = self.fill_marks.clone();
+        sorted.sort();
         let marks = |of: Option<&Symbol>| {
-            (self.fill_marks.iter())
+            (sorted.iter())
                 .filter(|(_, symbol, _)| of.is_none_or(|s| s == symbol))
                 .map(|(t, _, buy)| (*t, *buy))
                 .collect()
