@@ -32,7 +32,7 @@ struct LiveMarket {
 }
 
 /// A live feed's state, for a progress display.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct FeedStatus {
     /// `connecting`, `live`, `stalled` or `disconnected`.
     pub health: String,

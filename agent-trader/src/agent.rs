@@ -10,6 +10,7 @@
 //! orders not yet filled are cancelled.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use std::path::Path;
 
@@ -95,6 +96,23 @@ pub struct TraderAgent {
     journal: Option<FillJournal>,
     /// Fills taken back from the journal at start.
     resumed_fills: u64,
+    /// Where to show the orders not yet filled, if anywhere.
+    open_orders: Option<Arc<Mutex<Vec<OpenOrder>>>>,
+}
+
+/// An order not yet filled, for a status display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrder {
+    /// Its id.
+    pub order_id: String,
+    /// Market.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Side,
+    /// Quantity asked.
+    pub quantity: Decimal,
+    /// Risk approved it; it fills at the next bar's open.
+    pub approved: bool,
 }
 
 impl TraderAgent {
@@ -134,7 +152,32 @@ impl TraderAgent {
             halted_at: None,
             journal: None,
             resumed_fills: 0,
+            open_orders: None,
         })
+    }
+
+    /// Keeps the orders not yet filled in `view` (for a status display).
+    pub fn with_open_orders(mut self, view: Arc<Mutex<Vec<OpenOrder>>>) -> Self {
+        self.open_orders = Some(view);
+        self
+    }
+
+    fn show_open_orders(&self) {
+        let Some(Ok(mut view)) = self.open_orders.as_ref().map(|v| v.lock()) else {
+            return;
+        };
+        let line = |order: &Order, approved: bool| OpenOrder {
+            order_id: order.id.to_string(),
+            symbol: order.symbol.to_string(),
+            side: order.side,
+            quantity: order.quantity,
+            approved,
+        };
+        view.clear();
+        view.extend(self.awaiting_decision.values().map(|o| line(o, false)));
+        for orders in self.approved.values() {
+            view.extend(orders.iter().map(|o| line(o, true)));
+        }
     }
 
     /// Journals every fill in `journal` (synced) before it changes the
@@ -639,6 +682,29 @@ impl TraderAgent {
     }
 }
 
+impl TraderAgent {
+    fn handle(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        match envelope.payload() {
+            Payload::DataCandle(candle) => self.on_candle(candle, out),
+            Payload::SignalAggregated(signal) => self.on_signal(signal, out),
+            Payload::ResponseSuccess(_) | Payload::ResponseError(_) => {
+                self.on_decision(envelope, out)
+            }
+            Payload::RiskEmergencyStop(_) => self.halt(out),
+            Payload::CommandPauseTrading(_) => {
+                self.paused = true;
+                Ok(())
+            }
+            Payload::CommandResumeTrading(_) => {
+                self.paused = false;
+                Ok(())
+            }
+            Payload::SystemShutdown(_) if self.config.close_at_end => self.close_all(out),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Agent for TraderAgent {
     fn id(&self) -> &AgentId {
         &self.id
@@ -690,24 +756,11 @@ impl Agent for TraderAgent {
     }
 
     fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
-        match envelope.payload() {
-            Payload::DataCandle(candle) => self.on_candle(candle, out),
-            Payload::SignalAggregated(signal) => self.on_signal(signal, out),
-            Payload::ResponseSuccess(_) | Payload::ResponseError(_) => {
-                self.on_decision(envelope, out)
-            }
-            Payload::RiskEmergencyStop(_) => self.halt(out),
-            Payload::CommandPauseTrading(_) => {
-                self.paused = true;
-                Ok(())
-            }
-            Payload::CommandResumeTrading(_) => {
-                self.paused = false;
-                Ok(())
-            }
-            Payload::SystemShutdown(_) if self.config.close_at_end => self.close_all(out),
-            _ => Ok(()),
+        let handled = self.handle(envelope, out);
+        if self.open_orders.is_some() {
+            self.show_open_orders();
         }
+        handled
     }
 
     fn on_stop(&mut self, _out: &mut Outbox) -> HandlerResult {

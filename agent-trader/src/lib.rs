@@ -30,7 +30,7 @@ pub mod journal;
 pub mod portfolio;
 pub mod trade_log;
 
-pub use agent::{Traded, TraderAgent};
+pub use agent::{OpenOrder, Traded, TraderAgent};
 pub use config::TraderConfig;
 pub use journal::{FillJournal, JournalError, JournaledFill};
 pub use portfolio::{FillEffect, Portfolio, Position};

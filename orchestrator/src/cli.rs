@@ -116,6 +116,10 @@ struct RunArgs {
     /// on (a loopback address, e.g. 127.0.0.1:9464; overrides run.metrics).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Serve the live status page at http://ADDR/ while the run goes on (a
+    /// loopback address, e.g. 127.0.0.1:8080; overrides run.status).
+    #[arg(long, value_name = "ADDR")]
+    status: Option<String>,
 }
 
 fn load(file: Option<&std::path::Path>) -> Result<BistouryConfig, ExitCode> {
@@ -224,10 +228,20 @@ pub fn main() -> ExitCode {
     if let Some(address) = args.metrics {
         config.run.metrics = address;
     }
-    let metrics = match crate::metrics::listen_address(&config.run.metrics) {
-        Ok(address) => address,
-        Err(problem) => {
+    if let Some(address) = args.status {
+        config.run.status = address;
+    }
+    let (metrics, status) = match (
+        crate::metrics::listen_address(&config.run.metrics),
+        crate::metrics::listen_address(&config.run.status),
+    ) {
+        (Ok(metrics), Ok(status)) => (metrics, status),
+        (Err(problem), _) => {
             eprintln!("--metrics: {problem}");
+            return ExitCode::from(2);
+        }
+        (_, Err(problem)) => {
+            eprintln!("--status: {problem}");
             return ExitCode::from(2);
         }
     };
@@ -263,7 +277,19 @@ pub fn main() -> ExitCode {
     let total = source.and_then(|source| source.known_candles());
     let live_view = live.then(crate::progress::LiveView::default);
     let progress = crate::progress::Progress::start(total, live_view.clone());
+    let served = metrics.is_some() || status.is_some();
+    if served && (backtest || config.bus.transport == crate::config::Transport::Nats) {
+        eprintln!(
+            "--metrics and --status serve an in-process `bistoury run`: a backtest is over too fast \
+             to watch, and a distributed run's agents are processes of their own"
+        );
+        return ExitCode::from(2);
+    }
+    let board = status.map(|_| crate::status::StatusBoard::new("run"));
+    let open_orders = status.map(|_| std::sync::Arc::default());
     let control = crate::run::RunControl {
+        status: board.clone(),
+        open_orders: open_orders.clone(),
         feed_status: live_view.as_ref().map(|v| v.feed.clone()),
         account: live_view.as_ref().map(|v| v.account.clone()),
         progress: progress.as_ref().map(|p| p.counter()),
@@ -294,6 +320,15 @@ pub fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             println!("metrics:   http://{address}/metrics");
+        }
+        if let (Some(address), Some(board), Some(orders)) = (status, board, open_orders) {
+            let _inside = runtime.enter();
+            let feed = control.feed_status.clone();
+            if let Err(problem) = crate::status::serve(address, board, feed, orders) {
+                eprintln!("--status: {problem}");
+                return ExitCode::from(2);
+            }
+            println!("status:    http://{address}/");
         }
         match config.bus.transport {
             crate::config::Transport::InProcess => {

@@ -21,6 +21,7 @@ pub mod processes;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod status;
 
 pub use config::{BistouryConfig, ConfigError};
 pub use report::Report;

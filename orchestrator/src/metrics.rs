@@ -71,11 +71,23 @@ pub fn record_bus(stats: &BusStats) {
     }
 }
 
-/// Records the bus's figures every `every` until the task is dropped.
-pub fn sample_bus(bus: MessageBus, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Records the bus's figures every `every` (as metrics when `metrics`, on
+/// the status board when there is one) until the task is aborted.
+pub fn sample_bus(
+    bus: MessageBus,
+    every: Duration,
+    metrics: bool,
+    board: Option<crate::status::StatusBoard>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            record_bus(&bus.stats());
+            let stats = bus.stats();
+            if metrics {
+                record_bus(&stats);
+            }
+            if let Some(board) = &board {
+                board.record_bus(&stats);
+            }
             tokio::time::sleep(every).await;
         }
     })

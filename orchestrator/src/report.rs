@@ -334,6 +334,21 @@ pub struct ReportAgent {
     fill_marks: Vec<(i64, Symbol, bool)>,
     /// Record the account as Prometheus metrics.
     metrics: bool,
+    /// Where the status page reads the account, and the limits it shows.
+    status: Option<(crate::status::StatusBoard, StatusLimits)>,
+    /// The UTC day of the last step and the equity it started with.
+    day_start: Option<(i64, f64)>,
+}
+
+/// The risk limits the status page measures the account against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusLimits {
+    /// Largest drawdown, a fraction.
+    pub max_drawdown: Option<f64>,
+    /// Largest loss within a UTC day.
+    pub max_daily_loss: Option<f64>,
+    /// Most markets with a position.
+    pub max_open_positions: Option<usize>,
 }
 
 /// The account as of the last step closed, for a progress display.
@@ -372,6 +387,8 @@ impl ReportAgent {
             market_curves: SymbolMap::new(),
             fill_marks: Vec::new(),
             metrics: false,
+            status: None,
+            day_start: None,
             emergency_stop_at: None,
             daily_loss_pauses: Vec::new(),
             peak: None,
@@ -439,6 +456,9 @@ impl ReportAgent {
         if self.metrics {
             self.record_metrics(equity);
         }
+        if self.status.is_some() {
+            self.show_status(time, equity);
+        }
         let mut any = false;
         for (symbol, position) in &self.portfolio.positions {
             let pnl = position.realised + position.unrealised() - position.fees;
@@ -468,6 +488,74 @@ impl ReportAgent {
             self.fills_resumed += 1;
         }
         self
+    }
+
+    /// Shows the account on `board` at each step it closes, measured against
+    /// `limits`.
+    pub fn with_status(mut self, board: crate::status::StatusBoard, limits: StatusLimits) -> Self {
+        self.status = Some((board, limits));
+        self
+    }
+
+    fn show_status(&mut self, time: i64, equity: f64) {
+        let day = time.div_euclid(86_400_000);
+        let day_equity = match self.day_start {
+            Some((d, start)) if d == day => start,
+            _ => {
+                self.day_start = Some((day, equity));
+                equity
+            }
+        };
+        let Some((board, limits)) = &self.status else {
+            return;
+        };
+        let p = &self.portfolio;
+        let peak = self.peak.map_or(equity, |(peak, _)| peak.max(equity));
+        let drawdown = if peak > 0.0 {
+            (peak - equity) / peak
+        } else {
+            0.0
+        };
+        let mut risk = Vec::new();
+        let mut limit = |name: &str, value: f64, threshold: Option<f64>| {
+            if let Some(threshold) = threshold.filter(|t| *t > 0.0) {
+                risk.push(crate::status::LimitLine {
+                    limit: name.into(),
+                    value,
+                    threshold,
+                    used: value / threshold,
+                });
+            }
+        };
+        limit("max_drawdown", drawdown, limits.max_drawdown);
+        limit(
+            "max_daily_loss",
+            (day_equity - equity).max(0.0),
+            limits.max_daily_loss,
+        );
+        let open = p.open_positions();
+        limit(
+            "max_open_positions",
+            open as f64,
+            limits.max_open_positions.map(|n| n as f64),
+        );
+        let positions = (p.positions.iter())
+            .filter(|(_, position)| !position.quantity.is_zero())
+            .map(|(symbol, position)| crate::status::PositionLine {
+                symbol: symbol.to_string(),
+                quantity: position.quantity.to_string(),
+                average_price: position.average_price().round_dp(4).to_string(),
+                mark: position.mark.to_string(),
+                unrealised_pnl: position.unrealised().round_dp(2).to_string(),
+            })
+            .collect();
+        let candles = self.candles;
+        board.update(|s| {
+            crate::status::StatusBoard::push_equity(s, time, equity);
+            s.candles = candles;
+            s.positions = positions;
+            s.risk = risk;
+        });
     }
 
     /// Records the account as Prometheus metrics at each step it closes.
@@ -550,6 +638,16 @@ impl ReportAgent {
     fn apply_fill(&mut self, fill: &Fill) {
         let buy = fill.side == bus_core::model::payload::Side::Buy;
         (self.fill_marks).push((fill.timestamp_ms, fill.symbol.clone(), buy));
+        if let Some((board, _)) = &self.status {
+            let line = crate::status::FillLine {
+                time_ms: fill.timestamp_ms,
+                symbol: fill.symbol.to_string(),
+                side: crate::status::side(fill.side).into(),
+                quantity: fill.quantity.to_string(),
+                price: fill.price.to_string(),
+            };
+            board.update(|s| crate::status::StatusBoard::push_fill(s, line));
+        }
         let held = self.portfolio.quantity(&fill.symbol);
         let effect =
             self.portfolio
@@ -620,6 +718,11 @@ impl ReportAgent {
             .entry(agent.to_string())
             .or_default();
         *changes.entry(change.to_string()).or_default() += 1;
+        if let Some((board, _)) = &self.status {
+            board.update(|s| {
+                s.agents.insert(agent.to_string(), change.to_string());
+            });
+        }
         if self.metrics && change != "error" {
             let running = f64::from(u8::from(change != "paused"));
             metrics::gauge!("bistoury_agent_running", "agent" => agent.to_string()).set(running);

@@ -26,7 +26,10 @@ use crate::agents::AgentKind;
 use crate::announcer::Announcer;
 use crate::bus_summary::BusSummary;
 use crate::config::{BistouryConfig, DataSource};
-use crate::report::{AccountView, Report, ReportAgent};
+use crate::report::{AccountView, Report, ReportAgent, StatusLimits};
+use crate::status::StatusBoard;
+use agent_trader::OpenOrder;
+use bus_core::model::decimal_to_f64;
 
 /// How the agents are dispatched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,6 +136,10 @@ pub struct Hooks {
     pub feed_status: Option<Arc<Mutex<FeedStatus>>>,
     /// The report shows the account here (a progress display).
     pub account: Option<Arc<Mutex<AccountView>>>,
+    /// The status page's board, when it is served.
+    pub status: Option<StatusBoard>,
+    /// The trader keeps its open orders here (the status page).
+    pub open_orders: Option<Arc<Mutex<Vec<OpenOrder>>>>,
     /// What the collector collected.
     pub collected: Outcome<Collected>,
     /// What the trader traded.
@@ -150,6 +157,8 @@ impl Hooks {
             progress: control.progress.clone(),
             feed_status: control.feed_status.clone(),
             account: control.account.clone(),
+            status: control.status.clone(),
+            open_orders: control.open_orders.clone(),
             strategies: control.strategies.clone(),
             ..Self::default()
         }
@@ -247,6 +256,10 @@ pub fn build_agent(
             .map_err(log_error)?
             .with_max_symbols(config.signals.max_symbols)
             .with_outcome(hooks.traded.clone());
+            let trader = match &hooks.open_orders {
+                Some(view) => trader.with_open_orders(view.clone()),
+                None => trader,
+            };
             Box::new(match trade_journal(config) {
                 None => trader,
                 Some(dir) => {
@@ -284,6 +297,18 @@ pub fn build_agent(
             let report = match crate::metrics::listen_address(&config.run.metrics) {
                 Ok(Some(_)) if !deterministic => report.with_metrics(),
                 _ => report,
+            };
+            let report = match &hooks.status {
+                Some(board) => {
+                    let risk = &config.risk;
+                    let limits = StatusLimits {
+                        max_drawdown: risk.max_drawdown.map(decimal_to_f64),
+                        max_daily_loss: risk.max_daily_loss.map(decimal_to_f64),
+                        max_open_positions: risk.max_open_positions,
+                    };
+                    report.with_status(board.clone(), limits)
+                }
+                None => report,
             };
             let report = match &hooks.account {
                 Some(view) => report.with_account_view(view.clone()),
@@ -446,6 +471,10 @@ pub struct RunControl {
     pub feed_status: Option<Arc<Mutex<FeedStatus>>>,
     /// The account as the report sees it (for a progress display).
     pub account: Option<Arc<Mutex<AccountView>>>,
+    /// The status page's board, when it is served.
+    pub status: Option<StatusBoard>,
+    /// The trader's open orders (for the status page).
+    pub open_orders: Option<Arc<Mutex<Vec<OpenOrder>>>>,
     /// Raised to stop early and gracefully (Ctrl-C).
     pub stop: StopSignal,
     /// Strategies the program adds, turned on by `[signals.custom.<name>]`.
@@ -500,16 +529,21 @@ pub async fn run_with(
         health,
         lockstep: config.run.lockstep,
     };
-    let sampler = crate::metrics::listen_address(&config.run.metrics)
-        .ok()
-        .flatten()
-        .map(|_| crate::metrics::sample_bus(bus.clone(), Duration::from_millis(250)));
+    let metrics = crate::metrics::listen_address(&config.run.metrics).is_ok_and(|a| a.is_some());
+    let sampler = (metrics || control.status.is_some()).then(|| {
+        let every = Duration::from_millis(250);
+        crate::metrics::sample_bus(bus.clone(), every, metrics, control.status.clone())
+    });
     let run = run_queued_until(bus, agents, deadline, control.stop.clone(), options).await;
     if let Some(sampler) = sampler {
         sampler.abort();
     }
     let run = run?;
     crate::metrics::record_bus(&run.stats);
+    if let Some(board) = &control.status {
+        board.record_bus(&run.stats);
+        board.update(|s| s.finished = true);
+    }
     let unhealthy = run.unhealthy.clone();
     let bus = BusSummary::queued(&run.stats);
     let mut outcome = conclude(

@@ -946,22 +946,6 @@ fn inspect_shows_a_stores_dead_letters_without_changing_it_and_replays_one_when_
     assert!(matches!(got.payload(), Payload::DataPriceUpdate(p) if p.price == Decimal::from(7)));
 }
 
-/// `GET /metrics` on `port`: the body, if the server answered.
-fn scrape(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    let request =
-        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
-
 /// The value of the sample `name` (with exactly these labels, `{...}` or
 /// none) in a Prometheus text exposition.
 fn sample(text: &str, name: &str) -> Option<f64> {
@@ -986,7 +970,7 @@ fn a_run_serves_prometheus_metrics_on_loopback_while_it_goes_on() {
     // Scraped while the run goes on: the account and the bus move.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let text = loop {
-        if let Some(text) = scrape(port) {
+        if let Some(text) = support::http_get(port, "/metrics") {
             let steps = sample(&text, "bistoury_time_steps_total").unwrap_or(0.0);
             if steps > 100.0 && sample(&text, "bistoury_bus_published_total").unwrap_or(0.0) > 0.0 {
                 break text;
@@ -1025,6 +1009,9 @@ fn a_run_serves_prometheus_metrics_on_loopback_while_it_goes_on() {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains(says));
     }
+    let backtest = bistoury(&["backtest", "--metrics", &address], dir.path());
+    assert_eq!(backtest.status.code(), Some(2), "a backtest is not watched");
+    assert!(String::from_utf8_lossy(&backtest.stderr).contains("in-process"));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = format!("127.0.0.1:{}", taken.local_addr().unwrap().port());
     let out = bistoury(&["run", "--metrics", &busy], dir.path());

@@ -400,6 +400,10 @@ pub struct RunConfig {
     /// loopback address (`127.0.0.1:9464`); `off` by default.
     #[serde(default = "metrics_off")]
     pub metrics: String,
+    /// `run` only: serve the live status page at `http://<this>/`, a
+    /// loopback address (`127.0.0.1:8080`); `off` by default.
+    #[serde(default = "metrics_off")]
+    pub status: String,
 }
 
 fn metrics_off() -> String {
@@ -563,8 +567,10 @@ impl BistouryConfig {
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
         errors.extend(self.data.validate());
-        if let Err(problem) = crate::metrics::listen_address(&self.run.metrics) {
-            errors.push(format!("run.metrics: {problem}"));
+        for (key, value) in [("metrics", &self.run.metrics), ("status", &self.run.status)] {
+            if let Err(problem) = crate::metrics::listen_address(value) {
+                errors.push(format!("run.{key}: {problem}"));
+            }
         }
         if bus_core::Topic::new(&self.bus.subject_prefix).is_err() {
             errors.push(format!(

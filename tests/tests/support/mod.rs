@@ -33,6 +33,20 @@ pub fn beside_others_blocking() -> tokio::sync::RwLockReadGuard<'static, ()> {
     MACHINE.blocking_read()
 }
 
+/// `GET path` on a loopback `port`: the body of a 200 answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
 /// Every file in `dir` with its bytes, to see that nothing changed.
 pub fn files_in(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut all: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
