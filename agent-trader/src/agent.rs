@@ -515,6 +515,7 @@ impl TraderAgent {
             self.first_fill_after_halt = Some(self.time_ms);
         }
         self.counters.filled += 1;
+        metrics::counter!("bistoury_trader_fills_total").increment(1);
         let topic = self.topics.filled.topic(&order.symbol)?;
         out.publish(
             self.factory

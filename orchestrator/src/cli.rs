@@ -45,6 +45,10 @@ enum Command {
         /// its share of the symbols).
         #[arg(long, value_name = "K/N")]
         instance: Option<String>,
+        /// Serve this agent's Prometheus metrics at http://ADDR/metrics (a
+        /// loopback address; `bistoury run` gives each agent its own).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
     },
     /// Record a live market's closed candles (`[data] source =
     /// "hyperliquid"`) to a CSV candle file that `backtest` replays, until
@@ -156,6 +160,7 @@ pub fn main() -> ExitCode {
             output_dir,
             exit_with_parent,
             instance,
+            metrics,
         }) => {
             let kind = match name.parse::<AgentKind>() {
                 Ok(kind) => kind,
@@ -178,6 +183,7 @@ pub fn main() -> ExitCode {
                 output_dir,
                 exit_with_parent,
                 partition,
+                metrics,
             );
         }
         Some(Command::Config {
@@ -277,11 +283,16 @@ pub fn main() -> ExitCode {
     let total = source.and_then(|source| source.known_candles());
     let live_view = live.then(crate::progress::LiveView::default);
     let progress = crate::progress::Progress::start(total, live_view.clone());
-    let served = metrics.is_some() || status.is_some();
-    if served && (backtest || config.bus.transport == crate::config::Transport::Nats) {
+    if backtest && (metrics.is_some() || status.is_some()) {
         eprintln!(
-            "--metrics and --status serve an in-process `bistoury run`: a backtest is over too fast \
-             to watch, and a distributed run's agents are processes of their own"
+            "--metrics and --status watch a `bistoury run`: a backtest is over too fast to watch"
+        );
+        return ExitCode::from(2);
+    }
+    if status.is_some() && config.bus.transport == crate::config::Transport::Nats {
+        eprintln!(
+            "--status shows an in-process run: a distributed run's agents are processes of their \
+             own (each serves its metrics with --metrics)"
         );
         return ExitCode::from(2);
     }
@@ -470,10 +481,21 @@ fn run_one_agent(
     output_dir: Option<PathBuf>,
     exit_with_parent: bool,
     partition: bus_core::runtime::Partition,
+    metrics: Option<String>,
 ) -> ExitCode {
-    let (config, _guard) = match prepare(file, output_dir) {
+    let (mut config, _guard) = match prepare(file, output_dir) {
         Ok(prepared) => prepared,
         Err(code) => return code,
+    };
+    if let Some(address) = metrics {
+        config.run.metrics = address;
+    }
+    let metrics = match crate::metrics::listen_address(&config.run.metrics) {
+        Ok(address) => address,
+        Err(problem) => {
+            eprintln!("--metrics: {problem}");
+            return ExitCode::from(2);
+        }
     };
     let trade_log = config.run.output_dir.join("trades.csv");
     // A risk agent process keeps its state in a file: restarted (by
@@ -523,6 +545,13 @@ fn run_one_agent(
             return ExitCode::FAILURE;
         }
     };
+    if let Some(address) = metrics {
+        let _inside = runtime.enter();
+        if let Err(problem) = crate::metrics::serve(address) {
+            eprintln!("--metrics: {problem}");
+            return ExitCode::from(2);
+        }
+    }
     let nats = match config.bus.nats() {
         Ok(nats) => nats,
         Err(message) => {

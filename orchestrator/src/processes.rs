@@ -187,9 +187,29 @@ struct Launcher {
     output_dir: PathBuf,
     /// A token generated for the run, handed over in the environment.
     run_token: Option<String>,
+    /// With metrics on (`run.metrics`, this process's address), each agent
+    /// process serves its own on the ports after it, in launch order.
+    metrics: Option<std::net::SocketAddr>,
+    /// The launch order, for those ports.
+    order: Vec<(AgentKind, Partition)>,
 }
 
 impl Launcher {
+    /// Where agent `kind` (`instance`) serves its metrics, if they are on.
+    fn metrics_address(
+        &self,
+        kind: AgentKind,
+        instance: Partition,
+    ) -> Option<std::net::SocketAddr> {
+        let base = self.metrics?;
+        let at = self
+            .order
+            .iter()
+            .position(|&(k, i)| k == kind && i == instance)?;
+        let port = base.port().checked_add(1 + u16::try_from(at).ok()?)?;
+        Some(std::net::SocketAddr::new(base.ip(), port))
+    }
+
     /// Starts `bistoury agent NAME` and waits until it is subscribed.
     fn start(&self, kind: AgentKind, instance: Partition) -> Result<Child, WiringError> {
         let mut command = Command::new(&self.exe);
@@ -202,6 +222,9 @@ impl Launcher {
         }
         if let Some(file) = &self.config_file {
             command.arg("--config").arg(file);
+        }
+        if let Some(address) = self.metrics_address(kind, instance) {
+            command.arg("--metrics").arg(address.to_string());
         }
         if let Some(token) = &self.run_token {
             command
@@ -424,12 +447,6 @@ pub async fn run_processes(
         .map_err(|_| failed("the report agent could not subscribe"))?;
 
     // The agents, in dependency order, the collector last.
-    let launcher = Launcher {
-        exe: std::env::current_exe().map_err(|e| failed(format!("cannot find bistoury: {e}")))?,
-        config_file: config_file.map(Path::to_path_buf),
-        output_dir: config.run.output_dir.clone(),
-        run_token,
-    };
     let mut order = config.agents.start_order().map_err(WiringError::Config)?;
     order.retain(|kind| *kind != AgentKind::Report);
     order.sort_by_key(|kind| kind.is_source());
@@ -443,6 +460,24 @@ pub async fn run_processes(
             })
         })
         .collect();
+    let launcher = Launcher {
+        exe: std::env::current_exe().map_err(|e| failed(format!("cannot find bistoury: {e}")))?,
+        config_file: config_file.map(Path::to_path_buf),
+        output_dir: config.run.output_dir.clone(),
+        run_token,
+        metrics: crate::metrics::listen_address(&config.run.metrics)
+            .ok()
+            .flatten(),
+        order: order.clone(),
+    };
+    for &(kind, instance) in &order {
+        if let Some(address) = launcher.metrics_address(kind, instance) {
+            println!(
+                "metrics:   http://{address}/metrics (agent {})",
+                label(kind, instance)
+            );
+        }
+    }
     let policies: std::collections::BTreeMap<AgentKind, RestartPolicy> = config
         .agents
         .all()

@@ -1011,7 +1011,7 @@ fn a_run_serves_prometheus_metrics_on_loopback_while_it_goes_on() {
     }
     let backtest = bistoury(&["backtest", "--metrics", &address], dir.path());
     assert_eq!(backtest.status.code(), Some(2), "a backtest is not watched");
-    assert!(String::from_utf8_lossy(&backtest.stderr).contains("in-process"));
+    assert!(String::from_utf8_lossy(&backtest.stderr).contains("a backtest is over too fast"));
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = format!("127.0.0.1:{}", taken.local_addr().unwrap().port());
     let out = bistoury(&["run", "--metrics", &busy], dir.path());

@@ -1137,3 +1137,85 @@ async fn a_distributed_run_announces_its_start_and_end_and_closes_at_the_end() {
         trades.lines().count() - 1
     );
 }
+
+#[test]
+fn every_agent_process_of_a_distributed_run_serves_its_own_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    // Five ports in a row: this process's, then one per agent process.
+    let base = loop {
+        let port = free_port();
+        let all_free = (port..port.saturating_add(5))
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free && port < u16::MAX - 5 {
+            break port;
+        }
+    };
+    let config = dir.path().join("metered.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[bus]\ntransport = \"nats\"\nnats_server = \"nats-server\"\n\
+             nats_url = \"nats://127.0.0.1:{}\"\nsubject_prefix = \"metered\"\n\
+             [data]\ncandles = 800\nspeed = 6000.0\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let address = format!("127.0.0.1:{base}");
+    let (mut child, lines) = bistoury(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--metrics",
+            &address,
+        ],
+        dir.path(),
+    );
+    // `metrics:   http://ADDR/metrics (agent NAME)`, one per agent process.
+    let mut agents: Vec<(String, u16)> = Vec::new();
+    while agents.len() < 4 {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the agents' metrics addresses are printed");
+        let Some(rest) = line.strip_prefix("metrics:   http://127.0.0.1:") else {
+            continue;
+        };
+        if let Some(name) = rest.split("(agent ").nth(1) {
+            let port: u16 = rest.split('/').next().unwrap().parse().unwrap();
+            agents.push((name.trim_end_matches(')').to_string(), port));
+        }
+    }
+    let wanted = |name: &str| -> (&str, u16) {
+        let (_, port) = agents.iter().find(|(n, _)| n == name).expect(name);
+        let metric = match name {
+            "risk" => "bistoury_risk_orders_approved_total",
+            "trader" => "bistoury_trader_fills_total",
+            _ => "",
+        };
+        (metric, *port)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for (metric, port) in [wanted("risk"), wanted("trader"), ("bistoury_equity", base)] {
+        loop {
+            let text = support::http_get(port, "/metrics").unwrap_or_default();
+            let seen = text
+                .lines()
+                .any(|l| l.strip_prefix(metric).is_some_and(|v| v.starts_with(' ')));
+            if seen {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{metric} never served on port {port}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (_, collector) = agents.iter().find(|(n, _)| n == "collector").unwrap();
+    assert!(
+        support::http_get(*collector, "/metrics").is_some(),
+        "the collector serves too"
+    );
+    assert!(child.wait().unwrap().success());
+}
