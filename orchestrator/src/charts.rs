@@ -37,6 +37,84 @@ const BOTTOM: f64 = 25.0;
 /// column keeps its lowest and highest value, so no peak or trough is lost.
 const COLUMNS: usize = 800;
 
+/// A series of one value per time step kept in bounded memory however
+/// long the run: steps are gathered into buckets of equal length, each
+/// keeping its lowest and highest point; when there are too many buckets,
+/// neighbours merge and the buckets double in length. What a chart draws
+/// (each column's extremes) is never lost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Downsampled {
+    /// Steps per bucket.
+    per: usize,
+    /// Steps in the last bucket.
+    filled: usize,
+    /// (lowest, highest) point of each bucket.
+    buckets: Vec<((i64, f64), (i64, f64))>,
+}
+
+/// Buckets kept at most (two points each).
+const BUCKETS: usize = 2 * COLUMNS;
+
+impl Downsampled {
+    /// Adds the next step's value.
+    pub fn push(&mut self, time_ms: i64, value: f64) {
+        let point = (time_ms, value);
+        let per = self.per.max(1);
+        match self.buckets.last_mut() {
+            Some((low, high)) if self.filled < per => {
+                if value < low.1 {
+                    *low = point;
+                }
+                if value > high.1 {
+                    *high = point;
+                }
+                self.filled += 1;
+            }
+            _ => {
+                if self.buckets.len() == BUCKETS {
+                    self.merge();
+                }
+                self.buckets.push((point, point));
+                self.filled = 1;
+            }
+        }
+    }
+
+    /// Merges neighbouring buckets: half as many, twice as long.
+    fn merge(&mut self) {
+        let merged = self
+            .buckets
+            .chunks(2)
+            .map(|pair| {
+                let low = pair.iter().map(|b| b.0).min_by(|a, b| a.1.total_cmp(&b.1));
+                let high = pair.iter().map(|b| b.1).max_by(|a, b| a.1.total_cmp(&b.1));
+                (low.unwrap_or(pair[0].0), high.unwrap_or(pair[0].1))
+            })
+            .collect();
+        self.buckets = merged;
+        self.per = self.per.max(1) * 2;
+        // The last bucket is whole: the next step starts a new one.
+        self.filled = self.per;
+    }
+
+    /// The points kept, in time order.
+    pub fn points(&self) -> Vec<(i64, f64)> {
+        let mut points = Vec::with_capacity(2 * self.buckets.len());
+        for &(low, high) in &self.buckets {
+            let (first, second) = if low.0 <= high.0 {
+                (low, high)
+            } else {
+                (high, low)
+            };
+            points.push(first);
+            if second != first {
+                points.push(second);
+            }
+        }
+        points
+    }
+}
+
 /// Drawdown from the running peak, as a fraction of it, at each point.
 pub fn drawdowns(points: &[(i64, f64)]) -> Vec<(i64, f64)> {
     let mut peak = f64::MIN;
@@ -362,6 +440,29 @@ mod tests {
         let min = |p: &[(i64, f64)]| p.iter().map(|p| p.1).fold(f64::MAX, f64::min);
         assert_eq!((max(&kept), min(&kept)), (max(&points), min(&points)));
         assert_eq!(thin(&points[..50], 100), points[..50].to_vec());
+    }
+
+    #[test]
+    fn a_downsampled_series_stays_small_keeps_every_extreme_and_all_of_a_short_run() {
+        let values = |n: i64| {
+            (0..n).map(move |i| (i * 60_000, ((i * 7919) % 1000) as f64 - (i as f64) / 100.0))
+        };
+        let mut short = Downsampled::default();
+        values(500).for_each(|(t, v)| short.push(t, v));
+        assert_eq!(short.points(), values(500).collect::<Vec<_>>());
+        let mut long = Downsampled::default();
+        values(1_000_000).for_each(|(t, v)| long.push(t, v));
+        let kept = long.points();
+        assert!(kept.len() <= 2 * BUCKETS, "{}", kept.len());
+        assert!(kept.windows(2).all(|w| w[0].0 < w[1].0));
+        let all: Vec<(i64, f64)> = values(1_000_000).collect();
+        let max = |p: &[(i64, f64)]| p.iter().map(|p| p.1).fold(f64::MIN, f64::max);
+        let min = |p: &[(i64, f64)]| p.iter().map(|p| p.1).fold(f64::MAX, f64::min);
+        assert_eq!((max(&kept), min(&kept)), (max(&all), min(&all)));
+        // Buckets cover equal stretches of time: the middle point sits near
+        // the middle of the run.
+        let middle = kept[kept.len() / 2].0 as f64 / all[all.len() - 1].0 as f64;
+        assert!((0.45..0.55).contains(&middle), "{middle}");
     }
 
     #[test]

@@ -326,10 +326,10 @@ pub struct ReportAgent {
     fills_resumed: u64,
     /// Per agent, the state changes it announced.
     agent_state_changes: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Equity at each closed step.
-    equity_curve: Vec<(i64, f64)>,
+    /// Equity at each closed step (downsampled: bounded memory).
+    equity_curve: crate::charts::Downsampled,
     /// Per market, its PnL net of fees at each closed step.
-    market_curves: SymbolMap<Vec<(i64, f64)>>,
+    market_curves: SymbolMap<crate::charts::Downsampled>,
     /// Fills: time, market, buy.
     fill_marks: Vec<(i64, Symbol, bool)>,
     /// Record the account as Prometheus metrics.
@@ -383,7 +383,7 @@ impl ReportAgent {
             account: None,
             fills_resumed: 0,
             agent_state_changes: BTreeMap::new(),
-            equity_curve: Vec::new(),
+            equity_curve: Default::default(),
             market_curves: SymbolMap::new(),
             fill_marks: Vec::new(),
             metrics: false,
@@ -452,7 +452,7 @@ impl ReportAgent {
             }
             _ => self.peak = Some((equity, time)),
         }
-        self.equity_curve.push((time, equity));
+        self.equity_curve.push(time, equity);
         if self.metrics {
             self.record_metrics(equity);
         }
@@ -462,7 +462,7 @@ impl ReportAgent {
         let mut any = false;
         for (symbol, position) in &self.portfolio.positions {
             let pnl = position.realised + position.unrealised() - position.fees;
-            (self.market_curves.get_or_default(symbol)).push((time, decimal_to_f64(pnl)));
+            (self.market_curves.get_or_default(symbol)).push(time, decimal_to_f64(pnl));
             if !position.quantity.is_zero() {
                 any = true;
                 self.tallies.get_or_default(symbol).exposed_steps += 1;
@@ -694,14 +694,14 @@ impl ReportAgent {
         let mut curves = vec![crate::charts::Curve {
             title: "Equity, all markets (fills marked: ▲ buy, ▼ sell)".into(),
             name: "equity".into(),
-            points: self.equity_curve.clone(),
+            points: self.equity_curve.points(),
             fills: marks(None),
         }];
         for (symbol, points) in self.market_curves.iter() {
             curves.push(crate::charts::Curve {
                 title: format!("{symbol}: profit and loss net of fees"),
                 name: format!("pnl-{symbol}"),
-                points: points.clone(),
+                points: points.points(),
                 fills: marks(Some(symbol)),
             });
         }

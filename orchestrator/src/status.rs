@@ -21,8 +21,6 @@ pub const PAGE: &str = include_str!("status.html");
 
 /// Fills the page lists.
 const RECENT_FILLS: usize = 20;
-/// Points of the equity curve kept (thinned to half when full).
-const CURVE_POINTS: usize = 2_000;
 
 /// What the page shows.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -37,8 +35,11 @@ pub struct Status {
     pub market_time_ms: i64,
     /// Equity at the last step closed.
     pub equity: f64,
-    /// (market time, equity), thinned.
+    /// (market time, equity), downsampled.
     pub equity_curve: Vec<(i64, f64)>,
+    /// The curve as it is gathered (`equity_curve` is read from it).
+    #[serde(skip)]
+    pub curve: crate::charts::Downsampled,
     /// Agent -> its last state heard (`started`, `paused`, `resumed`).
     pub agents: BTreeMap<String, String>,
     /// Bus totals.
@@ -183,17 +184,16 @@ impl StatusBoard {
 
     /// A copy of the status.
     pub fn read(&self) -> Status {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+        let mut status = self.0.lock().map(|s| s.clone()).unwrap_or_default();
+        status.equity_curve = status.curve.points();
+        status
     }
 
     /// Adds a point to the equity curve.
     pub fn push_equity(status: &mut Status, time_ms: i64, equity: f64) {
         status.equity = equity;
         status.market_time_ms = time_ms;
-        status.equity_curve.push((time_ms, equity));
-        if status.equity_curve.len() > CURVE_POINTS {
-            status.equity_curve = crate::charts::thin(&status.equity_curve, CURVE_POINTS / 4);
-        }
+        status.curve.push(time_ms, equity);
     }
 
     /// Records the bus's figures.
