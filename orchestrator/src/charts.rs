@@ -101,17 +101,23 @@ impl Downsampled {
     pub fn points(&self) -> Vec<(i64, f64)> {
         let mut points = Vec::with_capacity(2 * self.buckets.len());
         for &(low, high) in &self.buckets {
-            let (first, second) = if low.0 <= high.0 {
-                (low, high)
-            } else {
-                (high, low)
-            };
-            points.push(first);
-            if second != first {
-                points.push(second);
-            }
+            push_extremes(&mut points, low, high);
         }
         points
+    }
+}
+
+/// Appends a stretch's lowest and highest points in time order (once when
+/// they are the same point).
+fn push_extremes(points: &mut Vec<(i64, f64)>, low: (i64, f64), high: (i64, f64)) {
+    let (first, second) = if low.0 <= high.0 {
+        (low, high)
+    } else {
+        (high, low)
+    };
+    points.push(first);
+    if second != first {
+        points.push(second);
     }
 }
 
@@ -143,15 +149,7 @@ pub fn thin(points: &[(i64, f64)], columns: usize) -> Vec<(i64, f64)> {
         let low = chunk.iter().min_by(|a, b| a.1.total_cmp(&b.1));
         let high = chunk.iter().max_by(|a, b| a.1.total_cmp(&b.1));
         if let (Some(&low), Some(&high)) = (low, high) {
-            let (first, second) = if low.0 <= high.0 {
-                (low, high)
-            } else {
-                (high, low)
-            };
-            kept.push(first);
-            if second != first {
-                kept.push(second);
-            }
+            push_extremes(&mut kept, low, high);
         }
     }
     kept

@@ -408,11 +408,12 @@ pub fn build_agents(
     Ok(specs)
 }
 
+/// What the agents handed back, and the bus's figures, as the run's outcome.
 fn conclude(
     config: &BistouryConfig,
     mode: Mode,
     finished: Finished,
-    bus: Option<BusSummary>,
+    bus: BusSummary,
     hooks: &Hooks,
     trade_log: PathBuf,
     started: Instant,
@@ -442,7 +443,7 @@ fn conclude(
         .collect();
     names.push(crate::announcer::NAME.into());
     let restarts: Vec<(String, u32)> = names.into_iter().zip(finished.restarts.clone()).collect();
-    report.bus = bus.map(|bus| bus.with_agents(&restarts, &report.agent_state_changes));
+    report.bus = Some(bus.with_agents(&restarts, &report.agent_state_changes));
     Ok(RunOutcome {
         mode,
         report,
@@ -492,11 +493,12 @@ pub fn backtest_with(
     let agents = build_agents(config, true, &trade_log, &hooks)?;
     let run = run_inline_until(agents, &control.stop)?;
     let bus = BusSummary::inline(&run);
+    let finished = run.finished;
     let mut outcome = conclude(
         config,
         Mode::Backtest,
-        run.finished,
-        Some(bus),
+        finished,
+        bus,
         &hooks,
         trade_log,
         started,
@@ -550,7 +552,7 @@ pub async fn run_with(
         config,
         Mode::Run,
         run.finished,
-        Some(bus),
+        bus,
         &hooks,
         trade_log,
         started,
