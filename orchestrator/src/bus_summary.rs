@@ -15,7 +15,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BusSummary {
     /// `inline` (a backtest: handlers run in the publisher's call, no
-    /// queue) or `queued` (every subscription its own queue and consumer).
+    /// queue), `queued` (every subscription its own queue and consumer) or
+    /// `distributed` (one row per agent process, each on its own bus).
     pub kind: &'static str,
     /// Messages published.
     pub published: u64,
@@ -127,6 +128,34 @@ impl BusSummary {
                 })
                 .collect(),
             agents: Vec::new(),
+        }
+    }
+
+    /// From the figures each process of a distributed run counted on its
+    /// own bus (by process): what it received and published, what it
+    /// dead-lettered (undecodable, misaddressed, or past `max_deliver`),
+    /// the redeliveries it asked for. No queue or handler latency: NATS
+    /// holds the queues.
+    pub fn distributed(figures: &BTreeMap<String, bus_core::nats::NatsRunStats>) -> Self {
+        let dead =
+            |f: &bus_core::nats::NatsRunStats| f.dead_lettered + f.undecodable + f.misaddressed;
+        Self {
+            kind: "distributed",
+            published: figures.values().map(|f| f.published).sum(),
+            delivered: figures.values().map(|f| f.received).sum(),
+            retries: figures.values().map(|f| f.redeliveries_requested).sum(),
+            dead_lettered: figures.values().map(dead).sum(),
+            subscriptions: (figures.iter())
+                .map(|(name, f)| SubscriptionSummary {
+                    name: name.clone(),
+                    pattern: String::new(),
+                    delivered: f.received,
+                    retries: f.redeliveries_requested,
+                    dead_lettered: dead(f),
+                    ..SubscriptionSummary::default()
+                })
+                .collect(),
+            ..Self::default()
         }
     }
 

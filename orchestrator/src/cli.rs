@@ -605,6 +605,11 @@ fn run_one_agent(
                 stats.dead_lettered,
                 stats.other_partitions
             );
+            // For `bistoury run`, which keeps every process's figures in
+            // the report.
+            if let Ok(json) = serde_json::to_string(&stats) {
+                let _ = writeln!(stdout, "{}{json}", crate::processes::BUS_FIGURES);
+            }
             if let Some(report) = hooks.report.take() {
                 let _ = write!(stdout, "{}", report.to_table());
             }

@@ -35,21 +35,24 @@
 //! what was published while it was down (the report says how many candles
 //! it saw).
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bus_core::agent::supervision::{AgentSpec, RestartPolicy};
 use bus_core::nats::local_server::{jetstream_args, LocalServer};
+use bus_core::nats::NatsRunStats;
 use bus_core::runtime::Partition;
 use bus_core::runtime::StopSignal;
 use futures_util::StreamExt;
 
 use crate::agents::AgentKind;
 use crate::announcer::Announcer;
+use crate::bus_summary::BusSummary;
 use crate::config::BistouryConfig;
 use crate::run::{build_agent, Mode, RunControl, RunOutcome, WiringError};
 
@@ -192,7 +195,13 @@ struct Launcher {
     metrics: Option<std::net::SocketAddr>,
     /// The launch order, for those ports.
     order: Vec<(AgentKind, Partition)>,
+    /// What each agent process counted on its bus, said as it stopped
+    /// (added up over its restarts).
+    figures: Arc<Mutex<BTreeMap<String, NatsRunStats>>>,
 }
+
+/// How an agent process starts the line of its bus figures (JSON).
+pub const BUS_FIGURES: &str = "bus figures ";
 
 impl Launcher {
     /// Where agent `kind` (`instance`) serves its metrics, if they are on.
@@ -249,12 +258,21 @@ impl Launcher {
         let stdout = child.stdout.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
         let label = name.to_string();
+        let figures = self.figures.clone();
         std::thread::spawn(move || {
             let mut announced = false;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if !announced && line.contains("connected") {
                     announced = true;
                     let _ = tx.send(());
+                }
+                let said = line.strip_prefix(BUS_FIGURES);
+                if let Some(stats) = said.and_then(|j| serde_json::from_str::<NatsRunStats>(j).ok())
+                {
+                    if let Ok(mut figures) = figures.lock() {
+                        *figures.entry(label.clone()).or_default() += stats;
+                    }
+                    continue;
                 }
                 tracing::info!(agent = %label, "{line}");
             }
@@ -469,6 +487,7 @@ pub async fn run_processes(
             .ok()
             .flatten(),
         order: order.clone(),
+        figures: Arc::default(),
     };
     for &(kind, instance) in &order {
         if let Some(address) = launcher.metrics_address(kind, instance) {
@@ -530,15 +549,29 @@ pub async fn run_processes(
         }
     }
     report_stop.stop();
-    report_task
+    let (_, report_figures) = report_task
         .await
         .map_err(|e| failed(format!("report agent: {e}")))?
         .map_err(|e| failed(format!("report agent: {e}")))?;
     watcher.abort();
-    let report = report_hooks
+    let mut report = report_hooks
         .report
         .take()
         .ok_or(WiringError::NoOutcome(AgentKind::Report))?;
+    // Every process's figures: the agents' as they said when they
+    // stopped, the report agent's (this process) as it stopped here.
+    let mut figures = launcher
+        .figures
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default();
+    figures.insert(AgentKind::Report.name().into(), report_figures);
+    let restarts_by_agent: Vec<(String, u32)> = (agents.iter())
+        .map(|a| (label(a.kind, a.instance), a.restarts))
+        .chain([(AgentKind::Report.name().into(), 0)])
+        .collect();
+    let bus = BusSummary::distributed(&figures);
+    report.bus = Some(bus.with_agents(&restarts_by_agent, &report.agent_state_changes));
     let trade_log_rows = std::fs::read_to_string(&trade_log)
         .map(|t| t.lines().count().saturating_sub(1) as u64)
         .unwrap_or(0);

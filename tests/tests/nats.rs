@@ -987,6 +987,27 @@ fn a_paced_distributed_run_reproduces_the_backtest() {
     assert!(trades(&bt).lines().count() > 5, "the strategies trade");
     assert_eq!(trades(&bt), trades(&dist), "trade logs differ");
     assert_eq!(support::traded_figures(&bt), support::traded_figures(&dist));
+    // Every process's bus figures are in the report: the collector
+    // published each candle, the signals agent received each once.
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dist.join("report.json")).unwrap()).unwrap();
+    let bus = &report["bus"];
+    assert_eq!(bus["kind"], "distributed", "{bus:#}");
+    let row = |name: &str| {
+        bus["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {bus:#}"))
+            .clone()
+    };
+    for name in ["collector", "signals", "risk", "trader", "report"] {
+        row(name);
+    }
+    assert_eq!(row("signals")["delivered"], report["candles"], "{bus:#}");
+    assert!(bus["published"].as_u64().unwrap() >= report["candles"].as_u64().unwrap());
+    assert_eq!(bus["dead_lettered"], 0);
 
     // Several symbols, each step's candles staggered (published one at a
     // time over the step): each candle is worked through before the next,

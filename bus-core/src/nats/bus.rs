@@ -259,7 +259,7 @@ impl NatsBus {
 }
 
 /// What a NATS run saw.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NatsRunStats {
     /// Messages received and handed to the agent.
     pub received: u64,
@@ -282,6 +282,20 @@ pub struct NatsRunStats {
     pub dead_lettered: u64,
     /// Keyed messages left to the other instances (see [`Partition`](crate::runtime::Partition)).
     pub other_partitions: u64,
+}
+
+impl std::ops::AddAssign for NatsRunStats {
+    /// Adds another run's figures (an agent restarted as a new process).
+    fn add_assign(&mut self, other: Self) {
+        self.received += other.received;
+        self.published += other.published;
+        self.undecodable += other.undecodable;
+        self.misaddressed += other.misaddressed;
+        self.duplicates += other.duplicates;
+        self.redeliveries_requested += other.redeliveries_requested;
+        self.dead_lettered += other.dead_lettered;
+        self.other_partitions += other.other_partitions;
+    }
 }
 
 /// Publishes bytes on a subject; `name` spells the subject for an error.
