@@ -21,6 +21,7 @@ pub mod agent;
 pub mod aggregator;
 pub mod config;
 pub mod indicators;
+pub mod llm;
 pub mod registry;
 pub mod strategies;
 pub mod strategy;
