@@ -11,9 +11,14 @@
 //!   file, so a backtest can record them once and replay them byte for
 //!   byte, failing clearly on a prompt it has no answer for.
 //!
-//! The client that sends the request, the budget and the strategy that
-//! uses these are not here yet.
+//! * [`client`]: the OpenAI-compatible chat-completions client, bounded: a
+//!   timeout per call, a least interval between calls, a budget of calls
+//!   and tokens per run, retries with backoff on HTTP 429 and 5xx (each
+//!   counted against the budget), the API key never printed.
+//!
+//! The strategy that uses these is not here yet.
 
 pub mod answer;
 pub mod cache;
+pub mod client;
 pub mod prompt;
