@@ -12,11 +12,11 @@ enum Input {
     /// Recorded or generated candles, step by step.
     Replay(Box<dyn CandleSource>),
     /// A venue's live stream.
-    Live(Box<LiveMarket>),
+    Live(Box<LiveInput>),
 }
 
 /// A live feed and what the collector knows of its health.
-struct LiveMarket {
+struct LiveInput {
     feed: LiveFeed,
     /// The stall threshold, for the warnings.
     stall_after: std::time::Duration,
@@ -117,7 +117,7 @@ impl CollectorAgent {
             health: "connecting".into(),
             prices: Vec::new(),
         };
-        let live = LiveMarket {
+        let live = LiveInput {
             feed,
             stall_after,
             last_data: std::time::Instant::now(),
@@ -412,7 +412,7 @@ impl CollectorAgent {
 /// A message to publish: topic, payload, time.
 type Outgoing = (Result<Topic, bus_core::TopicError>, Payload, i64);
 
-impl LiveMarket {
+impl LiveInput {
     /// The feed's counters and health as Prometheus metrics (no-ops unless
     /// an exporter is installed).
     fn record_metrics(&self) {

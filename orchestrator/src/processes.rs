@@ -483,9 +483,7 @@ pub async fn run_processes(
         config_file: config_file.map(Path::to_path_buf),
         output_dir: config.run.output_dir.clone(),
         run_token,
-        metrics: crate::metrics::listen_address(&config.run.metrics)
-            .ok()
-            .flatten(),
+        metrics: config.run.metrics_address(),
         order: order.clone(),
         figures: Arc::default(),
     };

@@ -510,12 +510,7 @@ impl ReportAgent {
             return;
         };
         let p = &self.portfolio;
-        let peak = self.peak.map_or(equity, |(peak, _)| peak.max(equity));
-        let drawdown = if peak > 0.0 {
-            (peak - equity) / peak
-        } else {
-            0.0
-        };
+        let drawdown = self.drawdown_at(equity);
         let mut risk = Vec::new();
         let mut limit = |name: &str, value: f64, threshold: Option<f64>| {
             if let Some(threshold) = threshold.filter(|t| *t > 0.0) {
@@ -551,7 +546,7 @@ impl ReportAgent {
             .collect();
         let candles = self.candles;
         board.update(|s| {
-            crate::status::StatusBoard::push_equity(s, time, equity);
+            s.push_equity(time, equity);
             s.candles = candles;
             s.positions = positions;
             s.risk = risk;
@@ -564,6 +559,16 @@ impl ReportAgent {
         self
     }
 
+    /// The fall of `equity` from the highest equity sampled, as a fraction.
+    fn drawdown_at(&self, equity: f64) -> f64 {
+        let peak = self.peak.map_or(equity, |(peak, _)| peak.max(equity));
+        if peak > 0.0 {
+            (peak - equity) / peak
+        } else {
+            0.0
+        }
+    }
+
     fn record_metrics(&self, equity: f64) {
         let p = &self.portfolio;
         metrics::gauge!("bistoury_equity").set(equity);
@@ -571,13 +576,7 @@ impl ReportAgent {
         metrics::gauge!("bistoury_unrealised_pnl").set(decimal_to_f64(p.unrealised()));
         metrics::gauge!("bistoury_fees").set(decimal_to_f64(p.fees()));
         metrics::gauge!("bistoury_open_positions").set(p.open_positions() as f64);
-        let peak = self.peak.map_or(equity, |(peak, _)| peak.max(equity));
-        let drawdown = if peak > 0.0 {
-            (peak - equity) / peak
-        } else {
-            0.0
-        };
-        metrics::gauge!("bistoury_drawdown").set(drawdown);
+        metrics::gauge!("bistoury_drawdown").set(self.drawdown_at(equity));
         metrics::counter!("bistoury_time_steps_total").increment(1);
         metrics::counter!("bistoury_candles_total").absolute(self.candles);
     }
@@ -646,7 +645,7 @@ impl ReportAgent {
                 quantity: fill.quantity.to_string(),
                 price: fill.price.to_string(),
             };
-            board.update(|s| crate::status::StatusBoard::push_fill(s, line));
+            board.update(|s| s.push_fill(line));
         }
         let held = self.portfolio.quantity(&fill.symbol);
         let effect =

@@ -294,8 +294,8 @@ pub fn build_agent(
                     report.resumed(&fills)
                 }
             };
-            let report = match crate::metrics::listen_address(&config.run.metrics) {
-                Ok(Some(_)) if !deterministic => report.with_metrics(),
+            let report = match config.run.metrics_address() {
+                Some(_) if !deterministic => report.with_metrics(),
                 _ => report,
             };
             let report = match &hooks.status {
@@ -531,7 +531,7 @@ pub async fn run_with(
         health,
         lockstep: config.run.lockstep,
     };
-    let metrics = crate::metrics::listen_address(&config.run.metrics).is_ok_and(|a| a.is_some());
+    let metrics = config.run.metrics_address().is_some();
     let sampler = (metrics || control.status.is_some()).then(|| {
         let every = Duration::from_millis(250);
         crate::metrics::sample_bus(bus.clone(), every, metrics, control.status.clone())

@@ -58,6 +58,23 @@ pub struct Status {
     pub feed: Option<agent_collector::FeedStatus>,
 }
 
+impl Status {
+    /// Adds a point to the equity curve.
+    pub fn push_equity(&mut self, time_ms: i64, equity: f64) {
+        self.equity = equity;
+        self.market_time_ms = time_ms;
+        self.curve.push(time_ms, equity);
+    }
+
+    /// Adds a fill to the recent ones.
+    pub fn push_fill(&mut self, fill: FillLine) {
+        self.recent_fills.push_back(fill);
+        while self.recent_fills.len() > RECENT_FILLS {
+            self.recent_fills.pop_front();
+        }
+    }
+}
+
 /// Bus totals.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct BusTotals {
@@ -189,13 +206,6 @@ impl StatusBoard {
         status
     }
 
-    /// Adds a point to the equity curve.
-    pub fn push_equity(status: &mut Status, time_ms: i64, equity: f64) {
-        status.equity = equity;
-        status.market_time_ms = time_ms;
-        status.curve.push(time_ms, equity);
-    }
-
     /// Records the bus's figures.
     pub fn record_bus(&self, stats: &bus_core::BusStats) {
         self.update(|s| {
@@ -213,14 +223,6 @@ impl StatusBoard {
                 })
                 .collect();
         });
-    }
-
-    /// Adds a fill to the recent ones.
-    pub fn push_fill(status: &mut Status, fill: FillLine) {
-        status.recent_fills.push_back(fill);
-        while status.recent_fills.len() > RECENT_FILLS {
-            status.recent_fills.pop_front();
-        }
     }
 }
 

@@ -398,16 +398,24 @@ pub struct RunConfig {
     pub lockstep: bool,
     /// `run` only: serve Prometheus metrics at `http://<this>/metrics`, a
     /// loopback address (`127.0.0.1:9464`); `off` by default.
-    #[serde(default = "metrics_off")]
+    #[serde(default = "off")]
     pub metrics: String,
     /// `run` only: serve the live status page at `http://<this>/`, a
     /// loopback address (`127.0.0.1:8080`); `off` by default.
-    #[serde(default = "metrics_off")]
+    #[serde(default = "off")]
     pub status: String,
 }
 
-fn metrics_off() -> String {
+fn off() -> String {
     "off".into()
+}
+
+impl RunConfig {
+    /// Where Prometheus metrics are served, if anywhere (`run.metrics`,
+    /// checked when the configuration was loaded).
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        crate::metrics::listen_address(&self.metrics).ok().flatten()
+    }
 }
 
 /// `[report]`: how the report reads the run.
