@@ -191,27 +191,30 @@ impl TraderAgent {
     ) -> std::io::Result<Self> {
         for entry in restored {
             let fill = &entry.fill;
-            let effect = self.portfolio.apply_fill(
-                &fill.symbol,
-                fill.side,
-                fill.quantity,
-                fill.price,
-                fill.fee,
-            );
-            if let Some(log) = self.log.as_mut() {
-                log.record(
-                    fill,
-                    entry.decided_on_bar_ms,
-                    effect.realised,
-                    &entry.reason,
-                )?;
-            }
+            self.book(fill, entry.decided_on_bar_ms, &entry.reason)?;
             self.time_ms = self.time_ms.max(fill.timestamp_ms);
             self.next_order = self.next_order.max(entry.next_order);
             self.resumed_fills += 1;
         }
         self.journal = Some(journal);
         Ok(self)
+    }
+
+    /// Applies `fill` to the portfolio and writes its trade-log row: what a
+    /// fill does to the book, whether it happens now or is taken back
+    /// from the journal.
+    fn book(&mut self, fill: &Fill, decided_on_bar_ms: i64, reason: &str) -> std::io::Result<()> {
+        let effect = (self.portfolio).apply_fill(
+            &fill.symbol,
+            fill.side,
+            fill.quantity,
+            fill.price,
+            fill.fee,
+        );
+        match self.log.as_mut() {
+            Some(log) => log.record(fill, decided_on_bar_ms, effect.realised, reason),
+            None => Ok(()),
+        }
     }
 
     /// Fills taken back from the journal at start.
@@ -499,18 +502,8 @@ impl TraderAgent {
                 .record(&entry)
                 .map_err(|e| HandlerError::new(format!("trade journal: {e}")))?;
         }
-        let effect =
-            self.portfolio
-                .apply_fill(&order.symbol, order.side, order.quantity, price, fee);
-        if let Some(log) = self.log.as_mut() {
-            log.record(
-                &fill,
-                order.decided_on_bar_ms,
-                effect.realised,
-                &order.reason,
-            )
+        self.book(&fill, order.decided_on_bar_ms, &order.reason)
             .map_err(|e| HandlerError::new(format!("trade log: {e}")))?;
-        }
         if self.halted && self.first_fill_after_halt.is_none() {
             self.first_fill_after_halt = Some(self.time_ms);
         }
