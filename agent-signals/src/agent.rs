@@ -13,13 +13,16 @@ use bus_core::prelude::*;
 
 use crate::aggregator::{Aggregator, Weighted};
 use crate::config::{SignalsConfig, StrategyConfig};
+use crate::llm::advisor::{MarketMemory, SharedAdvisor, NAME as MODEL};
 use crate::registry::StrategyRegistry;
 use crate::strategies::*;
-use crate::strategy::{Bar, Strategy};
+use crate::strategy::{Bar, Strategy, StrategySignal};
 
 struct SymbolState {
     /// Each strategy with its weight in the aggregate.
     strategies: Vec<(Box<dyn Strategy>, f64)>,
+    /// What the model is shown of this market (when it is asked).
+    memory: Option<MarketMemory>,
     generated: Topic,
     aggregated: Topic,
     complete: Topic,
@@ -39,6 +42,8 @@ pub struct SignalAgent {
     spoken: Vec<Weighted>,
     /// Where `[signals.custom.*]` strategies come from.
     registry: StrategyRegistry,
+    /// The run's model, when `[signals.llm]` is on.
+    model: Option<SharedAdvisor>,
 }
 
 fn build(config: &StrategyConfig, registry: &StrategyRegistry) -> Box<dyn Strategy> {
@@ -90,11 +95,14 @@ impl SignalAgent {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let weights: BTreeMap<String, f64> = config
+        let mut weights: BTreeMap<String, f64> = config
             .strategies()
             .iter()
             .map(|c| (build(c, &registry).name().to_string(), weight_of(c)))
             .collect();
+        if let Some(model) = config.model() {
+            weights.insert(MODEL.to_string(), model.weight);
+        }
         Ok(Self {
             factory: MessageFactory::new(id.clone(), deterministic),
             aggregator: Aggregator::new(weights, config.threshold),
@@ -105,7 +113,15 @@ impl SignalAgent {
             aggregated: 0,
             spoken: Vec::new(),
             registry,
+            model: None,
         })
+    }
+
+    /// Asks `advisor` for the `llm` strategy's view (`[signals.llm]`), one
+    /// advisor per run: its budget is the run's, whatever the agents.
+    pub fn with_model(mut self, advisor: SharedAdvisor) -> Self {
+        self.model = Some(advisor);
+        self
     }
 
     /// Aggregated signals published so far.
@@ -151,6 +167,7 @@ impl SignalAgent {
                             (strategy, weight)
                         })
                         .collect(),
+                    memory: (config.model()).map(|c| MarketMemory::new(c.history_bars)),
                     generated: topic("generated")?,
                     aggregated: topic("aggregated")?,
                     complete: topic("analysis_complete")?,
@@ -172,6 +189,32 @@ impl SignalAgent {
                 });
             }
         }
+        // The model, asked after the technical strategies: it is shown what
+        // they said.
+        let mut rationale = None;
+        if let (Some(model), Some(memory)) = (&self.model, state.memory.as_mut()) {
+            memory.update(&bar);
+            let mut advisor = model.lock().unwrap_or_else(|p| p.into_inner());
+            let answer = advisor.consult(candle.symbol.as_str(), &candle.interval, time, memory, signals);
+            if let Some(answer) = answer {
+                signals.push(Weighted {
+                    strategy: MODEL,
+                    weight: self.aggregator.weight(MODEL),
+                    signal: StrategySignal {
+                        direction: answer.direction,
+                        confidence: answer.confidence,
+                        reason: "the model's view",
+                    },
+                });
+                // The view beside its words: the aggregate may point the other way.
+                rationale = Some(format!(
+                    "{} {:.2}, {}",
+                    crate::llm::prompt::direction_word(answer.direction),
+                    answer.confidence,
+                    answer.rationale
+                ));
+            }
+        }
         if config.publish_details {
             for Weighted {
                 strategy: name,
@@ -179,6 +222,10 @@ impl SignalAgent {
                 ..
             } in signals.iter()
             {
+                let reason = match (*name, &rationale) {
+                    (MODEL, Some(why)) => Cow::Owned(why.clone()),
+                    _ => Cow::Borrowed(signal.reason),
+                };
                 let payload = Signal::new(SignalFields {
                     symbol: candle.symbol.clone(),
                     strategy: Cow::Borrowed(name),
@@ -186,7 +233,7 @@ impl SignalAgent {
                     confidence: signal.confidence,
                     price: candle.close,
                     timestamp_ms: time,
-                    reason: Cow::Borrowed(signal.reason),
+                    reason,
                 })?;
                 out.publish(self.factory.make(
                     state.generated.clone(),
@@ -203,6 +250,7 @@ impl SignalAgent {
                 price: candle.close,
                 timestamp_ms: time,
                 contributions: aggregate.contributions,
+                rationale,
             })?;
             let message = self
                 .factory
@@ -302,6 +350,7 @@ mod tests {
             bollinger: None,
             candlestick: None,
             custom: Default::default(),
+            llm: None,
         };
         assert!(config.validate("signals").is_empty());
         let mut agent = SignalAgent::new(AgentId::new("signals"), config, true);
@@ -347,6 +396,7 @@ mod tests {
             bollinger: None,
             candlestick: None,
             custom: Default::default(),
+            llm: None,
         };
         let errors = config.validate("signals");
         assert!(errors.iter().any(|e| e.starts_with("signals.threshold")));

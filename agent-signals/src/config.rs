@@ -3,7 +3,11 @@
 
 use std::collections::BTreeMap;
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
+
+use crate::llm::cache::CacheMode;
 
 fn one() -> f64 {
     1.0
@@ -118,6 +122,147 @@ pub struct SignalsConfig {
     /// [`StrategyRegistry`](crate::StrategyRegistry).
     #[serde(default)]
     pub custom: BTreeMap<String, CustomStrategyConfig>,
+    /// `[signals.llm]`: a language model's view, weighed with the others
+    /// (off unless `enabled = true`).
+    #[serde(default)]
+    pub llm: Option<LlmConfig>,
+}
+
+/// `[signals.llm]`: ask an OpenAI-compatible chat-completions endpoint for
+/// a view on a market every `ask_every_bars` bars and when the technical
+/// strategies disagree; its answer is one more weighted signal. See
+/// [`crate::llm`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Asks the model (`false` by default: no run calls a model unless told).
+    #[serde(default)]
+    pub enabled: bool,
+    /// The API's base URL, up to `/chat/completions`
+    /// (`https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`).
+    pub base_url: String,
+    /// The model's name, as the API knows it.
+    pub model: String,
+    /// The environment variable holding the API key (none: no key sent).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// A file holding the API key (its first line), instead.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// Longest wait for one answer, ms.
+    #[serde(default = "default_llm_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Least time between two calls, ms (a rate limit).
+    #[serde(default)]
+    pub min_interval_ms: u64,
+    /// Calls a run may make, retries included.
+    #[serde(default = "default_llm_max_calls")]
+    pub max_calls: u64,
+    /// Tokens a run may spend (prompt and completion, as the API reports).
+    #[serde(default = "default_llm_max_tokens")]
+    pub max_tokens: u64,
+    /// Retries after HTTP 429 or 5xx, with backoff.
+    #[serde(default = "default_llm_retries")]
+    pub retries: u32,
+    /// Asks every this many bars of a market (0: only on disagreement).
+    #[serde(default = "default_llm_every")]
+    pub ask_every_bars: u32,
+    /// Asks too when the technical strategies point both ways on a bar.
+    #[serde(default = "yes")]
+    pub ask_on_disagreement: bool,
+    /// Bars the model is shown (and needed before the first question).
+    #[serde(default = "default_llm_history")]
+    pub history_bars: usize,
+    /// Weight in the aggregate, like any strategy's.
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// The answer file (default: next to the data file,
+    /// `<data file>.llm-answers.jsonl`, or `<output_dir>/llm-answers.jsonl`).
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
+    /// `record` (default: answers from the file, the model asked for the
+    /// others and its answers kept), `replay` (the file only; a question it
+    /// has no answer for stops the run) or `live` (always ask, keep nothing).
+    #[serde(default = "default_llm_cache_mode")]
+    pub cache_mode: CacheMode,
+}
+
+fn default_llm_timeout_ms() -> u64 {
+    20_000
+}
+
+fn default_llm_max_calls() -> u64 {
+    200
+}
+
+fn default_llm_max_tokens() -> u64 {
+    200_000
+}
+
+fn default_llm_retries() -> u32 {
+    2
+}
+
+fn default_llm_every() -> u32 {
+    60
+}
+
+fn default_llm_history() -> usize {
+    20
+}
+
+fn default_llm_cache_mode() -> CacheMode {
+    CacheMode::Record
+}
+
+impl LlmConfig {
+    /// Every problem, each naming its key under `prefix` (`signals.llm`).
+    pub fn validate(&self, prefix: &str) -> Vec<String> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, key: &str, message: &str| {
+            if !ok {
+                errors.push(format!("{prefix}.{key}: {message}"));
+            }
+        };
+        let url = self.base_url.trim();
+        check(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "base_url",
+            "must be an http:// or https:// URL (e.g. https://api.openai.com/v1)",
+        );
+        check(!self.model.trim().is_empty(), "model", "must name a model");
+        check(
+            !(self.api_key_env.is_some() && self.api_key_file.is_some()),
+            "api_key_file",
+            "give api_key_env or api_key_file, not both",
+        );
+        if let Some(name) = &self.api_key_env {
+            check(
+                !name.is_empty() && !name.contains('='),
+                "api_key_env",
+                "must be the name of an environment variable",
+            );
+        }
+        check(self.timeout_ms >= 1, "timeout_ms", "must be at least 1");
+        check(self.max_calls >= 1, "max_calls", "must be at least 1");
+        check(self.max_tokens >= 1, "max_tokens", "must be at least 1");
+        check(
+            self.ask_every_bars > 0 || self.ask_on_disagreement,
+            "ask_every_bars",
+            "0 asks only on disagreement, and ask_on_disagreement is false: the model would never be asked",
+        );
+        check(
+            (1..=500).contains(&self.history_bars),
+            "history_bars",
+            "must be within 1..=500",
+        );
+        check(
+            self.weight.is_finite() && self.weight >= 0.0,
+            "weight",
+            "must be >= 0",
+        );
+        errors
+    }
 }
 
 /// `[signals.custom.<name>]`: a strategy registered by the program that
@@ -172,7 +317,13 @@ pub enum StrategyConfig {
 }
 
 impl SignalsConfig {
-    /// The enabled strategies, in a fixed order.
+    /// `[signals.llm]` when it is enabled.
+    pub fn model(&self) -> Option<&LlmConfig> {
+        self.llm.as_ref().filter(|c| c.enabled)
+    }
+
+    /// The enabled strategies, in a fixed order (the model is not one of
+    /// them: see [`model`](Self::model)).
     pub fn strategies(&self) -> Vec<StrategyConfig> {
         let mut all = Vec::new();
         let on = |enabled: Option<bool>| enabled == Some(true);
@@ -261,11 +412,12 @@ impl SignalsConfig {
                 "must be >= 0",
             );
         }
-        check(
-            !self.strategies().is_empty(),
-            "",
-            "enable at least one strategy",
-        );
+        if let Some(c) = &self.llm {
+            errors.extend(c.validate(&format!("{prefix}.llm")));
+        }
+        if self.strategies().is_empty() && self.model().is_none() {
+            errors.push(format!("{prefix}: enable at least one strategy"));
+        }
         errors
     }
 }

@@ -323,10 +323,16 @@ impl TraderAgent {
                 Side::Sell
             },
             quantity: delta.abs(),
-            reason: format!(
-                "{:?} signal, confidence {:.2}",
-                signal.direction, signal.confidence
-            ),
+            reason: match &signal.rationale {
+                None => format!(
+                    "{:?} signal, confidence {:.2}",
+                    signal.direction, signal.confidence
+                ),
+                Some(why) => format!(
+                    "{:?} signal, confidence {:.2}; model: {why}",
+                    signal.direction, signal.confidence
+                ),
+            },
             decided_on_bar_ms: signal.timestamp_ms,
         };
         let request = OrderRequest::new(OrderRequestFields {
@@ -843,6 +849,7 @@ mod tests {
             price,
             timestamp_ms: 0,
             contributions: vec![],
+            rationale: None,
         })
         .unwrap();
         f.make(

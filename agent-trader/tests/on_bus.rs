@@ -58,6 +58,7 @@ fn signal(f: &mut MessageFactory, t: i64, direction: SignalDirection, price: i64
         price: Decimal::new(price, 0),
         timestamp_ms: t,
         contributions: vec![],
+        rationale: None,
     })
     .unwrap();
     f.make(

@@ -167,6 +167,7 @@ fn sample(t: MessageType) -> Payload {
                     confidence: 0.5,
                     weight: 1.0,
                 }],
+                rationale: Some("trend up, RSI not stretched".into()),
             })
             .unwrap(),
         ),

@@ -218,8 +218,8 @@ pub fn main() -> ExitCode {
             }
         }
         Some(Command::ValidateConfig { file }) => {
-            return match load(Some(&file)) {
-                Ok(_) => {
+            return match load(Some(&file)).and_then(|config| check_model(&config, Some(&file))) {
+                Ok(()) => {
                     println!("{}: configuration is valid", file.display());
                     ExitCode::SUCCESS
                 }
@@ -231,6 +231,9 @@ pub fn main() -> ExitCode {
         Ok(prepared) => prepared,
         Err(code) => return code,
     };
+    if let Err(code) = check_model(&config, args.config.as_deref()) {
+        return code;
+    }
     if let Some(address) = args.metrics {
         config.run.metrics = address;
     }
@@ -295,6 +298,9 @@ pub fn main() -> ExitCode {
              own (each serves its metrics with --metrics)"
         );
         return ExitCode::from(2);
+    }
+    if let Some(line) = crate::model::describe(&config) {
+        println!("{line}");
     }
     let board = status.map(|_| crate::status::StatusBoard::new("run"));
     let open_orders = status.map(|_| std::sync::Arc::default());
@@ -686,6 +692,25 @@ fn exit_when_stuck(stop: bus_core::runtime::StopSignal, name: String, limit: std
         });
 }
 
+/// `[signals.llm]`'s problems that loading cannot see (an API key that
+/// is not there, a replay's missing answer file), said like the others.
+fn check_model(
+    config: &BistouryConfig,
+    file: Option<&std::path::Path>,
+) -> Result<(), ExitCode> {
+    match crate::model::settings(config) {
+        Ok(_) => Ok(()),
+        Err(errors) => {
+            let error = crate::config::ConfigError {
+                source_name: file.map(|f| f.display().to_string()),
+                errors,
+            };
+            eprintln!("{error}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn finish(
     outcome: Result<RunOutcome, WiringError>,
     report_path: &crate::output::ReportPath,
@@ -714,6 +739,9 @@ fn finish(
         outcome.elapsed,
         (outcome.report.candles as f64 / outcome.elapsed.as_secs_f64().max(1e-9)) as u64
     );
+    if let Some(spent) = &outcome.model_spent {
+        println!("{}", crate::model::spent_line(spent));
+    }
     if outcome.stopped_early {
         println!(
             "stopped early (Ctrl-C or SIGTERM): the report covers the data processed until then"

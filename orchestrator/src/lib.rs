@@ -16,6 +16,7 @@ pub mod config;
 pub mod inspect;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod output;
 pub mod processes;
 pub mod progress;

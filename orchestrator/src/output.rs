@@ -10,7 +10,8 @@
 //!
 //! Every report carries its provenance: Bistoury's version, the mode, the
 //! synthetic market's seed, and SHA-256 hashes of the effective
-//! configuration (output directory aside: it changes no figure) and of
+//! configuration (output directory and the model's cache mode aside: they
+//! change no figure) and of
 //! every data file, so a saved report can be tied to what made it
 //! (`sha256sum` checks a data file).
 
@@ -46,7 +47,7 @@ pub struct Provenance {
     /// The synthetic market's seed (none for file data).
     pub seed: Option<u64>,
     /// SHA-256 of the effective configuration (keys sorted, as JSON,
-    /// `run.output_dir` left out), hex.
+    /// `run.output_dir` and `signals.llm.cache_mode` left out), hex.
     pub config_sha256: String,
     /// The data files read.
     pub data_files: Vec<DataFile>,
@@ -79,6 +80,13 @@ impl Provenance {
         let mut effective = config.effective.clone();
         if let Some(run) = effective.get_mut("run").and_then(|r| r.as_object_mut()) {
             run.remove("output_dir");
+        }
+        // Replaying a recording gives the recording's figures.
+        if let Some(llm) = (effective.get_mut("signals"))
+            .and_then(|s| s.get_mut("llm"))
+            .and_then(|l| l.as_object_mut())
+        {
+            llm.remove("cache_mode");
         }
         let text = serde_json::to_string(&effective).map_err(std::io::Error::other)?;
         let source = config

@@ -584,6 +584,7 @@ pub async fn run_processes(
         unhealthy_agents: Vec::new(),
         elapsed: started.elapsed(),
         failure: outcome.err().map(|e| e.to_string()),
+        model_spent: None,
     })
 }
 

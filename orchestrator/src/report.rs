@@ -226,6 +226,10 @@ pub struct Report {
     /// The bus's own figures (set by the run once the bus has stopped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bus: Option<crate::bus_summary::BusSummary>,
+    /// The model strategy's questions and answers (`[signals.llm]`, set by
+    /// the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::model::ModelUsage>,
     /// Per agent, the state changes it announced, as the report heard them
     /// (they go into [`bus`](Self::bus)).
     #[serde(skip)]
@@ -808,6 +812,7 @@ impl ReportAgent {
                 == p.initial_cash + p.realised() + p.unrealised() - p.fees(),
             symbols,
             bus: None,
+            model: None,
             agent_state_changes: self.agent_state_changes.clone(),
             curves: self.curves(),
         }
@@ -1151,6 +1156,9 @@ impl Report {
                 "BROKEN"
             }
         );
+        if let Some(model) = &self.model {
+            let _ = writeln!(s, "{}", model.to_line());
+        }
         if let Some(bus) = &self.bus {
             s.push_str(&bus.to_table());
         }

@@ -12,6 +12,7 @@ use agent_collector::{
     CandleSource, Collected, CollectorAgent, FeedStatus, FileSource, ReadAhead, SyntheticMarket,
 };
 use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
+use agent_signals::llm::advisor::SharedAdvisor;
 use agent_signals::{SignalAgent, StrategyRegistry};
 use agent_trader::{FillJournal, Traded, TraderAgent};
 use bus_core::agent::health::HealthCheckSettings;
@@ -69,6 +70,10 @@ pub enum WiringError {
     /// The trade journal could not be opened or read.
     #[error("trade journal: {0}")]
     Journal(String),
+    /// The model strategy could not start, or a replay met a question its
+    /// recording has no answer for.
+    #[error("model strategy: {0}")]
+    Model(String),
     /// Distributed mode (agents as processes over NATS) failed.
     #[error("distributed run: {0}")]
     Distributed(String),
@@ -103,6 +108,9 @@ pub struct RunOutcome {
     /// Why the run stopped before its end although a (partial) report
     /// could still be made (a server that could not be had back...).
     pub failure: Option<String>,
+    /// What this run spent on the model (`[signals.llm]`), for the console.
+    #[serde(skip)]
+    pub model_spent: Option<agent_signals::llm::client::Spent>,
 }
 
 /// Where a risk agent keeps the state a restart must not lose.
@@ -148,6 +156,8 @@ pub struct Hooks {
     pub report: Outcome<Report>,
     /// Strategies the program adds, turned on by `[signals.custom.<name>]`.
     pub strategies: StrategyRegistry,
+    /// The run's model (`[signals.llm]`), shared by its signal agents.
+    pub model: Option<SharedAdvisor>,
 }
 
 impl Hooks {
@@ -238,7 +248,7 @@ pub fn build_agent(
             })
         }
         AgentKind::Signals | AgentKind::Risk => {
-            restartable_agent(kind, config, deterministic, risk_memory, &hooks.strategies)?
+            restartable_agent(kind, config, deterministic, risk_memory, hooks)?
                 .expect("signals and risk are restartable")
         }
         AgentKind::Trader => {
@@ -335,18 +345,22 @@ fn restartable_agent(
     config: &BistouryConfig,
     deterministic: bool,
     risk_memory: &RiskMemory,
-    strategies: &StrategyRegistry,
+    hooks: &Hooks,
 ) -> Result<Option<Box<dyn Agent>>, WiringError> {
     Ok(match kind {
-        AgentKind::Signals => Some(Box::new(
-            SignalAgent::with_strategies(
+        AgentKind::Signals => {
+            let agent = SignalAgent::with_strategies(
                 AgentId::new(kind.name()),
                 config.signals.clone(),
                 deterministic,
-                strategies.clone(),
+                hooks.strategies.clone(),
             )
-            .map_err(|errors| WiringError::Config(errors.join("; ")))?,
-        )),
+            .map_err(|errors| WiringError::Config(errors.join("; ")))?;
+            Some(Box::new(match &hooks.model {
+                Some(advisor) => agent.with_model(advisor.clone()),
+                None => agent,
+            }))
+        }
         AgentKind::Risk => {
             let agent = RiskAgent::new(
                 AgentId::new(kind.name()),
@@ -390,9 +404,13 @@ pub fn build_agents(
         let policy = config.agents.get(kind).policy();
         let rebuild: Option<Rebuild> = kind.restartable().then(|| {
             let (config, memory) = (config.clone(), risk_memory.clone());
-            let strategies = hooks.strategies.clone();
+            let hooks = Hooks {
+                strategies: hooks.strategies.clone(),
+                model: hooks.model.clone(),
+                ..Hooks::default()
+            };
             Box::new(move || {
-                restartable_agent(kind, &config, deterministic, &memory, &strategies)
+                restartable_agent(kind, &config, deterministic, &memory, &hooks)
                     .ok()
                     .flatten()
                     .expect("built once already with the same inputs")
@@ -425,6 +443,13 @@ fn conclude(
     if let Some(failure) = collected.failure {
         return Err(WiringError::Collection(failure));
     }
+    let model = hooks.model.as_ref().map(|advisor| {
+        let advisor = advisor.lock().unwrap_or_else(|p| p.into_inner());
+        (advisor.failure().map(str::to_string), advisor.spent())
+    });
+    if let Some((Some(failure), _)) = model {
+        return Err(WiringError::Model(failure));
+    }
     let trade_log_rows = hooks
         .traded
         .take()
@@ -444,6 +469,10 @@ fn conclude(
     names.push(crate::announcer::NAME.into());
     let restarts: Vec<(String, u32)> = names.into_iter().zip(finished.restarts.clone()).collect();
     report.bus = Some(bus.with_agents(&restarts, &report.agent_state_changes));
+    let model_spent = model.map(|(_, spent)| spent);
+    if let (Some(llm), Some(spent)) = (config.signals.model(), &model_spent) {
+        report.model = Some(crate::model::ModelUsage::of(&llm.model, spent));
+    }
     Ok(RunOutcome {
         mode,
         report,
@@ -455,7 +484,15 @@ fn conclude(
         unhealthy_agents: Vec::new(),
         elapsed: started.elapsed(),
         failure: None,
+        model_spent,
     })
+}
+
+/// The hooks of a run of `config` under `control`, with the run's model.
+fn hooks_for(config: &BistouryConfig, control: &RunControl) -> Result<Hooks, WiringError> {
+    let mut hooks = Hooks::of(control);
+    hooks.model = crate::model::advisor(config, &control.stop).map_err(WiringError::Model)?;
+    Ok(hooks)
 }
 
 /// Runs every agent inline: deterministic, as fast as the CPU allows.
@@ -487,7 +524,7 @@ pub fn backtest_with(
     config: &BistouryConfig,
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
-    let hooks = Hooks::of(control);
+    let hooks = hooks_for(config, control)?;
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, true, &trade_log, &hooks)?;
@@ -517,7 +554,7 @@ pub async fn run_with(
     config: &BistouryConfig,
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
-    let hooks = Hooks::of(control);
+    let hooks = hooks_for(config, control)?;
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, false, &trade_log, &hooks)?;

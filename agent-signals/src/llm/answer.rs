@@ -17,7 +17,7 @@ pub struct Answer {
     pub direction: SignalDirection,
     /// Within 0..=1.
     pub confidence: f64,
-    /// Why, in the model's words (at most 500 characters kept).
+    /// Why, in the model's words (on one line, at most 500 characters kept).
     pub rationale: String,
 }
 
@@ -102,7 +102,11 @@ pub fn parse_content(content: &str) -> Result<Answer, Refusal> {
         None => return refuse("no `confidence` number".into()),
     };
     let rationale = match fields.get("rationale").and_then(Value::as_str) {
-        Some(text) => text.chars().take(RATIONALE_CHARS).collect(),
+        // One line: it goes into trade-log rows and log lines.
+        Some(text) => {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            words.join(" ").chars().take(RATIONALE_CHARS).collect()
+        }
         None => return refuse("no `rationale` text".into()),
     };
     Ok(Answer {
@@ -148,6 +152,11 @@ mod tests {
         );
         let flat = parse_content(r#"{"direction":"flat","confidence":0,"rationale":""}"#).unwrap();
         assert_eq!(flat.direction, SignalDirection::Neutral);
+        let lines = parse_content(
+            r#"{"direction":"short","confidence":0.5,"rationale":"  Lower highs.\n\nVolume  fading. "}"#,
+        )
+        .unwrap();
+        assert_eq!(lines.rationale, "Lower highs. Volume fading.");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! A line: `{"key": "<sha256 hex>", "model": "...", "answer": "<the
 //! response body>"}`. The body is kept whole, so a replayed answer goes
 //! through the same validation, and counts the same tokens, as the first.
+//! A question that got no answer while recording is kept too
+//! (`"failed": "<why>"`, or `"over_budget": true`), so that a replay falls
+//! back to the technical signals on the same bars as the recording did;
+//! recording again asks those questions again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -15,7 +19,8 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// How the cache is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CacheMode {
     /// Ask the model every time; keep nothing.
     Live,
@@ -58,6 +63,17 @@ pub enum CacheError {
     },
 }
 
+/// What the file keeps for one question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// The response body.
+    Answer(String),
+    /// No answer: why (timeout, HTTP error...).
+    Failed(String),
+    /// Not asked: the recording run's budget was spent.
+    OverBudget,
+}
+
 /// The key of (model, prompt): SHA-256 of both, hex.
 pub fn key(model: &str, prompt: &str) -> String {
     let mut hash = Sha256::new();
@@ -71,7 +87,7 @@ pub fn key(model: &str, prompt: &str) -> String {
 pub struct AnswerCache {
     path: PathBuf,
     mode: CacheMode,
-    answers: HashMap<String, String>,
+    answers: HashMap<String, Kept>,
     out: Option<File>,
 }
 
@@ -97,11 +113,21 @@ impl AnswerCache {
                 };
                 let entry: serde_json::Value =
                     serde_json::from_str(&line).map_err(|e| bad(format!("not JSON: {e}")))?;
-                let (Some(key), Some(answer)) = (entry["key"].as_str(), entry["answer"].as_str())
-                else {
-                    return Err(bad("an entry needs `key` and `answer` text".into()));
+                let Some(key) = entry["key"].as_str() else {
+                    return Err(bad("an entry needs `key` text".into()));
                 };
-                answers.insert(key.to_string(), answer.to_string());
+                let kept = match (&entry["answer"], &entry["failed"], &entry["over_budget"]) {
+                    (serde_json::Value::String(body), _, _) => Kept::Answer(body.clone()),
+                    (_, serde_json::Value::String(why), _) => Kept::Failed(why.clone()),
+                    (_, _, serde_json::Value::Bool(true)) => Kept::OverBudget,
+                    _ => {
+                        return Err(bad(
+                            "an entry needs `answer` or `failed` text, or `over_budget`: true"
+                                .into(),
+                        ))
+                    }
+                };
+                answers.insert(key.to_string(), kept);
             }
         }
         let out = match mode {
@@ -122,15 +148,16 @@ impl AnswerCache {
         })
     }
 
-    /// The answer kept for (model, prompt): `Ok(None)` when the model must
-    /// be asked (live, or recording a new prompt), an error when replay
-    /// has none.
-    pub fn get(&self, model: &str, prompt: &str) -> Result<Option<&str>, CacheError> {
+    /// What is kept for (model, prompt): `Ok(None)` when the model must
+    /// be asked (live; recording a question without a kept answer), an
+    /// error when replay has nothing.
+    pub fn get(&self, model: &str, prompt: &str) -> Result<Option<&Kept>, CacheError> {
         let key = key(model, prompt);
         match (self.mode, self.answers.get(&key)) {
             (CacheMode::Live, _) => Ok(None),
-            (_, Some(answer)) => Ok(Some(answer)),
-            (CacheMode::Record, None) => Ok(None),
+            (CacheMode::Record, Some(answer @ Kept::Answer(_))) => Ok(Some(answer)),
+            (CacheMode::Record, _) => Ok(None),
+            (CacheMode::Replay, Some(kept)) => Ok(Some(kept)),
             (CacheMode::Replay, None) => Err(CacheError::Miss {
                 path: self.path.clone(),
                 model: model.into(),
@@ -139,18 +166,34 @@ impl AnswerCache {
         }
     }
 
-    /// Keeps the model's answer (recording only), written at once.
-    pub fn put(&mut self, model: &str, prompt: &str, answer: &str) -> Result<(), CacheError> {
+    /// The mode it was opened in.
+    pub fn mode(&self) -> CacheMode {
+        self.mode
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps what asking gave (recording only), written at once.
+    pub fn put(&mut self, model: &str, prompt: &str, kept: Kept) -> Result<(), CacheError> {
         let Some(out) = self.out.as_mut() else {
             return Ok(());
         };
         let key = key(model, prompt);
-        let line = serde_json::json!({"key": key, "model": model, "answer": answer});
+        let line = match &kept {
+            Kept::Answer(body) => serde_json::json!({"key": key, "model": model, "answer": body}),
+            Kept::Failed(why) => serde_json::json!({"key": key, "model": model, "failed": why}),
+            Kept::OverBudget => {
+                serde_json::json!({"key": key, "model": model, "over_budget": true})
+            }
+        };
         writeln!(out, "{line}").map_err(|source| CacheError::Io {
             path: self.path.clone(),
             source,
         })?;
-        self.answers.insert(key, answer.to_string());
+        self.answers.insert(key, kept);
         Ok(())
     }
 }
@@ -169,16 +212,29 @@ mod tests {
             None,
             "ask the model"
         );
-        record.put("m", "prompt one", "{\"body\": 1}").unwrap();
+        let body = Kept::Answer("{\"body\": 1}".into());
+        record.put("m", "prompt one", body.clone()).unwrap();
+        assert_eq!(record.get("m", "prompt one").unwrap(), Some(&body));
+        record
+            .put("m", "timed out", Kept::Failed("timed out".into()))
+            .unwrap();
+        record.put("m", "no budget", Kept::OverBudget).unwrap();
         assert_eq!(
-            record.get("m", "prompt one").unwrap(),
-            Some("{\"body\": 1}")
+            record.get("m", "timed out").unwrap(),
+            None,
+            "recording asks again what got no answer"
         );
         drop(record);
         let replay = AnswerCache::open(&path, CacheMode::Replay).unwrap();
+        assert_eq!(replay.get("m", "prompt one").unwrap(), Some(&body));
         assert_eq!(
-            replay.get("m", "prompt one").unwrap(),
-            Some("{\"body\": 1}")
+            replay.get("m", "timed out").unwrap(),
+            Some(&Kept::Failed("timed out".into())),
+            "a replay gives no answer where the recording had none"
+        );
+        assert_eq!(
+            replay.get("m", "no budget").unwrap(),
+            Some(&Kept::OverBudget)
         );
         // Another model or prompt is another key.
         let miss = replay.get("other", "prompt one").unwrap_err().to_string();

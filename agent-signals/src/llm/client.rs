@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::answer::{parse_response, Answer, Refusal, Usage};
-use super::cache::{AnswerCache, CacheError};
+use super::answer::{parse_response, Answer, Refusal};
+use super::cache::{AnswerCache, CacheError, Kept};
 use super::prompt;
 
 /// Where the model is and how much of it a run may use.
@@ -66,21 +66,29 @@ pub enum Asked {
     OverBudget,
 }
 
-/// What a run used and saw.
+/// What a run used and saw. The first six figures are the same whether the
+/// answers came from the model or from a recording; `calls`, `tokens` and
+/// `cached` are what this run spent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Spent {
-    /// HTTP attempts made.
-    pub calls: u64,
-    /// Tokens the responses reported.
-    pub tokens: u64,
-    /// Answers taken from the cache (no call).
-    pub cached: u64,
+    /// Questions put (one per consultation).
+    pub questions: u64,
+    /// Valid answers.
+    pub answers: u64,
     /// Answers refused.
     pub refused: u64,
-    /// Calls that gave no answer.
+    /// Questions that got no answer (timeout, HTTP error).
     pub failed: u64,
     /// Questions not asked: budget spent.
     pub over_budget: u64,
+    /// Tokens the answers (valid or refused) reported in their usage.
+    pub answer_tokens: u64,
+    /// HTTP attempts made by this run.
+    pub calls: u64,
+    /// Tokens the responses to this run's calls reported.
+    pub tokens: u64,
+    /// Questions answered from the recording, with no call.
+    pub cached: u64,
 }
 
 struct Job {
@@ -147,40 +155,43 @@ impl ModelClient {
         self.spent
     }
 
-    /// The model's view on `summary`: from `cache` when it has it, else
-    /// asked (within the budget), the answer kept in `cache` when
+    /// The model's view on `summary`: from `cache` when it keeps it, else
+    /// asked (within the budget), the outcome kept in `cache` when
     /// recording. A replay miss is an error.
     pub fn ask(&mut self, summary: &str, cache: &mut AnswerCache) -> Result<Asked, CacheError> {
+        self.spent.questions += 1;
         let model = self.settings.model.clone();
-        if let Some(body) = cache.get(&model, summary)? {
+        if let Some(kept) = cache.get(&model, summary)? {
             self.spent.cached += 1;
-            let (answer, _) = parse_response(body);
-            return Ok(self.judge(answer));
+            return Ok(match kept.clone() {
+                Kept::Answer(body) => self.judge(&body).0,
+                Kept::Failed(reason) => self.failed(reason),
+                Kept::OverBudget => self.over_budget(),
+            });
         }
-        let body = prompt::request(&model, summary).to_string();
+        let (asked, kept) = self.call(summary);
+        cache.put(&model, summary, kept)?;
+        Ok(asked)
+    }
+
+    /// Asks the model over HTTP, with the retries the budget allows.
+    fn call(&mut self, summary: &str) -> (Asked, Kept) {
+        let body = prompt::request(&self.settings.model, summary).to_string();
         let mut attempt = 0;
         loop {
             if self.spent.calls >= self.settings.max_calls
                 || self.spent.tokens >= self.settings.max_tokens
             {
-                self.spent.over_budget += 1;
-                return Ok(Asked::OverBudget);
+                return (self.over_budget(), Kept::OverBudget);
             }
             self.wait_turn();
             self.spent.calls += 1;
             attempt += 1;
             match self.post(body.clone()) {
                 Ok((200, text)) => {
-                    let (
-                        answer,
-                        Usage {
-                            prompt_tokens,
-                            completion_tokens,
-                        },
-                    ) = parse_response(&text);
-                    self.spent.tokens += prompt_tokens + completion_tokens;
-                    cache.put(&model, summary, &text)?;
-                    return Ok(self.judge(answer));
+                    let (asked, tokens) = self.judge(&text);
+                    self.spent.tokens += tokens;
+                    return (asked, Kept::Answer(text));
                 }
                 Ok((status, _))
                     if (status == 429 || status >= 500) && attempt <= self.settings.retries =>
@@ -191,28 +202,50 @@ impl ModelClient {
                 }
                 Ok((status, text)) => {
                     let said: String = text.chars().take(200).collect();
-                    return Ok(self.failed(format!("HTTP {status}: {said}")));
+                    let reason = format!("HTTP {status}: {said}");
+                    return (self.failed(reason.clone()), Kept::Failed(reason));
                 }
-                Err(reason) => return Ok(self.failed(reason)),
+                Err(reason) => return (self.failed(reason.clone()), Kept::Failed(reason)),
             }
         }
     }
 
-    fn judge(&mut self, answer: Result<Answer, Refusal>) -> Asked {
-        match answer {
-            Ok(answer) => Asked::Answer(answer),
+    /// A response body, validated and counted, with the tokens it reports.
+    fn judge(&mut self, body: &str) -> (Asked, u64) {
+        let (answer, usage) = parse_response(body);
+        let tokens = usage.prompt_tokens + usage.completion_tokens;
+        self.spent.answer_tokens += tokens;
+        let asked = match answer {
+            Ok(answer) => {
+                self.spent.answers += 1;
+                Asked::Answer(answer)
+            }
             Err(refusal) => {
                 self.spent.refused += 1;
                 tracing::warn!(model = %self.settings.model, %refusal, "model answer refused");
                 Asked::Refused(refusal)
             }
-        }
+        };
+        (asked, tokens)
     }
 
     fn failed(&mut self, reason: String) -> Asked {
         self.spent.failed += 1;
         tracing::warn!(model = %self.settings.model, %reason, "model call failed");
         Asked::Failed(reason)
+    }
+
+    fn over_budget(&mut self) -> Asked {
+        self.spent.over_budget += 1;
+        if self.spent.over_budget == 1 {
+            tracing::warn!(
+                model = %self.settings.model,
+                max_calls = self.settings.max_calls,
+                max_tokens = self.settings.max_tokens,
+                "the model budget is spent: the technical signals decide alone from here"
+            );
+        }
+        Asked::OverBudget
     }
 
     fn wait_turn(&mut self) {
@@ -245,3 +278,4 @@ fn describe(error: reqwest::Error) -> String {
         false => error.without_url().to_string(),
     }
 }
+

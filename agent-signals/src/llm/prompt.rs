@@ -60,7 +60,8 @@ fn number(x: f64) -> String {
     }
 }
 
-fn direction(d: SignalDirection) -> &'static str {
+/// A direction as the model reads and writes it: `long`, `short`, `flat`.
+pub fn direction_word(d: SignalDirection) -> &'static str {
     match d {
         SignalDirection::Long => "long",
         SignalDirection::Short => "short",
@@ -88,7 +89,7 @@ impl Summary<'_> {
             .collect();
         s.push_str(&format!("indicators: {}\n", indicators.join(" ")));
         let signals: Vec<String> = (self.signals.iter())
-            .map(|(name, d, confidence)| format!("{name}={} {confidence:.2}", direction(*d)))
+            .map(|(name, d, confidence)| format!("{name}={} {confidence:.2}", direction_word(*d)))
             .collect();
         s.push_str(&format!("signals: {}\n", signals.join(", ")));
         s

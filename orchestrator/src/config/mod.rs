@@ -618,6 +618,14 @@ impl BistouryConfig {
             );
         }
         errors.extend(self.signals.validate("signals"));
+        if self.signals.model().is_some() && self.bus.transport == Transport::Nats {
+            errors.push(
+                "signals.llm: the model strategy runs in process (backtest, or run with \
+                 bus.transport = \"in_process\"): one advisor keeps a run's budget and answers, \
+                 which agents in processes of their own would not share"
+                    .to_string(),
+            );
+        }
         errors.extend(self.trader.validate("trader"));
         errors.extend(self.risk.validate("risk"));
         errors.extend(self.agents.validate());
@@ -630,9 +638,18 @@ impl BistouryConfig {
         errors
     }
 
-    /// Data paths are relative to the config file's folder.
+    /// Input paths (the data file, the model's answer file and key file)
+    /// are relative to the config file's folder.
     fn resolve_paths(mut self, file: Option<&Path>) -> Self {
-        if let (Some(path), Some(dir)) = (self.data.path.as_mut(), file.and_then(Path::parent)) {
+        let Some(dir) = file.and_then(Path::parent) else {
+            return self;
+        };
+        let llm = self.signals.llm.as_mut();
+        let (cache, key) = match llm {
+            Some(llm) => (llm.cache.as_mut(), llm.api_key_file.as_mut()),
+            None => (None, None),
+        };
+        for path in [self.data.path.as_mut(), cache, key].into_iter().flatten() {
             if path.is_relative() {
                 *path = dir.join(&*path);
             }

@@ -59,6 +59,9 @@ validated_payload! {
         pub timestamp_ms: i64,
         /// What went into it.
         pub contributions: Vec<SignalContribution>,
+        /// Why, in a language model's words, when its view went into it.
+        #[serde(default)]
+        pub rationale: Option<String>,
     }
     check(f) {
         unit_interval(P, "confidence", f.confidence)?;
