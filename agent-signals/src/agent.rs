@@ -195,7 +195,13 @@ impl SignalAgent {
         if let (Some(model), Some(memory)) = (&self.model, state.memory.as_mut()) {
             memory.update(&bar);
             let mut advisor = model.lock().unwrap_or_else(|p| p.into_inner());
-            let answer = advisor.consult(candle.symbol.as_str(), &candle.interval, time, memory, signals);
+            let answer = advisor.consult(
+                candle.symbol.as_str(),
+                &candle.interval,
+                time,
+                memory,
+                signals,
+            );
             if let Some(answer) = answer {
                 signals.push(Weighted {
                     strategy: MODEL,

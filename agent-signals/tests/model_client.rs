@@ -2,92 +2,14 @@
 //! API: good and bad answers, a slow one, HTTP 429 and 500, the budget,
 //! and record then replay.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use agent_signals::llm::cache::{AnswerCache, CacheMode};
 use agent_signals::llm::client::{Asked, ModelClient, ModelSettings};
 use bus_core::model::payload::SignalDirection;
-
-enum Reply {
-    Answer(&'static str),
-    Body(String),
-    Status(u16),
-    Slow(Duration),
-}
-
-fn chat(content: &str) -> String {
-    serde_json::json!({
-        "id": "chatcmpl-1", "object": "chat.completion", "model": "stub",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 300, "completion_tokens": 50, "total_tokens": 350}
-    })
-    .to_string()
-}
-
-const GOOD: &str = r#"{"direction":"long","confidence":0.75,"rationale":"uptrend"}"#;
-
-/// A stub server playing `replies` in order; returns its base URL and the
-/// requests it saw (head, body).
-/// The requests a stub saw: (head, body).
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
-
-fn stub(replies: Vec<Reply>) -> (String, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        for (stream, reply) in listener.incoming().zip(replies) {
-            let Ok(stream) = stream else { return };
-            let log = log.clone();
-            // Each connection on its own: a slow answer holds up no other.
-            std::thread::spawn(move || answer(stream, reply, &log));
-        }
-    });
-    (url, seen)
-}
-
-fn answer(mut stream: std::net::TcpStream, reply: Reply, log: &Mutex<Vec<(String, String)>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut head = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        head.push_str(&line);
-    }
-    let length = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse::<usize>().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    log.lock()
-        .unwrap()
-        .push((head, String::from_utf8(body).unwrap()));
-    let (status, text) = match reply {
-        Reply::Answer(content) => (200, chat(content)),
-        Reply::Body(body) => (200, body),
-        Reply::Status(code) => (code, "{\"error\":{\"message\":\"busy\"}}".to_string()),
-        Reply::Slow(pause) => {
-            std::thread::sleep(pause);
-            (200, chat(GOOD))
-        }
-    };
-    let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                text.len()
-            );
-}
+use common::{stub, Reply, GOOD};
 
 fn settings(url: &str) -> ModelSettings {
     ModelSettings {

@@ -59,6 +59,7 @@ fn config() -> SignalsConfig {
         bollinger: None,
         candlestick: None,
         custom: Default::default(),
+        llm: None,
     }
 }
 

@@ -694,10 +694,7 @@ fn exit_when_stuck(stop: bus_core::runtime::StopSignal, name: String, limit: std
 
 /// `[signals.llm]`'s problems that loading cannot see (an API key that
 /// is not there, a replay's missing answer file), said like the others.
-fn check_model(
-    config: &BistouryConfig,
-    file: Option<&std::path::Path>,
-) -> Result<(), ExitCode> {
+fn check_model(config: &BistouryConfig, file: Option<&std::path::Path>) -> Result<(), ExitCode> {
     match crate::model::settings(config) {
         Ok(_) => Ok(()),
         Err(errors) => {

@@ -70,12 +70,23 @@ fn api_key(llm: &LlmConfig) -> Result<Option<String>, String> {
     Ok(None)
 }
 
+/// Everything a run needs to ask the model.
+#[derive(Debug, Clone)]
+pub struct ModelPlan {
+    /// Where the model is and the budget.
+    pub settings: ModelSettings,
+    /// When it is asked.
+    pub consulting: Consulting,
+    /// The answer file.
+    pub answers: PathBuf,
+    /// How the answer file is used.
+    pub mode: CacheMode,
+}
+
 /// Everything a run needs to ask the model, or every problem, each
 /// naming its key: the key that cannot be had, the answer file a replay
 /// does not find.
-pub fn settings(
-    config: &BistouryConfig,
-) -> Result<Option<(ModelSettings, Consulting, PathBuf, CacheMode)>, Vec<String>> {
+pub fn settings(config: &BistouryConfig) -> Result<Option<ModelPlan>, Vec<String>> {
     let Some(llm) = config.signals.model() else {
         return Ok(None);
     };
@@ -109,19 +120,25 @@ pub fn settings(
         history_bars: llm.history_bars,
         interval_ms: interval_ms.unwrap_or_default(),
     };
-    Ok(Some((settings, consulting, file, llm.cache_mode)))
+    Ok(Some(ModelPlan {
+        settings,
+        consulting,
+        answers: file,
+        mode: llm.cache_mode,
+    }))
 }
 
 /// The run's advisor, when `[signals.llm]` is on; a replay without an
 /// answer raises `stop`.
-pub fn advisor(config: &BistouryConfig, stop: &StopSignal) -> Result<Option<SharedAdvisor>, String> {
-    let Some((settings, consulting, file, mode)) =
-        settings(config).map_err(|errors| errors.join("; "))?
-    else {
+pub fn advisor(
+    config: &BistouryConfig,
+    stop: &StopSignal,
+) -> Result<Option<SharedAdvisor>, String> {
+    let Some(plan) = settings(config).map_err(|errors| errors.join("; "))? else {
         return Ok(None);
     };
-    let cache = AnswerCache::open(&file, mode).map_err(|e| e.to_string())?;
-    let advisor = ModelAdvisor::new(settings, cache, consulting)?.with_stop(stop.clone());
+    let cache = AnswerCache::open(&plan.answers, plan.mode).map_err(|e| e.to_string())?;
+    let advisor = ModelAdvisor::new(plan.settings, cache, plan.consulting)?.with_stop(stop.clone());
     Ok(Some(advisor.shared()))
 }
 

@@ -202,8 +202,7 @@ impl ModelAdvisor {
         } = self.consulting;
         let counted = every_bars > 0 && memory.since_asked >= every_bars;
         let said = |d: SignalDirection| signals.iter().any(|w| w.signal.direction == d);
-        counted
-            || (on_disagreement && said(SignalDirection::Long) && said(SignalDirection::Short))
+        counted || (on_disagreement && said(SignalDirection::Long) && said(SignalDirection::Short))
     }
 
     /// The model's view on `symbol`'s bar opened at `bar_open_ms` (already

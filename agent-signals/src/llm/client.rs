@@ -278,4 +278,3 @@ fn describe(error: reqwest::Error) -> String {
         false => error.without_url().to_string(),
     }
 }
-
