@@ -461,3 +461,47 @@ fn a_missing_key_or_a_distributed_run_is_refused_naming_the_key() {
     let off = config(dir, "off.toml", 9, "replay", false, "");
     assert!(validate(&off, None).status.success());
 }
+
+#[test]
+fn the_example_config_records_then_replays_as_its_comments_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../orchestrator/examples/llm_model.toml");
+    let (port, seen) = serve(Behaviour::Reads);
+    let base_url = format!("http://127.0.0.1:{port}/v1");
+    let run = |mode: Option<&str>, key: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"));
+        command
+            .args(["backtest", "--config"])
+            .arg(&example)
+            .current_dir(dir)
+            .env_remove("OPENAI_API_KEY")
+            .env("BISTOURY__SIGNALS__LLM__BASE_URL", &base_url)
+            .env("RUST_LOG", "error");
+        if let Some(mode) = mode {
+            command.env("BISTOURY__SIGNALS__LLM__CACHE_MODE", mode);
+        }
+        if let Some(key) = key {
+            command.env("OPENAI_API_KEY", key);
+        }
+        command.output().unwrap()
+    };
+    let recorded = succeeded(&run(None, Some(SECRET)));
+    let asked = seen.lock().unwrap().len();
+    // Three markets, 2,000 bars, every 60 bars once 20 are seen: 33 each.
+    assert_eq!(asked, 3 * 33, "{recorded}");
+    let answers = dir.join("bistoury-llm/llm-answers.jsonl");
+    assert_eq!(
+        std::fs::read_to_string(&answers).unwrap().lines().count(),
+        asked
+    );
+    let report = std::fs::read(dir.join("bistoury-llm/report.json")).unwrap();
+    let replayed = succeeded(&run(Some("replay"), None));
+    assert!(replayed.contains("model cost: 0 calls"), "{replayed}");
+    assert_eq!(seen.lock().unwrap().len(), asked);
+    assert_eq!(
+        std::fs::read(dir.join("bistoury-llm/report.json")).unwrap(),
+        report
+    );
+}
