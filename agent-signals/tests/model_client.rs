@@ -170,3 +170,22 @@ fn recorded_answers_replay_without_a_server_and_cost_nothing() {
     let miss = offline.ask("bar 3", &mut replay).unwrap_err().to_string();
     assert!(miss.contains("no answer"), "{miss}");
 }
+
+#[test]
+fn calls_are_spaced_by_the_least_interval() {
+    let (url, _) = stub((0..3).map(|_| Reply::Answer(GOOD)).collect());
+    let mut client = ModelClient::start(ModelSettings {
+        min_interval: Duration::from_millis(150),
+        ..settings(&url)
+    })
+    .unwrap();
+    let started = std::time::Instant::now();
+    for prompt in ["a", "b", "c"] {
+        assert!(matches!(
+            client.ask(prompt, &mut live()).unwrap(),
+            Asked::Answer(_)
+        ));
+    }
+    // Three calls: two waits of at least the interval between them.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

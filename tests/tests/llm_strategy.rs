@@ -30,6 +30,12 @@ enum Behaviour {
     Slow,
     /// A body that is not JSON.
     Malformed,
+    /// HTTP 429 every time.
+    Busy,
+    /// Valid JSON content of the wrong shape.
+    WrongShape,
+    /// An empty choice list.
+    NoChoice,
 }
 
 /// (Authorization header, request body) of every request a stub saw.
@@ -67,6 +73,12 @@ async fn chat(State(stub): State<Stub>, headers: HeaderMap, body: String) -> (St
     let content = match stub.behaviour {
         Behaviour::Fails => return (StatusCode::INTERNAL_SERVER_ERROR, "{}".into()),
         Behaviour::Malformed => return (StatusCode::OK, "{\"choices\": [".into()),
+        Behaviour::Busy => return (StatusCode::TOO_MANY_REQUESTS, "{}".into()),
+        Behaviour::NoChoice => {
+            let empty = serde_json::json!({"choices": [], "usage": {"prompt_tokens": 400}});
+            return (StatusCode::OK, empty.to_string());
+        }
+        Behaviour::WrongShape => r#"{"signal":"buy","size":3}"#.to_string(),
         Behaviour::Slow => {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             r#"{"direction":"long","confidence":1,"rationale":"late"}"#.to_string()
@@ -316,6 +328,22 @@ fn a_recorded_backtest_replays_byte_for_byte_without_a_server_and_records_again_
             "{file} differs between the recording and its replay"
         );
     }
+    // `bistoury run` (queued bus, in lockstep) trades as the backtest did.
+    let queued = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+        .args(["run", "--config"])
+        .arg(&replay)
+        .args(["--output-dir", "run-replayed"])
+        .current_dir(dir)
+        .env_remove(KEY_VARIABLE)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    succeeded(&queued);
+    assert_eq!(
+        std::fs::read(dir.join("recorded/trades.csv")).unwrap(),
+        std::fs::read(dir.join("run-replayed/trades.csv")).unwrap(),
+        "run trades as backtest with the model's answers"
+    );
     // Replayed again: the same bytes again.
     succeeded(&backtest(dir, &replay, "replayed-again", None));
     assert_eq!(
@@ -353,7 +381,7 @@ fn a_recorded_backtest_replays_byte_for_byte_without_a_server_and_records_again_
 }
 
 #[test]
-fn a_model_that_fails_is_slow_or_answers_nonsense_leaves_the_technical_trades() {
+fn a_model_that_fails_is_busy_slow_or_answers_nonsense_leaves_the_technical_trades() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     market(&dir.join("bars.csv"), 200);
@@ -369,6 +397,9 @@ fn a_model_that_fails_is_slow_or_answers_nonsense_leaves_the_technical_trades() 
         (Behaviour::Fails, "fails", "failed"),
         (Behaviour::Slow, "slow", "failed"),
         (Behaviour::Malformed, "malformed", "refused"),
+        (Behaviour::Busy, "busy", "failed"),
+        (Behaviour::WrongShape, "wrong-shape", "refused"),
+        (Behaviour::NoChoice, "no-choice", "refused"),
     ] {
         let (port, seen) = serve(behaviour);
         let extra = "retries = 1\nmin_interval_ms = 0";
@@ -386,8 +417,8 @@ fn a_model_that_fails_is_slow_or_answers_nonsense_leaves_the_technical_trades() 
         assert_eq!(model["answers"], 0, "{name}: {model}");
         let calls = seen.lock().unwrap().len() as u64;
         match behaviour {
-            // HTTP 500 is retried once: two calls a question.
-            Behaviour::Fails => assert_eq!(calls, 2 * questions, "{name}"),
+            // HTTP 500 and 429 are retried once: two calls a question.
+            Behaviour::Fails | Behaviour::Busy => assert_eq!(calls, 2 * questions, "{name}"),
             _ => assert_eq!(calls, questions, "{name}"),
         }
     }
@@ -457,6 +488,24 @@ fn a_missing_key_or_a_distributed_run_is_refused_naming_the_key() {
         "{}",
         said(&distributed)
     );
+    // The key from a file: its first line, sent in the header.
+    let (port, seen) = serve(Behaviour::Reads);
+    std::fs::write(dir.join("key.txt"), format!("{SECRET}\n")).unwrap();
+    let text = std::fs::read_to_string(config(dir, "file.toml", port, "live", true, ""))
+        .unwrap()
+        .replace(
+            &format!("api_key_env = \"{KEY_VARIABLE}\""),
+            "api_key_file = \"key.txt\"",
+        );
+    std::fs::write(dir.join("file.toml"), text).unwrap();
+    let from_file = backtest(dir, &dir.join("file.toml"), "from-file", None);
+    assert!(!said(&from_file).contains(SECRET));
+    succeeded(&from_file);
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    assert!(seen
+        .iter()
+        .all(|(auth, _)| auth == &format!("Bearer {SECRET}")));
     // The section is off unless enabled: the default never asks a model.
     let off = config(dir, "off.toml", 9, "replay", false, "");
     assert!(validate(&off, None).status.success());
