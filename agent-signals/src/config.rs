@@ -4,10 +4,13 @@
 use std::collections::BTreeMap;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::llm::advisor::Consulting;
 use crate::llm::cache::CacheMode;
+use crate::llm::client::ModelSettings;
 
 fn one() -> f64 {
     1.0
@@ -216,6 +219,30 @@ fn default_llm_cache_mode() -> CacheMode {
 }
 
 impl LlmConfig {
+    /// The client's settings, with the API key the run found (if any).
+    pub fn client_settings(&self, api_key: Option<String>) -> ModelSettings {
+        ModelSettings {
+            base_url: self.base_url.trim().to_string(),
+            model: self.model.clone(),
+            api_key,
+            timeout: Duration::from_millis(self.timeout_ms),
+            min_interval: Duration::from_millis(self.min_interval_ms),
+            max_calls: self.max_calls,
+            max_tokens: self.max_tokens,
+            retries: self.retries,
+        }
+    }
+
+    /// When the model is asked, on bars `interval_ms` long.
+    pub fn consulting(&self, interval_ms: i64) -> Consulting {
+        Consulting {
+            every_bars: self.ask_every_bars,
+            on_disagreement: self.ask_on_disagreement,
+            history_bars: self.history_bars,
+            interval_ms,
+        }
+    }
+
     /// Every problem, each naming its key under `prefix` (`signals.llm`).
     pub fn validate(&self, prefix: &str) -> Vec<String> {
         let mut errors = Vec::new();

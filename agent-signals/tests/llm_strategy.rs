@@ -8,12 +8,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use agent_signals::config::{CustomStrategyConfig, LlmConfig, SignalsConfig};
-use agent_signals::llm::advisor::{Consulting, ModelAdvisor};
+use agent_signals::llm::advisor::ModelAdvisor;
 use agent_signals::llm::cache::{AnswerCache, CacheMode};
-use agent_signals::llm::client::ModelSettings;
 use agent_signals::{Bar, SignalAgent, Strategy, StrategyRegistry, StrategySignal};
 use bus_core::model::payload::{Candle, CandleFields, SignalDirection};
 use bus_core::prelude::*;
@@ -115,22 +113,12 @@ fn signal_agent(strategies: &[(&str, f64)], llm: LlmConfig, url: &str) -> Signal
         llm: Some(llm.clone()),
     };
     assert!(config.validate("signals").is_empty());
-    let settings = ModelSettings {
+    let settings = LlmConfig {
         base_url: url.into(),
-        model: llm.model.clone(),
-        api_key: None,
-        timeout: Duration::from_millis(llm.timeout_ms),
-        min_interval: Duration::ZERO,
-        max_calls: llm.max_calls,
-        max_tokens: llm.max_tokens,
-        retries: llm.retries,
-    };
-    let consulting = Consulting {
-        every_bars: llm.ask_every_bars,
-        on_disagreement: llm.ask_on_disagreement,
-        history_bars: llm.history_bars,
-        interval_ms: 60_000,
-    };
+        ..llm.clone()
+    }
+    .client_settings(None);
+    let consulting = llm.consulting(60_000);
     let cache = AnswerCache::open(Path::new("unused"), CacheMode::Live).unwrap();
     let advisor = ModelAdvisor::new(settings, cache, consulting).unwrap();
     SignalAgent::with_strategies(AgentId::new("signals"), config, true, registry())

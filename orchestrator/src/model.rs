@@ -5,7 +5,6 @@
 //! keeps of it.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use agent_signals::config::LlmConfig;
 use agent_signals::llm::advisor::{Consulting, ModelAdvisor, SharedAdvisor};
@@ -104,25 +103,9 @@ pub fn settings(config: &BistouryConfig) -> Result<Option<ModelPlan>, Vec<String
     if !errors.is_empty() {
         return Err(errors);
     }
-    let settings = ModelSettings {
-        base_url: llm.base_url.trim().to_string(),
-        model: llm.model.clone(),
-        api_key: key,
-        timeout: Duration::from_millis(llm.timeout_ms),
-        min_interval: Duration::from_millis(llm.min_interval_ms),
-        max_calls: llm.max_calls,
-        max_tokens: llm.max_tokens,
-        retries: llm.retries,
-    };
-    let consulting = Consulting {
-        every_bars: llm.ask_every_bars,
-        on_disagreement: llm.ask_on_disagreement,
-        history_bars: llm.history_bars,
-        interval_ms: interval_ms.unwrap_or_default(),
-    };
     Ok(Some(ModelPlan {
-        settings,
-        consulting,
+        settings: llm.client_settings(key),
+        consulting: llm.consulting(interval_ms.unwrap_or_default()),
         answers: file,
         mode: llm.cache_mode,
     }))

@@ -16,6 +16,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
+mod support;
+
 const KEY_VARIABLE: &str = "BISTOURY_TEST_LLM_KEY";
 const SECRET: &str = "sk-e2e-7c1f0a9d-never-print-me";
 
@@ -133,26 +135,18 @@ fn serve(behaviour: Behaviour) -> (u16, Seen) {
 
 /// Hourly bars of one market, up for 50 bars then down for 50, with noise.
 fn market(path: &Path, bars: usize) {
-    let mut text = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
-    let mut state: u64 = 11;
-    let mut price = 100.0_f64;
-    for i in 0..bars {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-        let trend = if (i / 50) % 2 == 0 { 0.004 } else { -0.004 };
-        let open = price;
-        let close = ((open * (1.0 + trend + noise * 0.02)) * 100.0).round() / 100.0;
-        let time = 1_704_067_200_000_i64 + i as i64 * 3_600_000;
-        text.push_str(&format!(
-            "{time},ETH,{open:.2},{:.2},{:.2},{close:.2},10\n",
-            open.max(close) * 1.002,
-            open.min(close) * 0.998
-        ));
-        price = close;
-    }
-    std::fs::write(path, text).unwrap();
+    let market = support::TrendingMarket {
+        symbol: "ETH",
+        start_ms: 1_704_067_200_000,
+        step_ms: 3_600_000,
+        seed: 11,
+        leg: 50,
+        drift: 0.004,
+        noise: 0.02,
+        wick: 0.002,
+        volume: 10,
+    };
+    market.write(path, bars);
 }
 
 /// A config in `dir` trading `bars.csv` with the model at `port` (or
@@ -191,19 +185,31 @@ min_confidence = 0.3
     path
 }
 
-fn backtest(dir: &Path, config: &Path, out: &str, key: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"));
-    command
-        .args(["backtest", "--config"])
+/// `bistoury COMMAND --config CONFIG --output-dir OUT` in `dir`, with the
+/// key variable set to `key` (or unset), logging at `log` to the console.
+fn bistoury(
+    command: &str,
+    dir: &Path,
+    config: &Path,
+    out: &str,
+    key: Option<&str>,
+    log: &str,
+) -> Output {
+    let mut run = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"));
+    run.args([command, "--config"])
         .arg(config)
         .args(["--output-dir", out])
         .current_dir(dir)
         .env_remove(KEY_VARIABLE)
-        .env("RUST_LOG", "error");
+        .env("RUST_LOG", log);
     if let Some(key) = key {
-        command.env(KEY_VARIABLE, key);
+        run.env(KEY_VARIABLE, key);
     }
-    command.output().expect("the binary runs")
+    run.output().expect("the binary runs")
+}
+
+fn backtest(dir: &Path, config: &Path, out: &str, key: Option<&str>) -> Output {
+    bistoury("backtest", dir, config, out, key, "error")
 }
 
 fn said(output: &Output) -> String {
@@ -248,15 +254,7 @@ fn a_recorded_backtest_replays_byte_for_byte_without_a_server_and_records_again_
     let text = std::fs::read_to_string(&record).unwrap()
         + "\n[log]\nlevel = \"trace\"\ndirectory = \"logs\"\n";
     std::fs::write(&record, text).unwrap();
-    let recorded = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(["backtest", "--config"])
-        .arg(&record)
-        .args(["--output-dir", "recorded"])
-        .current_dir(dir)
-        .env(KEY_VARIABLE, SECRET)
-        .env("RUST_LOG", "trace")
-        .output()
-        .unwrap();
+    let recorded = bistoury("backtest", dir, &record, "recorded", Some(SECRET), "trace");
     let console = succeeded(&recorded);
     assert!(
         !all_files(&dir.join("recorded/logs")).is_empty(),
@@ -329,16 +327,14 @@ fn a_recorded_backtest_replays_byte_for_byte_without_a_server_and_records_again_
         );
     }
     // `bistoury run` (queued bus, in lockstep) trades as the backtest did.
-    let queued = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(["run", "--config"])
-        .arg(&replay)
-        .args(["--output-dir", "run-replayed"])
-        .current_dir(dir)
-        .env_remove(KEY_VARIABLE)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    succeeded(&queued);
+    succeeded(&bistoury(
+        "run",
+        dir,
+        &replay,
+        "run-replayed",
+        None,
+        "error",
+    ));
     assert_eq!(
         std::fs::read(dir.join("recorded/trades.csv")).unwrap(),
         std::fs::read(dir.join("run-replayed/trades.csv")).unwrap(),

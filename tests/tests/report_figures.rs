@@ -11,6 +11,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+mod support;
+
 fn bistoury(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
         .args(args)
@@ -22,29 +24,18 @@ fn bistoury(args: &[&str], dir: &Path) -> Output {
 
 /// Daily bars of one symbol, trending up and down; returns (time, close).
 fn daily_file(path: &Path, bars: usize) -> Vec<(i64, f64)> {
-    let mut text = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
-    let mut closes = Vec::new();
-    let mut state: u64 = 7;
-    let mut price = 100.0_f64;
-    for i in 0..bars {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-        let trend = if (i / 60) % 2 == 0 { 0.004 } else { -0.004 };
-        let open = price;
-        let close = ((open * (1.0 + trend + noise * 0.03)) * 100.0).round() / 100.0;
-        let time = 1_577_836_800_000_i64 + i as i64 * 86_400_000;
-        text.push_str(&format!(
-            "{time},SPY,{open:.2},{:.2},{:.2},{close:.2},1000\n",
-            open.max(close) * 1.01,
-            open.min(close) * 0.99
-        ));
-        closes.push((time, close));
-        price = close;
-    }
-    std::fs::write(path, text).unwrap();
-    closes
+    let market = support::TrendingMarket {
+        symbol: "SPY",
+        start_ms: 1_577_836_800_000,
+        step_ms: 86_400_000,
+        seed: 7,
+        leg: 60,
+        drift: 0.004,
+        noise: 0.03,
+        wick: 0.01,
+        volume: 1000,
+    };
+    market.write(path, bars)
 }
 
 /// Per-bar equity from the trade log replayed against the closes: cash

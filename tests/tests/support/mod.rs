@@ -70,6 +70,64 @@ pub fn traded_figures(dir: &Path) -> String {
     serde_json::to_string_pretty(&report).unwrap()
 }
 
+/// One market's candle file: legs of `leg` bars drifting up by `drift`
+/// per bar then down, with seeded noise (xorshift) of `noise` around it and
+/// wicks `wick` beyond open and close.
+pub struct TrendingMarket {
+    /// The market.
+    pub symbol: &'static str,
+    /// The first bar's open time, ms.
+    pub start_ms: i64,
+    /// The bars' length, ms.
+    pub step_ms: i64,
+    /// The noise's seed.
+    pub seed: u64,
+    /// Bars a leg.
+    pub leg: usize,
+    /// Drift a bar (a fraction).
+    pub drift: f64,
+    /// Width of the noise (a fraction).
+    pub noise: f64,
+    /// Wicks beyond the body (a fraction).
+    pub wick: f64,
+    /// Every bar's volume.
+    pub volume: u32,
+}
+
+impl TrendingMarket {
+    /// Writes `bars` bars to `path`; returns each bar's (time, close).
+    pub fn write(&self, path: &Path, bars: usize) -> Vec<(i64, f64)> {
+        let mut text = String::from("open_time_ms,symbol,open,high,low,close,volume\n");
+        let mut closes = Vec::new();
+        let mut state = self.seed;
+        let mut price = 100.0_f64;
+        for i in 0..bars {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            let trend = match (i / self.leg) % 2 {
+                0 => self.drift,
+                _ => -self.drift,
+            };
+            let open = price;
+            let close = ((open * (1.0 + trend + noise * self.noise)) * 100.0).round() / 100.0;
+            let time = self.start_ms + i as i64 * self.step_ms;
+            text.push_str(&format!(
+                "{time},{},{open:.2},{:.2},{:.2},{close:.2},{}\n",
+                self.symbol,
+                open.max(close) * (1.0 + self.wick),
+                open.min(close) * (1.0 - self.wick),
+                self.volume
+            ));
+            closes.push((time, close));
+            price = close;
+        }
+        std::fs::write(path, text).unwrap();
+        closes
+    }
+}
+
 /// Runs `bistoury ARGS` in `dir` to its end (errors logged only) and
 /// checks that it succeeded.
 pub fn bistoury_succeeds(args: &[&str], dir: &Path) {
