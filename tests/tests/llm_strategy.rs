@@ -327,14 +327,14 @@ fn a_recorded_backtest_replays_byte_for_byte_without_a_server_and_records_again_
         );
     }
     // `bistoury run` (queued bus, in lockstep) trades as the backtest did.
-    succeeded(&bistoury(
-        "run",
-        dir,
-        &replay,
-        "run-replayed",
-        None,
-        "error",
-    ));
+    let queued = bistoury("run", dir, &replay, "run-replayed", None, "error");
+    let queued = succeeded(&queued);
+    assert!(
+        queued.contains("model:     stub-model at ")
+            && queued.contains("budget 200 calls and 200000 tokens")
+            && queued.contains("answers replayed from"),
+        "{queued}"
+    );
     assert_eq!(
         std::fs::read(dir.join("recorded/trades.csv")).unwrap(),
         std::fs::read(dir.join("run-replayed/trades.csv")).unwrap(),
