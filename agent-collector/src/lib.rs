@@ -31,6 +31,7 @@
 pub mod agent;
 pub mod error;
 pub mod file;
+pub mod memory;
 pub mod random;
 pub mod source;
 pub mod synthetic;
@@ -39,5 +40,6 @@ pub mod venue;
 pub use agent::{Collected, CollectorAgent, FeedStatus};
 pub use error::CollectorError;
 pub use file::{BadRowPolicy, FileSource};
+pub use memory::MemoryCandles;
 pub use source::{CandleSource, ReadAhead};
 pub use synthetic::{SymbolSpec, SyntheticMarket, SyntheticSpec};

@@ -57,7 +57,7 @@ pub fn create_output_file(path: &Path) -> std::io::Result<File> {
 }
 
 /// Appends `field` to `row`, quoted per RFC 4180 when it must be.
-fn push_field(row: &mut String, field: &str) {
+pub fn push_field(row: &mut String, field: &str) {
     if field.contains([',', '"', '\n', '\r']) {
         row.push('"');
         row.push_str(&field.replace('"', "\"\""));

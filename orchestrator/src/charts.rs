@@ -209,7 +209,7 @@ fn polyline(points: &[(i64, f64)], scale: &Scale) -> String {
     path
 }
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -1,4 +1,4 @@
-//! The command line: `bistoury run | backtest | record | agent | inspect | validate-config | config`.
+//! The command line: `bistoury run | backtest | optimize | record | agent | inspect | validate-config | config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +63,27 @@ enum Command {
         /// Stop after this many candles (all markets together).
         #[arg(long)]
         candles: Option<u64>,
+    },
+    /// Search parameters over backtests of the data loaded once, on every
+    /// core; `--walk-forward N` fits on each window and tests on the next.
+    Optimize {
+        /// The base TOML configuration, layered on the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The search file: parameters with ranges or values, method,
+        /// objective, constraints (see `orchestrator/examples/search.toml`).
+        #[arg(long)]
+        search: PathBuf,
+        /// Walk forward over N folds: the data cut into N + 1 windows, each
+        /// fold fitting on one window and tested on the next.
+        #[arg(long, value_name = "N")]
+        walk_forward: Option<usize>,
+        /// Threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Where the results go (default: <output_dir>/optimize).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Show what a durable store holds (pending messages per subscription,
     /// dead letters with their reasons, processed-id windows, damage found)
@@ -208,6 +229,21 @@ pub fn main() -> ExitCode {
             out,
             candles,
         }) => return record(config.as_deref(), &out, candles),
+        Some(Command::Optimize {
+            config,
+            search,
+            walk_forward,
+            threads,
+            out,
+        }) => {
+            return crate::optimize::command::main(crate::optimize::command::Request {
+                config,
+                search,
+                walk_forward,
+                threads,
+                out,
+            })
+        }
         Some(Command::Inspect {
             store,
             replay_dead_letter,
@@ -312,6 +348,7 @@ pub fn main() -> ExitCode {
         progress: progress.as_ref().map(|p| p.counter()),
         stop: bus_core::runtime::StopSignal::new(),
         strategies: Default::default(),
+        ..Default::default()
     };
     stop_on_signals(
         control.stop.clone(),
@@ -636,7 +673,7 @@ const AGENT_STOP_LIMIT: std::time::Duration = std::time::Duration::from_secs(8);
 /// queues drain, the report is written) and `message` says so (none for
 /// an agent process stopped by `bistoury run`, which speaks for it); a
 /// second signal exits at once (130 after SIGINT, 143 after SIGTERM).
-fn stop_on_signals(stop: bus_core::runtime::StopSignal, message: Option<&'static str>) {
+pub(crate) fn stop_on_signals(stop: bus_core::runtime::StopSignal, message: Option<&'static str>) {
     use tokio::signal::unix::{signal, SignalKind};
     let watcher = std::thread::Builder::new()
         .name("signals".into())

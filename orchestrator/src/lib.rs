@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod optimize;
 pub mod output;
 pub mod processes;
 pub mod progress;

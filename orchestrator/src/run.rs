@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use agent_collector::venue::feed::LiveFeed;
 use agent_collector::{
-    CandleSource, Collected, CollectorAgent, FeedStatus, FileSource, ReadAhead, SyntheticMarket,
+    CandleSource, Collected, CollectorAgent, FeedStatus, FileSource, MemoryCandles, ReadAhead,
+    SyntheticMarket,
 };
 use agent_risk::{RiskAgent, RiskStateStore, SharedState, StateFile};
 use agent_signals::llm::advisor::SharedAdvisor;
@@ -158,6 +159,10 @@ pub struct Hooks {
     pub strategies: StrategyRegistry,
     /// The run's model (`[signals.llm]`), shared by its signal agents.
     pub model: Option<SharedAdvisor>,
+    /// Candles already loaded, replayed instead of reading `[data]`.
+    pub candles: Option<MemoryCandles>,
+    /// No trade log is written (a parameter search's trials).
+    pub without_trade_log: bool,
 }
 
 impl Hooks {
@@ -170,6 +175,8 @@ impl Hooks {
             status: control.status.clone(),
             open_orders: control.open_orders.clone(),
             strategies: control.strategies.clone(),
+            candles: control.candles.clone(),
+            without_trade_log: control.without_trade_log,
             ..Self::default()
         }
     }
@@ -190,6 +197,22 @@ pub const LIVE_IS_NOT_BACKTESTED: &str = "data.kind: a live market cannot be bac
      (a backtest replays recorded data as fast as it can): paper-trade it with `bistoury run`, \
      or `bistoury record` it and backtest the file";
 
+/// The recorded market `config` replays: its candle file, or the
+/// synthetic market it describes (a live market is not one).
+pub fn recorded_source(config: &BistouryConfig) -> Result<Box<dyn CandleSource>, WiringError> {
+    let source = config
+        .data
+        .source()
+        .map_err(|e| agent_collector::CollectorError::BadSpec(e.join("; ")))?;
+    Ok(match source {
+        DataSource::Synthetic(spec) => Box::new(SyntheticMarket::new(spec)?),
+        DataSource::File(file) => {
+            Box::new(FileSource::open(&file.path, &file.interval, file.bad_rows)?)
+        }
+        DataSource::Live(_) => return Err(WiringError::Config(LIVE_IS_NOT_BACKTESTED.into())),
+    })
+}
+
 /// Builds one agent; `risk` keeps its state in `risk_memory`.
 pub fn build_agent(
     kind: AgentKind,
@@ -201,33 +224,32 @@ pub fn build_agent(
 ) -> Result<Box<dyn Agent>, WiringError> {
     Ok(match kind {
         AgentKind::Collector => {
-            let source: Box<dyn CandleSource> = match config
-                .data
-                .source()
-                .map_err(|e| agent_collector::CollectorError::BadSpec(e.join("; ")))?
-            {
-                DataSource::Synthetic(spec) => Box::new(SyntheticMarket::new(spec)?),
-                DataSource::File(file) => {
-                    Box::new(FileSource::open(&file.path, &file.interval, file.bad_rows)?)
+            if let Some(candles) = &hooks.candles {
+                let collector = CollectorAgent::new(
+                    AgentId::new(kind.name()),
+                    Box::new(candles.clone()),
+                    deterministic,
+                );
+                return Ok(Box::new(collector.with_outcome(hooks.collected.clone())));
+            }
+            if let Ok(DataSource::Live(market)) = config.data.source() {
+                if deterministic {
+                    return Err(WiringError::Config(LIVE_IS_NOT_BACKTESTED.into()));
                 }
-                DataSource::Live(market) => {
-                    if deterministic {
-                        return Err(WiringError::Config(LIVE_IS_NOT_BACKTESTED.into()));
-                    }
-                    let stall_after = market.settings.stall_after;
-                    let feed = LiveFeed::start(Arc::new(market.venue), market.settings)?;
-                    let id = AgentId::new(kind.name());
-                    let mut collector = CollectorAgent::live(id, feed, stall_after)
-                        .with_outcome(hooks.collected.clone());
-                    if let Some(status) = &hooks.feed_status {
-                        collector = collector.with_feed_status(status.clone());
-                    }
-                    if let Some(counter) = &hooks.progress {
-                        collector = collector.with_progress(counter.clone());
-                    }
-                    return Ok(Box::new(collector));
+                let stall_after = market.settings.stall_after;
+                let feed = LiveFeed::start(Arc::new(market.venue), market.settings)?;
+                let id = AgentId::new(kind.name());
+                let mut collector = CollectorAgent::live(id, feed, stall_after)
+                    .with_outcome(hooks.collected.clone());
+                if let Some(status) = &hooks.feed_status {
+                    collector = collector.with_feed_status(status.clone());
                 }
-            };
+                if let Some(counter) = &hooks.progress {
+                    collector = collector.with_progress(counter.clone());
+                }
+                return Ok(Box::new(collector));
+            }
+            let source = recorded_source(config)?;
             // Generating or parsing runs a few thousand bars ahead on its own
             // thread; the batches are the same, in the same order.
             let source = Box::new(ReadAhead::new(source, 4));
@@ -260,7 +282,7 @@ pub fn build_agent(
             let trader = TraderAgent::new(
                 id.clone(),
                 config.trader.clone(),
-                Some(trade_log),
+                (!hooks.without_trade_log).then_some(trade_log),
                 deterministic,
             )
             .map_err(log_error)?
@@ -517,6 +539,11 @@ pub struct RunControl {
     pub stop: StopSignal,
     /// Strategies the program adds, turned on by `[signals.custom.<name>]`.
     pub strategies: StrategyRegistry,
+    /// Candles already loaded, replayed instead of reading `[data]` (a
+    /// parameter search loads its data once for all its trials).
+    pub candles: Option<MemoryCandles>,
+    /// Writes no trade log (a parameter search's trials).
+    pub without_trade_log: bool,
 }
 
 /// [`backtest`] under a [`RunControl`].

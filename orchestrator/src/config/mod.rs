@@ -499,9 +499,26 @@ impl BistouryConfig {
                 .source(Some(overrides.clone())),
         );
         let merged = builder.build().map_err(|e| fail(vec![e.to_string()]))?;
-        let mut tree: serde_json::Value = merged
+        let tree: serde_json::Value = merged
             .try_deserialize()
             .map_err(|e| fail(vec![e.to_string()]))?;
+        Self::from_tree(tree, file, &overrides)
+    }
+
+    /// A configuration from its merged tree (the embedded default, a file
+    /// and the environment's `overrides` layered), relative paths resolved
+    /// against `file`'s folder; every problem at once, as [`load`](Self::load)
+    /// says them.
+    pub fn from_tree(
+        mut tree: serde_json::Value,
+        file: Option<&Path>,
+        overrides: &std::collections::HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let source_name = file.map(|f| f.display().to_string());
+        let fail = |errors: Vec<String>| ConfigError {
+            source_name: source_name.clone(),
+            errors,
+        };
         // `data.source` is `data.kind`'s other name: given, it wins over
         // the kind the default sets.
         if let Some(data) = tree.get_mut("data").and_then(|d| d.as_object_mut()) {
@@ -670,7 +687,10 @@ fn default_tree() -> serde_json::Value {
         .unwrap_or_default()
 }
 
-fn value_at<'a>(tree: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+pub(crate) fn value_at<'a>(
+    tree: &'a serde_json::Value,
+    path: &str,
+) -> Option<&'a serde_json::Value> {
     let mut node = tree;
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (name, index) = split_index(part);
@@ -702,7 +722,7 @@ fn path_parts(path: &str) -> Vec<&str> {
     path.split('.').filter(|p| !p.is_empty()).collect()
 }
 
-fn set_path(tree: &mut serde_json::Value, path: &str, value: serde_json::Value) -> bool {
+pub(crate) fn set_path(tree: &mut serde_json::Value, path: &str, value: serde_json::Value) -> bool {
     match node_mut(tree, &path_parts(path)) {
         Some(node) => {
             *node = value;
