@@ -32,7 +32,7 @@ use serde_json::Value;
 pub const MAX_TRIALS: usize = 1_000_000;
 
 /// What is wrong with a configuration whose keys hold these values.
-pub type Check = dyn Fn(&[&str], &[Value]) -> Result<(), Vec<String>>;
+pub type Check<'a> = dyn Fn(&[&str], &[Value]) -> Result<(), Vec<String>> + 'a;
 
 /// How trials are picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
