@@ -436,3 +436,74 @@ pub fn html(summary: &str, heatmaps: &[(String, String)]) -> String {
     s.push_str("</body></html>\n");
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    fn search() -> Search {
+        let tree = serde_json::json!({"a": {"x": 1, "y": 1, "z": 1}});
+        let text = "min_round_trips = 2\n\
+            [[parameter]]\nkey = \"a.x\"\nvalues = [1, 2]\n\
+            [[parameter]]\nkey = \"a.y\"\nvalues = [10, 20, 30]\n\
+            [[parameter]]\nkey = \"a.z\"\nvalues = [0, 1]\n";
+        Search::parse(text, &tree, &|_, _| Ok(())).unwrap()
+    }
+
+    fn trial(number: usize, values: [i64; 3], sharpe: f64, round_trips: u64) -> Trial {
+        Trial {
+            number,
+            values: values.iter().map(|v| Value::from(*v)).collect(),
+            outcome: Ok(Figures {
+                total_return: 0.1,
+                sharpe,
+                sortino: sharpe,
+                max_drawdown: 0.05,
+                round_trips,
+                win_rate: 0.5,
+                profit_factor: None,
+                fills: 2 * round_trips,
+                final_equity: Decimal::ONE,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_heatmap_cell_is_the_best_ranked_trial_with_its_two_values() {
+        let search = search();
+        let trials = [
+            trial(1, [1, 10, 0], 0.5, 5),
+            trial(2, [1, 10, 1], 1.5, 5),
+            trial(3, [1, 20, 0], 9.0, 1),
+            trial(4, [2, 30, 1], -0.25, 5),
+            Trial {
+                number: 5,
+                values: [2, 10, 0].iter().map(|v| Value::from(*v)).collect(),
+                outcome: Err("failed".into()),
+            },
+        ];
+        let cells = heatmap_cells(&search, &trials, (0, 1));
+        assert_eq!(
+            cells,
+            [
+                // Trial 3 has too few round trips: not ranked.
+                [Some(1.5), None, None],
+                [None, None, Some(-0.25)],
+            ]
+        );
+        let svg = heatmap_svg(&search, &trials, (0, 1));
+        assert_eq!(svg.matches("<rect").count(), 6);
+        assert_eq!(svg.matches("#dddddd").count(), 4, "unranked cells grey");
+        // The best cell is the greenest, the worst the reddest.
+        assert!(
+            svg.contains("fill=\"#00dc50\"") && svg.contains("fill=\"#dc2850\""),
+            "{svg}"
+        );
+        let ranked: Vec<usize> = ranking(&search, &trials)
+            .iter()
+            .map(|(t, _)| t.number)
+            .collect();
+        assert_eq!(ranked, [2, 1, 4]);
+    }
+}
