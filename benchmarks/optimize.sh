@@ -35,41 +35,11 @@ with open(path, "w") as out:
                   f"{min(open_, close) * 0.998:.2f},{close:.2f},10\n")
         price = close
 PY
-cat > "$work/base.toml" <<'TOML'
-[data]
-kind = "file"
-path = "bars.csv"
-interval = "1h"
-
-[signals]
-threshold = 0.0
-publish_details = false
-
-[signals.ma_crossover]
-fast = 10
-slow = 20
-
-[signals.rsi]
-enabled = false
-
-[signals.macd]
-enabled = false
-
-[signals.bollinger]
-enabled = false
-
-[signals.candlestick]
-enabled = false
-
-[trader]
-min_confidence = 0.0
-stop_loss = "off"
-take_profit = "off"
-
-[risk]
-max_drawdown = "off"
-max_daily_loss = "off"
-TOML
+# The example's lone crossover on this file; signal details off (fewer
+# messages: a search needs only the aggregated signals).
+{ printf '[data]\nkind = "file"\npath = "bars.csv"\ninterval = "1h"\n'
+  cat orchestrator/examples/lone_crossover.toml; } > "$work/base.toml"
+export BISTOURY__SIGNALS__PUBLISH_DETAILS=false
 cat > "$work/search.toml" <<'TOML'
 objective = "sharpe"
 constraints = ["signals.ma_crossover.fast < signals.ma_crossover.slow"]

@@ -82,7 +82,7 @@ impl CandleSource for MemoryCandles {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{SymbolSpec, SyntheticMarket, SyntheticSpec};
+    use crate::synthetic::{test_spec, SyntheticMarket};
 
     fn drain(mut source: impl CandleSource) -> Vec<Vec<Candle>> {
         std::iter::from_fn(|| source.next_batch().unwrap()).collect()
@@ -90,22 +90,7 @@ mod tests {
 
     #[test]
     fn windows_replay_the_loaded_steps_as_the_source_gave_them() {
-        let spec = || SyntheticSpec {
-            symbols: ["BTC", "ETH"]
-                .iter()
-                .map(|s| SymbolSpec {
-                    symbol: bus_core::model::payload::Symbol::new(*s).unwrap(),
-                    start_price: 100.0,
-                })
-                .collect(),
-            candles: 50,
-            interval_ms: 60_000,
-            interval: "1m".into(),
-            start_time_ms: 0,
-            seed: 3,
-            volatility: 0.002,
-            regime_change_probability: 0.01,
-        };
+        let spec = || test_spec(50, 3);
         let all = drain(SyntheticMarket::new(spec()).unwrap());
         let (loaded, skipped) =
             MemoryCandles::load(Box::new(SyntheticMarket::new(spec()).unwrap())).unwrap();

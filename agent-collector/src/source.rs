@@ -126,26 +126,10 @@ impl CandleSource for ReadAhead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{SymbolSpec, SyntheticMarket, SyntheticSpec};
+    use crate::synthetic::{test_spec, SyntheticMarket};
 
     fn market(candles: usize) -> Box<dyn CandleSource> {
-        let spec = SyntheticSpec {
-            symbols: ["BTC", "ETH"]
-                .iter()
-                .map(|s| SymbolSpec {
-                    symbol: bus_core::model::payload::Symbol::new(*s).unwrap(),
-                    start_price: 100.0,
-                })
-                .collect(),
-            candles,
-            interval_ms: 60_000,
-            interval: "1m".into(),
-            start_time_ms: 0,
-            seed: 9,
-            volatility: 0.002,
-            regime_change_probability: 0.01,
-        };
-        Box::new(SyntheticMarket::new(spec).unwrap())
+        Box::new(SyntheticMarket::new(test_spec(candles, 9)).unwrap())
     }
 
     #[test]

@@ -192,6 +192,28 @@ impl CandleSource for SyntheticMarket {
     }
 }
 
+/// A two-market spec for this crate's tests: BTC and ETH from 100, one
+/// minute bars from time 0.
+#[cfg(test)]
+pub(crate) fn test_spec(candles: usize, seed: u64) -> SyntheticSpec {
+    SyntheticSpec {
+        symbols: ["BTC", "ETH"]
+            .iter()
+            .map(|s| SymbolSpec {
+                symbol: Symbol::new(*s).unwrap(),
+                start_price: 100.0,
+            })
+            .collect(),
+        candles,
+        interval_ms: 60_000,
+        interval: "1m".into(),
+        start_time_ms: 0,
+        seed,
+        volatility: 0.002,
+        regime_change_probability: 0.01,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,28 +16,9 @@ const START: i64 = 1_733_529_600_000;
 
 /// One 3/8 moving-average crossover, nothing else, no stops: trades often
 /// on a short market.
-const STRATEGY: &str = r#"
-[signals]
-threshold = 0.0
-[signals.ma_crossover]
-fast = 3
-slow = 8
-[signals.rsi]
-enabled = false
-[signals.macd]
-enabled = false
-[signals.bollinger]
-enabled = false
-[signals.candlestick]
-enabled = false
-[trader]
-min_confidence = 0.0
-stop_loss = "off"
-take_profit = "off"
-[risk]
-max_drawdown = "off"
-max_daily_loss = "off"
-"#;
+fn strategy() -> String {
+    support::lone_crossover(3, 8, "")
+}
 
 fn live_config(venue: &MockVenue, output_dir: &str) -> String {
     format!(
@@ -53,8 +34,10 @@ output_dir = "{output_dir}"
 [log]
 level = "error"
 directory = "logs"
-{STRATEGY}"#,
-        venue.ws_url, venue.info_url
+{strategy}"#,
+        venue.ws_url,
+        venue.info_url,
+        strategy = strategy()
     )
 }
 
@@ -152,7 +135,8 @@ fn a_live_paper_trading_run_stopped_with_ctrl_c_reports_and_trades_as_the_backte
     // The same bars, backtested from a file.
     std::fs::write(dir.path().join("bars.csv"), bars_csv(closed)).unwrap();
     let backtest = format!(
-        "[data]\nkind = \"file\"\npath = \"bars.csv\"\ninterval = \"1m\"\n[run]\noutput_dir = \"bt\"\n{STRATEGY}"
+        "[data]\nkind = \"file\"\npath = \"bars.csv\"\ninterval = \"1m\"\n[run]\noutput_dir = \"bt\"\n{}",
+        strategy()
     );
     std::fs::write(dir.path().join("backtest.toml"), backtest).unwrap();
     support::bistoury_succeeds(&["backtest", "--config", "backtest.toml"], dir.path());

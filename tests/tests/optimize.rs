@@ -12,14 +12,7 @@ use std::time::Duration;
 
 mod support;
 
-fn bistoury(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("the binary runs")
-}
+use support::run_bistoury as bistoury;
 
 fn succeeded(output: Output) -> String {
     let text = format!(
@@ -50,47 +43,9 @@ fn market(path: &Path, bars: usize) -> Vec<(i64, f64)> {
 /// A lone moving-average crossover on `data`, no stops, no risk halt.
 fn base(dir: &Path, name: &str, data: &str) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[data]
-kind = "file"
-path = "{data}"
-interval = "1h"
-
-[signals]
-threshold = 0.0
-
-[signals.ma_crossover]
-fast = 10
-slow = 20
-
-[signals.rsi]
-enabled = false
-
-[signals.macd]
-enabled = false
-
-[signals.bollinger]
-enabled = false
-
-[signals.candlestick]
-enabled = false
-
-[trader]
-min_confidence = 0.0
-stop_loss = "off"
-take_profit = "off"
-position_fraction = "0.2"
-
-[risk]
-max_drawdown = "off"
-max_daily_loss = "off"
-"#
-        ),
-    )
-    .unwrap();
+    let strategy = support::lone_crossover(10, 20, "position_fraction = \"0.2\"");
+    let text = format!("[data]\nkind = \"file\"\npath = \"{data}\"\ninterval = \"1h\"\n{strategy}");
+    std::fs::write(&path, text).unwrap();
     path
 }
 

@@ -7,20 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
 mod support;
 
-fn bistoury(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("the binary runs")
-}
+use support::run_bistoury as bistoury;
 
 /// Daily bars of one symbol, trending up and down; returns (time, close).
 fn daily_file(path: &Path, bars: usize) -> Vec<(i64, f64)> {

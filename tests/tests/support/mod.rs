@@ -128,15 +128,35 @@ impl TrendingMarket {
     }
 }
 
-/// Runs `bistoury ARGS` in `dir` to its end (errors logged only) and
-/// checks that it succeeded.
-pub fn bistoury_succeeds(args: &[&str], dir: &Path) {
-    let output = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+/// `bistoury ARGS` in `dir` to its end, errors logged only.
+pub fn run_bistoury(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "error")
         .output()
-        .expect("the binary runs");
+        .expect("the binary runs")
+}
+
+/// `orchestrator/examples/lone_crossover.toml` (one moving-average
+/// crossover, no stops, no risk halt) with the periods `fast`/`slow` and
+/// `trader` lines added to its `[trader]` table.
+pub fn lone_crossover(fast: usize, slow: usize, trader: &str) -> String {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../orchestrator/examples/lone_crossover.toml");
+    std::fs::read_to_string(example)
+        .unwrap()
+        .replace(
+            "fast = 10\nslow = 20",
+            &format!("fast = {fast}\nslow = {slow}"),
+        )
+        .replace("[trader]\n", &format!("[trader]\n{trader}\n"))
+}
+
+/// Runs `bistoury ARGS` in `dir` to its end (errors logged only) and
+/// checks that it succeeded.
+pub fn bistoury_succeeds(args: &[&str], dir: &Path) {
+    let output = run_bistoury(args, dir);
     assert!(
         output.status.success(),
         "bistoury {args:?}: {}{}",
