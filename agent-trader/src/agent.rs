@@ -98,6 +98,8 @@ pub struct TraderAgent {
     resumed_fills: u64,
     /// Where to show the orders not yet filled, if anywhere.
     open_orders: Option<Arc<Mutex<Vec<OpenOrder>>>>,
+    /// Says when each order request goes out (tick-to-order latency).
+    tick_to_order: Option<bus_core::bus::tick_to_order::TickToOrder>,
 }
 
 /// An order not yet filled, for a status display.
@@ -153,7 +155,15 @@ impl TraderAgent {
             journal: None,
             resumed_fills: 0,
             open_orders: None,
+            tick_to_order: None,
         })
+    }
+
+    /// Tells `clock` when each order request decided on a bar is handed to
+    /// the bus.
+    pub fn with_tick_to_order(mut self, clock: bus_core::bus::tick_to_order::TickToOrder) -> Self {
+        self.tick_to_order = Some(clock);
+        self
     }
 
     /// Keeps the orders not yet filled in `view` (for a status display).
@@ -351,6 +361,9 @@ impl TraderAgent {
             .make(topic, Payload::TradeOrderRequest(request), self.time_ms)
             .with_reply_to(self.decision_topic.clone())
             .with_priority(Priority::High);
+        if let Some(clock) = &self.tick_to_order {
+            clock.order(symbol.as_str(), order.decided_on_bar_ms);
+        }
         self.awaiting_decision.insert(message.id, order);
         self.counters.requested += 1;
         out.publish(message);

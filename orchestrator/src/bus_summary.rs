@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use bus_core::bus::stats::{LatencySummary, SubscriptionStats};
+use bus_core::bus::tick_to_order::TickToOrderSummary;
 use bus_core::runtime::InlineRun;
 use bus_core::BusStats;
 use serde::Serialize;
@@ -38,6 +39,10 @@ pub struct BusSummary {
     pub subscriptions: Vec<SubscriptionSummary>,
     /// Per agent, in start order.
     pub agents: Vec<AgentSummary>,
+    /// Wall-clock time from a candle handed to the bus to the order
+    /// request decided on it handed to the bus (`run` in process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tick_to_order: Option<TickToOrderSummary>,
 }
 
 /// One subscription's figures.
@@ -127,7 +132,7 @@ impl BusSummary {
                     latency: Some(s.latency.clone()),
                 })
                 .collect(),
-            agents: Vec::new(),
+            ..Self::default()
         }
     }
 
@@ -207,6 +212,13 @@ impl BusSummary {
             self.expired,
             self.unrouted
         );
+        if let Some(t) = &self.tick_to_order {
+            let _ = writeln!(
+                s,
+                "  tick to order: {} orders timed from their bar's candle, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs ({} on bars sent too long before to time)",
+                t.orders, t.p50_us, t.p99_us, t.p999_us, t.max_us, t.untimed
+            );
+        }
         let _ = writeln!(
             s,
             "  {:<12} {:>10} {:>7} {:>8} {:>8} {:>6} {:>10} {:>10} {:>10} {:>10}",

@@ -18,6 +18,7 @@ use agent_signals::{SignalAgent, StrategyRegistry};
 use agent_trader::{FillJournal, Traded, TraderAgent};
 use bus_core::agent::health::HealthCheckSettings;
 use bus_core::agent::supervision::{AgentSpec, Rebuild};
+use bus_core::bus::tick_to_order::TickToOrder;
 use bus_core::runtime::{
     run_inline_until, run_queued_until, Finished, QueuedOptions, RunError, StopSignal,
 };
@@ -163,6 +164,8 @@ pub struct Hooks {
     pub candles: Option<MemoryCandles>,
     /// No trade log is written (a parameter search's trials).
     pub without_trade_log: bool,
+    /// Times each order from its bar's candle (a run in process).
+    pub tick_to_order: Option<TickToOrder>,
 }
 
 impl Hooks {
@@ -263,7 +266,10 @@ pub fn build_agent(
                     collector = collector.staggered(interval_ms);
                 }
             }
-            let collector = collector.with_outcome(hooks.collected.clone());
+            let mut collector = collector.with_outcome(hooks.collected.clone());
+            if let Some(clock) = &hooks.tick_to_order {
+                collector = collector.with_tick_to_order(clock.clone());
+            }
             Box::new(match &hooks.progress {
                 Some(counter) => collector.with_progress(counter.clone()),
                 None => collector,
@@ -290,6 +296,10 @@ pub fn build_agent(
             .with_outcome(hooks.traded.clone());
             let trader = match &hooks.open_orders {
                 Some(view) => trader.with_open_orders(view.clone()),
+                None => trader,
+            };
+            let trader = match &hooks.tick_to_order {
+                Some(clock) => trader.with_tick_to_order(clock.clone()),
                 None => trader,
             };
             Box::new(match trade_journal(config) {
@@ -581,7 +591,9 @@ pub async fn run_with(
     config: &BistouryConfig,
     control: &RunControl,
 ) -> Result<RunOutcome, WiringError> {
-    let hooks = hooks_for(config, control)?;
+    let mut hooks = hooks_for(config, control)?;
+    let clock = TickToOrder::new();
+    hooks.tick_to_order = Some(clock.clone());
     let started = Instant::now();
     let trade_log = config.run.output_dir.join("trades.csv");
     let agents = build_agents(config, false, &trade_log, &hooks)?;
@@ -611,7 +623,8 @@ pub async fn run_with(
         board.update(|s| s.finished = true);
     }
     let unhealthy = run.unhealthy.clone();
-    let bus = BusSummary::queued(&run.stats);
+    let mut bus = BusSummary::queued(&run.stats);
+    bus.tick_to_order = Some(clock.summary());
     let mut outcome = conclude(
         config,
         Mode::Run,

@@ -395,8 +395,26 @@ fn the_report_keeps_the_bus_figures_of_a_backtest_and_of_a_run() {
                     latency["max_us"].as_f64().unwrap(),
                 );
                 assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{latency}");
+                // Every order timed from its bar's candle (in lockstep no
+                // candle runs far ahead of the orders).
+                let timed = &bus["tick_to_order"];
+                assert!(timed["orders"].as_u64().unwrap() > 0, "{timed}");
+                assert_eq!(timed["untimed"], 0, "{timed}");
+                let [p50, p99, p999, max] =
+                    ["p50_us", "p99_us", "p999_us", "max_us"].map(|q| timed[q].as_f64().unwrap());
+                assert!(
+                    0.0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= max,
+                    "{timed}"
+                );
+                assert!(table.contains("tick to order: "), "{table}");
             }
-            _ => assert!(trader["latency"].is_null() && trader["queue_high_water"].is_null()),
+            _ => {
+                assert!(trader["latency"].is_null() && trader["queue_high_water"].is_null());
+                assert!(
+                    bus["tick_to_order"].is_null(),
+                    "a backtest's times mean nothing"
+                );
+            }
         }
         // The charts and the page beside the report.
         let folder = dir.path().join(command);

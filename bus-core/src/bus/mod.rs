@@ -30,6 +30,7 @@ pub(crate) mod routing;
 mod settlement;
 pub mod stats;
 mod subscription;
+pub mod tick_to_order;
 
 pub use circuit::{CircuitBreakerConfig, CircuitState};
 
