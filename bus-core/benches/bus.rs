@@ -276,7 +276,9 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-/// One message in flight: publish -> async handler -> back to the publisher.
+/// One message in flight: publish -> async handler (the time the handler
+/// sees it), the consumer parking when idle (the default) or spinning
+/// first (latency mode, `SubscribeOptions::idle_spin`).
 fn latency(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -284,39 +286,92 @@ fn latency(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("latency_one_in_flight");
-    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
-    group.bench_function("publish_to_async_handler", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let bus = MessageBus::new();
-                let (tx, rx) = flume::bounded::<Instant>(1);
-                bus.subscribe(
-                    "lat",
-                    Handler::from_async(move |_e: Arc<Envelope>| {
-                        let _ = tx.try_send(Instant::now());
-                        async { Ok(()) }
-                    }),
-                    SubscribeOptions::named("lat"),
-                )
-                .unwrap();
-                let message = Arc::new(price("lat"));
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    bus.publish_shared(message.clone()).await.unwrap();
-                    let arrived = rx.recv_async().await.unwrap();
-                    let one_way = arrived - start;
-                    histogram.record(one_way.as_nanos() as u64).unwrap();
-                    total += one_way;
-                }
-                bus.shutdown(Duration::from_secs(5)).await;
-                total
+    for (name, spin) in [
+        ("publish_to_async_handler", Duration::ZERO),
+        (
+            "publish_to_async_handler_spinning",
+            Duration::from_micros(200),
+        ),
+    ] {
+        let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let bus = MessageBus::new();
+                    let (tx, rx) = flume::bounded::<Instant>(1);
+                    bus.subscribe(
+                        "lat",
+                        Handler::from_async(move |_e: Arc<Envelope>| {
+                            let _ = tx.try_send(Instant::now());
+                            async { Ok(()) }
+                        }),
+                        SubscribeOptions::named("lat").with_idle_spin(spin),
+                    )
+                    .unwrap();
+                    let message = Arc::new(price("lat"));
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        bus.publish_shared(message.clone()).await.unwrap();
+                        let arrived = rx.recv_async().await.unwrap();
+                        let one_way = arrived - start;
+                        histogram.record(one_way.as_nanos() as u64).unwrap();
+                        total += one_way;
+                    }
+                    bus.shutdown(Duration::from_secs(5)).await;
+                    total
+                })
             })
+        });
+        println!(
+            "latency_one_in_flight/{name}: p50 {:.2} us, p99 {:.2} us, over {} samples",
+            histogram.value_at_quantile(0.5) as f64 / 1000.0,
+            histogram.value_at_quantile(0.99) as f64 / 1000.0,
+            histogram.len()
+        );
+    }
+    group.finish();
+}
+
+/// The hardware's floor, same run: two threads handing a number back and
+/// forth through one atomic, each spinning; a round trip (two hand-overs).
+fn spinning_ping_pong(c: &mut Criterion) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let mut group = c.benchmark_group("spinning_ping_pong");
+    let mut histogram = hdrhistogram::Histogram::<u64>::new(3).unwrap();
+    group.bench_function("round_trip", |b| {
+        b.iter_custom(|iters| {
+            let ball = Arc::new(AtomicU64::new(0));
+            let other = ball.clone();
+            let partner = std::thread::spawn(move || {
+                // Odd numbers are the partner's to answer, with the next even.
+                let mut expect = 1;
+                while expect < 2 * iters {
+                    while other.load(Ordering::Acquire) != expect {
+                        std::hint::spin_loop();
+                    }
+                    other.store(expect + 1, Ordering::Release);
+                    expect += 2;
+                }
+            });
+            let mut total = Duration::ZERO;
+            for i in 0..iters {
+                let start = Instant::now();
+                ball.store(2 * i + 1, Ordering::Release);
+                while ball.load(Ordering::Acquire) != 2 * i + 2 {
+                    std::hint::spin_loop();
+                }
+                let round_trip = start.elapsed();
+                histogram.record(round_trip.as_nanos() as u64).unwrap();
+                total += round_trip;
+            }
+            partner.join().unwrap();
+            total
         })
     });
     group.finish();
     println!(
-        "latency_one_in_flight: publish -> async handler: p50 {:.1} us, p99 {:.1} us, over {} samples",
+        "spinning_ping_pong/round_trip: p50 {:.2} us, p99 {:.2} us, over {} samples",
         histogram.value_at_quantile(0.5) as f64 / 1000.0,
         histogram.value_at_quantile(0.99) as f64 / 1000.0,
         histogram.len()
@@ -329,6 +384,7 @@ criterion_group!(
     inline_publish,
     non_matching_subscriptions,
     fan_out,
-    latency
+    latency,
+    spinning_ping_pong
 );
 criterion_main!(benches);

@@ -851,3 +851,45 @@ async fn a_pulled_message_settled_as_failed_is_redelivered_when_reliable() {
     pulled.settle(&Ok(()));
     bus.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_consumers_take_every_message_and_still_park_and_wake() {
+    // Latency mode: async and blocking consumers spin 1 ms on an empty
+    // queue; messages come in bursts and after pauses longer than the spin
+    // (the consumers park, and the doorbell wakes them).
+    let bus = MessageBus::new();
+    let spin = Duration::from_millis(1);
+    let (fast, fast_seen) = recorder();
+    bus.subscribe(
+        "x",
+        fast,
+        SubscribeOptions::named("async").with_idle_spin(spin),
+    )
+    .unwrap();
+    let blocking_seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = blocking_seen.clone();
+    bus.subscribe(
+        "x",
+        Handler::blocking(move |e| {
+            seen.lock().unwrap().push(tag_of(e));
+            Ok(())
+        }),
+        SubscribeOptions::named("blocking").with_idle_spin(spin),
+    )
+    .unwrap();
+    let mut n = 0;
+    for burst in [1, 50, 3, 200] {
+        for _ in 0..burst {
+            bus.publish(price("x", n)).await.unwrap();
+            n += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all: Vec<i64> = (0..n).collect();
+    eventually("both got all", || {
+        *fast_seen.lock().unwrap() == all && *blocking_seen.lock().unwrap() == all
+    })
+    .await;
+    let report = bus.shutdown(Duration::from_secs(5)).await;
+    assert!(report.drained);
+}

@@ -311,7 +311,7 @@ async fn an_agent_stuck_in_a_handler_misses_its_heartbeat() {
         bus_core::runtime::StopSignal::new(),
         bus_core::runtime::QueuedOptions {
             health: Some(settings),
-            lockstep: false,
+            ..Default::default()
         },
     )
     .await

@@ -606,6 +606,7 @@ pub async fn run_with(
     let options = QueuedOptions {
         health,
         lockstep: config.run.lockstep,
+        idle_spin: config.bus.latency.idle_spin(),
     };
     let metrics = config.run.metrics_address().is_some();
     let sampler = (metrics || control.status.is_some()).then(|| {

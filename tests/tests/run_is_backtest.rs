@@ -90,3 +90,15 @@ fn run_gives_the_backtests_trade_log_and_report_on_a_one_symbol_file_20_times() 
         20,
     );
 }
+
+#[test]
+fn run_in_latency_mode_trades_as_the_backtest() {
+    // Agents spin before parking; what they do is unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    one_symbol_file(&dir.path().join("btc-1h.csv"), 2000);
+    run_matches_backtest(
+        dir.path(),
+        "[data]\nkind = \"file\"\npath = \"btc-1h.csv\"\ninterval = \"1h\"\n[bus]\nlatency = \"low\"\n",
+        3,
+    );
+}

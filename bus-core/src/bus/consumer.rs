@@ -30,6 +30,9 @@ pub(super) struct Consumer {
     /// one clock read per message under load. Latency is therefore measured
     /// from dequeue to handler completion.
     pub(super) last_finish: Option<Instant>,
+    /// Latency mode's spin on an empty queue, and when it began.
+    pub(super) idle_spin: std::time::Duration,
+    pub(super) empty_since: Option<Instant>,
 }
 
 impl Consumer {
@@ -38,6 +41,7 @@ impl Consumer {
         sub: Arc<Subscription>,
         breaker: CircuitBreakerConfig,
         retry: RetryPolicy,
+        idle_spin: std::time::Duration,
     ) -> Self {
         Self {
             settler: Settler {
@@ -48,7 +52,25 @@ impl Consumer {
             sub,
             breaker: CircuitBreaker::new(breaker),
             last_finish: None,
+            idle_spin,
+            empty_since: None,
         }
+    }
+
+    /// Latency mode: whether to look again at once (spinning) rather than
+    /// yield or park, the queue being empty.
+    fn spins(&mut self) -> bool {
+        if self.idle_spin.is_zero() {
+            return false;
+        }
+        let since = *self.empty_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.idle_spin {
+            return false;
+        }
+        for _ in 0..32 {
+            std::hint::spin_loop();
+        }
+        true
     }
 
     pub(super) fn reliable(envelope: &Envelope) -> bool {
@@ -187,8 +209,9 @@ impl Consumer {
     /// Next message; an empty queue resets the clock reuse.
     pub(super) fn next(&mut self, may_idle: bool) -> Next {
         let next = self.sub.next(may_idle);
-        if !matches!(next, Next::Item(_)) {
-            self.last_finish = None;
+        match next {
+            Next::Item(_) => self.empty_since = None,
+            _ => self.last_finish = None,
         }
         next
     }
@@ -234,6 +257,7 @@ pub(super) async fn consume_async(
                 }
                 consumer.done_with_item();
             }
+            Next::Idle if consumer.spins() => {}
             Next::Idle if empty_looks < SPINS_BEFORE_SLEEP => {
                 empty_looks += 1;
                 tokio::task::yield_now().await;
@@ -269,6 +293,7 @@ pub(super) fn consume_blocking(
                 }
                 consumer.done_with_item();
             }
+            Next::Idle if consumer.spins() => {}
             Next::Idle if empty_looks < SPINS_BEFORE_SLEEP => {
                 empty_looks += 1;
                 std::thread::yield_now();

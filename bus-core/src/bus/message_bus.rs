@@ -376,6 +376,7 @@ impl MessageBus {
             sub.clone(),
             options.circuit_breaker,
             options.retry,
+            options.idle_spin,
         );
         Ok(Prepared {
             sub,

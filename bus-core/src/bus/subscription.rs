@@ -60,6 +60,12 @@ pub struct SubscribeOptions {
     pub retry: RetryPolicy,
     /// Ids remembered for exactly-once de-duplication.
     pub dedupe_window: usize,
+    /// Latency mode: how long the consumer spins on its empty queue (a
+    /// busy core) before it parks; a message that comes meanwhile is taken
+    /// without a wake-up. Zero (the default) looks a few times, yielding
+    /// the CPU, then parks. Worth it only while spinning consumers and
+    /// publishers fit the cores.
+    pub idle_spin: std::time::Duration,
 }
 
 impl Default for SubscribeOptions {
@@ -72,6 +78,7 @@ impl Default for SubscribeOptions {
             circuit_breaker: CircuitBreakerConfig::default(),
             retry: RetryPolicy::default(),
             dedupe_window: 100_000,
+            idle_spin: std::time::Duration::ZERO,
         }
     }
 }
@@ -83,6 +90,12 @@ impl SubscribeOptions {
             name: name.into(),
             ..Self::default()
         }
+    }
+
+    /// Sets the latency mode's spin (see [`idle_spin`](Self::idle_spin)).
+    pub fn with_idle_spin(mut self, spin: std::time::Duration) -> Self {
+        self.idle_spin = spin;
+        self
     }
 
     /// Sets the filter.

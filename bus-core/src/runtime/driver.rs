@@ -201,6 +201,9 @@ pub struct QueuedOptions {
     /// Without it a fast source runs ahead of its consumers, and feedback
     /// such as an emergency stop lands late.
     pub lockstep: bool,
+    /// Latency mode: how long an agent whose queue runs empty spins before
+    /// it parks (zero: the default, friendly to shared machines).
+    pub idle_spin: Duration,
 }
 
 /// Waits until no message is queued, being handled or held for a next
@@ -244,14 +247,19 @@ pub async fn run_queued_until(
     stop: StopSignal,
     options: QueuedOptions,
 ) -> Result<QueuedRun, RunError> {
-    let QueuedOptions { health, lockstep } = options;
+    let QueuedOptions {
+        health,
+        lockstep,
+        idle_spin,
+    } = options;
     // Raised by a failing agent (policy `shutdown`) or by the caller.
     let abort = stop.clone();
     let transport = InProcess::new(bus.clone())
         .with_overflow(OverflowPolicy::Block {
             timeout: Duration::from_secs(3600),
         })
-        .lockstep(lockstep);
+        .lockstep(lockstep)
+        .with_idle_spin(idle_spin);
     let capabilities: Vec<(AgentId, Vec<String>)> = agents
         .iter()
         .map(|spec| (spec.agent.id().clone(), spec.agent.capabilities()))

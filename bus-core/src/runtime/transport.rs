@@ -677,6 +677,8 @@ pub struct InProcess {
     bus: MessageBus,
     overflow: OverflowPolicy,
     lockstep: Option<Arc<Sequencer>>,
+    /// How long an agent's task spins on its empty queue before it parks.
+    idle_spin: Duration,
 }
 
 /// Lockstep's sequencer: a source's messages are published one at a time,
@@ -793,7 +795,17 @@ impl InProcess {
             bus,
             overflow: OverflowPolicy::default(),
             lockstep: None,
+            idle_spin: Duration::ZERO,
         }
+    }
+
+    /// Latency mode: an agent's task whose queue runs empty keeps looking
+    /// for `spin` (a busy core) before it parks, so a message that comes
+    /// meanwhile is taken without a thread wake-up. Zero (the default)
+    /// looks a few times, yielding the CPU, then parks.
+    pub fn with_idle_spin(mut self, spin: Duration) -> Self {
+        self.idle_spin = spin;
+        self
     }
 
     /// What an agent's subscription does when its queue is full.
@@ -885,6 +897,9 @@ struct PulledDeliveries {
     ringing: Option<flume::r#async::RecvFut<'static, ()>>,
     /// Empty looks since the last message.
     looks: u32,
+    /// Latency mode's spin, and when the queue was first seen empty.
+    idle_spin: Duration,
+    empty_since: Option<std::time::Instant>,
 }
 
 impl Deliveries<InProcessDelivery> for PulledDeliveries {
@@ -905,6 +920,7 @@ impl Deliveries<InProcessDelivery> for PulledDeliveries {
                     drop(pulled);
                     self.ringing = None;
                     self.looks = 0;
+                    self.empty_since = None;
                     into.push_back(InProcessDelivery {
                         envelope,
                         pulled: self.pulled.clone(),
@@ -915,6 +931,16 @@ impl Deliveries<InProcessDelivery> for PulledDeliveries {
                 Pull::Empty => {}
             }
             drop(pulled);
+            // Latency mode: keep looking, on this core, for the spin.
+            if !self.idle_spin.is_zero() && self.ringing.is_none() {
+                let since = *self.empty_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < self.idle_spin {
+                    // Yield between looks: agents outnumbering cores still
+                    // get theirs.
+                    std::thread::yield_now();
+                    continue;
+                }
+            }
             // As the bus's own consumers do: look a few times, yielding the
             // CPU, before sleeping. Under a steady stream this saves a
             // thread wake-up per message, which dominated `bistoury run`.
@@ -987,6 +1013,8 @@ impl Transport for InProcess {
             doorbell,
             ringing: None,
             looks: 0,
+            idle_spin: self.idle_spin,
+            empty_since: None,
         };
         // Dropping the inbox drops the subscription (its `Drop` unsubscribes).
         Ok(Inbox::new(deliveries, || {}))

@@ -101,6 +101,36 @@ pub struct BusConfig {
     pub when_disconnected: bus_core::nats::WhenDisconnected,
     /// How agents write envelopes (`json` or `binary`; they read both).
     pub wire_format: bus_core::model::WireFormat,
+    /// `default`, or `low`: an agent of a run in process whose queue runs
+    /// empty spins on its core for a while before it parks (lower latency,
+    /// a busy core while idle).
+    #[serde(default)]
+    pub latency: Latency,
+}
+
+/// `[bus] latency`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Latency {
+    /// Look a few times, yielding the CPU, then park: friendly to shared
+    /// machines.
+    #[default]
+    Default,
+    /// Spin [`LOW_LATENCY_SPIN`] before parking.
+    Low,
+}
+
+/// How long `[bus] latency = "low"` spins on an empty queue.
+pub const LOW_LATENCY_SPIN: Duration = Duration::from_micros(200);
+
+impl Latency {
+    /// The spin before an idle agent parks.
+    pub fn idle_spin(self) -> Duration {
+        match self {
+            Self::Default => Duration::ZERO,
+            Self::Low => LOW_LATENCY_SPIN,
+        }
+    }
 }
 
 /// A URL, or a list of them, as one comma-separated text.
