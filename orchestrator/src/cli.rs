@@ -147,7 +147,9 @@ struct RunArgs {
     status: Option<String>,
 }
 
-fn load(file: Option<&std::path::Path>) -> Result<BistouryConfig, ExitCode> {
+/// Loads `file` layered on the default and the environment, and checks
+/// it (custom strategies included); the problems are printed.
+pub(crate) fn load(file: Option<&std::path::Path>) -> Result<BistouryConfig, ExitCode> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     let config = BistouryConfig::load(file, &env).map_err(|error| {
         eprintln!("{error}");

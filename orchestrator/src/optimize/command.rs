@@ -13,7 +13,6 @@ use bus_core::runtime::StopSignal;
 use super::results::{self, WalkForward};
 use super::search::Search;
 use super::{backtest, fold_windows, ranking, run_trials, Base, Fold, Progress, Trial};
-use crate::config::BistouryConfig;
 
 /// What the command was asked.
 #[derive(Debug, Clone, Default)]
@@ -72,13 +71,10 @@ impl Printer {
 
 /// Runs the command.
 pub fn main(request: Request) -> ExitCode {
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = match BistouryConfig::load(request.config.as_deref(), &env) {
+    // Loaded and checked as every other command loads it.
+    let config = match crate::cli::load(request.config.as_deref()) {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut problems = Vec::new();
     if config.data.source().is_ok_and(|s| s.is_live()) {
@@ -103,8 +99,7 @@ pub fn main(request: Request) -> ExitCode {
     if !problems.is_empty() {
         return refuse(&problems, "cannot optimize");
     }
-    let overrides = env
-        .into_iter()
+    let overrides = std::env::vars()
         .filter(|(k, _)| k.starts_with("BISTOURY__"))
         .collect();
     let base = Base::of(&config, request.config.as_deref(), overrides);
@@ -188,16 +183,16 @@ pub fn main(request: Request) -> ExitCode {
             printer.show(p)
         });
         let mut summary = results::best_table(&search, &done, search.top.max(1));
-        if let Err(e) = write_search(&out, &base, &search, &done, &mut written) {
-            eprintln!("cannot write the results in {}: {e}", out.display());
-            return ExitCode::FAILURE;
-        }
         if done.len() < trials.len() {
             summary.push_str(&format!(
                 "stopped early: {} of {} trials ran\n",
                 done.len(),
                 trials.len()
             ));
+        }
+        if let Err(e) = write_search(&out, &base, &search, &done, &summary, &mut written) {
+            eprintln!("cannot write the results in {}: {e}", out.display());
+            return ExitCode::FAILURE;
         }
         (summary, done.len())
     } else {
@@ -216,10 +211,8 @@ pub fn main(request: Request) -> ExitCode {
             let complete = done.len() == trials.len();
             let tested = match (complete, ranking(&search, &done).first()) {
                 (true, Some((best, score))) => {
-                    let keys: Vec<&str> =
-                        search.parameters.iter().map(|p| p.key.as_str()).collect();
                     let outcome = base
-                        .with(&keys, &best.values)
+                        .with(&search.keys(), &best.values)
                         .map_err(|e| e.errors.join("; "))
                         .and_then(|c| backtest(&c, &candles.window(out_of_sample.clone())));
                     Some((best.number, *score, outcome))
@@ -279,6 +272,7 @@ fn write_search(
     base: &Base,
     search: &Search,
     trials: &[Trial],
+    summary: &str,
     written: &mut Vec<PathBuf>,
 ) -> std::io::Result<()> {
     write(
@@ -300,10 +294,9 @@ fn write_search(
         write(out.join("heatmap.svg"), &svg, written)?;
         heatmaps.push((String::from("Heatmap"), svg));
     }
-    let summary = results::best_table(search, trials, search.top.max(1));
     write(
         out.join("optimize.html"),
-        &results::html(&summary, &heatmaps),
+        &results::html(summary, &heatmaps),
         written,
     )
 }

@@ -212,7 +212,7 @@ pub fn run_trials(
     stop: &StopSignal,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Vec<Trial> {
-    let keys: Vec<&str> = search.parameters.iter().map(|p| p.key.as_str()).collect();
+    let keys = search.keys();
     let next = AtomicUsize::new(0);
     let finished: Mutex<(Vec<Option<Trial>>, Progress)> = Mutex::new((
         vec![None; trials.len()],

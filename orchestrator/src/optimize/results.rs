@@ -98,7 +98,7 @@ pub fn trials_csv(search: &Search, folds: &[(Option<usize>, &[Trial])]) -> Strin
 /// The base configuration with a trial's values, as a TOML file that
 /// runs on its own (the data file's path made absolute).
 pub fn config_toml(base: &Base, search: &Search, trial: &Trial, score: f64) -> String {
-    let keys: Vec<&str> = search.parameters.iter().map(|p| p.key.as_str()).collect();
+    let keys = search.keys();
     let mut tree = base.tree_with(&keys, &trial.values);
     let folder = base.file.as_deref().and_then(std::path::Path::parent);
     if let (Some(folder), Some(Value::String(path))) =

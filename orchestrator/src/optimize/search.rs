@@ -493,7 +493,7 @@ impl Search {
     /// The values no trial holding them makes valid: each with the
     /// problems of the first trial holding it.
     fn refused_values(&self, check: &Check) -> Vec<String> {
-        let keys: Vec<&str> = self.parameters.iter().map(|p| p.key.as_str()).collect();
+        let keys = self.keys();
         let grid = self.combinations();
         let mut refused = Vec::new();
         for (p, parameter) in self.parameters.iter().enumerate() {
@@ -531,6 +531,11 @@ impl Search {
             }
         }
         refused
+    }
+
+    /// The parameters' configuration keys, in order.
+    pub fn keys(&self) -> Vec<&str> {
+        self.parameters.iter().map(|p| p.key.as_str()).collect()
     }
 
     /// A trial's values.
