@@ -83,19 +83,33 @@ fn the_library_backtest_and_a_custom_strategy_run_and_the_strategy_changes_the_t
 fn bistoury_refuses_a_custom_strategy_nothing_registered() {
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../orchestrator/examples/custom_strategy.toml");
+    let search =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../orchestrator/examples/search.toml");
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
-        .args(["backtest", "--config", config.to_str().unwrap()])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("signals.custom.breakout: no strategy is registered under this name"),
-        "{stderr}"
-    );
+    let config = config.to_str().unwrap();
+    for args in [
+        vec!["backtest", "--config", config],
+        vec![
+            "optimize",
+            "--config",
+            config,
+            "--search",
+            search.to_str().unwrap(),
+        ],
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bistoury-e2e"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("signals.custom.breakout: no strategy is registered under this name"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 fn candle(symbol: &str, minute: i64, close: i64) -> Envelope {
