@@ -37,20 +37,29 @@ class SmaCross(Strategy):
             self.sell()
 
 
+def load(path):
+    """A Bistoury candle file as backtesting.py's frame."""
+    frame = pd.read_csv(path)
+    frame.index = pd.to_datetime(frame["open_time_ms"], unit="ms")
+    return frame.rename(
+        columns={"open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume"}
+    )[["Open", "High", "Low", "Close", "Volume"]]
+
+
+def backtest(frame):
+    return Backtest(frame, SmaCross, cash=100_000, commission=0.001, finalize_trades=True)
+
+
 def main():
     path = sys.argv[1]
     fast_from, fast_to, slow_from, slow_to, slow_step = map(int, sys.argv[2:7])
-    frame = pd.read_csv(path)
-    frame.index = pd.to_datetime(frame["open_time_ms"], unit="ms")
-    frame = frame.rename(
-        columns={"open": "Open", "high": "High", "low": "Low", "close": "Close", "volume": "Volume"}
-    )[["Open", "High", "Low", "Close", "Volume"]]
-    backtest = Backtest(frame, SmaCross, cash=100_000, commission=0.001, finalize_trades=True)
+    frame = load(path)
+    backtest_ = backtest(frame)
     n1 = range(fast_from, fast_to + 1)
     n2 = range(slow_from, slow_to + 1, slow_step)
     trials = sum(1 for a in n1 for b in n2 if a < b)
     started = time.perf_counter()
-    best = backtest.optimize(n1=n1, n2=n2, constraint=lambda p: p.n1 < p.n2, maximize="Sharpe Ratio")
+    best = backtest_.optimize(n1=n1, n2=n2, constraint=lambda p: p.n1 < p.n2, maximize="Sharpe Ratio")
     seconds = time.perf_counter() - started
     print(f"backtesting.py: {trials} trials over {len(frame)} bars in {seconds:.2f} s: "
           f"{trials / seconds:.2f} trials/s; best n1={best._strategy.n1} n2={best._strategy.n2}")

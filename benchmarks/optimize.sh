@@ -19,22 +19,7 @@ if [ ! -x "$work/venv/bin/python" ]; then
     python3 -m venv "$work/venv"
     "$work/venv/bin/pip" install --quiet backtesting==0.6.6
 fi
-python3 - "$bars" "$work/bars.csv" <<'PY'
-import math, sys
-bars, path = int(sys.argv[1]), sys.argv[2]
-state, price = 17, 100.0
-with open(path, "w") as out:
-    out.write("open_time_ms,symbol,open,high,low,close,volume\n")
-    for i in range(bars):
-        state ^= (state << 13) & (2**64 - 1); state ^= state >> 7; state ^= (state << 17) & (2**64 - 1)
-        noise = (state >> 11) / 2**53 - 0.5
-        trend = 0.002 * math.sin(i / 200.0)
-        open_ = price
-        close = round(open_ * (1 + trend + noise * 0.01), 2)
-        out.write(f"{1577836800000 + i * 3600000},BTC,{open_:.2f},{max(open_, close) * 1.002:.2f},"
-                  f"{min(open_, close) * 0.998:.2f},{close:.2f},10\n")
-        price = close
-PY
+python3 benchmarks/write_bars.py "$bars" "$work/bars.csv"
 # The example's lone crossover on this file; signal details off (fewer
 # messages: a search needs only the aggregated signals).
 { printf '[data]\nkind = "file"\npath = "bars.csv"\ninterval = "1h"\n'

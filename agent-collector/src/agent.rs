@@ -76,6 +76,8 @@ pub struct CollectorAgent {
     /// how many it had.
     held: std::collections::VecDeque<Candle>,
     held_of: usize,
+    /// The time step being published (one buffer, reused).
+    batch: Vec<Candle>,
     outcome: Option<Outcome<Collected>>,
 }
 
@@ -170,6 +172,7 @@ impl CollectorAgent {
             pacing: None,
             held: Default::default(),
             held_of: 0,
+            batch: Vec::new(),
             outcome: None,
         }
     }
@@ -310,26 +313,29 @@ impl Agent for CollectorAgent {
             Input::Replay(source) => source,
             Input::Live(_) => return self.produce_live(out),
         };
-        let batch = match source.next_batch() {
-            Ok(Some(batch)) => batch,
-            Ok(None) => return Produce::Done,
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        match source.next_batch_into(&mut batch) {
+            Ok(true) => {}
+            Ok(false) => return Produce::Done,
             Err(error) => {
                 tracing::error!(agent = %self.id, %error, "collection stopped");
                 self.failure = Some(error.to_string());
                 return Produce::Done;
             }
-        };
+        }
         if stagger_ms.is_some() {
             self.held_of = batch.len();
-            self.held.extend(batch);
-            return Produce::More;
+            self.held.extend(batch.drain(..));
+        } else {
+            if let Some(first) = batch.first() {
+                self.pace(first.open_time_ms);
+            }
+            for candle in batch.drain(..) {
+                self.publish_candle(candle, out);
+            }
         }
-        if let Some(first) = batch.first() {
-            self.pace(first.open_time_ms);
-        }
-        for candle in batch {
-            self.publish_candle(candle, out);
-        }
+        self.batch = batch;
         Produce::More
     }
 }

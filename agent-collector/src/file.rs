@@ -18,7 +18,7 @@
 //! file with no candle at all (a header only) is reported as a warning.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Lines};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -50,14 +50,20 @@ const COLUMNS: [&str; 7] = [
 ];
 
 enum Format {
-    Csv { columns: [usize; 7] },
+    /// For each column of a row up to the last one read, the index in
+    /// [`COLUMNS`] of the field it holds (`None`: a column not read).
+    Csv {
+        field_at: Vec<Option<u8>>,
+    },
     JsonLines,
 }
 
 /// A file of candles.
 pub struct FileSource {
     path: PathBuf,
-    lines: Lines<BufReader<File>>,
+    reader: BufReader<File>,
+    /// The line being read (one buffer, reused: no allocation per row).
+    text: Vec<u8>,
     line: usize,
     format: Format,
     interval: std::sync::Arc<str>,
@@ -66,7 +72,12 @@ pub struct FileSource {
     held: Option<Candle>,
     /// The time of the last candle read, the symbols read at it, and the
     /// line each came from (for out-of-order and duplicate rows).
-    current: Option<(i64, Vec<(Symbol, usize)>)>,
+    current: Option<i64>,
+    seen: Vec<(Symbol, usize)>,
+    /// Every symbol met so far: a row's symbol is a clone of the first
+    /// one's (one allocation per market, and the agents' symbol maps find
+    /// it by pointer).
+    symbols: Vec<Symbol>,
     /// Candles read.
     read: usize,
     /// The end of the file was reached.
@@ -95,6 +106,46 @@ fn open_time(text: &str) -> Result<i64, String> {
         })
 }
 
+/// `text` as a decimal, exactly as [`Decimal::from_str`] reads it. Plain
+/// numbers of up to 18 digits (`-?[0-9]+(.[0-9]+)?`, what candle files
+/// hold) are read here without its general machinery; anything else goes
+/// to it.
+fn decimal(text: &str) -> Option<Decimal> {
+    let bytes = text.as_bytes();
+    let (negative, digits) = match bytes.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, bytes),
+    };
+    let fast = || {
+        if digits.is_empty() || digits.len() > 19 {
+            return None;
+        }
+        let mut mantissa: i64 = 0;
+        let mut count = 0;
+        let mut point = None;
+        for (k, &b) in digits.iter().enumerate() {
+            match b {
+                b'0'..=b'9' if count < 18 => {
+                    mantissa = mantissa * 10 + i64::from(b - b'0');
+                    count += 1;
+                }
+                b'.' if point.is_none() && k > 0 && k + 1 < digits.len() => point = Some(k),
+                _ => return None,
+            }
+        }
+        // A negative zero keeps its sign in `from_str`; leave it to it.
+        if negative && mantissa == 0 {
+            return None;
+        }
+        let scale = point.map_or(0, |k| digits.len() - k - 1) as u32;
+        Some(Decimal::new(
+            if negative { -mantissa } else { mantissa },
+            scale,
+        ))
+    };
+    fast().or_else(|| Decimal::from_str(text).ok())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonRow {
@@ -115,12 +166,13 @@ impl FileSource {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        let mut lines = BufReader::new(file).lines();
+        let mut reader = BufReader::with_capacity(1 << 16, file);
         let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         let (format, line) = match extension {
             "jsonl" | "ndjson" => (Format::JsonLines, 0),
             _ => {
-                let header = lines.next().transpose().map_err(io)?.unwrap_or_default();
+                let mut header = String::new();
+                reader.read_line(&mut header).map_err(io)?;
                 let names: Vec<&str> = header.trim().split(',').map(str::trim).collect();
                 let mut columns = [0; 7];
                 for (slot, wanted) in columns.iter_mut().zip(COLUMNS) {
@@ -134,12 +186,18 @@ impl FileSource {
                         }
                     })?;
                 }
-                (Format::Csv { columns }, 1)
+                let width = columns.iter().max().map_or(0, |last| last + 1);
+                let mut field_at = vec![None; width];
+                for (field, &column) in columns.iter().enumerate() {
+                    field_at[column] = Some(field as u8);
+                }
+                (Format::Csv { field_at }, 1)
             }
         };
         Ok(Self {
             path: path.to_path_buf(),
-            lines,
+            reader,
+            text: Vec::with_capacity(128),
             line,
             format,
             interval: interval.into(),
@@ -147,6 +205,8 @@ impl FileSource {
             skipped: 0,
             held: None,
             current: None,
+            seen: Vec::new(),
+            symbols: Vec::new(),
             read: 0,
             ended: false,
             logs: true,
@@ -160,30 +220,54 @@ impl FileSource {
         self
     }
 
-    fn parse(&self, text: &str) -> Result<Candle, String> {
+    /// The symbol named `text`: the one already met, or a new one.
+    fn symbol(&mut self, text: &str) -> Result<Symbol, String> {
+        if let Some(known) = self.symbols.iter().find(|s| s.as_str() == text) {
+            return Ok(known.clone());
+        }
+        let symbol = Symbol::new(text).map_err(|e| e.to_string())?;
+        // Bounded: a file of ever new names costs a comparison per name.
+        if self.symbols.len() < 256 {
+            self.symbols.push(symbol.clone());
+        }
+        Ok(symbol)
+    }
+
+    fn parse(&mut self, text: &str) -> Result<Candle, String> {
         let fields = match &self.format {
-            Format::Csv { columns } => {
-                let cells: Vec<&str> = text.split(',').map(str::trim).collect();
+            Format::Csv { field_at } => {
+                let mut cells = [""; 7];
+                let mut present = 0u8;
+                for (cell, field) in text.split(',').zip(field_at) {
+                    if let Some(field) = field {
+                        cells[usize::from(*field)] = cell.trim();
+                        present |= 1 << field;
+                    }
+                }
                 let cell = |i: usize| -> Result<&str, String> {
-                    cells
-                        .get(columns[i])
-                        .copied()
-                        .ok_or_else(|| format!("missing column `{}`", COLUMNS[i]))
+                    if present & (1 << i) == 0 {
+                        return Err(format!("missing column `{}`", COLUMNS[i]));
+                    }
+                    Ok(cells[i])
                 };
-                let decimal = |i: usize| -> Result<Decimal, String> {
+                let number = |i: usize| -> Result<Decimal, String> {
                     let raw = cell(i)?;
-                    Decimal::from_str(raw)
-                        .map_err(|_| format!("column `{}`: {raw:?} is not a number", COLUMNS[i]))
+                    decimal(raw)
+                        .ok_or_else(|| format!("column `{}`: {raw:?} is not a number", COLUMNS[i]))
                 };
+                let open_time_ms = open_time(cell(0)?)?;
+                let symbol = cell(1)?;
+                let (open, high, low, close, volume) =
+                    (number(2)?, number(3)?, number(4)?, number(5)?, number(6)?);
                 CandleFields {
-                    open_time_ms: open_time(cell(0)?)?,
-                    symbol: Symbol::new(cell(1)?).map_err(|e| e.to_string())?,
+                    open_time_ms,
+                    symbol: self.symbol(symbol)?,
                     interval: self.interval.clone(),
-                    open: decimal(2)?,
-                    high: decimal(3)?,
-                    low: decimal(4)?,
-                    close: decimal(5)?,
-                    volume: decimal(6)?,
+                    open,
+                    high,
+                    low,
+                    close,
+                    volume,
                 }
             }
             Format::JsonLines => {
@@ -193,7 +277,7 @@ impl FileSource {
                         JsonTime::Millis(ms) => ms,
                         JsonTime::Text(text) => open_time(&text)?,
                     },
-                    symbol: Symbol::new(row.symbol).map_err(|e| e.to_string())?,
+                    symbol: self.symbol(&row.symbol)?,
                     interval: self.interval.clone(),
                     open: row.open,
                     high: row.high,
@@ -211,55 +295,78 @@ impl FileSource {
     fn in_order(&mut self, candle: Candle) -> Result<Candle, String> {
         let time = candle.open_time_ms;
         let when = bus_core::model::time::iso8601_utc;
-        match &mut self.current {
-            Some((last, _)) if time < *last => Err(format!(
+        match self.current {
+            Some(last) if time < last => Err(format!(
                 "out of order: {} at {} comes after a row at {} (rows must be in time order)",
                 candle.symbol,
                 when(time),
-                when(*last)
+                when(last)
             )),
-            Some((last, seen)) if time == *last => {
-                if let Some((_, line)) = seen.iter().find(|(s, _)| *s == candle.symbol) {
+            Some(last) if time == last => {
+                if let Some((_, line)) = self.seen.iter().find(|(s, _)| *s == candle.symbol) {
                     return Err(format!(
                         "duplicate: {} at {} again (first on line {line})",
                         candle.symbol,
                         when(time)
                     ));
                 }
-                seen.push((candle.symbol.clone(), self.line));
+                self.seen.push((candle.symbol.clone(), self.line));
                 Ok(candle)
             }
             _ => {
-                self.current = Some((time, vec![(candle.symbol.clone(), self.line)]));
+                self.current = Some(time);
+                self.seen.clear();
+                self.seen.push((candle.symbol.clone(), self.line));
                 Ok(candle)
             }
         }
     }
 
+    /// The next line without its end (`\n` or `\r\n`) into `self.text`;
+    /// `false` at the end of the file.
+    fn next_line(&mut self) -> Result<bool, CollectorError> {
+        self.text.clear();
+        let read = self
+            .reader
+            .read_until(b'\n', &mut self.text)
+            .map_err(|source| CollectorError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        if self.text.last() == Some(&b'\n') {
+            self.text.pop();
+            if self.text.last() == Some(&b'\r') {
+                self.text.pop();
+            }
+        }
+        Ok(read > 0)
+    }
+
     /// The next good candle, applying the bad-row policy.
     fn next_candle(&mut self) -> Result<Option<Candle>, CollectorError> {
         loop {
-            let Some(line) = self.lines.next() else {
+            if !self.next_line()? {
                 if self.read == 0 && !self.ended && self.logs {
                     tracing::warn!(path = %self.path.display(), lines = self.line, "no candle in the file");
                 }
                 self.ended = true;
                 return Ok(None);
-            };
-            self.line += 1;
-            let text = line.map_err(|source| CollectorError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-            if text.trim().is_empty() {
-                continue;
             }
-            match self.parse(&text).and_then(|candle| self.in_order(candle)) {
-                Ok(candle) => {
+            self.line += 1;
+            let bytes = std::mem::take(&mut self.text);
+            let parsed = match std::str::from_utf8(&bytes) {
+                Ok(text) if text.trim().is_empty() => None,
+                Ok(text) => Some(self.parse(text).and_then(|candle| self.in_order(candle))),
+                Err(error) => Some(Err(format!("not UTF-8 text ({error})"))),
+            };
+            self.text = bytes;
+            match parsed {
+                None => continue,
+                Some(Ok(candle)) => {
                     self.read += 1;
                     return Ok(Some(candle));
                 }
-                Err(reason) => {
+                Some(Err(reason)) => {
                     let error = CollectorError::BadRow {
                         path: self.path.clone(),
                         line: self.line,
@@ -282,15 +389,20 @@ impl FileSource {
 
 impl CandleSource for FileSource {
     fn next_batch(&mut self) -> Result<Option<Vec<Candle>>, CollectorError> {
+        let mut batch = Vec::new();
+        Ok(self.next_batch_into(&mut batch)?.then_some(batch))
+    }
+
+    fn next_batch_into(&mut self, batch: &mut Vec<Candle>) -> Result<bool, CollectorError> {
         let first = match self.held.take() {
             Some(candle) => candle,
             None => match self.next_candle()? {
                 Some(candle) => candle,
-                None => return Ok(None),
+                None => return Ok(false),
             },
         };
         let time = first.open_time_ms;
-        let mut batch = vec![first];
+        batch.push(first);
         while let Some(candle) = self.next_candle()? {
             if candle.open_time_ms == time {
                 batch.push(candle);
@@ -299,7 +411,7 @@ impl CandleSource for FileSource {
                 break;
             }
         }
-        Ok(Some(batch))
+        Ok(true)
     }
 
     fn interval(&self) -> &str {
@@ -442,6 +554,105 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(error.contains("/no/such/file.csv"), "{error}");
+    }
+
+    #[test]
+    fn decimals_read_as_decimal_reads_them() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.00",
+            "1",
+            "-1",
+            "100.00",
+            "007.50",
+            "123456789012345678",
+            "1234567890123456789",
+            "12345678901234567890",
+            "0.000000000000000001",
+            "99999999999999999.9",
+            "-42.4200",
+            "1.",
+            ".5",
+            "-.5",
+            "+3",
+            "1e5",
+            "1.2.3",
+            "",
+            "-",
+            ".",
+            "abc",
+            "1,5",
+            " 1",
+            "79228162514264337593543950335",
+            "0.1234567890123456789012345678",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        // Random plain numbers of every length the fast path takes and more.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let digits = 1 + (next() % 22) as usize;
+            let mut text: String = (0..digits)
+                .map(|_| char::from(b'0' + (next() % 10) as u8))
+                .collect();
+            if next() % 2 == 0 && digits > 1 {
+                text.insert(1 + (next() as usize % (digits - 1)), '.');
+            }
+            if next() % 3 == 0 {
+                text.insert(0, '-');
+            }
+            texts.push(text);
+        }
+        for text in &texts {
+            let ours = decimal(text);
+            let theirs = Decimal::from_str(text).ok();
+            assert_eq!(ours, theirs, "{text:?}");
+            if let (Some(a), Some(b)) = (ours, theirs) {
+                assert_eq!(
+                    (a.scale(), a.is_sign_negative(), a.to_string()),
+                    (b.scale(), b.is_sign_negative(), b.to_string()),
+                    "{text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn crlf_lines_repeated_symbols_and_bytes_that_are_not_text() {
+        let mut text = b"open_time_ms,symbol,open,high,low,close,volume\r\n\
+            0,BTC,1,2,0.5,1.5,10\r\n\
+            0,ETH,1,2,0.5,1.5,10\r\n"
+            .to_vec();
+        text.extend_from_slice(b"60000,BT\xffC,1,2,0.5,1.5,10\r\n");
+        text.extend_from_slice(b"60000,BTC,1,2,0.5,1.5,10\r\n");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.csv");
+        std::fs::write(&path, &text).unwrap();
+        let error = drain(&mut FileSource::open(&path, "1m", BadRowPolicy::Stop).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("c.csv:4:") && error.contains("UTF-8"),
+            "{error}"
+        );
+        let mut skip = FileSource::open(&path, "1m", BadRowPolicy::Skip).unwrap();
+        let batches = drain(&mut skip).unwrap();
+        assert_eq!(skip.skipped_rows(), 1);
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1]);
+        assert_eq!(batches[1][0].volume, Decimal::new(10, 0), "no \\r left");
+        assert!(
+            std::ptr::eq(batches[0][0].symbol.as_str(), batches[1][0].symbol.as_str()),
+            "one symbol shared by its rows"
+        );
     }
 
     #[test]

@@ -74,6 +74,15 @@ impl CandleSource for MemoryCandles {
         Ok(Some(self.steps[self.next - 1].clone()))
     }
 
+    fn next_batch_into(&mut self, batch: &mut Vec<Candle>) -> Result<bool, CollectorError> {
+        if self.next >= self.end {
+            return Ok(false);
+        }
+        self.next += 1;
+        batch.extend_from_slice(&self.steps[self.next - 1]);
+        Ok(true)
+    }
+
     fn interval(&self) -> &str {
         &self.interval
     }

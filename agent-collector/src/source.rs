@@ -9,6 +9,20 @@ pub trait CandleSource: Send {
     /// The next batch, `Ok(None)` when the data is exhausted.
     fn next_batch(&mut self) -> Result<Option<Vec<Candle>>, CollectorError>;
 
+    /// Appends the next batch to `batch`; `false` (nothing appended) when
+    /// the data is exhausted. A reader calling this with one buffer again
+    /// and again spares an allocation per time step; sources that can fill
+    /// it directly override it.
+    fn next_batch_into(&mut self, batch: &mut Vec<Candle>) -> Result<bool, CollectorError> {
+        Ok(match self.next_batch()? {
+            Some(next) => {
+                batch.extend(next);
+                true
+            }
+            None => false,
+        })
+    }
+
     /// The bar interval label (`1m`), used in topics.
     fn interval(&self) -> &str;
 
@@ -18,15 +32,20 @@ pub trait CandleSource: Send {
     }
 }
 
-/// What the read-ahead thread hands over: batches, then the end (or error).
+/// What the read-ahead thread hands over: time steps, then the end (or
+/// error). The steps' candles travel in one vector, so a chunk costs two
+/// allocations however many steps it holds (memory freed on the other
+/// thread is the slow case of the allocator).
 struct Chunk {
-    batches: Vec<Vec<Candle>>,
+    candles: Vec<Candle>,
+    /// Candles in each step, in order.
+    steps: Vec<u32>,
     /// `Some` once the source is exhausted (`Ok`) or failed (`Err`).
     end: Option<Result<(), CollectorError>>,
     skipped_rows: usize,
 }
 
-/// Batches the read-ahead thread sends at a time.
+/// Time steps the read-ahead thread sends at a time.
 const READ_AHEAD_CHUNK: usize = 256;
 
 /// Runs a source on its own thread, a few chunks ahead of its reader, so
@@ -36,7 +55,8 @@ const READ_AHEAD_CHUNK: usize = 256;
 /// reader stops the thread.
 pub struct ReadAhead {
     chunks: std::sync::mpsc::Receiver<Chunk>,
-    ready: std::collections::VecDeque<Vec<Candle>>,
+    candles: std::vec::IntoIter<Candle>,
+    steps: std::vec::IntoIter<u32>,
     end: Option<Result<(), CollectorError>>,
     finished: bool,
     interval: String,
@@ -44,7 +64,8 @@ pub struct ReadAhead {
 }
 
 impl ReadAhead {
-    /// Starts reading `source` ahead, at most `depth` chunks of 256 batches.
+    /// Starts reading `source` ahead, at most `depth` chunks of 256 time
+    /// steps.
     pub fn new(mut source: Box<dyn CandleSource>, depth: usize) -> Self {
         let interval = source.interval().to_string();
         let (tx, chunks) = std::sync::mpsc::sync_channel(depth.max(1));
@@ -52,14 +73,16 @@ impl ReadAhead {
             .name("collector-read-ahead".into())
             .spawn(move || loop {
                 let mut chunk = Chunk {
-                    batches: Vec::with_capacity(READ_AHEAD_CHUNK),
+                    candles: Vec::with_capacity(READ_AHEAD_CHUNK),
+                    steps: Vec::with_capacity(READ_AHEAD_CHUNK),
                     end: None,
                     skipped_rows: 0,
                 };
-                while chunk.batches.len() < READ_AHEAD_CHUNK && chunk.end.is_none() {
-                    match source.next_batch() {
-                        Ok(Some(batch)) => chunk.batches.push(batch),
-                        Ok(None) => chunk.end = Some(Ok(())),
+                while chunk.steps.len() < READ_AHEAD_CHUNK && chunk.end.is_none() {
+                    let before = chunk.candles.len();
+                    match source.next_batch_into(&mut chunk.candles) {
+                        Ok(true) => chunk.steps.push((chunk.candles.len() - before) as u32),
+                        Ok(false) => chunk.end = Some(Ok(())),
                         Err(error) => chunk.end = Some(Err(error)),
                     }
                 }
@@ -76,7 +99,8 @@ impl ReadAhead {
         });
         Self {
             chunks,
-            ready: std::collections::VecDeque::new(),
+            candles: Vec::new().into_iter(),
+            steps: Vec::new().into_iter(),
             end,
             finished: false,
             interval,
@@ -87,20 +111,27 @@ impl ReadAhead {
 
 impl CandleSource for ReadAhead {
     fn next_batch(&mut self) -> Result<Option<Vec<Candle>>, CollectorError> {
+        let mut batch = Vec::new();
+        Ok(self.next_batch_into(&mut batch)?.then_some(batch))
+    }
+
+    fn next_batch_into(&mut self, batch: &mut Vec<Candle>) -> Result<bool, CollectorError> {
         loop {
-            if let Some(batch) = self.ready.pop_front() {
-                return Ok(Some(batch));
+            if let Some(size) = self.steps.next() {
+                batch.extend(self.candles.by_ref().take(size as usize));
+                return Ok(true);
             }
             if let Some(end) = self.end.take() {
                 self.finished = true;
-                return end.map(|()| None);
+                return end.map(|()| false);
             }
             if self.finished {
-                return Ok(None);
+                return Ok(false);
             }
             match self.chunks.recv() {
                 Ok(chunk) => {
-                    self.ready.extend(chunk.batches);
+                    self.candles = chunk.candles.into_iter();
+                    self.steps = chunk.steps.into_iter();
                     self.end = chunk.end;
                     self.skipped_rows = chunk.skipped_rows;
                 }
@@ -146,6 +177,17 @@ mod tests {
                 }
             }
             assert_eq!(ahead.next_batch().unwrap(), None, "stays exhausted");
+            // Filling one buffer: the same steps, appended.
+            let mut ahead = ReadAhead::new(market(candles), 2);
+            let mut direct = market(candles);
+            let mut buffer = Vec::new();
+            while let Some(batch) = direct.next_batch().unwrap() {
+                buffer.clear();
+                assert!(ahead.next_batch_into(&mut buffer).unwrap());
+                assert_eq!(buffer, batch);
+            }
+            assert!(!ahead.next_batch_into(&mut buffer).unwrap());
+            assert!(!ahead.next_batch_into(&mut buffer).unwrap());
         }
     }
 }
