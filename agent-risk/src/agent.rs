@@ -423,23 +423,21 @@ impl Agent for RiskAgent {
                 before != Some(p.quantity)
             }
             Payload::TradePnlUpdate(pnl) => {
-                let before = self.watch_marks();
-                let (drawdown, day_loss) = self.state.observe_equity(pnl.equity, pnl.timestamp_ms);
-                self.watch(
-                    Limit::MaxDrawdown,
-                    drawdown,
-                    self.config.max_drawdown,
-                    pnl.timestamp_ms,
-                    out,
-                );
-                self.watch(
-                    Limit::MaxDailyLoss,
-                    day_loss,
-                    self.config.max_daily_loss,
-                    pnl.timestamp_ms,
-                    out,
-                );
-                self.watch_marks() != before
+                // Every pnl update passes here: only what a limit or the
+                // store uses is computed.
+                let before = self.store.is_some().then(|| self.watch_marks());
+                self.state.record_equity(pnl.equity, pnl.timestamp_ms);
+                if let Some(limit) = self.config.max_drawdown {
+                    let drawdown = self.state.drawdown(pnl.equity);
+                    let limit = Some(limit);
+                    self.watch(Limit::MaxDrawdown, drawdown, limit, pnl.timestamp_ms, out);
+                }
+                if let Some(limit) = self.config.max_daily_loss {
+                    let day_loss = self.state.day_loss(pnl.equity);
+                    let limit = Some(limit);
+                    self.watch(Limit::MaxDailyLoss, day_loss, limit, pnl.timestamp_ms, out);
+                }
+                before.is_some_and(|before| self.watch_marks() != before)
             }
             _ => false,
         };

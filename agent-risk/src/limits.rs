@@ -218,6 +218,12 @@ impl RiskState {
     /// Updates peak and day-start equity; returns drawdown (fraction of
     /// peak) and loss since the start of the UTC day.
     pub fn observe_equity(&mut self, equity: Decimal, now_ms: i64) -> (Decimal, Decimal) {
+        self.record_equity(equity, now_ms);
+        (self.drawdown(equity), self.day_loss(equity))
+    }
+
+    /// Updates peak and day-start equity.
+    pub fn record_equity(&mut self, equity: Decimal, now_ms: i64) {
         let peak = self.peak_equity.map_or(equity, |p| p.max(equity));
         self.peak_equity = Some(peak);
         let day = now_ms.div_euclid(DAY_MS);
@@ -225,15 +231,22 @@ impl RiskState {
             Some((d, _)) if d == day => {}
             _ => self.day_start = Some((day, equity)),
         }
-        let drawdown = if peak > Decimal::ZERO {
-            (peak - equity) / peak
-        } else {
-            Decimal::ZERO
-        };
-        let day_loss = self
-            .day_start
-            .map_or(Decimal::ZERO, |(_, start)| start - equity);
-        (drawdown.max(Decimal::ZERO), day_loss.max(Decimal::ZERO))
+    }
+
+    /// How far `equity` is below the peak recorded, as a fraction of it
+    /// (zero at or above it). A division: asked only where a limit uses it.
+    pub fn drawdown(&self, equity: Decimal) -> Decimal {
+        match self.peak_equity {
+            Some(peak) if peak > Decimal::ZERO && equity < peak => (peak - equity) / peak,
+            _ => Decimal::ZERO,
+        }
+    }
+
+    /// Loss since the start of the UTC day recorded (zero for a gain).
+    pub fn day_loss(&self, equity: Decimal) -> Decimal {
+        self.day_start
+            .map_or(Decimal::ZERO, |(_, start)| start - equity)
+            .max(Decimal::ZERO)
     }
 }
 

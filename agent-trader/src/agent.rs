@@ -640,13 +640,14 @@ impl TraderAgent {
             self.publish_position(symbol, candle.close, out)?;
         }
         if filled || holding {
+            let totals = self.portfolio.totals();
             let pnl = PnlUpdate::new(PnlUpdateFields {
                 timestamp_ms: self.time_ms,
                 cash: self.portfolio.cash,
-                realised_pnl: self.portfolio.realised(),
-                unrealised_pnl: self.portfolio.unrealised(),
-                fees: self.portfolio.fees(),
-                equity: self.portfolio.equity(),
+                realised_pnl: totals.realised,
+                unrealised_pnl: totals.unrealised,
+                fees: totals.fees,
+                equity: totals.equity,
             })?;
             out.publish(self.factory.make(
                 self.pnl_topic.clone(),

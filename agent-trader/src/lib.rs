@@ -33,5 +33,5 @@ pub mod trade_log;
 pub use agent::{OpenOrder, Traded, TraderAgent};
 pub use config::TraderConfig;
 pub use journal::{FillJournal, JournalError, JournaledFill};
-pub use portfolio::{FillEffect, Portfolio, Position};
+pub use portfolio::{FillEffect, Portfolio, Position, Totals};
 pub use trade_log::TradeLog;

@@ -55,6 +55,19 @@ pub struct FillEffect {
     pub closed_some: bool,
 }
 
+/// The account's sums at one moment ([`Portfolio::totals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Realised PnL before fees.
+    pub realised: Decimal,
+    /// Unrealised PnL at the marks.
+    pub unrealised: Decimal,
+    /// Fees paid.
+    pub fees: Decimal,
+    /// Cash plus the marked value of every position.
+    pub equity: Decimal,
+}
+
 /// Cash and positions.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Portfolio {
@@ -163,6 +176,24 @@ impl Portfolio {
         self.positions.values().map(|p| p.fees).sum()
     }
 
+    /// Realised PnL, unrealised PnL, fees and equity in one pass over the
+    /// positions (each marked value computed once): the same sums, in the
+    /// same order, as [`Self::realised`], [`Self::unrealised`],
+    /// [`Self::fees`] and [`Self::equity`].
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        let mut value = Decimal::ZERO;
+        for position in self.positions.values() {
+            let marked = position.quantity * position.mark;
+            totals.realised += position.realised;
+            totals.unrealised += marked - position.cost_basis;
+            totals.fees += position.fees;
+            value += marked;
+        }
+        totals.equity = self.cash + value;
+        totals
+    }
+
     /// Cash plus the marked value of every position.
     pub fn equity(&self) -> Decimal {
         self.cash
@@ -226,6 +257,24 @@ mod tests {
             }
             p.mark(&btc(), Decimal::new(mark as i64, 2));
             prop_assert_eq!(p.equity(), p.initial_cash + p.realised() + p.unrealised() - p.fees());
+        }
+
+        /// One pass gives each sum exactly as its own function does, over
+        /// several markets.
+        #[test]
+        fn totals_are_the_separate_sums(fills in proptest::collection::vec((0usize..3, any::<bool>(), 1u32..5000, 1u32..100_000, 0u32..500), 1..60), marks in proptest::collection::vec(1u32..100_000, 3)) {
+            let symbols = ["BTC", "ETH", "SOL"].map(|s| Symbol::new(s).unwrap());
+            let mut p = Portfolio::new(dec!(100000));
+            for (market, buy, q, price, fee) in fills {
+                let side = if buy { Side::Buy } else { Side::Sell };
+                p.apply_fill(&symbols[market], side, Decimal::new(q as i64, 3), Decimal::new(price as i64, 2), Decimal::new(fee as i64, 4));
+            }
+            for (symbol, mark) in symbols.iter().zip(marks) {
+                p.mark(symbol, Decimal::new(mark as i64, 2));
+            }
+            let totals = p.totals();
+            prop_assert_eq!((totals.realised, totals.unrealised, totals.fees, totals.equity), (p.realised(), p.unrealised(), p.fees(), p.equity()));
+            prop_assert_eq!(totals.equity.scale(), p.equity().scale());
         }
     }
 }

@@ -448,7 +448,25 @@ impl ReportAgent {
 
     fn close_step(&mut self, time: i64) {
         self.steps += 1;
-        let equity = decimal_to_f64(self.portfolio.equity());
+        // One pass: each position's marked value once, for its market's
+        // curve and for the equity (the sums `Portfolio::equity` makes).
+        let mut value = Decimal::ZERO;
+        let mut any = false;
+        for (symbol, position) in &self.portfolio.positions {
+            let marked = position.quantity * position.mark;
+            value += marked;
+            let pnl = position.realised + (marked - position.cost_basis) - position.fees;
+            (self.market_curves.get_or_default(symbol)).push(time, decimal_to_f64(pnl));
+            if !position.quantity.is_zero() {
+                any = true;
+                self.tallies.get_or_default(symbol).exposed_steps += 1;
+            }
+        }
+        if any {
+            self.exposed_steps += 1;
+        }
+        let exact_equity = self.portfolio.cash + value;
+        let equity = decimal_to_f64(exact_equity);
         self.equity.push(equity);
         match self.peak {
             Some((peak, since)) if equity < peak => {
@@ -463,20 +481,8 @@ impl ReportAgent {
         if self.status.is_some() {
             self.show_status(time, equity);
         }
-        let mut any = false;
-        for (symbol, position) in &self.portfolio.positions {
-            let pnl = position.realised + position.unrealised() - position.fees;
-            (self.market_curves.get_or_default(symbol)).push(time, decimal_to_f64(pnl));
-            if !position.quantity.is_zero() {
-                any = true;
-                self.tallies.get_or_default(symbol).exposed_steps += 1;
-            }
-        }
-        if any {
-            self.exposed_steps += 1;
-        }
         if let Some(Ok(mut view)) = self.account.as_ref().map(|a| a.lock()) {
-            view.equity = self.portfolio.equity();
+            view.equity = exact_equity;
             view.positions = (self.portfolio.positions.iter())
                 .filter(|(_, p)| !p.quantity.is_zero())
                 .map(|(symbol, p)| (symbol.clone(), p.quantity))
