@@ -560,10 +560,14 @@ impl TraderAgent {
     /// Stop-loss / take-profit: the exit price if this candle touches one.
     /// When both could trigger in one candle the stop is assumed first.
     fn protective_exit(&self, symbol: &Symbol, candle: &Candle) -> Option<(Decimal, &'static str)> {
+        if self.config.stop_loss.is_none() && self.config.take_profit.is_none() {
+            return None;
+        }
         let position = self.portfolio.positions.get(symbol)?;
         if position.quantity.is_zero() {
             return None;
         }
+        // A division: only when a stop or a target needs it.
         let entry = position.average_price();
         let long = position.quantity > Decimal::ZERO;
         if let Some(stop) = self.config.stop_loss {
