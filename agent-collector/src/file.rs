@@ -73,11 +73,15 @@ pub struct FileSource {
     /// The time of the last candle read, the symbols read at it, and the
     /// line each came from (for out-of-order and duplicate rows).
     current: Option<i64>,
-    seen: Vec<(Symbol, usize)>,
-    /// Every symbol met so far: a row's symbol is a clone of the first
-    /// one's (one allocation per market, and the agents' symbol maps find
-    /// it by pointer).
+    seen: Vec<(u32, usize)>,
+    /// Every symbol met so far, by number: a row's symbol is a clone of
+    /// the first one's (one allocation per market, and the agents' symbol
+    /// maps find it by pointer).
     symbols: Vec<Symbol>,
+    numbers: std::collections::HashMap<Box<str>, u32>,
+    /// The number of the last row's symbol (rows usually name the markets
+    /// in the same order at every time: the next one is tried first).
+    last_symbol: u32,
     /// Candles read.
     read: usize,
     /// The end of the file was reached.
@@ -207,6 +211,8 @@ impl FileSource {
             current: None,
             seen: Vec::new(),
             symbols: Vec::new(),
+            numbers: std::collections::HashMap::new(),
+            last_symbol: 0,
             read: 0,
             ended: false,
             logs: true,
@@ -220,21 +226,29 @@ impl FileSource {
         self
     }
 
-    /// The symbol named `text`: the one already met, or a new one.
-    fn symbol(&mut self, text: &str) -> Result<Symbol, String> {
-        if let Some(known) = self.symbols.iter().find(|s| s.as_str() == text) {
-            return Ok(known.clone());
-        }
-        let symbol = Symbol::new(text).map_err(|e| e.to_string())?;
-        // Bounded: a file of ever new names costs a comparison per name.
-        if self.symbols.len() < 256 {
-            self.symbols.push(symbol.clone());
-        }
-        Ok(symbol)
+    /// The number of the symbol named `text`: the one already met, or a
+    /// new one.
+    fn symbol(&mut self, text: &str) -> Result<u32, String> {
+        let next = (self.last_symbol as usize + 1) % self.symbols.len().max(1);
+        let number = match self.symbols.get(next) {
+            Some(symbol) if symbol.as_str() == text => next as u32,
+            _ => match self.numbers.get(text) {
+                Some(number) => *number,
+                None => {
+                    let symbol = Symbol::new(text).map_err(|e| e.to_string())?;
+                    let number = self.symbols.len() as u32;
+                    self.symbols.push(symbol);
+                    self.numbers.insert(text.into(), number);
+                    number
+                }
+            },
+        };
+        self.last_symbol = number;
+        Ok(number)
     }
 
-    fn parse(&mut self, text: &str) -> Result<Candle, String> {
-        let fields = match &self.format {
+    fn parse(&mut self, text: &str) -> Result<(Candle, u32), String> {
+        let (symbol_number, fields) = match &self.format {
             Format::Csv { field_at } => {
                 let mut cells = [""; 7];
                 let mut present = 0u8;
@@ -259,40 +273,50 @@ impl FileSource {
                 let symbol = cell(1)?;
                 let (open, high, low, close, volume) =
                     (number(2)?, number(3)?, number(4)?, number(5)?, number(6)?);
-                CandleFields {
-                    open_time_ms,
-                    symbol: self.symbol(symbol)?,
-                    interval: self.interval.clone(),
-                    open,
-                    high,
-                    low,
-                    close,
-                    volume,
-                }
+                let symbol = self.symbol(symbol)?;
+                (
+                    symbol,
+                    CandleFields {
+                        open_time_ms,
+                        symbol: self.symbols[symbol as usize].clone(),
+                        interval: self.interval.clone(),
+                        open,
+                        high,
+                        low,
+                        close,
+                        volume,
+                    },
+                )
             }
             Format::JsonLines => {
                 let row: JsonRow = serde_json::from_str(text).map_err(|e| e.to_string())?;
-                CandleFields {
-                    open_time_ms: match row.open_time_ms {
-                        JsonTime::Millis(ms) => ms,
-                        JsonTime::Text(text) => open_time(&text)?,
+                let open_time_ms = match row.open_time_ms {
+                    JsonTime::Millis(ms) => ms,
+                    JsonTime::Text(text) => open_time(&text)?,
+                };
+                let symbol = self.symbol(&row.symbol)?;
+                (
+                    symbol,
+                    CandleFields {
+                        open_time_ms,
+                        symbol: self.symbols[symbol as usize].clone(),
+                        interval: self.interval.clone(),
+                        open: row.open,
+                        high: row.high,
+                        low: row.low,
+                        close: row.close,
+                        volume: row.volume,
                     },
-                    symbol: self.symbol(&row.symbol)?,
-                    interval: self.interval.clone(),
-                    open: row.open,
-                    high: row.high,
-                    low: row.low,
-                    close: row.close,
-                    volume: row.volume,
-                }
+                )
             }
         };
-        Candle::new(fields).map_err(|e| e.to_string())
+        let candle = Candle::new(fields).map_err(|e| e.to_string())?;
+        Ok((candle, symbol_number))
     }
 
     /// `candle` if it comes after what was read (time order, each symbol
     /// once per time); else why not.
-    fn in_order(&mut self, candle: Candle) -> Result<Candle, String> {
+    fn in_order(&mut self, (candle, number): (Candle, u32)) -> Result<Candle, String> {
         let time = candle.open_time_ms;
         let when = bus_core::model::time::iso8601_utc;
         match self.current {
@@ -303,20 +327,20 @@ impl FileSource {
                 when(last)
             )),
             Some(last) if time == last => {
-                if let Some((_, line)) = self.seen.iter().find(|(s, _)| *s == candle.symbol) {
+                if let Some((_, line)) = self.seen.iter().find(|(seen, _)| *seen == number) {
                     return Err(format!(
                         "duplicate: {} at {} again (first on line {line})",
                         candle.symbol,
                         when(time)
                     ));
                 }
-                self.seen.push((candle.symbol.clone(), self.line));
+                self.seen.push((number, self.line));
                 Ok(candle)
             }
             _ => {
                 self.current = Some(time);
                 self.seen.clear();
-                self.seen.push((candle.symbol.clone(), self.line));
+                self.seen.push((number, self.line));
                 Ok(candle)
             }
         }
