@@ -4,6 +4,7 @@
 
 pub mod binary;
 mod json;
+mod json_fast;
 pub(crate) mod msgpack;
 
 use crate::model::Envelope;

@@ -1,0 +1,366 @@
+//! Fast paths of the JSON wire format, for the envelopes Bistoury writes:
+//! the envelope's fields written and read by hand, the payload through
+//! serde as before.
+//!
+//! Writing gives the same bytes as serde (names and enums are written as
+//! serde names them; a string that needs escaping goes through
+//! `serde_json`). Reading takes the common shape (no escapes in the
+//! envelope's strings, empty headers and tags, integers as plain digits)
+//! and gives up on anything else (`None`): the caller then decodes with
+//! serde, which accepts what it accepts and names the failing field. So
+//! what decodes, and how, is serde's; only the cost changes (serde's
+//! escape scanning and visitor machinery were most of a message's cost
+//! over NATS).
+
+use crate::model::delivery::{DeliveryMode, Priority};
+use crate::model::envelope::Envelope;
+use crate::model::headers::Headers;
+use crate::model::ids::MessageId;
+use crate::model::intern;
+use crate::model::kind::{MessageType, Payload};
+
+/// Appends `envelope` as JSON, the bytes serde writes for it.
+pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
+    out.reserve(320);
+    out.extend_from_slice(b"{\"id\":");
+    uuid(out, envelope.id);
+    out.extend_from_slice(b",\"type\":");
+    string(out, envelope.message_type().as_str());
+    out.extend_from_slice(b",\"topic\":");
+    string(out, envelope.topic.as_str());
+    out.extend_from_slice(b",\"sender\":");
+    string(out, envelope.sender.as_str());
+    out.extend_from_slice(b",\"recipient\":");
+    match &envelope.recipient {
+        Some(recipient) => string(out, recipient.as_str()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"correlation_id\":");
+    match envelope.correlation_id {
+        Some(id) => uuid(out, id),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"reply_to\":");
+    match &envelope.reply_to {
+        Some(topic) => string(out, topic.as_str()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"priority\":");
+    string(out, priority_name(envelope.priority));
+    out.extend_from_slice(b",\"delivery_mode\":");
+    string(out, delivery_mode_name(envelope.delivery_mode));
+    out.extend_from_slice(b",\"created_at_ms\":");
+    integer(out, envelope.created_at_ms.into());
+    out.extend_from_slice(b",\"expires_at_ms\":");
+    match envelope.expires_at_ms {
+        Some(at) => integer(out, at.into()),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"attempt\":");
+    integer(out, envelope.attempt.into());
+    out.extend_from_slice(b",\"max_attempts\":");
+    integer(out, envelope.max_attempts.into());
+    out.extend_from_slice(b",\"headers\":");
+    match envelope.headers.is_empty() {
+        true => out.extend_from_slice(b"{}"),
+        false => serde(out, &envelope.headers),
+    }
+    out.extend_from_slice(b",\"tags\":");
+    match envelope.tags.is_empty() {
+        true => out.extend_from_slice(b"[]"),
+        false => serde(out, &envelope.tags),
+    }
+    out.extend_from_slice(b",\"payload\":");
+    serde(out, &envelope.payload);
+    out.push(b'}');
+}
+
+fn serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    serde_json::to_writer(out, value).expect("envelopes always serialize");
+}
+
+/// `text` as a JSON string: as it is when nothing in it needs escaping
+/// (the envelope's names never do), else as serde escapes it.
+fn string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else {
+        serde(out, text);
+    }
+}
+
+fn uuid(out: &mut Vec<u8>, id: MessageId) {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    out.push(b'"');
+    out.extend_from_slice(
+        id.as_uuid()
+            .hyphenated()
+            .encode_lower(&mut buffer)
+            .as_bytes(),
+    );
+    out.push(b'"');
+}
+
+fn integer(out: &mut Vec<u8>, value: i128) {
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn priority_name(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Low => "low",
+        Priority::Normal => "normal",
+        Priority::High => "high",
+        Priority::Critical => "critical",
+    }
+}
+
+fn delivery_mode_name(mode: DeliveryMode) -> &'static str {
+    match mode {
+        DeliveryMode::FireAndForget => "fire_and_forget",
+        DeliveryMode::AtLeastOnce => "at_least_once",
+        DeliveryMode::ExactlyOnce => "exactly_once",
+    }
+}
+
+/// `json` as an envelope when it is laid out as [`write`] lays it out
+/// (fields in that order, no spaces, no escapes in the envelope's
+/// strings, no headers or tags) and valid; `None` for anything else
+/// (serde decides then).
+pub(super) fn read(json: &[u8]) -> Option<Envelope> {
+    let text = std::str::from_utf8(json).ok()?;
+    let mut r = Reader { text, at: 0 };
+    r.literal(b"{\"id\":")?;
+    let id = r.message_id()?;
+    r.literal(b",\"type\":")?;
+    let message_type = MessageType::from_wire_name(r.string()?.as_bytes())?;
+    r.literal(b",\"topic\":")?;
+    let topic = intern::topic(r.string()?).ok()?;
+    r.literal(b",\"sender\":")?;
+    let sender = intern::agent(r.string()?);
+    r.literal(b",\"recipient\":")?;
+    let recipient = r.nullable(|r| Some(intern::agent(r.string()?)))?;
+    r.literal(b",\"correlation_id\":")?;
+    let correlation_id = r.nullable(Reader::message_id)?;
+    r.literal(b",\"reply_to\":")?;
+    let reply_to = r.nullable(|r| intern::topic(r.string()?).ok())?;
+    r.literal(b",\"priority\":")?;
+    let priority = match r.string()? {
+        "low" => Priority::Low,
+        "normal" => Priority::Normal,
+        "high" => Priority::High,
+        "critical" => Priority::Critical,
+        _ => return None,
+    };
+    r.literal(b",\"delivery_mode\":")?;
+    let delivery_mode = match r.string()? {
+        "fire_and_forget" => DeliveryMode::FireAndForget,
+        "at_least_once" => DeliveryMode::AtLeastOnce,
+        "exactly_once" => DeliveryMode::ExactlyOnce,
+        _ => return None,
+    };
+    r.literal(b",\"created_at_ms\":")?;
+    let created_at_ms = i64::try_from(r.integer()?).ok()?;
+    r.literal(b",\"expires_at_ms\":")?;
+    let expires_at_ms = r.nullable(|r| i64::try_from(r.integer()?).ok())?;
+    r.literal(b",\"attempt\":")?;
+    let attempt = u32::try_from(r.integer()?).ok()?;
+    r.literal(b",\"max_attempts\":")?;
+    let max_attempts = u32::try_from(r.integer()?).ok()?;
+    r.literal(b",\"headers\":{},\"tags\":[],\"payload\":")?;
+    // The payload runs to the envelope's closing brace; serde reads it
+    // and refuses anything left over.
+    let payload = text.get(r.at..text.len().checked_sub(1)?)?;
+    if !text.ends_with('}') {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(payload);
+    let payload = Payload::deserialize_as(message_type, &mut de).ok()?;
+    de.end().ok()?;
+    Some(Envelope {
+        id,
+        correlation_id,
+        reply_to,
+        sender,
+        recipient,
+        topic,
+        priority,
+        delivery_mode,
+        created_at_ms,
+        expires_at_ms,
+        attempt,
+        max_attempts,
+        headers: Headers::default(),
+        tags: Vec::new(),
+        payload,
+    })
+}
+
+struct Reader<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn literal(&mut self, wanted: &[u8]) -> Option<()> {
+        let end = self.at + wanted.len();
+        if self.bytes().get(self.at..end)? != wanted {
+            return None;
+        }
+        self.at = end;
+        Some(())
+    }
+
+    /// A string without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        let bytes = self.bytes();
+        if bytes.get(self.at) != Some(&b'"') {
+            return None;
+        }
+        let start = self.at + 1;
+        let mut at = start;
+        loop {
+            match *bytes.get(at)? {
+                b'"' => break,
+                b'\\' | 0..=0x1f => return None,
+                _ => at += 1,
+            }
+        }
+        self.at = at + 1;
+        self.text.get(start..at)
+    }
+
+    fn message_id(&mut self) -> Option<MessageId> {
+        let id = uuid::Uuid::try_parse(self.string()?).ok()?;
+        Some(MessageId::from_u128(id.as_u128()))
+    }
+
+    /// `null` as `Some(None)`, else what `read` makes of the value.
+    fn nullable<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+        if self.bytes().get(self.at) == Some(&b'n') {
+            self.literal(b"null")?;
+            return Some(None);
+        }
+        read(self).map(Some)
+    }
+
+    /// An integer in plain digits (`-` allowed; no leading zero, fraction
+    /// or exponent).
+    fn integer(&mut self) -> Option<i128> {
+        let bytes = self.bytes();
+        let mut at = self.at;
+        let negative = bytes.get(at) == Some(&b'-');
+        if negative {
+            at += 1;
+        }
+        let start = at;
+        let mut value: i128 = 0;
+        while let Some(&b) = bytes.get(at) {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            value = value.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+            at += 1;
+        }
+        let digits = at - start;
+        if digits == 0 || digits > 20 || (digits > 1 && bytes[start] == b'0') {
+            return None;
+        }
+        if matches!(bytes.get(at), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        self.at = at;
+        Some(if negative { -value } else { value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ids::AgentId;
+    use crate::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+    use crate::model::topic::Topic;
+    use rust_decimal::Decimal;
+
+    fn price_update() -> Envelope {
+        let update = PriceUpdate::new(PriceUpdateFields {
+            symbol: Symbol::new("BTC").unwrap(),
+            price: Decimal::new(6_512_345, 2),
+            timestamp_ms: 7,
+        })
+        .unwrap();
+        Envelope::new(
+            AgentId::new("collector"),
+            Topic::new("data.price_update.BTC").unwrap(),
+            Payload::DataPriceUpdate(update),
+        )
+    }
+
+    #[test]
+    fn what_write_lays_out_is_read_here() {
+        let envelope = price_update();
+        let json = envelope.to_json_bytes();
+        assert_eq!(
+            json,
+            serde_json::to_vec(&envelope).unwrap(),
+            "serde's bytes"
+        );
+        assert_eq!(read(&json), Some(envelope.clone()));
+        let full = envelope
+            .with_recipient(AgentId::new("risk"))
+            .with_correlation_id(MessageId::new())
+            .with_reply_to(Topic::new("answers").unwrap())
+            .with_ttl(std::time::Duration::from_secs(5))
+            .with_priority(Priority::High)
+            .with_delivery_mode(DeliveryMode::AtLeastOnce);
+        assert_eq!(read(&full.to_json_bytes()), Some(full));
+    }
+
+    #[test]
+    fn anything_else_is_left_to_serde() {
+        let json = String::from_utf8(price_update().to_json_bytes()).unwrap();
+        let variants = [
+            json.replace("\"sender\"", "\"send\\u0065r\""),
+            json.replace(
+                "\"created_at_ms\":",
+                "\"created_at_ms\":1,\"created_at_ms\":",
+            ),
+            json.replace("\"attempt\":0", "\"attempt\":0.0"),
+            json.replace("\"attempt\":0", "\"attempt\":00"),
+            json.replace("\"attempt\":0", "\"attempt\":-1"),
+            json.replace("\"headers\":{}", "\"headers\":{\"a\":\"b\"}"),
+            json.replace("\"tags\":[]", "\"tags\":[\"x\"]"),
+            json.replace("\"tags\":[]", "\"tags\":[],\"extra\":1"),
+            json.replace("\"priority\":\"normal\"", "\"priority\":\"urgent\""),
+            format!("{json}x"),
+            json[..json.len() - 1].to_string(),
+            json.replace("\"type\"", " \"type\""),
+            json.replace(",\"attempt\":0", ""),
+            "{}".to_string(),
+            "[]".to_string(),
+        ];
+        for text in variants {
+            assert_eq!(read(text.as_bytes()), None, "{text}");
+        }
+    }
+}
