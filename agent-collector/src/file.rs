@@ -20,7 +20,6 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use bus_core::model::payload::{Candle, CandleFields, Symbol};
 use rust_decimal::Decimal;
@@ -108,46 +107,6 @@ fn open_time(text: &str) -> Result<i64, String> {
                 "column `open_time_ms`: {text:?} is neither milliseconds nor an ISO-8601 UTC time"
             )
         })
-}
-
-/// `text` as a decimal, exactly as [`Decimal::from_str`] reads it. Plain
-/// numbers of up to 18 digits (`-?[0-9]+(.[0-9]+)?`, what candle files
-/// hold) are read here without its general machinery; anything else goes
-/// to it.
-fn decimal(text: &str) -> Option<Decimal> {
-    let bytes = text.as_bytes();
-    let (negative, digits) = match bytes.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, bytes),
-    };
-    let fast = || {
-        if digits.is_empty() || digits.len() > 19 {
-            return None;
-        }
-        let mut mantissa: i64 = 0;
-        let mut count = 0;
-        let mut point = None;
-        for (k, &b) in digits.iter().enumerate() {
-            match b {
-                b'0'..=b'9' if count < 18 => {
-                    mantissa = mantissa * 10 + i64::from(b - b'0');
-                    count += 1;
-                }
-                b'.' if point.is_none() && k > 0 && k + 1 < digits.len() => point = Some(k),
-                _ => return None,
-            }
-        }
-        // A negative zero keeps its sign in `from_str`; leave it to it.
-        if negative && mantissa == 0 {
-            return None;
-        }
-        let scale = point.map_or(0, |k| digits.len() - k - 1) as u32;
-        Some(Decimal::new(
-            if negative { -mantissa } else { mantissa },
-            scale,
-        ))
-    };
-    fast().or_else(|| Decimal::from_str(text).ok())
 }
 
 #[derive(Deserialize)]
@@ -266,7 +225,7 @@ impl FileSource {
                 };
                 let number = |i: usize| -> Result<Decimal, String> {
                     let raw = cell(i)?;
-                    decimal(raw)
+                    bus_core::model::parse_decimal(raw)
                         .ok_or_else(|| format!("column `{}`: {raw:?} is not a number", COLUMNS[i]))
                 };
                 let open_time_ms = open_time(cell(0)?)?;
@@ -578,76 +537,6 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(error.contains("/no/such/file.csv"), "{error}");
-    }
-
-    #[test]
-    fn decimals_read_as_decimal_reads_them() {
-        let mut texts: Vec<String> = [
-            "0",
-            "-0",
-            "0.0",
-            "-0.00",
-            "1",
-            "-1",
-            "100.00",
-            "007.50",
-            "123456789012345678",
-            "1234567890123456789",
-            "12345678901234567890",
-            "0.000000000000000001",
-            "99999999999999999.9",
-            "-42.4200",
-            "1.",
-            ".5",
-            "-.5",
-            "+3",
-            "1e5",
-            "1.2.3",
-            "",
-            "-",
-            ".",
-            "abc",
-            "1,5",
-            " 1",
-            "79228162514264337593543950335",
-            "0.1234567890123456789012345678",
-        ]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-        // Random plain numbers of every length the fast path takes and more.
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        for _ in 0..20_000 {
-            let digits = 1 + (next() % 22) as usize;
-            let mut text: String = (0..digits)
-                .map(|_| char::from(b'0' + (next() % 10) as u8))
-                .collect();
-            if next() % 2 == 0 && digits > 1 {
-                text.insert(1 + (next() as usize % (digits - 1)), '.');
-            }
-            if next() % 3 == 0 {
-                text.insert(0, '-');
-            }
-            texts.push(text);
-        }
-        for text in &texts {
-            let ours = decimal(text);
-            let theirs = Decimal::from_str(text).ok();
-            assert_eq!(ours, theirs, "{text:?}");
-            if let (Some(a), Some(b)) = (ours, theirs) {
-                assert_eq!(
-                    (a.scale(), a.is_sign_negative(), a.to_string()),
-                    (b.scale(), b.is_sign_negative(), b.to_string()),
-                    "{text:?}"
-                );
-            }
-        }
     }
 
     #[test]

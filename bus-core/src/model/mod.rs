@@ -6,6 +6,7 @@
 
 pub mod addressing;
 pub mod candle_sequence;
+mod decimal_text;
 pub mod delivery;
 pub mod envelope;
 pub mod error;
@@ -21,6 +22,8 @@ pub mod topic;
 pub mod wire;
 
 pub use candle_sequence::{CandleAdmission, CandleSequence};
+pub use decimal_text::parse_decimal;
+pub(crate) use decimal_text::{write_decimal, DECIMAL_TEXT};
 pub use delivery::{DeliveryMode, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};
 pub use headers::Headers;

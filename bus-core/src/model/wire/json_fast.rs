@@ -21,7 +21,7 @@ use crate::model::kind::{MessageType, Payload};
 
 /// Appends `envelope` as JSON, the bytes serde writes for it.
 pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
-    out.reserve(320);
+    out.reserve(512);
     out.extend_from_slice(b"{\"id\":");
     uuid(out, envelope.id);
     out.extend_from_slice(b",\"type\":");
@@ -82,13 +82,30 @@ fn serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// `text` as a JSON string: as it is when nothing in it needs escaping
 /// (the envelope's names never do), else as serde escapes it.
 fn string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(text.as_bytes()) {
         out.push(b'"');
         out.extend_from_slice(text.as_bytes());
         out.push(b'"');
     } else {
         serde(out, text);
     }
+}
+
+/// Whether `bytes` hold a control character, `"` or `\\` (what JSON
+/// escapes), eight bytes at a time.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is below `n` (n <= 128) where this sets its high bit.
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        if below(x, 0x20) | below(x ^ (ONES * 0x22), 1) | below(x ^ (ONES * 0x5c), 1) != 0 {
+            return true;
+        }
+    }
+    (chunks.remainder().iter()).any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn uuid(out: &mut Vec<u8>, id: MessageId) {
@@ -334,6 +351,24 @@ mod tests {
             .with_priority(Priority::High)
             .with_delivery_mode(DeliveryMode::AtLeastOnce);
         assert_eq!(read(&full.to_json_bytes()), Some(full));
+    }
+
+    #[test]
+    fn escapes_are_found_wherever_they_are() {
+        for len in 0..20 {
+            for at in 0..len {
+                for special in [0u8, 0x1f, b'"', b'\\'] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{bytes:?}");
+                }
+                for plain in [0x20u8, b'!', b'#', 0x5b, 0x5d, 0x7f, 0x80, 0xff] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = plain;
+                    assert!(!needs_escape(&bytes), "{bytes:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -15,11 +15,13 @@ use crate::model::Envelope;
 /// the binary codec, where formatting and parsing text dominated the cost.
 pub(crate) mod decimal {
     use rust_decimal::Decimal;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub(crate) fn serialize<S: Serializer>(value: &Decimal, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            Serialize::serialize(value, s)
+            // rust_decimal's text, written without its general machinery.
+            let mut buffer = [0; crate::model::DECIMAL_TEXT];
+            s.serialize_str(crate::model::write_decimal(*value, &mut buffer))
         } else {
             s.serialize_bytes(&value.serialize())
         }
@@ -27,7 +29,7 @@ pub(crate) mod decimal {
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
         if d.is_human_readable() {
-            return <Decimal as Deserialize>::deserialize(d);
+            return d.deserialize_any(Text);
         }
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
@@ -40,6 +42,34 @@ pub(crate) mod decimal {
             }
         }
         d.deserialize_bytes(Visitor)
+    }
+
+    /// What rust_decimal's own visitor accepts, with the same results
+    /// and errors (text as `Decimal::from_str`, else scientific notation;
+    /// integers; floats through their text), plain numbers in text read
+    /// by [`crate::model::parse_decimal`].
+    struct Text;
+
+    impl serde::de::Visitor<'_> for Text {
+        type Value = Decimal;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a Decimal type representing a fixed-point number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Decimal, E> {
+            Ok(Decimal::from(value))
+        }
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Decimal, E> {
+            Ok(Decimal::from(value))
+        }
+        fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Decimal, E> {
+            <Decimal as std::str::FromStr>::from_str(&value.to_string())
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Float(value), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Decimal, E> {
+            crate::model::parse_decimal(value)
+                .or_else(|| Decimal::from_scientific(value).ok())
+                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(value), &self))
+        }
     }
 
     /// The decimal in `bytes`, if they are a well-formed 16-byte decimal
@@ -107,6 +137,48 @@ pub(crate) mod decimal {
             bad[0] = 1; // stray flag bit
             assert_eq!(from_bytes(&bad), None);
             assert_eq!(from_bytes(&[0; 15]), None);
+        }
+
+        /// In JSON, what rust_decimal's own serde reads, read alike, and
+        /// what it refuses refused with its words.
+        #[test]
+        fn json_text_reads_as_rust_decimal_reads_it() {
+            #[derive(serde::Deserialize)]
+            struct Ours(#[serde(deserialize_with = "deserialize")] Decimal);
+            for json in [
+                "\"65123.45\"",
+                "\"-0\"",
+                "\"007.50\"",
+                "\"1e5\"",
+                "\"1.5E-3\"",
+                "\".5\"",
+                "\"abc\"",
+                "\"\"",
+                "\"1,5\"",
+                "12",
+                "-12",
+                "18446744073709551615",
+                "1.25",
+                "1e400",
+                "true",
+                "null",
+                "[1]",
+                "{\"a\":1}",
+                "\"79228162514264337593543950335\"",
+                "\"79228162514264337593543950336\"",
+            ] {
+                let ours = serde_json::from_str::<Ours>(json).map(|d| d.0);
+                let theirs = serde_json::from_str::<Decimal>(json);
+                match (&ours, &theirs) {
+                    (Ok(a), Ok(b)) => assert_eq!(
+                        (a, a.scale(), a.is_sign_negative()),
+                        (b, b.scale(), b.is_sign_negative()),
+                        "{json}"
+                    ),
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
+                    _ => panic!("{json}: {ours:?} vs {theirs:?}"),
+                }
+            }
         }
     }
 }
