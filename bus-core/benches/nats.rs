@@ -18,6 +18,11 @@
 //!   `split_bus_core_publisher_raw_receiver` (`NatsBus::publish` to the
 //!   raw subscriber) and `split_raw_publisher_bus_core_receiver` (ready
 //!   bytes from the raw client to the agent).
+//! * `fire_and_forget_interleaved` (printed): the cross-process rows
+//!   again, raw and ours alternating round by round (10 rounds each of
+//!   JSON and binary, both receiving processes up throughout), so that
+//!   each ratio compares rounds a few milliseconds apart rather than rows
+//!   a minute apart on a machine whose speed drifts.
 //! * Request round trips (p50/p99, printed): `bus_core::nats::request` to
 //!   an echoing agent vs `Client::request` to a raw echo responder.
 //! * `jetstream_publish/*`: 5,000 at-least-once envelopes published into a
@@ -248,6 +253,7 @@ fn transport(c: &mut Criterion) {
     group.finish();
 
     cross_process(c, &rt, &url, &publisher);
+    interleaved(&rt, &url, &publisher);
     one_way_latencies(&rt, &publisher, &core_bus(WireFormat::Binary), &connect());
 
     // Round trips, printed.
@@ -698,6 +704,50 @@ fn cross_process(
         }
     }
     group.finish();
+}
+
+/// Raw and ours alternating round by round, with the receivers in their
+/// own processes; prints each row's median throughput and the ratios.
+fn interleaved(rt: &tokio::runtime::Runtime, url: &str, publisher: &async_nats::Client) {
+    const ROUNDS: usize = 10;
+    let mut raw_receiver = ReceiverProcess::start("raw", url);
+    let mut agent_receiver = ReceiverProcess::start("agent", url);
+    let stop = StopSignal::new();
+    let envelopes: Vec<Envelope> = (0..N).map(message).collect();
+    let rate = |elapsed: Duration| N as f64 / elapsed.as_secs_f64() / 1e3;
+    let median = |mut rates: Vec<f64>| {
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    let mut line = Vec::new();
+    for format in [WireFormat::Json, WireFormat::Binary] {
+        let bodies: Vec<Vec<u8>> = envelopes.iter().map(|e| format.encode(e)).collect();
+        let bus = core_bus(rt, url, CROSS_PREFIX, format);
+        let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            let r = rate(raw_receiver.rounds(rt, 1, || {
+                publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies)
+            }));
+            let o = rate(agent_receiver.rounds(rt, 1, || publish_ours(&bus, &envelopes, &stop)));
+            raw.push(r);
+            ours.push(o);
+            ratios.push(o / r);
+        }
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+        line.push(format!(
+            "{}: raw {:.1} k/s, ours {:.1} k/s, ratio of medians {:.2}x (rounds {low:.2}-{high:.2}x)",
+            name(format),
+            median(raw.clone()),
+            median(ours.clone()),
+            median(ours) / median(raw)
+        ));
+    }
+    println!(
+        "fire_and_forget_interleaved ({ROUNDS} rounds of {N}, receivers in their own processes): {}",
+        line.join("; ")
+    );
 }
 
 criterion_group!(benches, transport);
