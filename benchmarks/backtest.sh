@@ -17,10 +17,7 @@ bars=${1:-50000}
 rounds=${2:-5}
 work=target/bench-optimize
 mkdir -p "$work"
-if [ ! -x "$work/venv/bin/python" ]; then
-    python3 -m venv "$work/venv"
-    "$work/venv/bin/pip" install --quiet backtesting==0.6.6
-fi
+source benchmarks/backtesting_py_venv.sh "$work/venv"
 python3 benchmarks/write_bars.py "$bars" "$work/backtest-bars.csv"
 export BISTOURY_BENCH_BARS="$PWD/$work/backtest-bars.csv"
 cargo bench --quiet -p orchestrator --bench backtest --no-run

@@ -15,10 +15,7 @@ rounds=${2:-3}
 work=target/bench-optimize
 mkdir -p "$work"
 cargo build --release --quiet --bin bistoury
-if [ ! -x "$work/venv/bin/python" ]; then
-    python3 -m venv "$work/venv"
-    "$work/venv/bin/pip" install --quiet backtesting==0.6.6
-fi
+source benchmarks/backtesting_py_venv.sh "$work/venv"
 python3 benchmarks/write_bars.py "$bars" "$work/bars.csv"
 # The example's lone crossover on this file; signal details off (fewer
 # messages: a search needs only the aggregated signals).

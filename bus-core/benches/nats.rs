@@ -725,9 +725,9 @@ fn interleaved(rt: &tokio::runtime::Runtime, url: &str, publisher: &async_nats::
         let bus = core_bus(rt, url, CROSS_PREFIX, format);
         let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            let r = rate(raw_receiver.rounds(rt, 1, || {
-                publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies)
-            }));
+            let r = rate(
+                raw_receiver.rounds(rt, 1, || publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies)),
+            );
             let o = rate(agent_receiver.rounds(rt, 1, || publish_ours(&bus, &envelopes, &stop)));
             raw.push(r);
             ours.push(o);

@@ -106,6 +106,16 @@ fn slow(value: Decimal, buffer: &mut [u8; DECIMAL_TEXT]) -> &str {
 mod tests {
     use super::*;
 
+    /// A seeded xorshift stream.
+    fn numbers(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     #[test]
     fn parsed_as_from_str_parses() {
         let mut texts: Vec<String> = [
@@ -141,13 +151,7 @@ mod tests {
         .iter()
         .map(|t| t.to_string())
         .collect();
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = numbers(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let digits = 1 + (next() % 22) as usize;
             let mut text: String = (0..digits)
@@ -177,13 +181,7 @@ mod tests {
 
     #[test]
     fn written_as_rust_decimal_writes() {
-        let mut state = 0x2545_F491_4F6C_DD1D_u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = numbers(0x2545_F491_4F6C_DD1D);
         let mut values = vec![
             Decimal::ZERO,
             Decimal::from_parts(0, 0, 0, true, 3),
