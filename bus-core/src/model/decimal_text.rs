@@ -157,10 +157,10 @@ mod tests {
             let mut text: String = (0..digits)
                 .map(|_| char::from(b'0' + (next() % 10) as u8))
                 .collect();
-            if next() % 2 == 0 && digits > 1 {
+            if next().is_multiple_of(2) && digits > 1 {
                 text.insert(1 + (next() as usize % (digits - 1)), '.');
             }
-            if next() % 3 == 0 {
+            if next().is_multiple_of(3) {
                 text.insert(0, '-');
             }
             texts.push(text);
@@ -203,7 +203,7 @@ mod tests {
                 lo,
                 mid,
                 hi,
-                next() % 2 == 0,
+                next().is_multiple_of(2),
                 (next() % 29) as u32,
             ));
         }
