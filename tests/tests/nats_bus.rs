@@ -1,7 +1,8 @@
 //! Core NATS through `NatsBus`, against a real `nats-server` started here:
 //! what it publishes arrives whole and in order, in either wire format; an
 //! agent run by `nats::run_agent` runs on a thread of its own and stops
-//! when its run is dropped.
+//! when its run is dropped; everything it publishes for one message
+//! leaves at once.
 
 use std::time::Duration;
 
@@ -154,5 +155,82 @@ async fn an_agent_runs_on_a_thread_of_its_own_and_stops_when_its_run_is_dropped(
     assert!(
         told.try_recv().is_err(),
         "a stopped agent handled a message"
+    );
+}
+
+/// Answers each message with three of its own.
+struct Burst {
+    id: AgentId,
+}
+
+impl Agent for Burst {
+    fn id(&self) -> &AgentId {
+        &self.id
+    }
+    fn subscriptions(&self) -> Vec<TopicPattern> {
+        vec![TopicPattern::new("data.price.>").unwrap()]
+    }
+    fn on_message(&mut self, envelope: &Envelope, out: &mut Outbox) -> HandlerResult {
+        for k in 0..3 {
+            let topic = Topic::new(format!("burst.out.{k}")).unwrap();
+            out.publish(Envelope::new(
+                self.id.clone(),
+                topic,
+                envelope.payload().clone(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Everything an agent publishes for one message leaves at once, with no
+/// other traffic to wake the connection: none of it waits for the next
+/// message in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_answers_all_leave_without_waiting_for_more_traffic() {
+    let server = NatsServer::start();
+    let settings = NatsSettings {
+        url: server.url(),
+        prefix: "burst".into(),
+        token: None,
+        when_disconnected: Default::default(),
+        wire_format: WireFormat::Binary,
+        jetstream: None,
+    };
+    let bus = NatsBus::connect(&settings).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut answers = client.subscribe("burst.burst.out.>").await.unwrap();
+    client.flush().await.unwrap();
+    let agent = AgentSpec::new(Box::new(Burst {
+        id: AgentId::new("burst"),
+    }));
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let _run = {
+        let bus = NatsBus::connect(&settings).await.unwrap();
+        tokio::spawn(async move {
+            bus_core::nats::run_agent(agent, &bus, StopSignal::new(), Some(ready)).await
+        })
+    };
+    subscribed.await.unwrap();
+    let stop = StopSignal::new();
+    let mut slowest = Duration::ZERO;
+    for n in 0..50 {
+        let sent = std::time::Instant::now();
+        bus.publish(&price(n), &stop).await.unwrap();
+        bus.client().flush().await.unwrap();
+        for k in 0..3 {
+            let answer = tokio::time::timeout(Duration::from_secs(2), answers.next())
+                .await
+                .unwrap_or_else(|_| panic!("answer {k} to message {n} still waits"))
+                .unwrap();
+            assert_eq!(answer.subject.as_str(), format!("burst.burst.out.{k}"));
+        }
+        slowest = slowest.max(sent.elapsed());
+        // Quiet before the next: nothing else to wake anything.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "the slowest burst took {slowest:?}"
     );
 }
