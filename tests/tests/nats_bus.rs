@@ -21,6 +21,29 @@ use rust_decimal::Decimal;
 mod support;
 use support::NatsServer;
 
+/// Core NATS only, subjects under `prefix`, writing `wire_format`.
+fn core_settings(server: &NatsServer, prefix: &str, wire_format: WireFormat) -> NatsSettings {
+    NatsSettings {
+        url: server.url(),
+        prefix: prefix.into(),
+        token: None,
+        when_disconnected: Default::default(),
+        wire_format,
+        jetstream: None,
+    }
+}
+
+/// Runs `agent` on `bus` (`nats::run_agent`, on a task); returns once it
+/// is subscribed, with the task (aborting it drops the run).
+async fn start_agent(agent: AgentSpec, bus: NatsBus) -> tokio::task::JoinHandle<()> {
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(async move {
+        let _ = bus_core::nats::run_agent(agent, &bus, StopSignal::new(), Some(ready)).await;
+    });
+    subscribed.await.unwrap();
+    run
+}
+
 fn price(n: i64) -> Envelope {
     let symbol = ["BTC", "ETH"][n as usize % 2];
     let payload = PriceUpdate::new(PriceUpdateFields {
@@ -41,14 +64,7 @@ async fn many_publications_arrive_whole_and_in_order_in_either_format() {
     let server = NatsServer::start();
     let stop = StopSignal::new();
     for format in [WireFormat::Json, WireFormat::Binary] {
-        let settings = NatsSettings {
-            url: server.url(),
-            prefix: "many".into(),
-            token: None,
-            when_disconnected: Default::default(),
-            wire_format: format,
-            jetstream: None,
-        };
+        let settings = core_settings(&server, "many", format);
         let bus = NatsBus::connect(&settings).await.unwrap();
         let client = async_nats::connect(server.url()).await.unwrap();
         let mut arrivals = client.subscribe("many.data.>").await.unwrap();
@@ -104,14 +120,7 @@ impl Agent for ThreadTeller {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_runs_on_a_thread_of_its_own_and_stops_when_its_run_is_dropped() {
     let server = NatsServer::start();
-    let settings = NatsSettings {
-        url: server.url(),
-        prefix: "own".into(),
-        token: None,
-        when_disconnected: Default::default(),
-        wire_format: WireFormat::Binary,
-        jetstream: None,
-    };
+    let settings = core_settings(&server, "own", WireFormat::Binary);
     let bus = NatsBus::connect(&settings).await.unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     let mut lifecycle = client.subscribe("own.agent.>").await.unwrap();
@@ -121,14 +130,7 @@ async fn an_agent_runs_on_a_thread_of_its_own_and_stops_when_its_run_is_dropped(
         id: AgentId::new("teller"),
         threads,
     }));
-    let (ready, subscribed) = tokio::sync::oneshot::channel();
-    let run = {
-        let bus = bus.clone();
-        tokio::spawn(async move {
-            bus_core::nats::run_agent(agent, &bus, StopSignal::new(), Some(ready)).await
-        })
-    };
-    subscribed.await.unwrap();
+    let run = start_agent(agent, bus.clone()).await;
     let stop = StopSignal::new();
     bus.publish(&price(1), &stop).await.unwrap();
     let thread = tokio::time::timeout(Duration::from_secs(10), told.recv())
@@ -189,14 +191,7 @@ impl Agent for Burst {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_answers_all_leave_without_waiting_for_more_traffic() {
     let server = NatsServer::start();
-    let settings = NatsSettings {
-        url: server.url(),
-        prefix: "burst".into(),
-        token: None,
-        when_disconnected: Default::default(),
-        wire_format: WireFormat::Binary,
-        jetstream: None,
-    };
+    let settings = core_settings(&server, "burst", WireFormat::Binary);
     let bus = NatsBus::connect(&settings).await.unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     let mut answers = client.subscribe("burst.burst.out.>").await.unwrap();
@@ -204,14 +199,7 @@ async fn an_agents_answers_all_leave_without_waiting_for_more_traffic() {
     let agent = AgentSpec::new(Box::new(Burst {
         id: AgentId::new("burst"),
     }));
-    let (ready, subscribed) = tokio::sync::oneshot::channel();
-    let _run = {
-        let bus = NatsBus::connect(&settings).await.unwrap();
-        tokio::spawn(async move {
-            bus_core::nats::run_agent(agent, &bus, StopSignal::new(), Some(ready)).await
-        })
-    };
-    subscribed.await.unwrap();
+    let _run = start_agent(agent, NatsBus::connect(&settings).await.unwrap()).await;
     let stop = StopSignal::new();
     let mut slowest = Duration::ZERO;
     for n in 0..50 {
