@@ -68,10 +68,10 @@ const PREFIX: &str = "t2o";
 /// Candles published (one at a time) over NATS.
 const NATS_CANDLES: i64 = 600;
 
-/// An agent process, killed on drop.
-struct AgentProcess(Child);
+/// A process this bench started (an agent, the echo), killed on drop.
+struct ChildProcess(Child);
 
-impl Drop for AgentProcess {
+impl Drop for ChildProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -79,7 +79,7 @@ impl Drop for AgentProcess {
 }
 
 /// Starts `bistoury agent NAME` and waits for its "connected" line.
-fn agent_process(name: &str, config: &std::path::Path) -> AgentProcess {
+fn agent_process(name: &str, config: &std::path::Path) -> ChildProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury"))
         .args(["agent", name, "--config", config.to_str().unwrap()])
         .stdin(Stdio::null())
@@ -92,7 +92,7 @@ fn agent_process(name: &str, config: &std::path::Path) -> AgentProcess {
         .read_line(&mut first)
         .unwrap();
     assert!(first.contains("connected"), "{name}: {first}");
-    AgentProcess(child)
+    ChildProcess(child)
 }
 
 /// The candle of bar `bar`: a zigzag (two up, two down), so a 2/4
@@ -154,7 +154,7 @@ fn session(
         ),
     )
     .unwrap();
-    let _agents: Vec<AgentProcess> = ["risk", "trader", "signals"]
+    let _agents: Vec<ChildProcess> = ["risk", "trader", "signals"]
         .iter()
         .map(|name| agent_process(name, &config))
         .collect();
@@ -203,7 +203,7 @@ fn raw_hops(rt: &tokio::runtime::Runtime, url: &str) -> Vec<Duration> {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut echo = AgentProcess(echo);
+    let mut echo = ChildProcess(echo);
     let mut ready = String::new();
     std::io::BufReader::new(echo.0.stdout.as_mut().unwrap())
         .read_line(&mut ready)
