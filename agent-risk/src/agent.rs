@@ -245,18 +245,15 @@ impl RiskAgent {
         }
     }
 
-    /// Warns once per approach, stops at the limit.
+    /// Warns once per approach, stops at the limit (a limit that is set).
     fn watch(
         &mut self,
         limit: Limit,
         value: Decimal,
-        threshold: Option<Decimal>,
+        threshold: Decimal,
         time: i64,
         out: &mut Outbox,
     ) {
-        let Some(threshold) = threshold else {
-            return;
-        };
         if value >= threshold && limit == Limit::MaxDailyLoss {
             // As desks use it: no new orders for the rest of the UTC day
             // (each is refused; the next day's are decided as usual).
@@ -429,12 +426,10 @@ impl Agent for RiskAgent {
                 self.state.record_equity(pnl.equity, pnl.timestamp_ms);
                 if let Some(limit) = self.config.max_drawdown {
                     let drawdown = self.state.drawdown(pnl.equity);
-                    let limit = Some(limit);
                     self.watch(Limit::MaxDrawdown, drawdown, limit, pnl.timestamp_ms, out);
                 }
                 if let Some(limit) = self.config.max_daily_loss {
                     let day_loss = self.state.day_loss(pnl.equity);
-                    let limit = Some(limit);
                     self.watch(Limit::MaxDailyLoss, day_loss, limit, pnl.timestamp_ms, out);
                 }
                 before.is_some_and(|before| self.watch_marks() != before)
