@@ -4,9 +4,10 @@
 //!
 //! Writing gives the same bytes as serde (names and enums are written as
 //! serde names them; a string that needs escaping goes through
-//! `serde_json`). Reading takes the common shape (no escapes in the
-//! envelope's strings, empty headers and tags, integers as plain digits)
-//! and gives up on anything else (`None`): the caller then decodes with
+//! `serde_json`). Reading takes exactly the layout writing gives (fields
+//! in its order, no spaces, no escapes in the envelope's strings, empty
+//! headers and tags, integers as plain digits) and gives up on anything
+//! else (`None`), as another language's JSON may be: the caller then decodes with
 //! serde, which accepts what it accepts and names the failing field. So
 //! what decodes, and how, is serde's; only the cost changes (serde's
 //! escape scanning and visitor machinery were most of a message's cost
