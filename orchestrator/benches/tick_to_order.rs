@@ -7,13 +7,15 @@
 //!   candle handed to the bus to the order request decided on it (the
 //!   report's `tick to order` line) are printed for the last run;
 //! * over NATS: the signal, trader and risk agents as `bistoury agent`
-//!   processes on a `nats-server` started here; this process publishes
-//!   one candle at a time (as the collector would) and times it to the
-//!   trader's order request arriving back here: three hops (candle to
-//!   signals, aggregated signal to trader, order request to here). In the
-//!   same run, the raw hop: a raw async-nats client's round trip to an
-//!   echoing process of its own (this binary again), halved. Printed:
-//!   the percentiles of both and their ratio to three raw hops.
+//!   processes on a `nats-server` started here, with `[bus] latency`
+//!   `default` and `low`; this process publishes one candle at a time (as
+//!   the collector would) and times it to the trader's order request
+//!   arriving back here: three hops (candle to signals, aggregated signal
+//!   to trader, order request to here). The raw hops, timed the same way
+//!   in the same run, interleaved candle by candle: the same bytes sent
+//!   through three raw async-nats processes (this binary again), each
+//!   forwarding what it reads to the next, the last back here. Printed:
+//!   the percentiles of both and their ratio.
 //!
 //! Run: `cargo bench -p orchestrator --bench tick_to_order`
 
@@ -62,11 +64,13 @@ fn tick_to_order(c: &mut Criterion) {
     }
 }
 
-/// Set to a server's URL when this binary runs as the raw echo process.
-const ECHO: &str = "BISTOURY_BENCH_ECHO_URL";
+/// Set when this binary runs as a raw forwarding process: the server's
+/// URL, the subject it reads and the subject it forwards to, separated by
+/// spaces.
+const FORWARD: &str = "BISTOURY_BENCH_FORWARD";
 const PREFIX: &str = "t2o";
 /// Candles published (one at a time) over NATS.
-const NATS_CANDLES: i64 = 600;
+const NATS_CANDLES: i64 = 2_000;
 
 /// A process this bench started (an agent, the echo), killed on drop.
 struct ChildProcess(Child);
@@ -126,14 +130,40 @@ fn percentiles(samples: &mut [Duration]) -> (f64, f64, f64) {
     (us(at(0.5)), us(at(0.99)), us(samples[samples.len() - 1]))
 }
 
+/// What one session timed, each a sample per candle (the agents') or per
+/// probe (the raw chain's).
+#[derive(Default)]
+struct Timings {
+    /// Candle sent to its order request arriving here.
+    to_order: Vec<Duration>,
+    /// Candle sent to its aggregated signal arriving here.
+    to_signal: Vec<Duration>,
+    /// Through the three raw forwarders, and through the first two.
+    raw_three: Vec<Duration>,
+    raw_two: Vec<Duration>,
+}
+
+/// Sends `bytes` on `subject` and flushes, as the collector publishes a
+/// candle: the instant it was sent. Each send comes after the same quiet
+/// pause (as a market's candles come apart), so none starts with the
+/// processes still awake from the one before.
+async fn send(client: &async_nats::Client, subject: &str, bytes: bytes::Bytes) -> Instant {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let sent = Instant::now();
+    client.publish(subject.to_string(), bytes).await.unwrap();
+    client.flush().await.unwrap();
+    sent
+}
+
 /// The agents on `url` writing `wire_format`, fed `NATS_CANDLES` candles
-/// one at a time in that format: the time from each candle sent to its
-/// order request arriving here, and to its aggregated signal arriving here.
+/// one at a time in that format; before each candle, the same bytes sent
+/// through the raw forwarders' chain (which `raw_chain` started).
 fn session(
     rt: &tokio::runtime::Runtime,
     url: &str,
     wire_format: bus_core::model::WireFormat,
-) -> (Vec<Duration>, Vec<Duration>) {
+    latency: &str,
+) -> Timings {
     let dir = tempfile::tempdir().unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lone_crossover.toml");
     let lone = std::fs::read_to_string(example)
@@ -149,7 +179,7 @@ fn session(
         &config,
         format!(
             "[bus]\ntransport = \"nats\"\nnats_url = \"{url}\"\nsubject_prefix = \"{PREFIX}\"\n\
-             wire_format = \"{format_name}\"\n\n[run]\noutput_dir = {:?}\n\n{lone}",
+             wire_format = \"{format_name}\"\nlatency = \"{latency}\"\n\n[run]\noutput_dir = {:?}\n\n{lone}",
             dir.path().display().to_string()
         ),
     )
@@ -164,14 +194,19 @@ fn session(
         let mut orders = subscribe("trade.order_request").await.unwrap();
         let mut analysed = subscribe("signal.analysis_complete").await.unwrap();
         let mut aggregated = subscribe("signal.aggregated").await.unwrap();
+        let mut raw_two = client.subscribe(raw_subject(2)).await.unwrap();
+        let mut raw_three = client.subscribe(raw_subject(3)).await.unwrap();
         client.flush().await.unwrap();
         let subject = format!("{PREFIX}.data.candle.BTC.1m");
-        let (mut ours, mut signalled) = (Vec::new(), Vec::new());
+        let mut timings = Timings::default();
         for bar in 0..NATS_CANDLES {
-            let bytes = wire_format.encode(&candle(bar));
-            let sent = Instant::now();
-            client.publish(subject.clone(), bytes.into()).await.unwrap();
-            client.flush().await.unwrap();
+            let bytes = bytes::Bytes::from(wire_format.encode(&candle(bar)));
+            let sent = send(&client, &raw_subject(0), bytes.clone()).await;
+            raw_two.next().await.unwrap();
+            timings.raw_two.push(sent.elapsed());
+            raw_three.next().await.unwrap();
+            timings.raw_three.push(sent.elapsed());
+            let sent = send(&client, &subject, bytes).await;
             // The order on this bar, if it makes one: it comes before the
             // signals' "analysed" or within a few hops after it.
             let mut deadline = None;
@@ -181,10 +216,10 @@ fn session(
                 });
                 tokio::select! {
                     Some(_) = orders.next() => {
-                        ours.push(sent.elapsed());
+                        timings.to_order.push(sent.elapsed());
                         break;
                     }
-                    Some(_) = aggregated.next() => signalled.push(sent.elapsed()),
+                    Some(_) = aggregated.next() => timings.to_signal.push(sent.elapsed()),
                     Some(_) = analysed.next(), if deadline.is_none() => {
                         deadline = Some(Instant::now() + Duration::from_millis(3));
                     }
@@ -192,33 +227,37 @@ fn session(
                 }
             }
         }
-        (ours, signalled)
+        timings
     })
 }
 
-/// The raw hop on `url`: round trips to the echoing process, halved.
-fn raw_hops(rt: &tokio::runtime::Runtime, url: &str) -> Vec<Duration> {
-    let echo = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ECHO, url)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut echo = ChildProcess(echo);
-    let mut ready = String::new();
-    std::io::BufReader::new(echo.0.stdout.as_mut().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    rt.block_on(async {
-        let client = async_nats::connect(url).await.unwrap();
-        let bytes = bytes::Bytes::from(candle(0).to_json_bytes());
-        let mut raw = Vec::new();
-        for _ in 0..2_000 {
-            let sent = Instant::now();
-            client.request("t2o-echo", bytes.clone()).await.unwrap();
-            raw.push(sent.elapsed() / 2);
-        }
-        raw
-    })
+/// The subject raw forwarder `hop` reads (`hop` 3: what the last one
+/// forwards, read here).
+fn raw_subject(hop: usize) -> String {
+    format!("{PREFIX}-raw.{hop}")
+}
+
+/// Three raw forwarding processes (this binary again), one per hop of the
+/// agents' chain: each reads what the one before forwarded and publishes
+/// it on, as an agent would its answer.
+fn raw_chain(url: &str) -> Vec<ChildProcess> {
+    (0..3)
+        .map(|hop| {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .env(
+                    FORWARD,
+                    format!("{url} {} {}", raw_subject(hop), raw_subject(hop + 1)),
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut ready = String::new();
+            std::io::BufReader::new(child.stdout.as_mut().unwrap())
+                .read_line(&mut ready)
+                .unwrap();
+            ChildProcess(child)
+        })
+        .collect()
 }
 
 fn over_nats(_c: &mut Criterion) {
@@ -235,48 +274,53 @@ fn over_nats(_c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let mut raw = raw_hops(&rt, &server.url());
-    let (r50, r99, rmax) = percentiles(&mut raw);
-    println!(
-        "raw async-nats hop (round trip / 2, same run): p50 {r50:.1} µs, p99 {r99:.1} µs, max {rmax:.1} µs"
-    );
+    let _forwarders = raw_chain(&server.url());
     use bus_core::model::WireFormat;
-    for format in [WireFormat::Json, WireFormat::Binary] {
-        let (mut ours, mut signalled) = session(&rt, &server.url(), format);
-        assert!(!ours.is_empty(), "no order request came back");
-        let (o50, o99, omax) = percentiles(&mut ours);
+    for (format, latency) in [
+        (WireFormat::Json, "default"),
+        (WireFormat::Binary, "default"),
+        (WireFormat::Json, "low"),
+        (WireFormat::Binary, "low"),
+    ] {
+        let mut t = session(&rt, &server.url(), format, latency);
+        assert!(!t.to_order.is_empty(), "no order request came back");
+        let (r50, r99, _) = percentiles(&mut t.raw_three);
+        let (o50, o99, omax) = percentiles(&mut t.to_order);
         println!(
-            "tick to order over NATS, {format:?}: {} orders of {NATS_CANDLES} candles, p50 {o50:.1} µs, p99 {o99:.1} µs, max {omax:.1} µs; against three raw hops p50 {:.2}x, p99 {:.2}x (goal <= 1.2x)",
-            ours.len(),
-            o50 / (3.0 * r50),
-            o99 / (3.0 * r99)
+            "tick to order over NATS, {format:?}, latency {latency}: {} orders of {NATS_CANDLES} candles, p50 {o50:.1} µs, p99 {o99:.1} µs, max {omax:.1} µs; \
+             three raw hops (same run, interleaved): p50 {r50:.1} µs, p99 {r99:.1} µs; ratio p50 {:.2}x, p99 {:.2}x (goal <= 1.2x)",
+            t.to_order.len(),
+            o50 / r50,
+            o99 / r99
         );
-        if !signalled.is_empty() {
-            let (s50, s99, _) = percentiles(&mut signalled);
+        if !t.to_signal.is_empty() {
+            let (s50, s99, _) = percentiles(&mut t.to_signal);
+            let (r50, r99, _) = percentiles(&mut t.raw_two);
             println!(
-                "  of which candle to aggregated signal back here (two hops): p50 {s50:.1} µs, p99 {s99:.1} µs; against two raw hops p50 {:.2}x",
-                s50 / (2.0 * r50)
+                "  of which candle to aggregated signal back here (two hops): p50 {s50:.1} µs, p99 {s99:.1} µs; \
+                 two raw hops p50 {r50:.1} µs, p99 {r99:.1} µs; ratio p50 {:.2}x, p99 {:.2}x",
+                s50 / r50,
+                s99 / r99
             );
         }
     }
 }
 
-/// This binary as the raw echo process: answers every request on
-/// `t2o-echo` with its own bytes, until killed.
-fn echo(url: &str) {
+/// This binary as a raw forwarding process: publishes everything that
+/// arrives on `from` to `to`, until killed.
+fn forward(url: &str, from: &str, to: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         let client = async_nats::connect(url).await.unwrap();
-        let mut requests = client.subscribe("t2o-echo").await.unwrap();
+        let mut arrivals = client.subscribe(from.to_string()).await.unwrap();
         client.flush().await.unwrap();
         println!("ready");
-        while let Some(request) = requests.next().await {
-            if let Some(reply) = request.reply {
-                client.publish(reply, request.payload).await.unwrap();
-            }
+        let to = async_nats::Subject::from(to);
+        while let Some(message) = arrivals.next().await {
+            client.publish(to.clone(), message.payload).await.unwrap();
         }
     });
 }
@@ -284,8 +328,12 @@ fn echo(url: &str) {
 criterion_group!(benches, tick_to_order, over_nats);
 
 fn main() {
-    if let Ok(url) = std::env::var(ECHO) {
-        echo(&url);
+    if let Ok(spec) = std::env::var(FORWARD) {
+        let mut parts = spec.split(' ');
+        let (Some(url), Some(from), Some(to)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("{FORWARD}: expected `url from to`, got {spec:?}");
+        };
+        forward(url, from, to);
         return;
     }
     benches();

@@ -580,10 +580,18 @@ fn run_one_agent(
         // outlive it by more than this.
         exit_when_stuck(stop.clone(), name.to_string(), AGENT_STOP_LIMIT);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // In latency mode the connection and the agent share one thread (see
+    // `run_agent_instance_in_place`); otherwise the connection has the
+    // runtime's workers and the agent a thread of its own.
+    let low_latency = config.bus.latency == crate::config::Latency::Low;
+    let runtime = match match low_latency {
+        true => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        false => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    } {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");
@@ -624,10 +632,19 @@ fn run_one_agent(
                 );
             }
         };
-        let (result, ()) = tokio::join!(
-            bus_core::nats::run_agent_instance(spec, &bus, partition, stop, Some(ready)),
-            announce
-        );
+        let ready = Some(ready);
+        let agent = async {
+            match low_latency {
+                true => {
+                    bus_core::nats::run_agent_instance_in_place(spec, &bus, partition, stop, ready)
+                        .await
+                }
+                false => {
+                    bus_core::nats::run_agent_instance(spec, &bus, partition, stop, ready).await
+                }
+            }
+        };
+        let (result, ()) = tokio::join!(agent, announce);
         result
     });
     match result {

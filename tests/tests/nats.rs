@@ -920,9 +920,6 @@ async fn a_jetstream_run_starts_from_empty_streams_whatever_an_earlier_run_left(
     );
 }
 
-/// Runs `bistoury backtest` and a paced distributed `bistoury run` (every
-/// agent its own process, nats-server started by the run) on the same
-/// synthetic data; returns the two output directories.
 /// Backtests `data`, then runs it paced with every agent in its own
 /// process (`bus` adds to the `[bus]` section); returns both output dirs.
 fn backtest_and_paced_run(
@@ -976,12 +973,13 @@ fn backtest_and_paced_run(
 #[test]
 fn a_paced_distributed_run_reproduces_the_backtest() {
     // One symbol: every agent in its own process (writing the binary wire
-    // format), and still the very same trade log and report, byte for byte.
+    // format, in latency mode: connection and agent on one thread), and
+    // still the very same trade log and report, byte for byte.
     let dir = tempfile::tempdir().unwrap();
     let (bt, dist) = backtest_and_paced_run(
         dir.path(),
         "[data]\ncandles = 120\nsymbols = [ { symbol = \"BTC\", start_price = 35000.0 } ]\n",
-        "wire_format = \"binary\"\n",
+        "wire_format = \"binary\"\nlatency = \"low\"\n",
     );
     let trades = |d: &Path| std::fs::read_to_string(d.join("trades.csv")).unwrap();
     assert!(trades(&bt).lines().count() > 5, "the strategies trade");

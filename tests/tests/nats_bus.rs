@@ -2,7 +2,7 @@
 //! what it publishes arrives whole and in order, in either wire format; an
 //! agent run by `nats::run_agent` runs on a thread of its own and stops
 //! when its run is dropped; everything it publishes for one message
-//! leaves at once.
+//! leaves at once, also when it shares one thread with its connection.
 
 use std::time::Duration;
 
@@ -185,24 +185,23 @@ impl Agent for Burst {
     }
 }
 
-/// Everything an agent publishes for one message leaves at once, with no
-/// other traffic to wake the connection: none of it waits for the next
-/// message in.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agents_answers_all_leave_without_waiting_for_more_traffic() {
-    let server = NatsServer::start();
-    let settings = core_settings(&server, "burst", WireFormat::Binary);
-    let bus = NatsBus::connect(&settings).await.unwrap();
+fn burst() -> AgentSpec {
+    AgentSpec::new(Box::new(Burst {
+        id: AgentId::new("burst"),
+    }))
+}
+
+/// Messages of [`BURSTS`] sent one at a time, each followed by a quiet
+/// pause: asserts each one's three answers arrive promptly (none waits for
+/// the next message in).
+async fn every_burst_leaves_at_once(server: &NatsServer, settings: &NatsSettings) {
+    let bus = NatsBus::connect(settings).await.unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
     let mut answers = client.subscribe("burst.burst.out.>").await.unwrap();
     client.flush().await.unwrap();
-    let agent = AgentSpec::new(Box::new(Burst {
-        id: AgentId::new("burst"),
-    }));
-    let _run = start_agent(agent, NatsBus::connect(&settings).await.unwrap()).await;
     let stop = StopSignal::new();
     let mut slowest = Duration::ZERO;
-    for n in 0..50 {
+    for n in 0..BURSTS {
         let sent = std::time::Instant::now();
         bus.publish(&price(n), &stop).await.unwrap();
         bus.client().flush().await.unwrap();
@@ -221,4 +220,59 @@ async fn an_agents_answers_all_leave_without_waiting_for_more_traffic() {
         slowest < Duration::from_millis(100),
         "the slowest burst took {slowest:?}"
     );
+}
+
+/// Messages [`every_burst_leaves_at_once`] sends.
+const BURSTS: i64 = 50;
+
+/// Everything an agent publishes for one message leaves at once, with no
+/// other traffic to wake the connection: none of it waits for the next
+/// message in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_answers_all_leave_without_waiting_for_more_traffic() {
+    let server = NatsServer::start();
+    let settings = core_settings(&server, "burst", WireFormat::Binary);
+    let _run = start_agent(burst(), NatsBus::connect(&settings).await.unwrap()).await;
+    every_burst_leaves_at_once(&server, &settings).await;
+}
+
+/// An agent run in place with its connection on one single-threaded
+/// runtime (an agent process in latency mode) takes every message and
+/// sends every answer at once, and stops when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sharing_one_thread_with_its_connection_answers_every_message_at_once() {
+    let server = NatsServer::start();
+    let settings = core_settings(&server, "burst", WireFormat::Binary);
+    let stop = StopSignal::new();
+    let (ready, subscribed) = tokio::sync::oneshot::channel();
+    let agent_thread = {
+        let (settings, stop) = (settings.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let bus = NatsBus::connect(&settings).await.unwrap();
+                let partition = bus_core::runtime::Partition::WHOLE;
+                let run = bus_core::nats::run_agent_instance_in_place(
+                    burst(),
+                    &bus,
+                    partition,
+                    stop,
+                    Some(ready),
+                );
+                run.await.unwrap().1
+            })
+        })
+    };
+    subscribed.await.unwrap();
+    every_burst_leaves_at_once(&server, &settings).await;
+    stop.stop();
+    let stats = tokio::task::spawn_blocking(move || agent_thread.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stats.received, BURSTS as u64);
+    // Its answers, and the notices of its start and stop.
+    assert_eq!(stats.published, 3 * BURSTS as u64 + 2);
 }

@@ -107,7 +107,7 @@ pub async fn run_agent_instance(
                     return;
                 }
             };
-            let run = drive_agent(spec, &bus, partition, own, ready);
+            let run = run_agent_instance_in_place(spec, &bus, partition, own, ready);
             let _ = done.send(Ok(runtime.block_on(run)));
         })
         .map_err(|e| cannot(format!("cannot start its thread: {e}")))?;
@@ -120,8 +120,14 @@ pub async fn run_agent_instance(
     }
 }
 
-/// Runs the agent (on its thread).
-pub(super) async fn drive_agent(
+/// [`run_agent_instance`] with the agent on the caller's task instead of a
+/// thread of its own: for a process that runs its connection and its agent
+/// on one single-threaded runtime (`[bus] latency = "low"`), so that a
+/// message's way through the process is one thread woken, as for a plain
+/// client, instead of a hand-over from the connection's thread to the
+/// agent's and back (BENCHMARKS.md, tick to order over NATS). On a runtime
+/// with several workers the connection and the agent share them.
+pub async fn run_agent_instance_in_place(
     spec: AgentSpec,
     bus: &NatsBus,
     partition: Partition,
@@ -288,6 +294,18 @@ impl Transport for NatsTransport {
     async fn send(&self, envelopes: &[Envelope]) -> Result<Option<Unconfirmed>, NatsError> {
         let unconfirmed = self.bus.send_many(envelopes, &self.stop).await?;
         Ok((!unconfirmed.is_empty()).then_some(unconfirmed))
+    }
+
+    async fn send_produced(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Result<Option<Unconfirmed>, NatsError> {
+        let sent = self.send(envelopes).await;
+        // A source's next step may hold its thread (pacing sleeps, a live
+        // feed's wait for the next trade): a connection sharing that thread
+        // (`run_agent_instance_in_place`) writes this step first.
+        tokio::task::yield_now().await;
+        sent
     }
 
     async fn confirm(&self, unconfirmed: Unconfirmed) -> Result<(), NatsError> {

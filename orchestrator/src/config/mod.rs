@@ -103,7 +103,11 @@ pub struct BusConfig {
     pub wire_format: bus_core::model::WireFormat,
     /// `default`, or `low`: an agent of a run in process whose queue runs
     /// empty spins on its core for a while before it parks (lower latency,
-    /// a busy core while idle).
+    /// a busy core while idle); an agent process (`bistoury agent`, and
+    /// those of a distributed run) runs its NATS connection and its agent
+    /// on one thread, so a message through it wakes one thread instead of
+    /// two (while its handler works, the connection waits: a slow handler,
+    /// such as an LLM strategy's call, holds its reading too).
     #[serde(default)]
     pub latency: Latency,
 }
