@@ -69,8 +69,6 @@ pub struct CollectorAgent {
     /// by reference, without cloning a key per candle.
     topics: SymbolTopics,
     progress: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
-    /// Says when each candle goes out (tick-to-order latency).
-    tick_to_order: Option<bus_core::bus::tick_to_order::TickToOrder>,
     pacing: Option<Pacing>,
     /// Staggered pacing: the current step's candles not yet published, and
     /// how many it had.
@@ -168,7 +166,6 @@ impl CollectorAgent {
             failure: None,
             topics: SymbolTopics::new("data.candle"),
             progress: None,
-            tick_to_order: None,
             pacing: None,
             held: Default::default(),
             held_of: 0,
@@ -228,12 +225,6 @@ impl CollectorAgent {
     /// Counts published candles into `counter` too (for a progress display).
     pub fn with_progress(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
         self.progress = Some(counter);
-        self
-    }
-
-    /// Tells `clock` when each candle is handed to the bus.
-    pub fn with_tick_to_order(mut self, clock: bus_core::bus::tick_to_order::TickToOrder) -> Self {
-        self.tick_to_order = Some(clock);
         self
     }
 
@@ -416,9 +407,6 @@ impl CollectorAgent {
             }
         };
         let time = candle.open_time_ms;
-        if let Some(clock) = &self.tick_to_order {
-            clock.candle(candle.symbol.as_str(), time);
-        }
         out.publish(self.factory.make(topic, Payload::DataCandle(candle), time));
         self.published += 1;
         if let Some(progress) = &self.progress {

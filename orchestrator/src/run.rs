@@ -266,10 +266,7 @@ pub fn build_agent(
                     collector = collector.staggered(interval_ms);
                 }
             }
-            let mut collector = collector.with_outcome(hooks.collected.clone());
-            if let Some(clock) = &hooks.tick_to_order {
-                collector = collector.with_tick_to_order(clock.clone());
-            }
+            let collector = collector.with_outcome(hooks.collected.clone());
             Box::new(match &hooks.progress {
                 Some(counter) => collector.with_progress(counter.clone()),
                 None => collector,
@@ -607,6 +604,7 @@ pub async fn run_with(
         health,
         lockstep: config.run.lockstep,
         idle_spin: config.bus.latency.idle_spin(),
+        tick_to_order: Some(clock.clone()),
     };
     let metrics = config.run.metrics_address().is_some();
     let sampler = (metrics || control.status.is_some()).then(|| {

@@ -1,7 +1,8 @@
 //! Tick-to-order latency: the wall-clock time from the moment a candle is
 //! handed to the bus to the moment the order request decided on it is
 //! handed to the bus, through signals, aggregation and the trader. Shared
-//! by the collector (which says when each candle went out) and the trader
+//! by the in-process transport (which says when each candle a source
+//! produced is published: in lockstep, when its turn comes) and the trader
 //! (which says when an order on a bar went out).
 
 use std::collections::{HashMap, VecDeque};

@@ -204,6 +204,9 @@ pub struct QueuedOptions {
     /// Latency mode: how long an agent whose queue runs empty spins before
     /// it parks (zero: the default, friendly to shared machines).
     pub idle_spin: Duration,
+    /// Told when each candle a source produced is published (tick-to-order
+    /// latency; the trader says when its orders are).
+    pub tick_to_order: Option<crate::bus::tick_to_order::TickToOrder>,
 }
 
 /// Waits until no message is queued, being handled or held for a next
@@ -251,6 +254,7 @@ pub async fn run_queued_until(
         health,
         lockstep,
         idle_spin,
+        tick_to_order,
     } = options;
     // Raised by a failing agent (policy `shutdown`) or by the caller.
     let abort = stop.clone();
@@ -259,7 +263,8 @@ pub async fn run_queued_until(
             timeout: Duration::from_secs(3600),
         })
         .lockstep(lockstep)
-        .with_idle_spin(idle_spin);
+        .with_idle_spin(idle_spin)
+        .with_tick_to_order(tick_to_order);
     let capabilities: Vec<(AgentId, Vec<String>)> = agents
         .iter()
         .map(|spec| (spec.agent.id().clone(), spec.agent.capabilities()))

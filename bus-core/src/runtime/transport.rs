@@ -27,11 +27,12 @@ use crate::agent::supervision::{AgentSpec, Supervised};
 use crate::agent::Produce;
 use crate::bus::error::HandlerResult;
 use crate::bus::generation::Publishers;
+use crate::bus::tick_to_order::TickToOrder;
 use crate::bus::Outbox;
 use crate::bus::{MessageBus, OverflowPolicy, Pull, Pulled, SubscribeOptions, SPINS_BEFORE_SLEEP};
 use crate::model::ids::AgentId;
 use crate::model::topic::TopicPattern;
-use crate::model::Envelope;
+use crate::model::{Envelope, Payload};
 use crate::runtime::{RunError, StopSignal};
 
 /// The most deliveries an [`Inbox`] hands over at once.
@@ -679,6 +680,8 @@ pub struct InProcess {
     lockstep: Option<Arc<Sequencer>>,
     /// How long an agent's task spins on its empty queue before it parks.
     idle_spin: Duration,
+    /// Told when each candle a source produced is published.
+    tick_to_order: Option<TickToOrder>,
 }
 
 /// Lockstep's sequencer: a source's messages are published one at a time,
@@ -752,7 +755,11 @@ impl Sequencer {
     /// Publishes the held generation once the bus is quiet; again, if the
     /// bus became quiet while it was published (the last settle then found
     /// a generation being published and left it to this call).
-    async fn advance(&self, bus: &MessageBus) -> Result<(), InProcessError> {
+    async fn advance(
+        &self,
+        bus: &MessageBus,
+        clock: Option<&TickToOrder>,
+    ) -> Result<(), InProcessError> {
         loop {
             if self.held.load(Ordering::Acquire) == 0 {
                 return Ok(());
@@ -765,6 +772,9 @@ impl Sequencer {
                 let mut generation = if !state.next.is_empty() {
                     std::mem::take(&mut state.next)
                 } else if let Some(root) = state.roots.pop_front() {
+                    // A step's candles are published one at a time: each
+                    // is timed from its own publication.
+                    stamp(clock, &root);
                     vec![root]
                 } else {
                     return Ok(());
@@ -788,6 +798,13 @@ impl Sequencer {
     }
 }
 
+/// Tells `clock` that the candle in `envelope`, if it is one, is published now.
+fn stamp(clock: Option<&TickToOrder>, envelope: &Envelope) {
+    if let (Some(clock), Payload::DataCandle(candle)) = (clock, envelope.payload()) {
+        clock.candle(candle.symbol.as_str(), candle.open_time_ms);
+    }
+}
+
 impl InProcess {
     /// Carries agents on `bus`.
     pub fn new(bus: MessageBus) -> Self {
@@ -796,7 +813,16 @@ impl InProcess {
             overflow: OverflowPolicy::default(),
             lockstep: None,
             idle_spin: Duration::ZERO,
+            tick_to_order: None,
         }
+    }
+
+    /// Tells `clock` when each candle a source produced is published: the
+    /// start of its tick-to-order latency (in lockstep a step's candles
+    /// wait their turn, one cascade after another, before that).
+    pub fn with_tick_to_order(mut self, clock: Option<TickToOrder>) -> Self {
+        self.tick_to_order = clock;
+        self
     }
 
     /// Latency mode: an agent's task whose queue runs empty keeps looking
@@ -843,6 +869,10 @@ impl InProcess {
         &self.bus
     }
 
+    fn clock(&self) -> Option<&TickToOrder> {
+        self.tick_to_order.as_ref()
+    }
+
     /// Publishes `envelopes`, or, in lockstep, hands them to the sequencer
     /// (`produced`: a source's step, published one message at a time).
     async fn send_held(
@@ -852,10 +882,13 @@ impl InProcess {
     ) -> Result<Option<std::convert::Infallible>, InProcessError> {
         if let Some(sequencer) = &self.lockstep {
             sequencer.hold(envelopes, produced);
-            sequencer.advance(&self.bus).await?;
+            sequencer.advance(&self.bus, self.clock()).await?;
             return Ok(None);
         }
         for envelope in envelopes {
+            if produced {
+                stamp(self.clock(), envelope);
+            }
             self.bus.publish(envelope.clone()).await?;
         }
         Ok(None)
@@ -1053,7 +1086,7 @@ impl Transport for InProcess {
     ) -> Result<(), Self::Error> {
         lock_pulled(&delivery.pulled).settle(outcome);
         match &self.lockstep {
-            Some(sequencer) => sequencer.advance(&self.bus).await,
+            Some(sequencer) => sequencer.advance(&self.bus, self.clock()).await,
             None => Ok(()),
         }
     }
@@ -1062,7 +1095,7 @@ impl Transport for InProcess {
         if let Some(sequencer) = &self.lockstep {
             // A publish refused here was refused to a send or settle before,
             // which reported it.
-            let _ = sequencer.advance(&self.bus).await;
+            let _ = sequencer.advance(&self.bus, self.clock()).await;
         }
     }
 
