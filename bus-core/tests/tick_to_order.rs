@@ -1,11 +1,14 @@
-//! Tick-to-order latency on the queued bus in lockstep: a step's candles
-//! are published one at a time, each once the one before is worked
-//! through, and each is timed from its own publication.
+//! A queued run in lockstep, its agents each on a thread of its own or all
+//! on one: a step's candles are published one at a time, each once the one
+//! before is worked through, and each is timed (tick to order) from its
+//! own publication.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bus_core::agent::supervision::AgentSpec;
-use bus_core::bus::tick_to_order::TickToOrder;
+use bus_core::bus::tick_to_order::{TickToOrder, TickToOrderSummary};
 use bus_core::model::payload::{Candle, CandleFields, Symbol};
 use bus_core::prelude::*;
 use bus_core::runtime::{run_queued_until, QueuedOptions, StopSignal};
@@ -55,12 +58,17 @@ impl Agent for Market {
     }
 }
 
-/// Orders on every candle at once, then takes `busy` over BTC's.
+/// Orders on every candle at once, then takes `busy` over BTC's (without
+/// a clock, only watches); notes the thread it ran on.
 struct Trader {
     id: AgentId,
-    clock: TickToOrder,
+    clock: Option<TickToOrder>,
     busy: Duration,
+    threads: Threads,
 }
+
+/// The threads agents handled messages on.
+type Threads = Arc<Mutex<HashSet<std::thread::ThreadId>>>;
 
 impl Agent for Trader {
     fn id(&self) -> &AgentId {
@@ -70,9 +78,12 @@ impl Agent for Trader {
         vec![TopicPattern::new("data.candle").unwrap()]
     }
     fn on_message(&mut self, e: &Envelope, _: &mut Outbox) -> HandlerResult {
-        if let Payload::DataCandle(candle) = e.payload() {
-            self.clock
-                .order(candle.symbol.as_str(), candle.open_time_ms);
+        self.threads
+            .lock()
+            .unwrap()
+            .insert(std::thread::current().id());
+        if let (Payload::DataCandle(candle), Some(clock)) = (e.payload(), &self.clock) {
+            clock.order(candle.symbol.as_str(), candle.open_time_ms);
             if candle.symbol.as_str() == "BTC" {
                 std::thread::sleep(self.busy);
             }
@@ -81,16 +92,23 @@ impl Agent for Trader {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_candle_of_a_step_is_timed_from_its_own_publication() {
+/// Runs the market, a trader and a watcher in lockstep (`one_thread`: all
+/// as tasks on one thread); the clock's figures and the threads the
+/// trader and the watcher ran on.
+async fn run(one_thread: bool, busy: Duration) -> (TickToOrderSummary, Threads) {
     let clock = TickToOrder::new();
-    let busy = Duration::from_millis(200);
-    let agents = vec![
+    let threads = Threads::default();
+    let trader = |name: &str, clock: Option<TickToOrder>| {
         AgentSpec::new(Box::new(Trader {
-            id: AgentId::new("trader"),
-            clock: clock.clone(),
+            id: AgentId::new(name),
+            clock,
             busy,
-        })),
+            threads: threads.clone(),
+        }))
+    };
+    let agents = vec![
+        trader("trader", Some(clock.clone())),
+        trader("watcher", None),
         AgentSpec::new(Box::new(Market {
             id: AgentId::new("market"),
             stepped: false,
@@ -100,6 +118,7 @@ async fn each_candle_of_a_step_is_timed_from_its_own_publication() {
     let options = QueuedOptions {
         lockstep: true,
         tick_to_order: Some(clock.clone()),
+        one_thread,
         ..Default::default()
     };
     let bus = MessageBus::new();
@@ -107,13 +126,30 @@ async fn each_candle_of_a_step_is_timed_from_its_own_publication() {
     run_queued_until(bus, agents, Duration::from_secs(5), stop, options)
         .await
         .unwrap();
-    let timed = clock.summary();
-    assert_eq!((timed.orders, timed.untimed), (2, 0), "{timed:?}");
-    // ETH's candle waited for BTC's to be worked through (`busy`) before
-    // it was published: timed from the step it came in, its order would
-    // take that long.
-    assert!(
-        timed.max_us < busy.as_secs_f64() * 1e6 / 4.0,
-        "an order timed from before its candle was published: {timed:?}"
-    );
+    (clock.summary(), threads)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_candle_of_a_step_is_timed_from_its_own_publication() {
+    let busy = Duration::from_millis(200);
+    for one_thread in [false, true] {
+        let (timed, _) = run(one_thread, busy).await;
+        assert_eq!((timed.orders, timed.untimed), (2, 0), "{timed:?}");
+        // ETH's candle waited for BTC's to be worked through (`busy`)
+        // before it was published: timed from the step it came in, its
+        // orders would take that long.
+        assert!(
+            timed.max_us < busy.as_secs_f64() * 1e6 / 4.0,
+            "an order timed from before its candle was published: {timed:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_run_on_threads_of_their_own_or_all_on_one() {
+    let (_, threads) = run(false, Duration::ZERO).await;
+    assert_eq!(threads.lock().unwrap().len(), 2, "a thread per agent");
+    let (timed, threads) = run(true, Duration::ZERO).await;
+    assert_eq!(threads.lock().unwrap().len(), 1, "one thread for all");
+    assert_eq!(timed.orders, 2, "{timed:?}");
 }

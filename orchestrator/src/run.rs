@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::agents::AgentKind;
 use crate::announcer::Announcer;
 use crate::bus_summary::BusSummary;
-use crate::config::{BistouryConfig, DataSource};
+use crate::config::{BistouryConfig, DataSource, Latency};
 use crate::report::{AccountView, Report, ReportAgent, StatusLimits};
 use crate::status::StatusBoard;
 use agent_trader::OpenOrder;
@@ -603,8 +603,8 @@ pub async fn run_with(
     let options = QueuedOptions {
         health,
         lockstep: config.run.lockstep,
-        idle_spin: config.bus.latency.idle_spin(),
         tick_to_order: Some(clock.clone()),
+        one_thread: config.bus.latency == Latency::Low,
     };
     let metrics = config.run.metrics_address().is_some();
     let sampler = (metrics || control.status.is_some()).then(|| {

@@ -201,12 +201,103 @@ pub struct QueuedOptions {
     /// Without it a fast source runs ahead of its consumers, and feedback
     /// such as an emergency stop lands late.
     pub lockstep: bool,
-    /// Latency mode: how long an agent whose queue runs empty spins before
-    /// it parks (zero: the default, friendly to shared machines).
-    pub idle_spin: Duration,
     /// Told when each candle a source produced is published (tick-to-order
     /// latency; the trader says when its orders are).
     pub tick_to_order: Option<crate::bus::tick_to_order::TickToOrder>,
+    /// Every agent runs as a task on one thread instead of a thread of its
+    /// own (see [`InProcess::one_thread`]): a message from one agent to the
+    /// next wakes no other thread, and an agent busy in its handler holds
+    /// the others meanwhile (latency mode).
+    pub one_thread: bool,
+}
+
+/// Where a queued run's agents run: each on a thread of its own, or all as
+/// tasks on one thread.
+enum AgentThreads {
+    Own(Vec<std::thread::JoinHandle<()>>),
+    One {
+        agents: tokio::sync::mpsc::UnboundedSender<StartAgent>,
+        thread: std::thread::JoinHandle<()>,
+    },
+}
+
+/// Makes an agent's run, on the thread it runs on.
+type StartAgent =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
+
+impl AgentThreads {
+    fn new(one_thread: bool) -> Result<Self, RunError> {
+        if !one_thread {
+            return Ok(Self::Own(Vec::new()));
+        }
+        let (agents, mut arriving) = tokio::sync::mpsc::unbounded_channel::<StartAgent>();
+        let thread = std::thread::Builder::new()
+            .name("agents".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime for the agents' thread");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, async move {
+                    let mut running = Vec::new();
+                    while let Some(start) = arriving.recv().await {
+                        running.push(tokio::task::spawn_local(start()));
+                    }
+                    for run in running {
+                        let _ = run.await;
+                    }
+                });
+            })
+            .map_err(|_| RunError::AgentFailed("cannot start the agents' thread".into()))?;
+        Ok(Self::One { agents, thread })
+    }
+
+    /// Runs `start`'s agent (named `id`).
+    fn run(&mut self, id: &AgentId, start: StartAgent) -> Result<(), RunError> {
+        match self {
+            Self::Own(threads) => {
+                let thread = std::thread::Builder::new()
+                    .name(format!("agent {id}"))
+                    .spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("a runtime for the agent's thread");
+                        runtime.block_on(start());
+                    })
+                    .map_err(|_| {
+                        RunError::AgentFailed(format!("cannot start a thread for agent {id}"))
+                    })?;
+                threads.push(thread);
+            }
+            Self::One { agents, .. } => {
+                if agents.send(start).is_err() {
+                    return Err(RunError::AgentFailed(format!(
+                        "the agents' thread is gone: cannot start agent {id}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the threads to end (their agents have).
+    async fn join(self) {
+        let threads = match self {
+            Self::Own(threads) => threads,
+            Self::One { agents, thread } => {
+                drop(agents);
+                vec![thread]
+            }
+        };
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
 }
 
 /// Waits until no message is queued, being handled or held for a next
@@ -253,8 +344,8 @@ pub async fn run_queued_until(
     let QueuedOptions {
         health,
         lockstep,
-        idle_spin,
         tick_to_order,
+        one_thread,
     } = options;
     // Raised by a failing agent (policy `shutdown`) or by the caller.
     let abort = stop.clone();
@@ -263,12 +354,13 @@ pub async fn run_queued_until(
             timeout: Duration::from_secs(3600),
         })
         .lockstep(lockstep)
-        .with_idle_spin(idle_spin)
-        .with_tick_to_order(tick_to_order);
+        .with_tick_to_order(tick_to_order)
+        .one_thread(one_thread);
     let capabilities: Vec<(AgentId, Vec<String>)> = agents
         .iter()
         .map(|spec| (spec.agent.id().clone(), spec.agent.capabilities()))
         .collect();
+    let mut threads = AgentThreads::new(one_thread)?;
     let mut running = Vec::with_capacity(agents.len());
     let mut starts = Vec::with_capacity(agents.len());
     let mut sources = Vec::with_capacity(agents.len());
@@ -289,22 +381,20 @@ pub async fn run_queued_until(
         };
         let own_stop = StopSignal::new();
         let (transport, agent_stop, abort) = (transport.clone(), own_stop.clone(), abort.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("agent {id}"))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime for the agent's thread");
-                let ran =
-                    runtime.block_on(run_agent_with(spec, &transport, agent_stop, coordination));
-                if ran.is_err() {
-                    abort.stop();
-                }
-                ran
-            })
-            .map_err(|_| RunError::AgentFailed(format!("cannot start a thread for agent {id}")))?;
-        running.push((id.clone(), own_stop, thread));
+        let (ended, outcome) = tokio::sync::oneshot::channel();
+        threads.run(
+            &id,
+            Box::new(move || {
+                Box::pin(async move {
+                    let ran = run_agent_with(spec, &transport, agent_stop, coordination).await;
+                    if ran.is_err() {
+                        abort.stop();
+                    }
+                    let _ = ended.send(ran);
+                })
+            }),
+        )?;
+        running.push((id.clone(), own_stop, outcome));
         starts.push(start);
         sources.push(source_done);
         if is_subscribed.await.is_err() {
@@ -330,16 +420,16 @@ pub async fn run_queued_until(
     }
     settle(&transport).await;
     let mut finished = Vec::with_capacity(running.len());
-    for (id, own_stop, thread) in running.into_iter().rev() {
+    for (id, own_stop, outcome) in running.into_iter().rev() {
         own_stop.stop();
-        let ran = tokio::task::spawn_blocking(move || thread.join())
+        let ran = outcome
             .await
-            .expect("joining an agent thread")
-            .map_err(|_| RunError::AgentFailed(format!("agent {id}'s thread panicked")))?;
+            .map_err(|_| RunError::AgentFailed(format!("agent {id}'s run panicked")))?;
         finished.push((id, ran));
         settle(&transport).await;
     }
     finished.reverse();
+    threads.join().await;
     let unhealthy = monitor.map(HealthMonitor::stop).unwrap_or_default();
     let report = bus.shutdown(shutdown_deadline).await;
     let mut supervised = Vec::with_capacity(finished.len());

@@ -235,6 +235,24 @@ pub trait Transport: Send + Sync {
     fn may_step(&self) -> bool {
         true
     }
+
+    /// Waits a little before a source that may not step looks again
+    /// (`looks`: how often it has looked in a row): on a thread of its own,
+    /// yielding the CPU, then sleeping briefly.
+    fn pause(&self, looks: u32) -> impl Future<Output = ()> + Send {
+        pause_on_own_thread(looks);
+        std::future::ready(())
+    }
+}
+
+/// Between a source's looks, on a thread of its own: yields the CPU, then
+/// (after 64 looks in a row) sleeps briefly.
+fn pause_on_own_thread(looks: u32) {
+    if looks < 64 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(20));
+    }
 }
 
 /// What [`run_agent`] saw.
@@ -556,9 +574,8 @@ impl<T: Transport> Driver<'_, T> {
 
     /// Waits until the transport lets a source step, handling what arrives
     /// for it meanwhile (a health check, a command: what is waiting for
-    /// it keeps the bus from being quiet). Spins, then sleeps briefly, on
-    /// the agent's own thread: a paced source has one (see
-    /// [`InProcess::lockstep`]).
+    /// it keeps the bus from being quiet), pausing as the transport says
+    /// between looks (see [`Transport::pause`]).
     async fn wait_for_step(
         &mut self,
         agent: &mut Supervised,
@@ -578,12 +595,8 @@ impl<T: Transport> Driver<'_, T> {
             // What is held for a next generation goes out once the bus is
             // quiet (normally on the last settle: this only makes sure).
             self.transport.flush().await;
+            self.transport.pause(looks).await;
             looks += 1;
-            if looks < 64 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(Duration::from_micros(20));
-            }
         }
         Ok(())
     }
@@ -678,10 +691,10 @@ pub struct InProcess {
     bus: MessageBus,
     overflow: OverflowPolicy,
     lockstep: Option<Arc<Sequencer>>,
-    /// How long an agent's task spins on its empty queue before it parks.
-    idle_spin: Duration,
     /// Told when each candle a source produced is published.
     tick_to_order: Option<TickToOrder>,
+    /// Every agent is a task on one thread (see [`InProcess::one_thread`]).
+    one_thread: bool,
 }
 
 /// Lockstep's sequencer: a source's messages are published one at a time,
@@ -812,9 +825,19 @@ impl InProcess {
             bus,
             overflow: OverflowPolicy::default(),
             lockstep: None,
-            idle_spin: Duration::ZERO,
             tick_to_order: None,
+            one_thread: false,
         }
+    }
+
+    /// Every agent it carries runs as a task on one thread: an agent whose
+    /// queue is empty gives the thread up at once (no spin, no yield of the
+    /// CPU: the others are on it), and a source waiting for a quiet bus
+    /// lets them run. A message from one agent to the next then wakes no
+    /// other thread.
+    pub fn one_thread(mut self, on: bool) -> Self {
+        self.one_thread = on;
+        self
     }
 
     /// Tells `clock` when each candle a source produced is published: the
@@ -822,15 +845,6 @@ impl InProcess {
     /// wait their turn, one cascade after another, before that).
     pub fn with_tick_to_order(mut self, clock: Option<TickToOrder>) -> Self {
         self.tick_to_order = clock;
-        self
-    }
-
-    /// Latency mode: an agent's task whose queue runs empty keeps looking
-    /// for `spin` (a busy core) before it parks, so a message that comes
-    /// meanwhile is taken without a thread wake-up. Zero (the default)
-    /// looks a few times, yielding the CPU, then parks.
-    pub fn with_idle_spin(mut self, spin: Duration) -> Self {
-        self.idle_spin = spin;
         self
     }
 
@@ -930,9 +944,9 @@ struct PulledDeliveries {
     ringing: Option<flume::r#async::RecvFut<'static, ()>>,
     /// Empty looks since the last message.
     looks: u32,
-    /// Latency mode's spin, and when the queue was first seen empty.
-    idle_spin: Duration,
-    empty_since: Option<std::time::Instant>,
+    /// Empty looks, each yielding the CPU, before it waits for the
+    /// doorbell (none when agents share one thread).
+    looks_before_waiting: u32,
 }
 
 impl Deliveries<InProcessDelivery> for PulledDeliveries {
@@ -953,7 +967,6 @@ impl Deliveries<InProcessDelivery> for PulledDeliveries {
                     drop(pulled);
                     self.ringing = None;
                     self.looks = 0;
-                    self.empty_since = None;
                     into.push_back(InProcessDelivery {
                         envelope,
                         pulled: self.pulled.clone(),
@@ -964,22 +977,12 @@ impl Deliveries<InProcessDelivery> for PulledDeliveries {
                 Pull::Empty => {}
             }
             drop(pulled);
-            // Latency mode: keep looking, on this core, for the spin.
-            if !self.idle_spin.is_zero() && self.ringing.is_none() {
-                let since = *self.empty_since.get_or_insert_with(std::time::Instant::now);
-                if since.elapsed() < self.idle_spin {
-                    // Yield between looks: agents outnumbering cores still
-                    // get theirs.
-                    std::thread::yield_now();
-                    continue;
-                }
-            }
             // As the bus's own consumers do: look a few times, yielding the
             // CPU, before sleeping. Under a steady stream this saves a
             // thread wake-up per message, which dominated `bistoury run`.
             // (`next(true)` above asked for the doorbell: a message queued
             // meanwhile rings it, and the wait below returns at once.)
-            if self.ringing.is_none() && self.looks < SPINS_BEFORE_SLEEP {
+            if self.ringing.is_none() && self.looks < self.looks_before_waiting {
                 self.looks += 1;
                 std::thread::yield_now();
                 continue;
@@ -1046,8 +1049,10 @@ impl Transport for InProcess {
             doorbell,
             ringing: None,
             looks: 0,
-            idle_spin: self.idle_spin,
-            empty_since: None,
+            looks_before_waiting: match self.one_thread {
+                true => 0,
+                false => SPINS_BEFORE_SLEEP,
+            },
         };
         // Dropping the inbox drops the subscription (its `Drop` unsubscribes).
         Ok(Inbox::new(deliveries, || {}))
@@ -1101,5 +1106,13 @@ impl Transport for InProcess {
 
     fn may_step(&self) -> bool {
         self.lockstep.is_none() || self.is_quiet()
+    }
+
+    async fn pause(&self, looks: u32) {
+        match self.one_thread {
+            // The agents that must finish first are on this thread.
+            true => tokio::task::yield_now().await,
+            false => pause_on_own_thread(looks),
+        }
     }
 }

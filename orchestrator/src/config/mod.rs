@@ -101,13 +101,8 @@ pub struct BusConfig {
     pub when_disconnected: bus_core::nats::WhenDisconnected,
     /// How agents write envelopes (`json` or `binary`; they read both).
     pub wire_format: bus_core::model::WireFormat,
-    /// `default`, or `low`: an agent of a run in process whose queue runs
-    /// empty spins on its core for a while before it parks (lower latency,
-    /// a busy core while idle); an agent process (`bistoury agent`, and
-    /// those of a distributed run) runs its NATS connection and its agent
-    /// on one thread, so a message through it wakes one thread instead of
-    /// two (while its handler works, the connection waits: a slow handler,
-    /// such as an LLM strategy's call, holds its reading too).
+    /// `default`, or `low`: fewer threads on a message's way (see
+    /// [`Latency::Low`]).
     #[serde(default)]
     pub latency: Latency,
 }
@@ -116,25 +111,19 @@ pub struct BusConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Latency {
-    /// Look a few times, yielding the CPU, then park: friendly to shared
-    /// machines.
+    /// Every agent of a run in process on a thread of its own; an agent
+    /// process's NATS connection on the runtime's workers and its agent on
+    /// a thread of its own: agents work in parallel.
     #[default]
     Default,
-    /// Spin [`LOW_LATENCY_SPIN`] before parking.
+    /// Every agent of a run in process as a task on one thread; an agent
+    /// process's connection and agent on one thread: a message from one
+    /// agent to the next wakes no other thread (in process: tick to order
+    /// about a quarter, BENCHMARKS.md). An agent busy in its handler holds
+    /// the others (in process) or its connection's reading (a process)
+    /// meanwhile: a paced collector's wait for its next bar, an LLM
+    /// strategy's call.
     Low,
-}
-
-/// How long `[bus] latency = "low"` spins on an empty queue.
-pub const LOW_LATENCY_SPIN: Duration = Duration::from_micros(200);
-
-impl Latency {
-    /// The spin before an idle agent parks.
-    pub fn idle_spin(self) -> Duration {
-        match self {
-            Self::Default => Duration::ZERO,
-            Self::Low => LOW_LATENCY_SPIN,
-        }
-    }
 }
 
 /// A URL, or a list of them, as one comma-separated text.
