@@ -1,11 +1,13 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 //! Tick-to-order latency:
 //!
-//! * in process: `bistoury run` (queued bus, one thread per agent, in
-//!   lockstep) of the lone crossover on a small synthetic market; each
-//!   iteration is a whole run, and the percentiles of the time from each
-//!   candle handed to the bus to the order request decided on it (the
-//!   report's `tick to order` line) are printed for the last run;
+//! * in process: `bistoury run` (queued bus, in lockstep) of the lone
+//!   crossover on a small synthetic market, its agents each on a thread of
+//!   its own (`run_lockstep`) and all on one (`[bus] latency = "low"`,
+//!   `run_lockstep_one_thread`); each iteration is a whole run, and the
+//!   percentiles of the time from each candle handed to the bus to the
+//!   order request decided on it (the report's `tick to order` line) are
+//!   printed for the last run of each;
 //! * over NATS: the signal, trader and risk agents as `bistoury agent`
 //!   processes on a `nats-server` started here, with `[bus] latency`
 //!   `default` and `low`; this process publishes one candle at a time (as
@@ -28,7 +30,7 @@ use bus_core::nats::local_server::{free_port, LocalServer};
 use bus_core::{AgentId, Envelope, Payload, Topic};
 use criterion::{criterion_group, Criterion, Throughput};
 use futures_util::StreamExt;
-use orchestrator::config::BistouryConfig;
+use orchestrator::config::{BistouryConfig, Latency};
 use rust_decimal::Decimal;
 
 const CANDLES_PER_SYMBOL: usize = 2_000;
@@ -48,19 +50,30 @@ fn tick_to_order(c: &mut Criterion) {
     let mut group = c.benchmark_group("tick_to_order_in_process");
     group.sample_size(10);
     group.throughput(Throughput::Elements((CANDLES_PER_SYMBOL * symbols) as u64));
-    let mut last = None;
-    group.bench_function("run_lockstep", |b| {
-        b.iter(|| {
-            let outcome = runtime.block_on(orchestrator::run(&config)).unwrap();
-            last = outcome.report.bus.and_then(|bus| bus.tick_to_order);
-        })
-    });
+    let mut last = Vec::new();
+    for latency in [Latency::Default, Latency::Low] {
+        config.bus.latency = latency;
+        let name = match latency {
+            Latency::Default => "run_lockstep",
+            Latency::Low => "run_lockstep_one_thread",
+        };
+        let mut timed = None;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let outcome = runtime.block_on(orchestrator::run(&config)).unwrap();
+                timed = outcome.report.bus.and_then(|bus| bus.tick_to_order);
+            })
+        });
+        last.push((name, timed));
+    }
     group.finish();
-    if let Some(t) = last {
-        println!(
-            "tick to order (last run): {} orders, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
-            t.orders, t.p50_us, t.p99_us, t.p999_us, t.max_us
-        );
+    for (name, timed) in last {
+        if let Some(t) = timed {
+            println!(
+                "tick to order, {name} (last run): {} orders, p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs",
+                t.orders, t.p50_us, t.p99_us, t.p999_us, t.max_us
+            );
+        }
     }
 }
 

@@ -725,10 +725,12 @@ impl MessageBus {
     /// count, which is read twice. So after `true`, nothing is left but
     /// what a source (or a timer) publishes next.
     pub fn is_quiet(&self) -> bool {
-        let subscriptions: Vec<Arc<Subscription>> =
-            lock(&self.inner.subscriptions).values().cloned().collect();
+        // Looked at under the map's lock (as `stats` does, map then each
+        // subscription's state): no copy of the map per look, which lockstep
+        // takes after every message.
+        let subscriptions = lock(&self.inner.subscriptions);
         let mut enqueued = 0u64;
-        for s in &subscriptions {
+        for s in subscriptions.values() {
             let state = lock(&s.state);
             if !state.queue.is_empty() {
                 return false;
@@ -741,7 +743,10 @@ impl MessageBus {
                 return false;
             }
         }
-        let again: u64 = subscriptions.iter().map(|s| lock(&s.state).enqueued).sum();
+        let again: u64 = subscriptions
+            .values()
+            .map(|s| lock(&s.state).enqueued)
+            .sum();
         again == enqueued
     }
 
