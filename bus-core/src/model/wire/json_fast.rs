@@ -1,6 +1,7 @@
 //! Fast paths of the JSON wire format, for the envelopes Bistoury writes:
-//! the envelope's fields written and read by hand, the payload through
-//! serde as before.
+//! the envelope's fields written and read by hand, and the payloads of
+//! market data (candles and price updates: most of the traffic); other
+//! payloads through serde.
 //!
 //! Writing gives the same bytes as serde (names and enums are written as
 //! serde names them; a string that needs escaping goes through
@@ -19,6 +20,7 @@ use crate::model::headers::Headers;
 use crate::model::ids::MessageId;
 use crate::model::intern;
 use crate::model::kind::{MessageType, Payload};
+use crate::model::payload::{Candle, CandleFields, PriceUpdate, PriceUpdateFields};
 
 /// Appends `envelope` as JSON, the bytes serde writes for it.
 pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
@@ -72,8 +74,46 @@ pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
         false => serde(out, &envelope.tags),
     }
     out.extend_from_slice(b",\"payload\":");
-    serde(out, &envelope.payload);
+    match &envelope.payload {
+        Payload::DataCandle(candle) => {
+            out.extend_from_slice(b"{\"symbol\":");
+            string(out, candle.symbol.as_str());
+            out.extend_from_slice(b",\"interval\":");
+            string(out, &candle.interval);
+            out.extend_from_slice(b",\"open_time_ms\":");
+            integer(out, candle.open_time_ms.into());
+            out.extend_from_slice(b",\"open\":");
+            decimal(out, candle.open);
+            out.extend_from_slice(b",\"high\":");
+            decimal(out, candle.high);
+            out.extend_from_slice(b",\"low\":");
+            decimal(out, candle.low);
+            out.extend_from_slice(b",\"close\":");
+            decimal(out, candle.close);
+            out.extend_from_slice(b",\"volume\":");
+            decimal(out, candle.volume);
+            out.push(b'}');
+        }
+        Payload::DataPriceUpdate(update) => {
+            out.extend_from_slice(b"{\"symbol\":");
+            string(out, update.symbol.as_str());
+            out.extend_from_slice(b",\"price\":");
+            decimal(out, update.price);
+            out.extend_from_slice(b",\"timestamp_ms\":");
+            integer(out, update.timestamp_ms.into());
+            out.push(b'}');
+        }
+        payload => serde(out, payload),
+    }
     out.push(b'}');
+}
+
+/// A payload decimal as serde writes it: its text, quoted.
+fn decimal(out: &mut Vec<u8>, value: rust_decimal::Decimal) {
+    let mut buffer = [0; crate::model::DECIMAL_TEXT];
+    out.push(b'"');
+    out.extend_from_slice(crate::model::write_decimal(value, &mut buffer).as_bytes());
+    out.push(b'"');
 }
 
 fn serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
@@ -121,8 +161,10 @@ fn uuid(out: &mut Vec<u8>, id: MessageId) {
     out.push(b'"');
 }
 
-fn integer(out: &mut Vec<u8>, value: i128) {
-    let mut digits = [0u8; 40];
+/// Every integer an envelope writes is an `i64` or narrower: worked in
+/// 64 bits (128-bit division by ten costs a call per digit).
+fn integer(out: &mut Vec<u8>, value: i64) {
+    let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = value.unsigned_abs();
     loop {
@@ -202,15 +244,23 @@ pub(super) fn read(json: &[u8]) -> Option<Envelope> {
     r.literal(b",\"max_attempts\":")?;
     let max_attempts = u32::try_from(r.integer()?).ok()?;
     r.literal(b",\"headers\":{},\"tags\":[],\"payload\":")?;
-    // The payload runs to the envelope's closing brace; serde reads it
-    // and refuses anything left over.
-    let payload = text.get(r.at..text.len().checked_sub(1)?)?;
     if !text.ends_with('}') {
         return None;
     }
-    let mut de = serde_json::Deserializer::from_str(payload);
-    let payload = Payload::deserialize_as(message_type, &mut de).ok()?;
-    de.end().ok()?;
+    let start = r.at;
+    let payload = match r.market_data(message_type) {
+        // Read by hand, and nothing but the envelope's brace after it.
+        Some(payload) if r.at == text.len() - 1 => payload,
+        _ => {
+            // The payload runs to the envelope's closing brace; serde
+            // reads it and refuses anything left over.
+            let payload = text.get(start..text.len() - 1)?;
+            let mut de = serde_json::Deserializer::from_str(payload);
+            let payload = Payload::deserialize_as(message_type, &mut de).ok()?;
+            de.end().ok()?;
+            payload
+        }
+    };
     Some(Envelope {
         id,
         correlation_id,
@@ -268,6 +318,65 @@ impl<'a> Reader<'a> {
         self.text.get(start..at)
     }
 
+    /// A candle's or a price update's payload laid out as [`write`] lays
+    /// it out, valid (`None` for anything else, and for other types).
+    fn market_data(&mut self, message_type: MessageType) -> Option<Payload> {
+        match message_type {
+            MessageType::DataCandle => {
+                self.literal(b"{\"symbol\":")?;
+                let symbol = intern::symbol(self.string()?).ok()?;
+                self.literal(b",\"interval\":")?;
+                let interval = std::sync::Arc::from(self.string()?);
+                self.literal(b",\"open_time_ms\":")?;
+                let open_time_ms = i64::try_from(self.integer()?).ok()?;
+                self.literal(b",\"open\":")?;
+                let open = self.decimal()?;
+                self.literal(b",\"high\":")?;
+                let high = self.decimal()?;
+                self.literal(b",\"low\":")?;
+                let low = self.decimal()?;
+                self.literal(b",\"close\":")?;
+                let close = self.decimal()?;
+                self.literal(b",\"volume\":")?;
+                let volume = self.decimal()?;
+                self.literal(b"}")?;
+                let fields = CandleFields {
+                    symbol,
+                    interval,
+                    open_time_ms,
+                    open,
+                    high,
+                    low,
+                    close,
+                    volume,
+                };
+                Some(Payload::DataCandle(Candle::new(fields).ok()?))
+            }
+            MessageType::DataPriceUpdate => {
+                self.literal(b"{\"symbol\":")?;
+                let symbol = intern::symbol(self.string()?).ok()?;
+                self.literal(b",\"price\":")?;
+                let price = self.decimal()?;
+                self.literal(b",\"timestamp_ms\":")?;
+                let timestamp_ms = i64::try_from(self.integer()?).ok()?;
+                self.literal(b"}")?;
+                let fields = PriceUpdateFields {
+                    symbol,
+                    price,
+                    timestamp_ms,
+                };
+                Some(Payload::DataPriceUpdate(PriceUpdate::new(fields).ok()?))
+            }
+            _ => None,
+        }
+    }
+
+    /// A decimal in a string, as plain digits (what [`write`] writes;
+    /// anything else, such as scientific notation, is serde's).
+    fn decimal(&mut self) -> Option<rust_decimal::Decimal> {
+        crate::model::parse_decimal(self.string()?)
+    }
+
     fn message_id(&mut self) -> Option<MessageId> {
         let id = uuid::Uuid::try_parse(self.string()?).ok()?;
         Some(MessageId::from_u128(id.as_u128()))
@@ -292,12 +401,13 @@ impl<'a> Reader<'a> {
             at += 1;
         }
         let start = at;
-        let mut value: i128 = 0;
+        let mut value: u64 = 0;
         while let Some(&b) = bytes.get(at) {
             if !b.is_ascii_digit() {
                 break;
             }
-            value = value.checked_mul(10)?.checked_add(i128::from(b - b'0'))?;
+            // Past u64 no field fits: serde then says so.
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
             at += 1;
         }
         let digits = at - start;
@@ -308,6 +418,7 @@ impl<'a> Reader<'a> {
             return None;
         }
         self.at = at;
+        let value = i128::from(value);
         Some(if negative { -value } else { value })
     }
 }
@@ -316,7 +427,7 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
     use crate::model::ids::AgentId;
-    use crate::model::payload::{PriceUpdate, PriceUpdateFields, Symbol};
+    use crate::model::payload::Symbol;
     use crate::model::topic::Topic;
     use rust_decimal::Decimal;
 
@@ -352,6 +463,36 @@ mod tests {
             .with_priority(Priority::High)
             .with_delivery_mode(DeliveryMode::AtLeastOnce);
         assert_eq!(read(&full.to_json_bytes()), Some(full));
+    }
+
+    #[test]
+    fn market_data_payloads_are_read_by_hand() {
+        let price = Decimal::new(6_512_345, 2);
+        let candle = Candle::new(CandleFields {
+            symbol: Symbol::new("ETH").unwrap(),
+            interval: "1m".into(),
+            open_time_ms: -5,
+            open: price,
+            high: price,
+            low: price,
+            close: price,
+            volume: Decimal::ZERO,
+        })
+        .unwrap();
+        let candle = Envelope::new(
+            AgentId::new("collector"),
+            Topic::new("data.candle.ETH.1m").unwrap(),
+            Payload::DataCandle(candle),
+        );
+        for envelope in [price_update(), candle] {
+            let json = envelope.to_json_bytes();
+            let text = std::str::from_utf8(&json).unwrap();
+            let at = text.find("\"payload\":").unwrap() + "\"payload\":".len();
+            let mut r = Reader { text, at };
+            let payload = r.market_data(envelope.message_type());
+            assert_eq!(payload.as_ref(), Some(&envelope.payload));
+            assert_eq!(r.at, text.len() - 1, "up to the envelope's brace");
+        }
     }
 
     #[test]
