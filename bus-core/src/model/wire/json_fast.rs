@@ -53,10 +53,10 @@ pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"delivery_mode\":");
     string(out, delivery_mode_name(envelope.delivery_mode));
     out.extend_from_slice(b",\"created_at_ms\":");
-    integer(out, envelope.created_at_ms.into());
+    integer(out, envelope.created_at_ms);
     out.extend_from_slice(b",\"expires_at_ms\":");
     match envelope.expires_at_ms {
-        Some(at) => integer(out, at.into()),
+        Some(at) => integer(out, at),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"attempt\":");
@@ -81,7 +81,7 @@ pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
             out.extend_from_slice(b",\"interval\":");
             string(out, &candle.interval);
             out.extend_from_slice(b",\"open_time_ms\":");
-            integer(out, candle.open_time_ms.into());
+            integer(out, candle.open_time_ms);
             out.extend_from_slice(b",\"open\":");
             decimal(out, candle.open);
             out.extend_from_slice(b",\"high\":");
@@ -100,7 +100,7 @@ pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
             out.extend_from_slice(b",\"price\":");
             decimal(out, update.price);
             out.extend_from_slice(b",\"timestamp_ms\":");
-            integer(out, update.timestamp_ms.into());
+            integer(out, update.timestamp_ms);
             out.push(b'}');
         }
         payload => serde(out, payload),
