@@ -19,8 +19,9 @@
 //!   raw subscriber) and `split_raw_publisher_bus_core_receiver` (ready
 //!   bytes from the raw client to the agent).
 //! * `fire_and_forget_interleaved` (printed): the cross-process rows
-//!   again, raw and ours alternating round by round (10 rounds each of
-//!   JSON and binary, both receiving processes up throughout), so that
+//!   again, raw and ours alternating round by round (40 rounds each of
+//!   JSON and binary, each side first in every other round, both
+//!   receiving processes up throughout), so that
 //!   each ratio compares rounds a few milliseconds apart rather than rows
 //!   a minute apart on a machine whose speed drifts.
 //! * Request round trips (p50/p99, printed): `bus_core::nats::request` to
@@ -709,7 +710,7 @@ fn cross_process(
 /// Raw and ours alternating round by round, with the receivers in their
 /// own processes; prints each row's median throughput and the ratios.
 fn interleaved(rt: &tokio::runtime::Runtime, url: &str, publisher: &async_nats::Client) {
-    const ROUNDS: usize = 10;
+    const ROUNDS: usize = 40;
     let mut raw_receiver = ReceiverProcess::start("raw", url);
     let mut agent_receiver = ReceiverProcess::start("agent", url);
     let stop = StopSignal::new();
@@ -724,11 +725,24 @@ fn interleaved(rt: &tokio::runtime::Runtime, url: &str, publisher: &async_nats::
         let bodies: Vec<Vec<u8>> = envelopes.iter().map(|e| format.encode(e)).collect();
         let bus = core_bus(rt, url, CROSS_PREFIX, format);
         let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            let r = rate(
-                raw_receiver.rounds(rt, 1, || publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies)),
-            );
-            let o = rate(agent_receiver.rounds(rt, 1, || publish_ours(&bus, &envelopes, &stop)));
+        for round in 0..ROUNDS {
+            let mut raw_round = || {
+                rate(
+                    raw_receiver
+                        .rounds(rt, 1, || publish_raw(publisher, CROSS_RAW_SUBJECT, &bodies)),
+                )
+            };
+            let mut our_round =
+                || rate(agent_receiver.rounds(rt, 1, || publish_ours(&bus, &envelopes, &stop)));
+            // Each goes first in every other round: neither always finds
+            // the server and the cores as the other left them.
+            let (r, o) = match round % 2 {
+                0 => (raw_round(), our_round()),
+                _ => {
+                    let o = our_round();
+                    (raw_round(), o)
+                }
+            };
             raw.push(r);
             ours.push(o);
             ratios.push(o / r);
