@@ -51,19 +51,28 @@ impl Publishers {
     /// Puts one generation in delivery order (stable: publish order is kept
     /// among messages of one priority and one publisher).
     pub fn order(&self, generation: &mut [Envelope]) {
-        let Some(first) = generation.first() else {
-            return;
-        };
-        // Most generations have one publisher and one priority: already in
-        // order, and checked with one comparison per message.
-        let (priority, sender) = (first.priority, &first.sender);
-        if generation[1..]
-            .iter()
-            .all(|m| m.priority == priority && &m.sender == sender)
-        {
-            return;
+        if !self.in_order(generation) {
+            generation.sort_by_cached_key(|m| self.key(m.priority, &m.sender));
         }
-        generation.sort_by_cached_key(|m| self.key(m.priority, &m.sender));
+    }
+
+    /// Whether `generation` is in delivery order already, as it mostly is
+    /// (handlers run in subscription order, which is the publishers'):
+    /// a sender's place is looked up once per run of its messages.
+    fn in_order(&self, generation: &[Envelope]) -> bool {
+        let mut previous: Option<(&AgentId, usize)> = None;
+        let mut last_key = None;
+        generation.iter().all(|m| {
+            let place = match previous {
+                Some((sender, place)) if *sender == m.sender => place,
+                _ => self.place(&m.sender),
+            };
+            previous = Some((&m.sender, place));
+            let key = (std::cmp::Reverse(m.priority), place);
+            let ordered = last_key.is_none_or(|last| last <= key);
+            last_key = Some(key);
+            ordered
+        })
     }
 
     /// The delivery key of a message: lower first.
@@ -123,5 +132,51 @@ mod tests {
             })
             .collect();
         assert_eq!(order, vec![3, 4, 1, 6, 2, 0, 5]);
+    }
+
+    /// Generations in order already (left as they are) and not (sorted)
+    /// come out as a stable sort by key puts them, whatever their mix.
+    #[test]
+    fn ordering_is_a_stable_sort_by_key() {
+        let mut publishers = Publishers::new();
+        for agent in ["collector", "signals", "trader"] {
+            publishers.register(&AgentId::new(agent));
+        }
+        let senders = ["collector", "signals", "trader", "outsider"];
+        let priorities = [Priority::Low, Priority::Normal, Priority::High];
+        let mut state = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let (mut sorted_already, mut resorted) = (0, 0);
+        for _ in 0..2_000 {
+            let len = next(8);
+            let mut generation: Vec<Envelope> = (0..len)
+                .map(|n| {
+                    // Mostly one priority, so that many come in order.
+                    let priority = match next(4) {
+                        0 => priorities[next(3)],
+                        _ => Priority::Normal,
+                    };
+                    message(senders[next(4)], priority, n as u32)
+                })
+                .collect();
+            let mut expected = generation.clone();
+            expected.sort_by_cached_key(|m| publishers.key(m.priority, &m.sender));
+            match publishers.in_order(&generation) {
+                true => sorted_already += 1,
+                false => resorted += 1,
+            }
+            publishers.order(&mut generation);
+            let ids = |g: &[Envelope]| g.iter().map(|m| m.id).collect::<Vec<_>>();
+            assert_eq!(ids(&generation), ids(&expected));
+        }
+        assert!(
+            sorted_already > 200 && resorted > 200,
+            "{sorted_already} {resorted}"
+        );
     }
 }
