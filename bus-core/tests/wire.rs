@@ -325,13 +325,8 @@ fn json_written_and_read_as_serde_does() {
     }
     let serde_read = |bytes: &[u8]| serde_json::from_slice::<Envelope>(bytes).ok();
     // A seeded stream of edits: bytes JSON gives meaning to, and others.
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move |n: usize| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state % n as u64) as usize
-    };
+    let mut numbers = xorshift(0x2545_f491_4f6c_dd1d);
+    let mut next = move |n: usize| (numbers() % n as u64) as usize;
     let alphabet = b"{}[]:,\"\\ \n0-19.eEnul\x01\xc3a";
     for envelope in &envelopes {
         let json = envelope.to_json_bytes();
@@ -357,6 +352,16 @@ fn json_written_and_read_as_serde_does() {
     }
 }
 
+/// A seeded stream of pseudo-random numbers (xorshift64).
+fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// An envelope read, as the JSON it writes: decimals equal in value may
 /// differ in scale (1.50 and 1.5), which the text keeps.
 fn as_bytes(envelope: Option<Envelope>) -> Option<Vec<u8>> {
@@ -368,13 +373,7 @@ fn as_bytes(envelope: Option<Envelope>) -> Option<Vec<u8>> {
 /// gives what serde reads.
 #[test]
 fn market_data_json_written_and_read_as_serde_does() {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
     // A positive decimal of any scale and size (some huge, some tiny).
     let price = |next: &mut dyn FnMut() -> u64| {
         let bits = next() % 97;

@@ -85,8 +85,27 @@ const PREFIX: &str = "t2o";
 /// Candles published (one at a time) over NATS.
 const NATS_CANDLES: i64 = 2_000;
 
-/// A process this bench started (an agent, the echo), killed on drop.
+/// A process this bench started (an agent, a raw forwarder), killed on
+/// drop.
 struct ChildProcess(Child);
+
+impl ChildProcess {
+    /// Starts `command` (its output piped) and waits for its first line,
+    /// which it says once it is ready; the process and that line.
+    fn ready(command: &mut Command) -> (Self, String) {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        (Self(child), first)
+    }
+}
 
 impl Drop for ChildProcess {
     fn drop(&mut self) {
@@ -97,19 +116,14 @@ impl Drop for ChildProcess {
 
 /// Starts `bistoury agent NAME` and waits for its "connected" line.
 fn agent_process(name: &str, config: &std::path::Path) -> ChildProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bistoury"))
-        .args(["agent", name, "--config", config.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let (agent, first) = ChildProcess::ready(Command::new(env!("CARGO_BIN_EXE_bistoury")).args([
+        "agent",
+        name,
+        "--config",
+        config.to_str().unwrap(),
+    ]));
     assert!(first.contains("connected"), "{name}: {first}");
-    ChildProcess(child)
+    agent
 }
 
 /// The candle of bar `bar`: a zigzag (two up, two down), so a 2/4
@@ -256,19 +270,11 @@ fn raw_subject(hop: usize) -> String {
 fn raw_chain(url: &str) -> Vec<ChildProcess> {
     (0..3)
         .map(|hop| {
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .env(
-                    FORWARD,
-                    format!("{url} {} {}", raw_subject(hop), raw_subject(hop + 1)),
-                )
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut ready = String::new();
-            std::io::BufReader::new(child.stdout.as_mut().unwrap())
-                .read_line(&mut ready)
-                .unwrap();
-            ChildProcess(child)
+            let spec = format!("{url} {} {}", raw_subject(hop), raw_subject(hop + 1));
+            let (forwarder, _ready) = ChildProcess::ready(
+                Command::new(std::env::current_exe().unwrap()).env(FORWARD, spec),
+            );
+            forwarder
         })
         .collect()
 }
