@@ -861,9 +861,10 @@ impl InProcess {
     /// in a backtest, generation by generation in the
     /// [generation order](crate::bus::generation), while the agents still
     /// run on their own threads: every agent gets the messages the inline
-    /// bus would give it, in the same order. The wait spins and sleeps on
-    /// the source's thread: give sources a thread of their own (as
-    /// `run_queued` does).
+    /// bus would give it, in the same order. A source waits for the quiet
+    /// bus on its own thread, yielding the CPU and sleeping briefly, or,
+    /// when the agents share one thread ([`InProcess::one_thread`]),
+    /// yielding it to them.
     pub fn lockstep(mut self, on: bool) -> Self {
         self.lockstep = on.then(Arc::default);
         self
