@@ -583,6 +583,21 @@ pub async fn run(config: &BistouryConfig) -> Result<RunOutcome, WiringError> {
     run_with(config, &RunControl::default()).await
 }
 
+/// How a run in process drives its agents on the queued bus, from
+/// `config`; `clock` times tick to order.
+fn queued_options(config: &BistouryConfig, clock: &TickToOrder) -> QueuedOptions {
+    let health = (config.run.health_check_interval_ms > 0).then(|| HealthCheckSettings {
+        interval: Duration::from_millis(config.run.health_check_interval_ms),
+        ttl: Duration::from_millis(config.run.heartbeat_ttl_ms),
+    });
+    QueuedOptions {
+        health,
+        lockstep: config.run.lockstep,
+        tick_to_order: Some(clock.clone()),
+        one_thread: config.bus.latency == Latency::Low,
+    }
+}
+
 /// [`run`] under a [`RunControl`].
 pub async fn run_with(
     config: &BistouryConfig,
@@ -596,16 +611,7 @@ pub async fn run_with(
     let agents = build_agents(config, false, &trade_log, &hooks)?;
     let bus = MessageBus::new();
     let deadline = Duration::from_secs(config.run.shutdown_timeout_secs);
-    let health = (config.run.health_check_interval_ms > 0).then(|| HealthCheckSettings {
-        interval: Duration::from_millis(config.run.health_check_interval_ms),
-        ttl: Duration::from_millis(config.run.heartbeat_ttl_ms),
-    });
-    let options = QueuedOptions {
-        health,
-        lockstep: config.run.lockstep,
-        tick_to_order: Some(clock.clone()),
-        one_thread: config.bus.latency == Latency::Low,
-    };
+    let options = queued_options(config, &clock);
     let metrics = config.run.metrics_address().is_some();
     let sampler = (metrics || control.status.is_some()).then(|| {
         let every = Duration::from_millis(250);
@@ -636,4 +642,22 @@ pub async fn run_with(
     outcome.stopped_early = control.stop.is_stopped();
     outcome.unhealthy_agents = unhealthy;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_mode_puts_a_runs_agents_on_one_thread() {
+        let clock = TickToOrder::new();
+        let mut config = BistouryConfig::embedded_default();
+        let options = queued_options(&config, &clock);
+        assert!(!options.one_thread, "a thread per agent by default");
+        assert!(options.lockstep && options.tick_to_order.is_some());
+        config.bus.latency = Latency::Low;
+        config.run.lockstep = false;
+        let options = queued_options(&config, &clock);
+        assert!(options.one_thread && !options.lockstep);
+    }
 }
