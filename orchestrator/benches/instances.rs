@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use agent_signals::SignalAgent;
 use bus_core::agent::supervision::AgentSpec;
 use bus_core::model::payload::{Candle, CandleFields, Symbol};
-use bus_core::nats::local_server::{free_port, LocalServer};
 use bus_core::nats::{NatsBus, NatsSettings};
 use bus_core::runtime::Partition;
 use bus_core::runtime::StopSignal;
@@ -27,6 +26,8 @@ use bus_core::{AgentId, Envelope, Payload, Topic};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures_util::StreamExt;
 use rust_decimal::Decimal;
+
+mod common;
 
 const SYMBOLS: [&str; 8] = ["BTC", "ETH", "SOL", "ADA", "XRP", "DOT", "AVAX", "LINK"];
 const BARS: i64 = 500;
@@ -63,19 +64,9 @@ fn candles(from: i64) -> Vec<(String, bytes::Bytes)> {
 }
 
 fn instances(c: &mut Criterion) {
-    let port = free_port().unwrap();
-    let server = match LocalServer::start("nats-server", port, &[]) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("{e}: instance scaling bench skipped");
-            return;
-        }
+    let Some((server, rt)) = common::nats_server_and_runtime("instance scaling bench") else {
+        return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let settings = NatsSettings {
         url: server.url(),
         prefix: "scale".into(),

@@ -26,12 +26,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bus_core::model::payload::{Candle, CandleFields, Symbol};
-use bus_core::nats::local_server::{free_port, LocalServer};
 use bus_core::{AgentId, Envelope, Payload, Topic};
 use criterion::{criterion_group, Criterion, Throughput};
 use futures_util::StreamExt;
 use orchestrator::config::{BistouryConfig, Latency};
 use rust_decimal::Decimal;
+
+mod common;
 
 const CANDLES_PER_SYMBOL: usize = 2_000;
 
@@ -280,19 +281,9 @@ fn raw_chain(url: &str) -> Vec<ChildProcess> {
 }
 
 fn over_nats(_c: &mut Criterion) {
-    let port = free_port().unwrap();
-    let server = match LocalServer::start("nats-server", port, &[]) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("{e}: tick to order over NATS skipped");
-            return;
-        }
+    let Some((server, rt)) = common::nats_server_and_runtime("tick to order over NATS") else {
+        return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let _forwarders = raw_chain(&server.url());
     use bus_core::model::WireFormat;
     for (format, latency) in [
