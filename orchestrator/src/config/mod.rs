@@ -119,7 +119,7 @@ pub enum Latency {
     /// Every agent of a run in process as a task on one thread; an agent
     /// process's connection and agent on one thread: a message from one
     /// agent to the next wakes no other thread (in process: tick to order
-    /// about a quarter, BENCHMARKS.md). An agent busy in its handler holds
+    /// about half at p50, BENCHMARKS.md). An agent busy in its handler holds
     /// the others (in process) or its connection's reading (a process)
     /// meanwhile: a paced collector's wait for its next bar, an LLM
     /// strategy's call.
