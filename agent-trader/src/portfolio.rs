@@ -181,9 +181,24 @@ impl Portfolio {
     /// same order, as [`Self::realised`], [`Self::unrealised`],
     /// [`Self::fees`] and [`Self::equity`].
     pub fn totals(&self) -> Totals {
-        let mut totals = Totals::default();
-        let mut value = Decimal::ZERO;
-        for position in self.positions.values() {
+        // Starting from the first position rather than from zero: adding to
+        // zero gives the same value and scale, and a trader asks for these
+        // sums on every candle it holds a position through.
+        let mut positions = self.positions.values();
+        let Some(first) = positions.next() else {
+            return Totals {
+                equity: self.cash,
+                ..Totals::default()
+            };
+        };
+        let mut value = first.quantity * first.mark;
+        let mut totals = Totals {
+            realised: first.realised,
+            unrealised: value - first.cost_basis,
+            fees: first.fees,
+            equity: Decimal::ZERO,
+        };
+        for position in positions {
             let marked = position.quantity * position.mark;
             totals.realised += position.realised;
             totals.unrealised += marked - position.cost_basis;
@@ -246,6 +261,18 @@ mod tests {
         assert_eq!(p.positions[&btc()].average_price(), dec!(90));
     }
 
+    #[test]
+    fn an_empty_account_totals_its_cash() {
+        let totals = Portfolio::new(dec!(1000.50)).totals();
+        assert_eq!(
+            totals,
+            Totals {
+                equity: dec!(1000.50),
+                ..Totals::default()
+            }
+        );
+    }
+
     proptest! {
         /// The accounting identity holds exactly after any sequence of fills.
         #[test]
@@ -274,7 +301,11 @@ mod tests {
             }
             let totals = p.totals();
             prop_assert_eq!((totals.realised, totals.unrealised, totals.fees, totals.equity), (p.realised(), p.unrealised(), p.fees(), p.equity()));
-            prop_assert_eq!(totals.equity.scale(), p.equity().scale());
+            let scales = |sums: [Decimal; 4]| sums.map(|d| d.scale());
+            prop_assert_eq!(
+                scales([totals.realised, totals.unrealised, totals.fees, totals.equity]),
+                scales([p.realised(), p.unrealised(), p.fees(), p.equity()])
+            );
         }
     }
 }

@@ -288,6 +288,15 @@ impl OpenStep {
     }
 }
 
+/// One market's PnL net of fees, step by step.
+#[derive(Default)]
+struct MarketCurve {
+    points: crate::charts::Downsampled,
+    /// Realised PnL less the cost basis and fees, as of the last fill: the
+    /// PnL is this plus the position's marked value.
+    settled: f64,
+}
+
 #[derive(Default)]
 struct SymbolTally {
     fills: u64,
@@ -333,7 +342,7 @@ pub struct ReportAgent {
     /// Equity at each closed step (downsampled: bounded memory).
     equity_curve: crate::charts::Downsampled,
     /// Per market, its PnL net of fees at each closed step.
-    market_curves: SymbolMap<crate::charts::Downsampled>,
+    market_curves: SymbolMap<MarketCurve>,
     /// Fills: time, market, buy.
     fill_marks: Vec<(i64, Symbol, bool)>,
     /// Record the account as Prometheus metrics.
@@ -419,7 +428,12 @@ impl ReportAgent {
                     }
                     None => OpenStep::new(time),
                 };
-                self.open_steps.insert(at, step);
+                // Mostly the newest step: a push, not a general insert.
+                if at == self.open_steps.len() {
+                    self.open_steps.push_back(step);
+                } else {
+                    self.open_steps.insert(at, step);
+                }
                 at
             }
         };
@@ -455,8 +469,12 @@ impl ReportAgent {
         for (symbol, position) in &self.portfolio.positions {
             let marked = position.quantity * position.mark;
             value += marked;
-            let pnl = position.realised + (marked - position.cost_basis) - position.fees;
-            (self.market_curves.get_or_default(symbol)).push(time, decimal_to_f64(pnl));
+            // A chart's point: the part that moves with the mark is added
+            // to the rest, converted when a fill changed it.
+            let curve = self.market_curves.get_or_default(symbol);
+            curve
+                .points
+                .push(time, curve.settled + decimal_to_f64(marked));
             if !position.quantity.is_zero() {
                 any = true;
                 self.tallies.get_or_default(symbol).exposed_steps += 1;
@@ -661,6 +679,10 @@ impl ReportAgent {
         let effect =
             self.portfolio
                 .apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
+        if let Some(p) = self.portfolio.positions.get(&fill.symbol) {
+            (self.market_curves.get_or_default(&fill.symbol)).settled =
+                decimal_to_f64(p.realised - p.cost_basis - p.fees);
+        }
         let tally = self.tallies.get_or_default(&fill.symbol);
         tally.fills += 1;
         // The part of the fill that closes the position held, and the part
@@ -706,11 +728,11 @@ impl ReportAgent {
             points: self.equity_curve.points(),
             fills: marks(None),
         }];
-        for (symbol, points) in self.market_curves.iter() {
+        for (symbol, curve) in self.market_curves.iter() {
             curves.push(crate::charts::Curve {
                 title: format!("{symbol}: profit and loss net of fees"),
                 name: format!("pnl-{symbol}"),
-                points: points.points(),
+                points: curve.points.points(),
                 fills: marks(Some(symbol)),
             });
         }
@@ -1349,6 +1371,57 @@ mod tests {
             shifted.sort_by_key(|(at, i, _)| (*at, *i));
             let got = report_of(shifted.iter().map(|(_, _, m)| *m));
             proptest::prop_assert_eq!(got, expected);
+        }
+    }
+
+    proptest::proptest! {
+        /// Each market's chart holds, step by step, its PnL net of fees as
+        /// a book recomputes it from scratch (realised + unrealised - fees).
+        #[test]
+        fn market_curves_are_each_markets_pnl_net_of_fees(
+            steps in proptest::collection::vec(
+                proptest::collection::vec(
+                    (1u32..1_000_000, proptest::option::weighted(0.3, (proptest::bool::ANY, 1u32..5_000))),
+                    2,
+                ),
+                1..120,
+            )
+        ) {
+            let cash = Decimal::new(100_000, 0);
+            let mut report = ReportAgent::new(cash, 60_000, 365);
+            let mut book = Portfolio::new(cash);
+            let mut expected: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+            let all = messages(&steps);
+            for (i, (t, message)) in all.iter().enumerate() {
+                match message {
+                    Ok(candle) => {
+                        report.on_candle(candle);
+                        book.mark(&candle.symbol, candle.close);
+                    }
+                    Err(fill) => {
+                        report.on_fill(fill);
+                        book.apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
+                    }
+                }
+                if all.get(i + 1).is_none_or(|(next, _)| next != t) {
+                    for (symbol, p) in &book.positions {
+                        let pnl = p.realised + p.unrealised() - p.fees;
+                        (expected.entry(format!("pnl-{symbol}")).or_default())
+                            .push((*t as i64 * 60_000, decimal_to_f64(pnl)));
+                    }
+                }
+            }
+            report.finish();
+            let curves = report.curves();
+            proptest::prop_assert_eq!(curves.len(), 1 + expected.len());
+            for curve in &curves[1..] {
+                let want = &expected[&curve.name];
+                proptest::prop_assert_eq!(curve.points.len(), want.len());
+                for (got, want) in curve.points.iter().zip(want) {
+                    proptest::prop_assert_eq!(got.0, want.0);
+                    proptest::prop_assert!((got.1 - want.1).abs() <= 1e-9 * want.1.abs().max(1.0), "{:?} {:?}", got, want);
+                }
+            }
         }
     }
 
