@@ -30,7 +30,19 @@ pub fn price_units(value: rust_decimal::Decimal) -> i128 {
         0..=8 => value,
         _ => value.round_dp(8),
     };
-    exact.mantissa() * 10i128.pow(8 - exact.scale())
+    /// 10⁸⁻ˢ for a scale s of 0..=8 (a table: `pow` loops over i128).
+    const UNITS_PER: [i128; 9] = [
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
+    exact.mantissa() * UNITS_PER[exact.scale() as usize]
 }
 
 impl Bar {
@@ -108,4 +120,26 @@ pub trait Strategy: Send {
 
     /// Sees the next bar; returns a signal when it has a view.
     fn on_bar(&mut self, bar: &Bar) -> Option<StrategySignal>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    /// Every scale a price may carry, against the same value worked out
+    /// in decimal: rounded to eight places, times 10⁸.
+    #[test]
+    fn price_units_are_the_price_in_hundred_millionths() {
+        let hundred_million = Decimal::new(100_000_000, 0);
+        for mantissa in [0_i64, 1, 7, -3, 12_345, 99_999_999_999, -5_000_000_000_005] {
+            for scale in 0..=16 {
+                let value = Decimal::new(mantissa, scale);
+                let expected = (value.round_dp(8) * hundred_million).mantissa();
+                let expected_scale = (value.round_dp(8) * hundred_million).scale();
+                let expected = expected / 10_i128.pow(expected_scale);
+                assert_eq!(price_units(value), expected, "{value}");
+            }
+        }
+    }
 }
