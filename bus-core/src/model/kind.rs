@@ -104,8 +104,12 @@ macro_rules! message_types {
                 message_type: MessageType,
                 bytes: &[u8],
             ) -> Result<Payload, crate::model::error::DecodeError> {
-                // The lean reader first; `rmp_serde` for whatever it
-                // refuses (and to explain a failure).
+                // Market data read by hand; then the lean reader;
+                // `rmp_serde` for whatever it refuses (and to explain a
+                // failure).
+                if let Some(payload) = crate::model::wire::msgpack::market_data(message_type, bytes) {
+                    return Ok(payload);
+                }
                 let mut de = crate::model::wire::msgpack::Deserializer::new(bytes);
                 if let Ok(payload) = Payload::deserialize_as(message_type, &mut de) {
                     if de.is_done() {

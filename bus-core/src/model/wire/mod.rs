@@ -74,7 +74,7 @@ pub(crate) mod decimal {
 
     /// The decimal in `bytes`, if they are a well-formed 16-byte decimal
     /// (scale at most 28, no stray flag bits).
-    fn from_bytes(bytes: &[u8]) -> Option<Decimal> {
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Option<Decimal> {
         let bytes: [u8; 16] = bytes.try_into().ok()?;
         let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
         let flags = word(0);
