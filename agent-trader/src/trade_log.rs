@@ -13,7 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bus_core::model::payload::Fill;
-use bus_core::model::time::iso8601_utc;
+use bus_core::model::push_decimal;
+use bus_core::model::time::push_iso8601_utc;
 
 /// Column names, in order.
 ///
@@ -96,20 +97,21 @@ impl TradeLog {
         };
         let row = &mut self.row;
         row.clear();
-        let _ = write!(
-            row,
-            "{},{},{decided_on_bar_ms},",
-            fill.timestamp_ms,
-            iso8601_utc(fill.timestamp_ms)
-        );
-        push_field(row, &fill.order_id.to_string());
+        // Written piece by piece: `format!`'s machinery, decimals' above
+        // all, was most of a fill's cost.
+        let _ = write!(row, "{},", fill.timestamp_ms);
+        push_iso8601_utc(row, fill.timestamp_ms);
+        let _ = write!(row, ",{decided_on_bar_ms},");
+        push_field(row, &fill.order_id.0);
         row.push(',');
         push_field(row, fill.symbol.as_str());
-        let _ = write!(
-            row,
-            ",{side},{},{},{},{realised},",
-            fill.quantity, fill.price, fill.fee
-        );
+        row.push(',');
+        row.push_str(side);
+        for value in [fill.quantity, fill.price, fill.fee, realised] {
+            row.push(',');
+            push_decimal(row, value);
+        }
+        row.push(',');
         push_field(row, reason);
         row.push('\n');
         self.out.write_all(row.as_bytes())?;
@@ -136,6 +138,7 @@ impl TradeLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bus_core::model::time::iso8601_utc;
 
     #[test]
     fn fields_are_quoted_only_when_they_must_be() {
@@ -145,6 +148,64 @@ mod tests {
             row.push('|');
         }
         assert_eq!(row, "plain|\"a, b\"|\"say \"\"hi\"\"\"|\"two\nlines\"|");
+    }
+
+    /// Each row holds what `format!` makes of the fill: decimals of every
+    /// sign and scale as `Decimal` displays them, the time in ISO 8601,
+    /// fields quoted where they must be.
+    #[test]
+    fn rows_are_the_fills_as_text() {
+        use bus_core::model::payload::{FillFields, OrderId, Side, Symbol};
+        use rust_decimal::Decimal;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trades.csv");
+        let mut log = TradeLog::create(&path).unwrap();
+        let mut expected = format!("{HEADER}\n");
+        let decimals = [
+            Decimal::new(15, 1),
+            Decimal::new(1_000_000_000_000_000, 12),
+            Decimal::new(7, 9),
+            Decimal::from_i128_with_scale(123_456_789_012_345_678_901_234_567, 5),
+            Decimal::ONE,
+        ];
+        for (i, order) in ["o-1", "o,2", "o\"3"].into_iter().enumerate() {
+            for (k, &value) in decimals.iter().enumerate() {
+                let fill = Fill::new(FillFields {
+                    order_id: OrderId(order.into()),
+                    symbol: Symbol::new("BTC").unwrap(),
+                    side: if k % 2 == 0 { Side::Buy } else { Side::Sell },
+                    quantity: value,
+                    price: decimals[(k + 1) % decimals.len()],
+                    fee: [Decimal::ZERO, Decimal::new(25, 3)][k % 2],
+                    timestamp_ms: 1_700_000_000_123 + (i * 5 + k) as i64 * 3_600_000,
+                })
+                .unwrap();
+                let realised = [-value, value, Decimal::ZERO, Decimal::new(-1, 28)][k % 4];
+                let reason = ["signal", "stop, loss"][i % 2];
+                log.record(&fill, fill.timestamp_ms - 60_000, realised, reason)
+                    .unwrap();
+                let side = ["buy", "sell"][k % 2];
+                let mut quoted = String::new();
+                let mut quote = |field: &str| {
+                    quoted.clear();
+                    push_field(&mut quoted, field);
+                    quoted.clone()
+                };
+                expected += &format!(
+                    "{},{},{},{},BTC,{side},{},{},{},{realised},{}\n",
+                    fill.timestamp_ms,
+                    iso8601_utc(fill.timestamp_ms),
+                    fill.timestamp_ms - 60_000,
+                    quote(order),
+                    fill.quantity,
+                    fill.price,
+                    fill.fee,
+                    quote(reason),
+                );
+            }
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), expected);
+        assert_eq!(log.rows(), 15);
     }
 
     #[cfg(unix)]

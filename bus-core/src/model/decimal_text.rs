@@ -94,6 +94,13 @@ pub(crate) fn write_decimal(value: Decimal, buffer: &mut [u8; DECIMAL_TEXT]) -> 
     std::str::from_utf8(&buffer[..at]).expect("ASCII digits")
 }
 
+/// Appends `value` as `rust_decimal` writes it (`value.to_string()`),
+/// without its formatting machinery (a trade log writes four per fill).
+pub fn push_decimal(out: &mut String, value: Decimal) {
+    let mut buffer = [0; DECIMAL_TEXT];
+    out.push_str(write_decimal(value, &mut buffer));
+}
+
 fn slow(value: Decimal, buffer: &mut [u8; DECIMAL_TEXT]) -> &str {
     use std::io::Write;
     let mut cursor = std::io::Cursor::new(&mut buffer[..]);

@@ -22,7 +22,7 @@ pub mod topic;
 pub mod wire;
 
 pub use candle_sequence::{CandleAdmission, CandleSequence};
-pub use decimal_text::parse_decimal;
+pub use decimal_text::{parse_decimal, push_decimal};
 pub(crate) use decimal_text::{write_decimal, DECIMAL_TEXT};
 pub use delivery::{DeliveryMode, Priority};
 pub use envelope::{now_ms, Envelope, DEFAULT_MAX_ATTEMPTS};

@@ -4,12 +4,40 @@
 /// `2023-11-14T22:13:20.000Z` for `1_700_000_000_000`; proleptic Gregorian
 /// calendar, any `i64` of milliseconds within years -9999..=9999.
 pub fn iso8601_utc(ms: i64) -> String {
+    let mut text = String::with_capacity(24);
+    push_iso8601_utc(&mut text, ms);
+    text
+}
+
+/// Appends [`iso8601_utc`]'s text of `ms` to `out`, digit by digit for
+/// years 0 to 9999 (a trade log writes one per fill).
+pub fn push_iso8601_utc(out: &mut String, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
     let (hours, minutes) = (in_day / 3_600_000, in_day / 60_000 % 60);
     let (seconds, millis) = (in_day / 1000 % 60, in_day % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{millis:03}Z")
+    if !(0..=9999).contains(&year) {
+        use std::fmt::Write as _;
+        let _ = write!(
+            out,
+            "{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{millis:03}Z"
+        );
+        return;
+    }
+    let mut digits = |value: i64, width: u32, after: u8| {
+        for place in (0..width).rev() {
+            out.push(char::from(b'0' + (value / 10_i64.pow(place) % 10) as u8));
+        }
+        out.push(char::from(after));
+    };
+    digits(year, 4, b'-');
+    digits(i64::from(month), 2, b'-');
+    digits(i64::from(day), 2, b'T');
+    digits(hours, 2, b':');
+    digits(minutes, 2, b':');
+    digits(seconds, 2, b'.');
+    digits(millis, 3, b'Z');
 }
 
 /// Milliseconds since the epoch of an ISO-8601 UTC time: a date
@@ -102,6 +130,42 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Written digit by digit as `format!` writes it, for instants of
+    /// every era (negative years and years past 9999 included).
+    #[test]
+    fn written_text_is_the_formatted_text() {
+        let formatted = |ms: i64| {
+            let days = ms.div_euclid(86_400_000);
+            let in_day = ms.rem_euclid(86_400_000);
+            let (year, month, day) = civil_from_days(days);
+            let (hours, minutes) = (in_day / 3_600_000, in_day / 60_000 % 60);
+            let (seconds, millis) = (in_day / 1000 % 60, in_day % 1000);
+            format!(
+                "{year:04}-{month:02}-{day:02}T{hours:02}:{minutes:02}:{seconds:02}.{millis:03}Z"
+            )
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Up to about ±290,000 years, mostly near the present.
+            let ms = (state as i64) >> (20 + state % 24);
+            assert_eq!(iso8601_utc(ms), formatted(ms), "{ms}");
+        }
+        for ms in [
+            0,
+            -1,
+            1,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+        ] {
+            assert_eq!(iso8601_utc(ms), formatted(ms), "{ms}");
+        }
+    }
 
     #[test]
     fn known_instants() {
