@@ -20,7 +20,6 @@ use crate::model::headers::Headers;
 use crate::model::ids::MessageId;
 use crate::model::intern;
 use crate::model::kind::{MessageType, Payload};
-use crate::model::payload::{Candle, CandleFields, PriceUpdate, PriceUpdateFields};
 
 /// Appends `envelope` as JSON, the bytes serde writes for it.
 pub(super) fn write(envelope: &Envelope, out: &mut Vec<u8>) {
@@ -248,7 +247,7 @@ pub(super) fn read(json: &[u8]) -> Option<Envelope> {
         return None;
     }
     let start = r.at;
-    let payload = match r.market_data(message_type) {
+    let payload = match super::market::read(&mut r, message_type) {
         // Read by hand, and nothing but the envelope's brace after it.
         Some(payload) if r.at == text.len() - 1 => payload,
         _ => {
@@ -339,59 +338,6 @@ impl<'a> Reader<'a> {
         self.text.get(start..at)
     }
 
-    /// A candle's or a price update's payload laid out as [`write`] lays
-    /// it out, valid (`None` for anything else, and for other types).
-    fn market_data(&mut self, message_type: MessageType) -> Option<Payload> {
-        match message_type {
-            MessageType::DataCandle => {
-                self.literal(b"{\"symbol\":")?;
-                let symbol = intern::symbol(self.string()?).ok()?;
-                self.literal(b",\"interval\":")?;
-                let interval = std::sync::Arc::from(self.string()?);
-                self.literal(b",\"open_time_ms\":")?;
-                let open_time_ms = i64::try_from(self.integer()?).ok()?;
-                self.literal(b",\"open\":")?;
-                let open = self.decimal()?;
-                self.literal(b",\"high\":")?;
-                let high = self.decimal()?;
-                self.literal(b",\"low\":")?;
-                let low = self.decimal()?;
-                self.literal(b",\"close\":")?;
-                let close = self.decimal()?;
-                self.literal(b",\"volume\":")?;
-                let volume = self.decimal()?;
-                self.literal(b"}")?;
-                let fields = CandleFields {
-                    symbol,
-                    interval,
-                    open_time_ms,
-                    open,
-                    high,
-                    low,
-                    close,
-                    volume,
-                };
-                Some(Payload::DataCandle(Candle::new(fields).ok()?))
-            }
-            MessageType::DataPriceUpdate => {
-                self.literal(b"{\"symbol\":")?;
-                let symbol = intern::symbol(self.string()?).ok()?;
-                self.literal(b",\"price\":")?;
-                let price = self.decimal()?;
-                self.literal(b",\"timestamp_ms\":")?;
-                let timestamp_ms = i64::try_from(self.integer()?).ok()?;
-                self.literal(b"}")?;
-                let fields = PriceUpdateFields {
-                    symbol,
-                    price,
-                    timestamp_ms,
-                };
-                Some(Payload::DataPriceUpdate(PriceUpdate::new(fields).ok()?))
-            }
-            _ => None,
-        }
-    }
-
     /// A decimal in a string, as plain digits (what [`write`] writes;
     /// anything else, such as scientific notation, is serde's).
     fn decimal(&mut self) -> Option<rust_decimal::Decimal> {
@@ -444,11 +390,50 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The JSON of a candle or a price update as [`write`] lays it out:
+/// `{"name":value,...}`, decimals as plain digits in strings.
+impl<'a> super::market::FieldReader<'a> for Reader<'a> {
+    #[inline(always)]
+    fn read_start(&mut self, _fields: usize) -> Option<()> {
+        self.literal(b"{")
+    }
+
+    #[inline(always)]
+    fn read_name(&mut self, name: &str, first: bool) -> Option<()> {
+        if !first {
+            self.literal(b",")?;
+        }
+        self.literal(b"\"")?;
+        self.literal(name.as_bytes())?;
+        self.literal(b"\":")
+    }
+
+    #[inline(always)]
+    fn read_text(&mut self) -> Option<&'a str> {
+        self.string()
+    }
+
+    #[inline(always)]
+    fn read_integer(&mut self) -> Option<i64> {
+        i64::try_from(self.integer()?).ok()
+    }
+
+    #[inline(always)]
+    fn read_decimal(&mut self) -> Option<rust_decimal::Decimal> {
+        self.decimal()
+    }
+
+    #[inline(always)]
+    fn read_end(&mut self) -> Option<()> {
+        self.literal(b"}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::ids::AgentId;
-    use crate::model::payload::Symbol;
+    use crate::model::payload::{Candle, CandleFields, PriceUpdate, PriceUpdateFields, Symbol};
     use crate::model::topic::Topic;
     use rust_decimal::Decimal;
 
@@ -510,7 +495,7 @@ mod tests {
             let text = std::str::from_utf8(&json).unwrap();
             let at = text.find("\"payload\":").unwrap() + "\"payload\":".len();
             let mut r = Reader { text, at };
-            let payload = r.market_data(envelope.message_type());
+            let payload = super::super::market::read(&mut r, envelope.message_type());
             assert_eq!(payload.as_ref(), Some(&envelope.payload));
             assert_eq!(r.at, text.len() - 1, "up to the envelope's brace");
         }

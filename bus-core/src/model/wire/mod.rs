@@ -5,6 +5,7 @@
 pub mod binary;
 mod json;
 mod json_fast;
+mod market;
 pub(crate) mod msgpack;
 
 use crate::model::Envelope;

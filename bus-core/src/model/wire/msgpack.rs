@@ -13,9 +13,7 @@
 
 use serde::de::{self, DeserializeSeed, Visitor};
 
-use crate::model::intern;
 use crate::model::kind::{MessageType, Payload};
-use crate::model::payload::{Candle, CandleFields, PriceUpdate, PriceUpdateFields};
 
 /// Nested arrays and maps this reader follows (payloads nest a few levels;
 /// deeper input goes to the reference decoder, which has its own limit).
@@ -159,61 +157,46 @@ impl<'de> Deserializer<'de> {
 
 /// A candle's or a price update's payload laid out exactly as the binary
 /// codec writes it (`rmp_serde::encode::write_named`: a map of the
-/// fields in declaration order, decimals as 16-byte bin), valid; `None`
-/// for anything else and for other types, which then go through serde.
-/// Market data is most of the traffic, and serde's visitors were most of
-/// the cost of reading it.
+/// fields in declaration order, decimals as 16-byte bin), valid, and
+/// nothing after it; `None` for anything else and for other types, which
+/// then go through serde. Market data is most of the traffic, and serde's
+/// visitors were most of the cost of reading it.
 pub(crate) fn market_data(message_type: MessageType, bytes: &[u8]) -> Option<Payload> {
     let mut de = Deserializer::new(bytes);
-    let payload = match message_type {
-        MessageType::DataCandle => {
-            de.map_of(8)?;
-            de.key(b"symbol")?;
-            let symbol = intern::symbol(de.text()?).ok()?;
-            de.key(b"interval")?;
-            let interval = std::sync::Arc::from(de.text()?);
-            de.key(b"open_time_ms")?;
-            let open_time_ms = de.integer()?;
-            de.key(b"open")?;
-            let open = de.decimal()?;
-            de.key(b"high")?;
-            let high = de.decimal()?;
-            de.key(b"low")?;
-            let low = de.decimal()?;
-            de.key(b"close")?;
-            let close = de.decimal()?;
-            de.key(b"volume")?;
-            let volume = de.decimal()?;
-            let fields = CandleFields {
-                symbol,
-                interval,
-                open_time_ms,
-                open,
-                high,
-                low,
-                close,
-                volume,
-            };
-            Payload::DataCandle(Candle::new(fields).ok()?)
-        }
-        MessageType::DataPriceUpdate => {
-            de.map_of(3)?;
-            de.key(b"symbol")?;
-            let symbol = intern::symbol(de.text()?).ok()?;
-            de.key(b"price")?;
-            let price = de.decimal()?;
-            de.key(b"timestamp_ms")?;
-            let timestamp_ms = de.integer()?;
-            let fields = PriceUpdateFields {
-                symbol,
-                price,
-                timestamp_ms,
-            };
-            Payload::DataPriceUpdate(PriceUpdate::new(fields).ok()?)
-        }
-        _ => return None,
-    };
+    let payload = super::market::read(&mut de, message_type)?;
     de.is_done().then_some(payload)
+}
+
+impl<'de> super::market::FieldReader<'de> for Deserializer<'de> {
+    #[inline(always)]
+    fn read_start(&mut self, fields: usize) -> Option<()> {
+        self.map_of(fields)
+    }
+
+    #[inline(always)]
+    fn read_name(&mut self, name: &str, _first: bool) -> Option<()> {
+        self.key(name.as_bytes())
+    }
+
+    #[inline(always)]
+    fn read_text(&mut self) -> Option<&'de str> {
+        self.text()
+    }
+
+    #[inline(always)]
+    fn read_integer(&mut self) -> Option<i64> {
+        self.integer()
+    }
+
+    #[inline(always)]
+    fn read_decimal(&mut self) -> Option<rust_decimal::Decimal> {
+        self.decimal()
+    }
+
+    #[inline(always)]
+    fn read_end(&mut self) -> Option<()> {
+        Some(())
+    }
 }
 
 /// The pieces [`market_data`] reads, each `None` unless the bytes at the
@@ -481,6 +464,7 @@ impl<'de> de::VariantAccess<'de> for Variant<'_, 'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::payload::{Candle, CandleFields, PriceUpdate, PriceUpdateFields};
     use serde::{Deserialize, Serialize};
     use std::collections::BTreeMap;
     use std::sync::Arc;
