@@ -1254,14 +1254,16 @@ mod tests {
     type MarketStep = (u32, Option<(bool, u32)>);
 
     /// Feeds `steps` (per step, one [`MarketStep`] per market) to a report
-    /// and returns its equity statistics, and the same statistics from
-    /// equity recomputed at every step (what the report did before it kept
-    /// equity between moves).
-    fn equity_both_ways(steps: &[Vec<MarketStep>]) -> (EquityStats, EquityStats) {
+    /// and to a book beside it (the same candles and fills), calling
+    /// `step_done` with each step and the book once the step's last
+    /// message is in; the report, finished.
+    fn report_beside_book(
+        steps: &[Vec<MarketStep>],
+        mut step_done: impl FnMut(usize, &Portfolio),
+    ) -> ReportAgent {
         let cash = Decimal::new(100_000, 0);
         let mut report = ReportAgent::new(cash, 60_000, 365);
         let mut book = Portfolio::new(cash);
-        let mut expected = EquityStats::default();
         let all = messages(steps);
         for (i, (t, message)) in all.iter().enumerate() {
             match message {
@@ -1274,12 +1276,22 @@ mod tests {
                     book.apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
                 }
             }
-            // The step's equity, once its last message is in.
             if all.get(i + 1).is_none_or(|(next, _)| next != t) {
-                expected.push(decimal_to_f64(book.equity()));
+                step_done(*t, &book);
             }
         }
         report.finish();
+        report
+    }
+
+    /// Feeds `steps` to a report and returns its equity statistics, and
+    /// the same statistics from equity recomputed at every step (what the
+    /// report did before it kept equity between moves).
+    fn equity_both_ways(steps: &[Vec<MarketStep>]) -> (EquityStats, EquityStats) {
+        let mut expected = EquityStats::default();
+        let report = report_beside_book(steps, |_, book| {
+            expected.push(decimal_to_f64(book.equity()));
+        });
         (report.equity, expected)
     }
 
@@ -1387,31 +1399,14 @@ mod tests {
                 1..120,
             )
         ) {
-            let cash = Decimal::new(100_000, 0);
-            let mut report = ReportAgent::new(cash, 60_000, 365);
-            let mut book = Portfolio::new(cash);
             let mut expected: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
-            let all = messages(&steps);
-            for (i, (t, message)) in all.iter().enumerate() {
-                match message {
-                    Ok(candle) => {
-                        report.on_candle(candle);
-                        book.mark(&candle.symbol, candle.close);
-                    }
-                    Err(fill) => {
-                        report.on_fill(fill);
-                        book.apply_fill(&fill.symbol, fill.side, fill.quantity, fill.price, fill.fee);
-                    }
+            let report = report_beside_book(&steps, |t, book| {
+                for (symbol, p) in &book.positions {
+                    let pnl = p.realised + p.unrealised() - p.fees;
+                    (expected.entry(format!("pnl-{symbol}")).or_default())
+                        .push((t as i64 * 60_000, decimal_to_f64(pnl)));
                 }
-                if all.get(i + 1).is_none_or(|(next, _)| next != t) {
-                    for (symbol, p) in &book.positions {
-                        let pnl = p.realised + p.unrealised() - p.fees;
-                        (expected.entry(format!("pnl-{symbol}")).or_default())
-                            .push((*t as i64 * 60_000, decimal_to_f64(pnl)));
-                    }
-                }
-            }
-            report.finish();
+            });
             let curves = report.curves();
             proptest::prop_assert_eq!(curves.len(), 1 + expected.len());
             for curve in &curves[1..] {
