@@ -185,11 +185,10 @@ mod tests {
                 log.record(&fill, fill.timestamp_ms - 60_000, realised, reason)
                     .unwrap();
                 let side = ["buy", "sell"][k % 2];
-                let mut quoted = String::new();
-                let mut quote = |field: &str| {
-                    quoted.clear();
+                let quote = |field: &str| {
+                    let mut quoted = String::new();
                     push_field(&mut quoted, field);
-                    quoted.clone()
+                    quoted
                 };
                 expected += &format!(
                     "{},{},{},{},BTC,{side},{},{},{},{realised},{}\n",

@@ -167,63 +167,35 @@ pub(crate) fn market_data(message_type: MessageType, bytes: &[u8]) -> Option<Pay
     de.is_done().then_some(payload)
 }
 
-impl<'de> super::market::FieldReader<'de> for Deserializer<'de> {
-    #[inline(always)]
-    fn read_start(&mut self, fields: usize) -> Option<()> {
-        self.map_of(fields)
-    }
-
-    #[inline(always)]
-    fn read_name(&mut self, name: &str, _first: bool) -> Option<()> {
-        self.key(name.as_bytes())
-    }
-
-    #[inline(always)]
-    fn read_text(&mut self) -> Option<&'de str> {
-        self.text()
-    }
-
-    #[inline(always)]
-    fn read_integer(&mut self) -> Option<i64> {
-        self.integer()
-    }
-
-    #[inline(always)]
-    fn read_decimal(&mut self) -> Option<rust_decimal::Decimal> {
-        self.decimal()
-    }
-
-    #[inline(always)]
-    fn read_end(&mut self) -> Option<()> {
-        Some(())
-    }
-}
-
 /// The pieces [`market_data`] reads, each `None` unless the bytes at the
 /// cursor are one.
-impl<'de> Deserializer<'de> {
-    /// A map of `entries` entries.
-    fn map_of(&mut self, entries: usize) -> Option<()> {
+impl<'de> super::market::FieldReader<'de> for Deserializer<'de> {
+    /// A map of `fields` entries.
+    #[inline(always)]
+    fn read_start(&mut self, fields: usize) -> Option<()> {
         let marker = self.byte().ok()?;
-        (self.map_length(marker).ok()?? == entries).then_some(())
+        (self.map_length(marker).ok()?? == fields).then_some(())
     }
 
     /// A string: the key `name`.
-    fn key(&mut self, name: &[u8]) -> Option<()> {
+    #[inline(always)]
+    fn read_name(&mut self, name: &str, _first: bool) -> Option<()> {
         let marker = self.byte().ok()?;
         let len = self.str_length(marker).ok()??;
-        (self.take(len).ok()? == name).then_some(())
+        (self.take(len).ok()? == name.as_bytes()).then_some(())
     }
 
     /// A UTF-8 string.
-    fn text(&mut self) -> Option<&'de str> {
+    #[inline(always)]
+    fn read_text(&mut self) -> Option<&'de str> {
         let marker = self.byte().ok()?;
         let len = self.str_length(marker).ok()??;
         std::str::from_utf8(self.take(len).ok()?).ok()
     }
 
     /// An integer of any width that fits an `i64`.
-    fn integer(&mut self) -> Option<i64> {
+    #[inline(always)]
+    fn read_integer(&mut self) -> Option<i64> {
         let marker = self.byte().ok()?;
         match marker {
             0x00..=0x7f => Some(i64::from(marker)),
@@ -241,11 +213,18 @@ impl<'de> Deserializer<'de> {
     }
 
     /// A decimal as the codec writes it: bin 8 of 16 bytes.
-    fn decimal(&mut self) -> Option<rust_decimal::Decimal> {
+    #[inline(always)]
+    fn read_decimal(&mut self) -> Option<rust_decimal::Decimal> {
         if self.fixed::<2>().ok()? != [0xc4, 16] {
             return None;
         }
         crate::model::wire::decimal::from_bytes(self.take(16).ok()?)
+    }
+
+    /// Nothing: a map's end is its count.
+    #[inline(always)]
+    fn read_end(&mut self) -> Option<()> {
+        Some(())
     }
 }
 
